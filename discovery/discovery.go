@@ -1,0 +1,180 @@
+// Package discovery finds parley devices and supernodes: a Kademlia DHT with
+// parley's own protocol prefix (/parley, never the IPFS DHT), signed handle
+// records that bind a handle to an account key and its devices, and
+// bootstrapping from supernode multiaddrs.
+//
+// Handle records are JSON (see HandleRecord), at most MaxRecordSize bytes,
+// signed by the account's Ed25519 key and valid for at most MaxRecordTTL.
+// discovery knows nothing of WebRTC or chat.
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	record "github.com/libp2p/go-libp2p-record"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/routing"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// ProtocolPrefix keeps parley's DHT apart from every other Kademlia network.
+const ProtocolPrefix = "/parley"
+
+// RecordMaxAge is how long a DHT server keeps a record nobody republished.
+const RecordMaxAge = 36 * time.Hour
+
+// ErrNoBootstrap is returned when no bootstrap peer could be reached.
+var ErrNoBootstrap = errors.New("could not reach any bootstrap peer")
+
+// DHTConfig configures NewDHT.
+type DHTConfig struct {
+	// Server runs the DHT in server mode (supernodes); false is client mode.
+	Server bool
+	// Bootstrap peers the routing table starts from; nil means none.
+	Bootstrap []peer.AddrInfo
+	// Now is the clock for record validity; nil means time.Now.
+	Now func() time.Time
+}
+
+// NewDHT starts a parley DHT on h.
+func NewDHT(ctx context.Context, h host.Host, cfg DHTConfig) (*dht.IpfsDHT, error) {
+	mode := dht.ModeClient
+	if cfg.Server {
+		mode = dht.ModeServer
+	}
+	validator := record.NamespacedValidator{
+		HandleNamespace: HandleValidator{Now: cfg.Now, PreferExisting: cfg.Server},
+	}
+	opts := []dht.Option{
+		dht.Mode(mode),
+		dht.ProtocolPrefix(ProtocolPrefix),
+		dht.Validator(validator),
+		dht.MaxRecordAge(RecordMaxAge),
+		// parley networks are small and often live on one LAN or loopback:
+		// keep every address, not only public ones.
+		dht.AddressFilter(nil),
+	}
+	if len(cfg.Bootstrap) > 0 {
+		opts = append(opts, dht.BootstrapPeers(cfg.Bootstrap...))
+	}
+	return dht.New(ctx, h, opts...)
+}
+
+// ParseAddrs turns multiaddr strings with /p2p/<id> into peer infos.
+func ParseAddrs(addrs []string) ([]peer.AddrInfo, error) {
+	var mas []ma.Multiaddr
+	for _, s := range addrs {
+		for _, part := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
+			m, err := ma.NewMultiaddr(part)
+			if err != nil {
+				return nil, fmt.Errorf("bootstrap address %q: %w", part, err)
+			}
+			mas = append(mas, m)
+		}
+	}
+	infos, err := peer.AddrInfosFromP2pAddrs(mas...)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap addresses must end in /p2p/<peer id>: %w", err)
+	}
+	return infos, nil
+}
+
+// Bootstrap connects to every peer in parallel and returns how many answered.
+// It fails with ErrNoBootstrap, naming each failure, when none did within
+// timeout.
+func Bootstrap(ctx context.Context, h host.Host, peers []peer.AddrInfo, timeout time.Duration) (int, error) {
+	if len(peers) == 0 {
+		return 0, fmt.Errorf("%w: no bootstrap addresses given", ErrNoBootstrap)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	var errs []string
+	ok := 0
+	for _, pi := range peers {
+		wg.Add(1)
+		go func(pi peer.AddrInfo) {
+			defer wg.Done()
+			err := h.Connect(ctx, pi)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Sprintf("%s: %v", pi.ID.ShortString(), shortErr(err)))
+				return
+			}
+			ok++
+		}(pi)
+	}
+	wg.Wait()
+	if ok == 0 {
+		return 0, fmt.Errorf("%w after %s (%s)", ErrNoBootstrap, timeout, strings.Join(errs, "; "))
+	}
+	return ok, nil
+}
+
+func shortErr(err error) string {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "timed out"
+	}
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > 160 {
+		s = s[:160] + "…"
+	}
+	return s
+}
+
+// WaitRoutable waits until the routing table holds at least one DHT server.
+func WaitRoutable(ctx context.Context, d *dht.IpfsDHT) error {
+	t := time.NewTicker(25 * time.Millisecond)
+	defer t.Stop()
+	for d.RoutingTable().Size() == 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for a DHT server in the routing table: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Publish stores a signed handle record in the DHT.
+func Publish(ctx context.Context, d *dht.IpfsDHT, rec []byte) error {
+	r, err := ParseHandleRecord(rec)
+	if err != nil {
+		return err
+	}
+	if err := d.PutValue(ctx, HandleKey(r.Handle), rec); err != nil {
+		return fmt.Errorf("publish handle %s: %w", r.Handle, err)
+	}
+	return nil
+}
+
+// Resolve looks a handle up in the DHT.
+func Resolve(ctx context.Context, d *dht.IpfsDHT, handle string) (*HandleRecord, []byte, error) {
+	if err := ValidHandle(handle); err != nil {
+		return nil, nil, err
+	}
+	b, err := d.GetValue(ctx, HandleKey(handle))
+	if err != nil {
+		if errors.Is(err, routing.ErrNotFound) {
+			return nil, nil, fmt.Errorf("%w: %s", ErrNoSuchHandle, handle)
+		}
+		return nil, nil, fmt.Errorf("resolve handle %s: %w", handle, err)
+	}
+	r, err := ParseHandleRecord(b)
+	if err != nil {
+		return nil, nil, fmt.Errorf("resolve handle %s: %w", handle, err)
+	}
+	return r, b, nil
+}

@@ -1,0 +1,279 @@
+package node
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/parley-net/parley/discovery"
+)
+
+// SocketFile is the control API's unix socket under a node's home.
+const SocketFile = "parley.sock"
+
+// The control API: HTTP+JSON on a unix socket only the owner can open
+// (mode 0600 in a 0700 home). Errors are {"error": "..."} with a status code.
+//
+//	GET  /v1/status                  Status
+//	GET  /v1/whois/{handle}          Whois
+//	POST /v1/chat/send               {"to","text"} -> SendResult
+//	GET  /v1/chat/history/{handle}   ?limit=N -> []Message
+//	GET  /v1/events                  newline-delimited JSON Events, until closed
+const maxRequestBody = 64 << 10
+
+// Status describes a running node.
+type Status struct {
+	Handle      string   `json:"handle"`
+	PeerID      string   `json:"peer_id"`
+	Fingerprint string   `json:"fingerprint"`
+	Addrs       []string `json:"addrs"`
+	Peers       int      `json:"peers"`
+}
+
+// Status reports who and where the node is.
+func (n *Node) Status() Status {
+	st := Status{Handle: n.id.Handle(), PeerID: n.ID().String(), Fingerprint: n.id.Fingerprint(), Peers: len(n.host.Network().Peers())}
+	for _, a := range n.host.Addrs() {
+		st.Addrs = append(st.Addrs, a.String()+"/p2p/"+n.ID().String())
+	}
+	return st
+}
+
+// ServeAPI serves the control API on home/parley.sock until ctx ends.
+func (n *Node) ServeAPI(ctx context.Context) error {
+	path := filepath.Join(n.cfg.Home, SocketFile)
+	os.Remove(path) // we hold the home lock, so a socket here is stale
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return fmt.Errorf("control API: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return err
+	}
+	srv := &http.Server{Handler: n.apiHandler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	err = srv.Serve(l)
+	os.Remove(path)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func (n *Node) apiHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, n.Status())
+	})
+	mux.HandleFunc("GET /v1/whois/{handle}", func(w http.ResponseWriter, r *http.Request) {
+		who, err := n.Resolve(r.Context(), r.PathValue("handle"))
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, who)
+	})
+	mux.HandleFunc("POST /v1/chat/send", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			To   string `json:"to"`
+			Text string `json:"text"`
+		}
+		if err := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody)).Decode(&req); err != nil {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: "bad request: " + err.Error()})
+			return
+		}
+		res, err := n.Send(r.Context(), req.To, req.Text)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
+	})
+	mux.HandleFunc("GET /v1/chat/history/{handle}", func(w http.ResponseWriter, r *http.Request) {
+		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+		h, err := n.History(r.Context(), r.PathValue("handle"), limit)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		if h == nil {
+			h = []Message{}
+		}
+		writeJSON(w, http.StatusOK, h)
+	})
+	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
+		ch, stop := n.Subscribe()
+		defer stop()
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+		fl, _ := w.(http.Flusher)
+		if fl != nil {
+			fl.Flush()
+		}
+		enc := json.NewEncoder(w)
+		for {
+			select {
+			case <-r.Context().Done():
+				return
+			case e, ok := <-ch:
+				if !ok {
+					return
+				}
+				if enc.Encode(e) != nil {
+					return
+				}
+				if fl != nil {
+					fl.Flush()
+				}
+			}
+		}
+	})
+	return mux
+}
+
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, err error) {
+	code := http.StatusInternalServerError
+	switch {
+	case errors.Is(err, discovery.ErrNoSuchHandle):
+		code = http.StatusNotFound
+	case errors.Is(err, discovery.ErrBadHandle), errors.Is(err, ErrBadMessage):
+		code = http.StatusBadRequest
+	case errors.Is(err, ErrContactKeyChanged), errors.Is(err, discovery.ErrExpired):
+		code = http.StatusConflict
+	case errors.Is(err, context.DeadlineExceeded):
+		code = http.StatusGatewayTimeout
+	}
+	writeJSON(w, code, apiError{Error: err.Error()})
+}
+
+// ErrNoDaemon is returned by Dial when no daemon serves the home.
+var ErrNoDaemon = errors.New("no parley daemon is running")
+
+// Client talks to a daemon's control API.
+type Client struct {
+	hc *http.Client
+}
+
+// Dial connects to the daemon serving home.
+func Dial(home string) (*Client, error) {
+	path := filepath.Join(home, SocketFile)
+	c, err := net.DialTimeout("unix", path, 2*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("%w for --home %s: start one with 'parley daemon'", ErrNoDaemon, home)
+	}
+	c.Close()
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}
+	return &Client{hc: &http.Client{Transport: tr}}, nil
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://parley"+path, rd)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var e apiError
+		json.NewDecoder(io.LimitReader(resp.Body, maxRequestBody)).Decode(&e)
+		if e.Error == "" {
+			e.Error = resp.Status
+		}
+		return errors.New(e.Error)
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// Status asks the daemon who it is.
+func (c *Client) Status(ctx context.Context) (*Status, error) {
+	var s Status
+	return &s, c.do(ctx, http.MethodGet, "/v1/status", nil, &s)
+}
+
+// Whois resolves a handle.
+func (c *Client) Whois(ctx context.Context, handle string) (*Whois, error) {
+	var w Whois
+	return &w, c.do(ctx, http.MethodGet, "/v1/whois/"+url.PathEscape(handle), nil, &w)
+}
+
+// Send sends a chat message.
+func (c *Client) Send(ctx context.Context, to, text string) (*SendResult, error) {
+	var r SendResult
+	return &r, c.do(ctx, http.MethodPost, "/v1/chat/send", map[string]string{"to": to, "text": text}, &r)
+}
+
+// History returns the conversation with a handle.
+func (c *Client) History(ctx context.Context, with string, limit int) ([]Message, error) {
+	var h []Message
+	return h, c.do(ctx, http.MethodGet, "/v1/chat/history/"+url.PathEscape(with)+"?limit="+strconv.Itoa(limit), nil, &h)
+}
+
+// Events streams the daemon's events to fn until ctx ends or fn returns an error.
+func (c *Client) Events(ctx context.Context, fn func(Event) error) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://parley/v1/events", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var e Event
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			return fmt.Errorf("daemon event: %w", err)
+		}
+		if err := fn(e); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return errors.New("daemon closed the event stream")
+}

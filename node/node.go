@@ -1,0 +1,370 @@
+// Package node is a parley device: its libp2p host, identity and keystore,
+// handle publishing, chat delivery with a durable outbox, and the control API
+// the CLI talks to. A node never trusts what a frame says about who sent it:
+// the sender is the Noise-authenticated peer, bound to a handle by the
+// account-signed record it presents.
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/routing"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+
+	"github.com/parley-net/parley/discovery"
+	"github.com/parley-net/parley/internal/homelock"
+)
+
+// Defaults of Config.
+const (
+	DefaultBootstrapTimeout  = 15 * time.Second
+	DefaultRetryInterval     = 2 * time.Second
+	DefaultRepublishInterval = time.Hour
+	DefaultDeliveryTimeout   = 10 * time.Second
+	maxRetryBackoff          = 60 * time.Second
+	resolveCacheTTL          = 30 * time.Second
+)
+
+// Config configures a Node. The zero value of every field but Home and
+// Bootstrap is a working default.
+type Config struct {
+	// Home holds the identity, keys and database. Required.
+	Home string
+	// Listen are the multiaddrs to listen on; nil means TCP and QUIC on an
+	// ephemeral port of every interface.
+	Listen []string
+	// Bootstrap are supernodes to join the network through. Required.
+	Bootstrap []peer.AddrInfo
+	// BootstrapTimeout bounds joining; 0 means DefaultBootstrapTimeout.
+	BootstrapTimeout time.Duration
+	// RetryInterval is how often the outbox is scanned; 0 means DefaultRetryInterval.
+	RetryInterval time.Duration
+	// RepublishInterval is how often the handle record is republished; 0
+	// means DefaultRepublishInterval.
+	RepublishInterval time.Duration
+	// DeliveryTimeout bounds one delivery attempt to one device; 0 means
+	// DefaultDeliveryTimeout.
+	DeliveryTimeout time.Duration
+	// Logger receives the node's logs; nil means slog.Default().
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Node is a running parley device.
+type Node struct {
+	cfg   Config
+	log   *slog.Logger
+	id    *Identity
+	store *Store
+	host  host.Host
+	dht   *dht.IpfsDHT
+	lock  *homelock.Lock
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	events   *eventBus
+	inbound  *streamLimiter
+	kick     chan struct{}
+	inflight sync.Map // device peer ID -> struct{}: a delivery is under way
+
+	mu       sync.Mutex
+	resolved map[string]resolvedRecord
+}
+
+type resolvedRecord struct {
+	rec *discovery.HandleRecord
+	at  time.Time
+}
+
+func (c *Config) setDefaults() error {
+	if c.Home == "" {
+		return errors.New("node: Home is required")
+	}
+	if len(c.Bootstrap) == 0 {
+		return fmt.Errorf("%w: pass --bootstrap with a supernode's multiaddr", discovery.ErrNoBootstrap)
+	}
+	if c.Listen == nil {
+		c.Listen = []string{"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"}
+	}
+	if c.BootstrapTimeout == 0 {
+		c.BootstrapTimeout = DefaultBootstrapTimeout
+	}
+	if c.RetryInterval == 0 {
+		c.RetryInterval = DefaultRetryInterval
+	}
+	if c.RepublishInterval == 0 {
+		c.RepublishInterval = DefaultRepublishInterval
+	}
+	if c.DeliveryTimeout == 0 {
+		c.DeliveryTimeout = DefaultDeliveryTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+// Start opens the home, joins the network through the bootstrap supernodes
+// and publishes the handle. It returns once the node can send and receive.
+func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	lock, err := homelock.Acquire(cfg.Home, "daemon.lock")
+	if err != nil {
+		return nil, fmt.Errorf("start daemon: %w", err)
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger, lock: lock, events: newEventBus(), inbound: newStreamLimiter(64, 4),
+		kick: make(chan struct{}, 1), resolved: map[string]resolvedRecord{}}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	if n.id, err = LoadIdentity(cfg.Home); err != nil {
+		return nil, err
+	}
+	if n.store, err = OpenStore(cfg.Home); err != nil {
+		return nil, err
+	}
+	if err := n.startHost(); err != nil {
+		return nil, err
+	}
+	n.host.SetStreamHandler(ChatProtocol, n.handleChat)
+
+	joinCtx, cancel := context.WithTimeout(ctx, cfg.BootstrapTimeout)
+	defer cancel()
+	if _, err := discovery.Bootstrap(joinCtx, n.host, cfg.Bootstrap, cfg.BootstrapTimeout); err != nil {
+		return nil, err
+	}
+	if err := discovery.WaitRoutable(joinCtx, n.dht); err != nil {
+		return nil, fmt.Errorf("join the parley DHT: %w", err)
+	}
+	if err := n.publish(joinCtx); err != nil {
+		return nil, err
+	}
+	n.wg.Add(2)
+	go n.republishLoop()
+	go n.outboxLoop()
+	n.log.Info("node started", "handle", n.id.Handle(), "peer", n.host.ID(), "addrs", n.host.Addrs())
+	return n, nil
+}
+
+func (n *Node) startHost() error {
+	var d *dht.IpfsDHT
+	opts := []libp2p.Option{
+		libp2p.Identity(n.id.DeviceKey),
+		libp2p.ListenAddrStrings(n.cfg.Listen...),
+		libp2p.EnableHolePunching(),
+		libp2p.EnableAutoRelayWithStaticRelays(n.cfg.Bootstrap),
+		libp2p.DisableMetrics(),
+		libp2p.Routing(func(h host.Host) (routing.PeerRouting, error) {
+			var err error
+			d, err = discovery.NewDHT(n.ctx, h, discovery.DHTConfig{Bootstrap: n.cfg.Bootstrap, Now: n.cfg.Now})
+			return d, err
+		}),
+	}
+	h, err := libp2p.New(opts...)
+	if err != nil {
+		return fmt.Errorf("start libp2p host: %w", err)
+	}
+	n.host, n.dht = h, d
+	return nil
+}
+
+// Close stops the node and releases everything it holds.
+func (n *Node) Close() error {
+	n.cancel()
+	n.wg.Wait()
+	n.events.close()
+	if n.dht != nil {
+		n.dht.Close()
+	}
+	if n.host != nil {
+		n.host.Close()
+	}
+	if n.store != nil {
+		n.store.Close()
+	}
+	return n.lock.Release()
+}
+
+// ID is the device's peer ID.
+func (n *Node) ID() peer.ID { return n.host.ID() }
+
+// Host is the node's libp2p host.
+func (n *Node) Host() host.Host { return n.host }
+
+// Identity is the device's identity.
+func (n *Node) Identity() *Identity { return n.id }
+
+// Store is the device's database.
+func (n *Node) Store() *Store { return n.store }
+
+// publish signs (when this device holds the account key) and stores the
+// handle record, then reads it back to catch a rival claim.
+func (n *Node) publish(ctx context.Context) error {
+	rec, err := n.id.Resign(n.cfg.Now())
+	if err != nil {
+		return err
+	}
+	if err := discovery.Publish(ctx, n.dht, rec); err != nil {
+		return err
+	}
+	got, _, err := discovery.Resolve(ctx, n.dht, n.id.Handle())
+	if err != nil {
+		return fmt.Errorf("check published handle: %w", err)
+	}
+	if !n.id.AccountPub.Equal(ed25519.PublicKey(got.Account)) {
+		return fmt.Errorf("%w: %s belongs to the account with fingerprint %s", discovery.ErrHandleTaken, n.id.Handle(), got.Fingerprint())
+	}
+	if got.Seq > n.id.state.Seq {
+		// Another device of the account signed a newer device list.
+		b, _ := got.Marshal()
+		if err := n.id.AdoptRecord(b); err != nil {
+			n.log.Warn("newer record of my account not adopted", "err", err)
+		}
+	}
+	n.log.Info("handle published", "handle", n.id.Handle(), "seq", got.Seq)
+	return nil
+}
+
+func (n *Node) republishLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.RepublishInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(n.ctx, time.Minute)
+			if err := n.publish(ctx); err != nil {
+				n.log.Warn("republish handle", "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// Whois is what a handle lookup found.
+type Whois struct {
+	Handle      string                  `json:"handle"`
+	Fingerprint string                  `json:"fingerprint"`
+	Devices     []WhoisDevice           `json:"devices"`
+	Seq         uint64                  `json:"seq"`
+	Expires     time.Time               `json:"expires"`
+	LookupMS    float64                 `json:"lookup_ms"`
+	Record      *discovery.HandleRecord `json:"-"`
+}
+
+// WhoisDevice is one device of a looked-up handle.
+type WhoisDevice struct {
+	PeerID string `json:"peer_id"`
+	Name   string `json:"name,omitempty"`
+}
+
+// Resolve looks a handle up in the DHT (always fresh) and pins its key.
+func (n *Node) Resolve(ctx context.Context, handle string) (*Whois, error) {
+	start := n.cfg.Now()
+	rec, err := n.resolve(ctx, handle, true)
+	if err != nil {
+		return nil, err
+	}
+	w := &Whois{Handle: rec.Handle, Fingerprint: rec.Fingerprint(), Seq: rec.Seq,
+		Expires: time.Unix(rec.Expires, 0).UTC(), Record: rec,
+		LookupMS: float64(n.cfg.Now().Sub(start).Microseconds()) / 1000}
+	for _, d := range rec.Devices {
+		w.Devices = append(w.Devices, WhoisDevice{PeerID: d.PeerID, Name: d.Name})
+	}
+	return w, nil
+}
+
+func (n *Node) resolve(ctx context.Context, handle string, fresh bool) (*discovery.HandleRecord, error) {
+	now := n.cfg.Now()
+	if handle == n.id.Handle() {
+		return discovery.ParseHandleRecord(n.id.Record())
+	}
+	n.mu.Lock()
+	c, ok := n.resolved[handle]
+	n.mu.Unlock()
+	if ok && !fresh && now.Sub(c.at) < resolveCacheTTL {
+		return c.rec, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	rec, _, err := discovery.Resolve(ctx, n.dht, handle)
+	if err != nil {
+		return nil, err
+	}
+	if err := rec.CheckFresh(now); err != nil {
+		return nil, err
+	}
+	if err := n.store.CheckContact(ctx, handle, rec.Account, now.UnixMilli()); err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	n.resolved[handle] = resolvedRecord{rec: rec, at: now}
+	n.mu.Unlock()
+	return rec, nil
+}
+
+// connect reaches a device: known addresses or a DHT lookup first, then a
+// fresh lookup, then circuits through the supernodes it may hold a
+// reservation at.
+func (n *Node) connect(ctx context.Context, id peer.ID) error {
+	if sw, ok := n.host.Network().(*swarm.Swarm); ok {
+		sw.Backoff().Clear(id)
+	}
+	err := n.host.Connect(ctx, peer.AddrInfo{ID: id})
+	if err == nil {
+		return nil
+	}
+	if pi, ferr := n.dht.FindPeer(ctx, id); ferr == nil && len(pi.Addrs) > 0 {
+		if sw, ok := n.host.Network().(*swarm.Swarm); ok {
+			sw.Backoff().Clear(id)
+		}
+		if err = n.host.Connect(ctx, pi); err == nil {
+			return nil
+		}
+	}
+	var circuits []peer.AddrInfo
+	for _, sn := range n.cfg.Bootstrap {
+		if a, cerr := circuitAddr(sn.ID, id); cerr == nil {
+			circuits = append(circuits, peer.AddrInfo{ID: id, Addrs: a})
+		}
+	}
+	for _, pi := range circuits {
+		if cerr := n.host.Connect(ctx, pi); cerr == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("reach device %s: %w", id.ShortString(), err)
+}
+
+func newMessageID(now time.Time) string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli()))
+	rand.Read(b[8:])
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,206 @@
+// Package supernode runs the services a volunteer supernode adds to the
+// parley network: the DHT in server mode (it stores handle records), a
+// circuit relay v2 for signalling between nodes that cannot dial each other,
+// and AutoNAT so nodes learn whether they are reachable. Later tiers add STUN,
+// TURN and the offline mailbox here.
+//
+// A supernode relays only what v2 allows (see RelayLimits) and never sees
+// plaintext: every stream it relays is end-to-end encrypted by libp2p.
+package supernode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/routing"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/parley-net/parley/discovery"
+	"github.com/parley-net/parley/internal/homelock"
+	"github.com/parley-net/parley/internal/keyfile"
+)
+
+// DefaultPort is the supernode's default TCP and UDP (QUIC) port.
+const DefaultPort = 4100
+
+// RelayLimits are the circuit relay v2 limits a supernode enforces: enough
+// for signalling, never for media (media goes through TURN).
+var RelayLimits = relay.Resources{
+	Limit: &relay.RelayLimit{
+		Duration: 2 * time.Minute,
+		Data:     1 << 17, // 128 KiB each way per circuit
+	},
+	ReservationTTL:         time.Hour,
+	MaxReservations:        256,
+	MaxCircuits:            16,
+	BufferSize:             2048,
+	MaxReservationsPerPeer: 1,
+	MaxReservationsPerIP:   8,
+	MaxReservationsPerASN:  32,
+}
+
+// Config configures a supernode.
+type Config struct {
+	// Home holds the supernode's key; required.
+	Home string
+	// Listen are multiaddrs to listen on; nil means TCP and QUIC on
+	// DefaultPort of every interface.
+	Listen []string
+	// Bootstrap are other supernodes to join; nil means this is the first.
+	Bootstrap []peer.AddrInfo
+	// MetricsAddr serves Prometheus metrics on http://ADDR/metrics; "" is off.
+	MetricsAddr string
+	// Logger receives the supernode's logs; nil means slog.Default().
+	Logger *slog.Logger
+	// Now is the clock for record validity; nil means time.Now.
+	Now func() time.Time
+}
+
+// Supernode is a running supernode.
+type Supernode struct {
+	cfg     Config
+	host    host.Host
+	dht     *dht.IpfsDHT
+	lock    *homelock.Lock
+	metrics *http.Server
+	mAddr   net.Addr
+}
+
+// New starts a supernode.
+func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
+	if cfg.Home == "" {
+		return nil, errors.New("supernode: Home is required")
+	}
+	if cfg.Listen == nil {
+		cfg.Listen = []string{
+			fmt.Sprintf("/ip4/0.0.0.0/tcp/%d", DefaultPort),
+			fmt.Sprintf("/ip4/0.0.0.0/udp/%d/quic-v1", DefaultPort),
+		}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	lock, err := homelock.Acquire(cfg.Home, "supernode.lock")
+	if err != nil {
+		return nil, fmt.Errorf("start supernode: %w", err)
+	}
+	s := &Supernode{cfg: cfg, lock: lock}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	key, err := keyfile.LoadOrCreateEd25519(filepath.Join(cfg.Home, "supernode.key"))
+	if err != nil {
+		return nil, err
+	}
+	cm, err := connmgr.NewConnManager(400, 800, connmgr.WithGracePeriod(time.Minute))
+	if err != nil {
+		return nil, err
+	}
+	opts := []libp2p.Option{
+		libp2p.Identity(key),
+		libp2p.ListenAddrStrings(cfg.Listen...),
+		libp2p.ConnectionManager(cm),
+		// An operator runs a supernode on a public address; AutoNAT would
+		// need other public peers to confirm it, which a new network lacks.
+		libp2p.ForceReachabilityPublic(),
+		libp2p.EnableRelayService(relay.WithResources(RelayLimits)),
+		libp2p.EnableNATService(),
+		libp2p.Routing(func(h host.Host) (routing.PeerRouting, error) {
+			var err error
+			s.dht, err = discovery.NewDHT(ctx, h, discovery.DHTConfig{Server: true, Bootstrap: cfg.Bootstrap, Now: cfg.Now})
+			return s.dht, err
+		}),
+	}
+	var reg *prometheus.Registry
+	if cfg.MetricsAddr != "" {
+		reg = prometheus.NewRegistry()
+		opts = append(opts, libp2p.PrometheusRegisterer(reg))
+	} else {
+		opts = append(opts, libp2p.DisableMetrics())
+	}
+	if s.host, err = libp2p.New(opts...); err != nil {
+		return nil, fmt.Errorf("start libp2p host: %w", err)
+	}
+	if len(cfg.Bootstrap) > 0 {
+		if _, err := discovery.Bootstrap(ctx, s.host, cfg.Bootstrap, 15*time.Second); err != nil {
+			cfg.Logger.Warn("no other supernode reachable; serving alone", "err", err)
+		}
+	}
+	if reg != nil {
+		if err := s.serveMetrics(reg); err != nil {
+			return nil, err
+		}
+	}
+	cfg.Logger.Info("supernode started", "peer", s.host.ID(), "addrs", s.host.Addrs())
+	return s, nil
+}
+
+func (s *Supernode) serveMetrics(reg *prometheus.Registry) error {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "parley_supernode_connected_peers", Help: "Peers connected to this supernode.",
+	}, func() float64 { return float64(len(s.host.Network().Peers())) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "parley_supernode_dht_routing_table_size", Help: "DHT servers in the routing table.",
+	}, func() float64 { return float64(s.dht.RoutingTable().Size()) }))
+	l, err := net.Listen("tcp", s.cfg.MetricsAddr)
+	if err != nil {
+		return fmt.Errorf("metrics listener %s: %w", s.cfg.MetricsAddr, err)
+	}
+	s.mAddr = l.Addr()
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	s.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go s.metrics.Serve(l)
+	return nil
+}
+
+// ID is the supernode's peer ID.
+func (s *Supernode) ID() peer.ID { return s.host.ID() }
+
+// Host is the supernode's libp2p host.
+func (s *Supernode) Host() host.Host { return s.host }
+
+// MetricsAddr is where metrics are served, or nil.
+func (s *Supernode) MetricsAddr() net.Addr { return s.mAddr }
+
+// Addrs are the supernode's full multiaddrs, /p2p/<id> included: what a user
+// copies as a bootstrap address.
+func (s *Supernode) Addrs() []ma.Multiaddr {
+	infos, _ := peer.AddrInfoToP2pAddrs(&peer.AddrInfo{ID: s.host.ID(), Addrs: s.host.Addrs()})
+	return infos
+}
+
+// AddrInfo is the supernode as a bootstrap peer.
+func (s *Supernode) AddrInfo() peer.AddrInfo {
+	return peer.AddrInfo{ID: s.host.ID(), Addrs: s.host.Addrs()}
+}
+
+// Close stops the supernode.
+func (s *Supernode) Close() error {
+	if s.metrics != nil {
+		s.metrics.Close()
+	}
+	if s.dht != nil {
+		s.dht.Close()
+	}
+	if s.host != nil {
+		s.host.Close()
+	}
+	return s.lock.Release()
+}
