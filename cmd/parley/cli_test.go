@@ -1,0 +1,272 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// These tests run the real parley binary the way the README tells a person
+// to: a supernode and two daemons in their own homes, CLI verbs against them.
+
+var parleyBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "parley-bin-")
+	if err != nil {
+		panic(err)
+	}
+	parleyBin = filepath.Join(dir, "parley")
+	if out, err := exec.Command("go", "build", "-o", parleyBin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build parley: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is a long-running parley process whose stdout is scanned line by line.
+type proc struct {
+	cmd   *exec.Cmd
+	mu    sync.Mutex
+	lines []string
+	added chan struct{}
+	done  chan struct{}
+}
+
+func startProc(t *testing.T, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(parleyBin, args...), added: make(chan struct{}, 1), done: make(chan struct{})}
+	out, err := p.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Stderr = io.Discard
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.lines = append(p.lines, sc.Text())
+			p.mu.Unlock()
+			select {
+			case p.added <- struct{}{}:
+			default:
+			}
+		}
+		p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		p.cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+// waitLine returns the first output line containing substr.
+func (p *proc) waitLine(t *testing.T, substr string, d time.Duration) string {
+	t.Helper()
+	deadline := time.After(d)
+	for {
+		p.mu.Lock()
+		for _, l := range p.lines {
+			if strings.Contains(l, substr) {
+				p.mu.Unlock()
+				return l
+			}
+		}
+		p.mu.Unlock()
+		select {
+		case <-p.added:
+		case <-p.done:
+			t.Fatalf("process exited before printing %q; output:\n%s", substr, strings.Join(p.lines, "\n"))
+		case <-deadline:
+			t.Fatalf("no %q within %s; output:\n%s", substr, d, strings.Join(p.lines, "\n"))
+		}
+	}
+}
+
+func run(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, parleyBin, args...)
+	var o, e strings.Builder
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	code = 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run %v: %v", args, err)
+	}
+	return o.String(), e.String(), code
+}
+
+func mustRun(t *testing.T, args ...string) string {
+	t.Helper()
+	out, errOut, code := run(t, args...)
+	if code != 0 {
+		t.Fatalf("parley %s: exit %d: %s", strings.Join(args, " "), code, errOut)
+	}
+	return out
+}
+
+func TestReadmeThreeTerminals(t *testing.T) {
+	root := t.TempDir()
+	sn := startProc(t, "--home", root+"/sn", "supernode", "--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1")
+	boot := strings.TrimSpace(sn.waitLine(t, "/p2p/", 30*time.Second))
+
+	for _, h := range []string{"alice", "bob"} {
+		out := mustRun(t, "--home", root+"/"+h, "id", "init", "--handle", h)
+		if !strings.Contains(out, "fingerprint") {
+			t.Fatalf("id init printed no fingerprint:\n%s", out)
+		}
+	}
+	alice := startProc(t, "--home", root+"/alice", "daemon", "--bootstrap", boot, "--listen", "/ip4/127.0.0.1/tcp/0")
+	bob := startProc(t, "--home", root+"/bob", "daemon", "--bootstrap", boot, "--listen", "/ip4/127.0.0.1/tcp/0")
+	alice.waitLine(t, "ready", 30*time.Second)
+	bob.waitLine(t, "ready", 30*time.Second)
+
+	who := mustRun(t, "--home", root+"/alice", "whois", "bob")
+	bobID := mustRun(t, "--home", root+"/bob", "id", "show")
+	for _, want := range []string{"fingerprint", "lookup"} {
+		if !strings.Contains(who, want) {
+			t.Fatalf("whois output lacks %q:\n%s", want, who)
+		}
+	}
+	fpLine := func(s string) string {
+		for _, l := range strings.Split(s, "\n") {
+			if strings.HasPrefix(l, "fingerprint") {
+				return strings.TrimSpace(strings.TrimPrefix(l, "fingerprint"))
+			}
+		}
+		return ""
+	}
+	if fpLine(who) == "" || fpLine(who) != fpLine(bobID) {
+		t.Fatalf("alice sees fingerprint %q for bob, bob shows %q", fpLine(who), fpLine(bobID))
+	}
+
+	out := mustRun(t, "--home", root+"/alice", "chat", "send", "bob", "hello bob, it's alice")
+	if !strings.Contains(out, "delivered to 1 device") {
+		t.Fatalf("send: %s", out)
+	}
+	hist := mustRun(t, "--home", root+"/bob", "chat", "history", "alice")
+	if !strings.Contains(hist, "alice:   hello bob, it's alice") {
+		t.Fatalf("bob's history:\n%s", hist)
+	}
+	hist = mustRun(t, "--home", root+"/alice", "chat", "history", "bob")
+	if !strings.Contains(hist, "✓ delivered") {
+		t.Fatalf("alice's history does not show delivery:\n%s", hist)
+	}
+
+	t.Run("interactive chat", func(t *testing.T) {
+		// bob types a line into `parley chat alice`; alice's interactive session prints it.
+		a := exec.Command(parleyBin, "--home", root+"/alice", "chat", "bob")
+		aout, _ := a.StdoutPipe()
+		ain, _ := a.StdinPipe()
+		if err := a.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { ain.Close(); a.Wait() }()
+		sc := bufio.NewScanner(aout)
+		waitFor := func(substr string) {
+			found := make(chan bool, 1)
+			go func() {
+				for sc.Scan() {
+					if strings.Contains(sc.Text(), substr) {
+						found <- true
+						return
+					}
+				}
+				found <- false
+			}()
+			select {
+			case ok := <-found:
+				if !ok {
+					t.Fatalf("interactive chat ended before %q", substr)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatalf("interactive chat never printed %q", substr)
+			}
+		}
+		waitFor("chatting with bob")
+		b := exec.Command(parleyBin, "--home", root+"/bob", "chat", "bob-typo-check")
+		b.Run() // an unknown handle must not disturb anything
+		mustRun(t, "--home", root+"/bob", "chat", "send", "alice", "typed by bob")
+		waitFor("typed by bob")
+		fmt.Fprintln(ain, "typed by alice")
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(mustRun(t, "--home", root+"/bob", "chat", "history", "alice"), "typed by alice") {
+			if time.Now().After(deadline) {
+				t.Fatal("bob never got the line alice typed")
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+}
+
+func TestCLIErrorsAreOneLine(t *testing.T) {
+	root := t.TempDir()
+	sn := startProc(t, "--home", root+"/sn", "supernode", "--listen", "/ip4/127.0.0.1/tcp/0")
+	boot := strings.TrimSpace(sn.waitLine(t, "/p2p/", 30*time.Second))
+	mustRun(t, "--home", root+"/alice", "id", "init", "--handle", "alice")
+	alice := startProc(t, "--home", root+"/alice", "daemon", "--bootstrap", boot, "--listen", "/ip4/127.0.0.1/tcp/0")
+	alice.waitLine(t, "ready", 30*time.Second)
+
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown handle", []string{"--home", root + "/alice", "whois", "nobody"}, "no such handle"},
+		{"send to unknown handle", []string{"--home", root + "/alice", "chat", "send", "nobody", "hi"}, "no such handle"},
+		{"bad handle", []string{"--home", root + "/alice", "whois", "NOT VALID"}, "invalid handle"},
+		{"no daemon", []string{"--home", root + "/empty", "whois", "alice"}, "no parley daemon is running"},
+		{"daemon without identity", []string{"--home", root + "/empty", "daemon", "--bootstrap", boot}, "run 'parley id init"},
+		{"second daemon on the same home", []string{"--home", root + "/alice", "daemon", "--bootstrap", boot}, "already in use"},
+		{"unreachable bootstrap", []string{"--home", root + "/alice2", "daemon", "--bootstrap-timeout", "2s", "--bootstrap",
+			"/ip4/127.0.0.1/tcp/9/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo"}, "could not reach any bootstrap peer"},
+		{"bootstrap without peer id", []string{"--home", root + "/alice", "daemon", "--bootstrap", "/ip4/127.0.0.1/tcp/9"}, "/p2p/"},
+		{"identity exists", []string{"--home", root + "/alice", "id", "init", "--handle", "alice"}, "already holds an identity"},
+	}
+	mustRun(t, "--home", root+"/alice2", "id", "init", "--handle", "alice2")
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out, errOut, code := run(t, tc.args...)
+			if code == 0 {
+				t.Fatalf("exit 0; stdout:\n%s", out)
+			}
+			lines := strings.Split(strings.TrimSpace(errOut), "\n")
+			if len(lines) != 1 || !strings.HasPrefix(lines[0], "parley: ") || !strings.Contains(lines[0], tc.want) {
+				t.Fatalf("stderr is not one clear line containing %q:\n%s", tc.want, errOut)
+			}
+		})
+	}
+}
+
+func TestDemoJSON(t *testing.T) {
+	out := mustRun(t, "demo", "--json")
+	for _, want := range []string{`"ok":true`, `"nodes":3`, `"sent":20`, `"delivered":20`, `"lost":0`, `"duplicates":0`} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("demo JSON lacks %s:\n%s", want, out)
+		}
+	}
+}

@@ -1,0 +1,466 @@
+// Command parley is the one parley binary: it wires flags to the node,
+// supernode and lab packages and does nothing else.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/parley-net/parley/discovery"
+	"github.com/parley-net/parley/lab"
+	"github.com/parley-net/parley/node"
+	"github.com/parley-net/parley/supernode"
+)
+
+func main() {
+	if os.Getenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING") == "" {
+		os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
+	}
+	if err := newApp().Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "parley: "+oneLine(err.Error()))
+		var ec cli.ExitCoder
+		if errors.As(err, &ec) && ec.ExitCode() != 0 {
+			os.Exit(ec.ExitCode())
+		}
+		os.Exit(1)
+	}
+}
+
+func oneLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+func defaultHome() string {
+	if d := os.Getenv("XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "parley")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "share", "parley")
+	}
+	return ".parley"
+}
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:                 "parley",
+		Usage:                "peer-to-peer voice and chat that keeps working when the cloud does not",
+		EnableBashCompletion: true,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "home", Value: defaultHome(), EnvVars: []string{"PARLEY_HOME"}, Usage: "directory holding keys, database and control socket"},
+			&cli.StringFlag{Name: "log-level", Value: "warn", EnvVars: []string{"PARLEY_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
+		},
+		OnUsageError: func(c *cli.Context, err error, _ bool) error {
+			return fmt.Errorf("%v (see 'parley %s --help')", err, c.Command.FullName())
+		},
+		Commands: []*cli.Command{
+			supernodeCmd(), daemonCmd(), idCmd(), whoisCmd(), chatCmd(), statusCmd(), demoCmd(),
+		},
+	}
+}
+
+func logger(c *cli.Context, def string) (*slog.Logger, error) {
+	lv := c.String("log-level")
+	if !c.IsSet("log-level") && def != "" {
+		lv = def
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(lv)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", lv)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})), nil
+}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+var bootstrapFlag = &cli.StringSliceFlag{Name: "bootstrap", Aliases: []string{"b"}, EnvVars: []string{"PARLEY_BOOTSTRAP"},
+	Usage: "supernode multiaddr ending in /p2p/<id> (repeatable, or comma-separated)"}
+
+func supernodeCmd() *cli.Command {
+	return &cli.Command{
+		Name:  "supernode",
+		Usage: "run a supernode: DHT server, circuit relay for signalling, AutoNAT",
+		Flags: []cli.Flag{
+			&cli.StringSliceFlag{Name: "listen", Aliases: []string{"l"}, EnvVars: []string{"PARLEY_LISTEN"},
+				Usage: fmt.Sprintf("multiaddr to listen on (repeatable; default TCP and QUIC on port %d)", supernode.DefaultPort)},
+			bootstrapFlag,
+			&cli.StringFlag{Name: "metrics", EnvVars: []string{"PARLEY_METRICS"}, Usage: "serve Prometheus metrics on ADDR (e.g. 127.0.0.1:9100); off by default"},
+		},
+		Action: func(c *cli.Context) error {
+			log, err := logger(c, "info")
+			if err != nil {
+				return err
+			}
+			boot, err := discovery.ParseAddrs(c.StringSlice("bootstrap"))
+			if err != nil {
+				return err
+			}
+			ctx, stop := signalContext()
+			defer stop()
+			sn, err := supernode.New(ctx, supernode.Config{Home: c.String("home"), Listen: c.StringSlice("listen"),
+				Bootstrap: boot, MetricsAddr: c.String("metrics"), Logger: log})
+			if err != nil {
+				return err
+			}
+			defer sn.Close()
+			fmt.Printf("parley supernode %s\nbootstrap addresses (give one to nodes with --bootstrap):\n", sn.ID())
+			for _, a := range sn.Addrs() {
+				fmt.Println("  " + a.String())
+			}
+			if a := sn.MetricsAddr(); a != nil {
+				fmt.Printf("metrics: http://%s/metrics\n", a)
+			}
+			<-ctx.Done()
+			fmt.Println("shutting down")
+			return nil
+		},
+	}
+}
+
+func daemonCmd() *cli.Command {
+	return &cli.Command{
+		Name:  "daemon",
+		Usage: "run this device's node: join the network, publish the handle, deliver chat",
+		Flags: []cli.Flag{
+			&cli.StringSliceFlag{Name: "listen", Aliases: []string{"l"}, EnvVars: []string{"PARLEY_LISTEN"},
+				Usage: "multiaddr to listen on (repeatable; default TCP and QUIC on an ephemeral port)"},
+			bootstrapFlag,
+			&cli.DurationFlag{Name: "bootstrap-timeout", Value: node.DefaultBootstrapTimeout, Usage: "give up joining after this long"},
+		},
+		Action: func(c *cli.Context) error {
+			log, err := logger(c, "info")
+			if err != nil {
+				return err
+			}
+			boot, err := discovery.ParseAddrs(c.StringSlice("bootstrap"))
+			if err != nil {
+				return err
+			}
+			ctx, stop := signalContext()
+			defer stop()
+			home := c.String("home")
+			n, err := node.Start(ctx, node.Config{Home: home, Listen: c.StringSlice("listen"), Bootstrap: boot,
+				BootstrapTimeout: c.Duration("bootstrap-timeout"), Logger: log})
+			if err != nil {
+				return err
+			}
+			defer n.Close()
+			st := n.Status()
+			fmt.Printf("parley daemon: %s on device %s\nfingerprint %s\n", st.Handle, st.PeerID, st.Fingerprint)
+			for _, a := range st.Addrs {
+				fmt.Println("  listening " + a)
+			}
+			fmt.Printf("control API: %s\nready\n", filepath.Join(home, node.SocketFile))
+			errc := make(chan error, 1)
+			go func() { errc <- n.ServeAPI(ctx) }()
+			select {
+			case <-ctx.Done():
+				fmt.Println("shutting down")
+				return nil
+			case err := <-errc:
+				return err
+			}
+		},
+	}
+}
+
+func idCmd() *cli.Command {
+	return &cli.Command{
+		Name:  "id",
+		Usage: "this device's identity",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "init",
+				Usage: "create the device key and the account key for a handle",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "handle", Required: true, Usage: "the name others reach you by (2-32 of a-z 0-9 _ . -)"},
+					&cli.StringFlag{Name: "device", Usage: "a name for this device (default: the host name)"},
+				},
+				Action: func(c *cli.Context) error {
+					id, err := node.InitIdentity(c.String("home"), c.String("handle"), c.String("device"), time.Now())
+					if err != nil {
+						return err
+					}
+					printIdentity(id)
+					return nil
+				},
+			},
+			{
+				Name:  "show",
+				Usage: "print handle, peer ID and fingerprint",
+				Action: func(c *cli.Context) error {
+					id, err := node.LoadIdentity(c.String("home"))
+					if err != nil {
+						return err
+					}
+					printIdentity(id)
+					return nil
+				},
+			},
+		},
+	}
+}
+
+func printIdentity(id *node.Identity) {
+	fmt.Printf("handle       %s\ndevice       %s\npeer ID      %s\nfingerprint  %s\nhome         %s\n",
+		id.Handle(), id.DeviceName(), id.PeerID, id.Fingerprint(), id.Home)
+}
+
+func dial(c *cli.Context) (*node.Client, error) { return node.Dial(c.String("home")) }
+
+func oneArg(c *cli.Context, what string) (string, error) {
+	if c.NArg() != 1 {
+		return "", fmt.Errorf("usage: parley %s %s", c.Command.FullName(), what)
+	}
+	return c.Args().First(), nil
+}
+
+func whoisCmd() *cli.Command {
+	return &cli.Command{
+		Name:      "whois",
+		Usage:     "look a handle up in the DHT",
+		ArgsUsage: "HANDLE",
+		Action: func(c *cli.Context) error {
+			h, err := oneArg(c, "HANDLE")
+			if err != nil {
+				return err
+			}
+			cl, err := dial(c)
+			if err != nil {
+				return err
+			}
+			w, err := cl.Whois(c.Context, h)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("handle       %s\nfingerprint  %s\nexpires      %s\nlookup       %.1f ms\ndevices:\n", w.Handle, w.Fingerprint, w.Expires.Format(time.RFC3339), w.LookupMS)
+			for _, d := range w.Devices {
+				fmt.Printf("  %s  %s\n", d.PeerID, d.Name)
+			}
+			return nil
+		},
+	}
+}
+
+func statusCmd() *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "show what the running daemon is",
+		Action: func(c *cli.Context) error {
+			cl, err := dial(c)
+			if err != nil {
+				return err
+			}
+			st, err := cl.Status(c.Context)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("handle       %s\npeer ID      %s\nfingerprint  %s\npeers        %d\n", st.Handle, st.PeerID, st.Fingerprint, st.Peers)
+			for _, a := range st.Addrs {
+				fmt.Println("  " + a)
+			}
+			return nil
+		},
+	}
+}
+
+func chatCmd() *cli.Command {
+	return &cli.Command{
+		Name:      "chat",
+		Usage:     "chat with a handle interactively: lines you type are sent, incoming lines printed",
+		ArgsUsage: "HANDLE",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "send",
+				Usage:     "send one message",
+				ArgsUsage: "HANDLE TEXT",
+				Action: func(c *cli.Context) error {
+					if c.NArg() < 2 {
+						return errors.New("usage: parley chat send HANDLE TEXT")
+					}
+					cl, err := dial(c)
+					if err != nil {
+						return err
+					}
+					res, err := cl.Send(c.Context, c.Args().First(), strings.Join(c.Args().Tail(), " "))
+					if err != nil {
+						return err
+					}
+					printSendResult(res)
+					return nil
+				},
+			},
+			{
+				Name:      "history",
+				Usage:     "print the conversation with a handle",
+				ArgsUsage: "HANDLE",
+				Flags:     []cli.Flag{&cli.IntFlag{Name: "limit", Value: 0, Usage: "only the newest N messages (0: all)"}},
+				Action: func(c *cli.Context) error {
+					h, err := oneArg(c, "HANDLE")
+					if err != nil {
+						return err
+					}
+					cl, err := dial(c)
+					if err != nil {
+						return err
+					}
+					msgs, err := cl.History(c.Context, h, c.Int("limit"))
+					if err != nil {
+						return err
+					}
+					for _, m := range msgs {
+						printMessage(m)
+					}
+					return nil
+				},
+			},
+		},
+		Action: func(c *cli.Context) error {
+			h, err := oneArg(c, "HANDLE")
+			if err != nil {
+				return err
+			}
+			return interactiveChat(c, h)
+		},
+	}
+}
+
+func printSendResult(res *node.SendResult) {
+	switch {
+	case len(res.Queued) == 0:
+		fmt.Printf("delivered to %d device(s)  [%s]\n", len(res.Delivered), res.Message.ID)
+	default:
+		fmt.Printf("delivered to %d device(s), queued for %d (retrying until they are back)  [%s]\n", len(res.Delivered), len(res.Queued), res.Message.ID)
+		for _, q := range res.Queued {
+			fmt.Printf("  %s %s: %s\n", q.Handle, shortID(q.Device), oneLine(q.Error))
+		}
+	}
+}
+
+func shortID(s string) string {
+	if len(s) > 12 {
+		return "…" + s[len(s)-8:]
+	}
+	return s
+}
+
+func printMessage(m node.Message) {
+	state := ""
+	if m.Outgoing {
+		switch {
+		case m.Undelivered == 0:
+			state = "  ✓ delivered"
+		case m.Delivered > 0:
+			state = fmt.Sprintf("  ✓ %d of %d devices", m.Delivered, m.Delivered+m.Undelivered)
+		default:
+			state = "  … pending"
+		}
+	}
+	fmt.Printf("%s  %-8s %s%s\n", time.UnixMilli(m.SentMS).Format("2006-01-02 15:04:05"), m.From+":", m.Body, state)
+}
+
+func interactiveChat(c *cli.Context, with string) error {
+	cl, err := dial(c)
+	if err != nil {
+		return err
+	}
+	if _, err := cl.Whois(c.Context, with); err != nil {
+		return err
+	}
+	msgs, err := cl.History(c.Context, with, 10)
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		printMessage(m)
+	}
+	fmt.Printf("-- chatting with %s; type a line and press Enter, Ctrl-D to leave --\n", with)
+	ctx, stop := signalContext()
+	defer stop()
+	go cl.Events(ctx, func(e node.Event) error {
+		if e.Type == "message" && e.Peer == with {
+			printMessage(*e.Message)
+		}
+		return nil
+	})
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(os.Stdin)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case l, ok := <-lines:
+			if !ok {
+				return nil
+			}
+			if strings.TrimSpace(l) == "" {
+				continue
+			}
+			res, err := cl.Send(ctx, with, l)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "parley: "+oneLine(err.Error()))
+				continue
+			}
+			if len(res.Queued) > 0 {
+				fmt.Printf("  (queued for %d device(s); will retry)\n", len(res.Queued))
+			}
+		}
+	}
+}
+
+func demoCmd() *cli.Command {
+	return &cli.Command{
+		Name:  "demo",
+		Usage: "run a supernode and two nodes on 127.0.0.1 in this process and chat between them",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print one JSON summary instead of the transcript"},
+			&cli.IntFlag{Name: "messages", Value: 10, Usage: "messages each way"},
+		},
+		Action: func(c *cli.Context) error {
+			log, err := logger(c, "error")
+			if err != nil {
+				return err
+			}
+			ctx, stop := signalContext()
+			defer stop()
+			opt := lab.DemoOptions{Messages: c.Int("messages"), Logger: log}
+			if !c.Bool("json") {
+				opt.Transcript = os.Stdout
+			}
+			rep, err := lab.RunDemo(ctx, opt)
+			if c.Bool("json") && rep != nil {
+				json.NewEncoder(os.Stdout).Encode(rep)
+			}
+			if err != nil {
+				return cli.Exit("demo failed: "+oneLine(err.Error()), 1)
+			}
+			if !c.Bool("json") {
+				fmt.Println("demo ok")
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,241 @@
+// Package lab runs parley scenarios for people who want to see or measure
+// the system: the embedded demo (one supernode and several nodes in one
+// process on 127.0.0.1) and, later, topologies of real NATs in network
+// namespaces. lab builds on node and supernode and never reaches outside
+// the loopback interface or the namespaces it creates.
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/parley-net/parley/node"
+	"github.com/parley-net/parley/supernode"
+)
+
+// DemoOptions configures RunDemo.
+type DemoOptions struct {
+	// Transcript receives the human-readable account; nil discards it.
+	Transcript io.Writer
+	// Messages each way; 0 means 10.
+	Messages int
+	// Dir is where the nodes' homes go; "" means a new temporary directory,
+	// removed afterwards.
+	Dir string
+	// Logger receives component logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// DemoReport is the demo's summary; its JSON form is what `parley demo
+// --json` prints.
+type DemoReport struct {
+	OK        bool       `json:"ok"`
+	Nodes     int        `json:"nodes"`
+	ResolveMS float64    `json:"resolve_ms"`
+	Chat      ChatReport `json:"chat"`
+	Error     string     `json:"error,omitempty"`
+}
+
+// ChatReport counts the demo's chat messages.
+type ChatReport struct {
+	Sent       int     `json:"sent"`
+	Delivered  int     `json:"delivered"`
+	Duplicates int     `json:"duplicates"`
+	Lost       int     `json:"lost"`
+	P50MS      float64 `json:"p50_ms"`
+	P95MS      float64 `json:"p95_ms"`
+}
+
+var loopback = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+
+// RunDemo starts a supernode and two nodes (alice, bob) on 127.0.0.1,
+// resolves bob through the DHT and exchanges messages both ways. The report
+// is filled in as far as the demo got, also when it returns an error.
+func RunDemo(ctx context.Context, opt DemoOptions) (*DemoReport, error) {
+	if opt.Messages == 0 {
+		opt.Messages = 10
+	}
+	out := opt.Transcript
+	if out == nil {
+		out = io.Discard
+	}
+	log := opt.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	dir := opt.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "parley-demo-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	rep := &DemoReport{}
+	err := runDemo(ctx, opt, dir, out, log, rep)
+	rep.OK = err == nil && rep.Chat.Lost == 0 && rep.Chat.Duplicates == 0 && rep.Chat.Delivered == rep.Chat.Sent
+	if err != nil {
+		rep.Error = err.Error()
+	} else if !rep.OK {
+		err = fmt.Errorf("demo: %d of %d messages delivered, %d duplicates", rep.Chat.Delivered, rep.Chat.Sent, rep.Chat.Duplicates)
+	}
+	return rep, err
+}
+
+func runDemo(ctx context.Context, opt DemoOptions, dir string, out io.Writer, log *slog.Logger, rep *DemoReport) error {
+	sn, err := supernode.New(ctx, supernode.Config{Home: dir + "/supernode", Listen: loopback, Logger: log.With("role", "supernode")})
+	if err != nil {
+		return err
+	}
+	defer sn.Close()
+	rep.Nodes++
+	fmt.Fprintf(out, "supernode  %s\n", sn.Addrs()[0])
+
+	start := func(handle string) (*node.Node, error) {
+		home := dir + "/" + handle
+		if _, err := node.InitIdentity(home, handle, handle+"-laptop", time.Now()); err != nil {
+			return nil, err
+		}
+		n, err := node.Start(ctx, node.Config{Home: home, Listen: loopback, Bootstrap: []peer.AddrInfo{sn.AddrInfo()},
+			RetryInterval: 200 * time.Millisecond, Logger: log.With("role", handle)})
+		if err != nil {
+			return nil, fmt.Errorf("start %s: %w", handle, err)
+		}
+		rep.Nodes++
+		fmt.Fprintf(out, "%-10s %s  fingerprint %s\n", handle, n.ID(), n.Identity().Fingerprint())
+		return n, nil
+	}
+	alice, err := start("alice")
+	if err != nil {
+		return err
+	}
+	defer alice.Close()
+	bob, err := start("bob")
+	if err != nil {
+		return err
+	}
+	defer bob.Close()
+
+	who, err := alice.Resolve(ctx, "bob")
+	if err != nil {
+		return fmt.Errorf("alice resolves bob: %w", err)
+	}
+	rep.ResolveMS = round(who.LookupMS)
+	fmt.Fprintf(out, "\nalice resolved bob through the DHT in %.1f ms: %d device(s), fingerprint %s\n\n", who.LookupMS, len(who.Devices), who.Fingerprint)
+
+	return chatBothWays(ctx, out, alice, bob, opt.Messages, rep)
+}
+
+// chatBothWays sends n messages each way, alternating, and waits for every
+// one to arrive.
+func chatBothWays(ctx context.Context, out io.Writer, a, b *node.Node, n int, rep *DemoReport) error {
+	type sent struct {
+		id       string
+		at       time.Time
+		from, to string
+		body     string
+	}
+	var mu sync.Mutex
+	arrivals := map[string][]time.Time{}
+	allIn := make(chan struct{})
+	watch := func(nd *node.Node) func() {
+		ch, stop := nd.Subscribe()
+		go func() {
+			for e := range ch {
+				if e.Type != "message" {
+					continue
+				}
+				mu.Lock()
+				arrivals[e.Message.ID] = append(arrivals[e.Message.ID], time.Now())
+				if len(arrivals) == 2*n && len(arrivals[e.Message.ID]) == 1 {
+					close(allIn)
+				}
+				mu.Unlock()
+			}
+		}()
+		return stop
+	}
+	defer watch(a)()
+	defer watch(b)()
+
+	lines := []string{"hi bob", "hi alice", "how are you?", "fine, you?", "see you at 5", "ok"}
+	var log []sent
+	for i := 0; i < n; i++ {
+		for k, pair := range [][2]*node.Node{{a, b}, {b, a}} {
+			from, to := pair[0], pair[1]
+			body := fmt.Sprintf("%s (%d)", lines[(2*i+k)%len(lines)], i+1)
+			t0 := time.Now()
+			res, err := from.Send(ctx, to.Identity().Handle(), body)
+			if err != nil {
+				return fmt.Errorf("%s sends: %w", from.Identity().Handle(), err)
+			}
+			log = append(log, sent{id: res.Message.ID, at: t0, from: from.Identity().Handle(), to: to.Identity().Handle(), body: body})
+			rep.Chat.Sent++
+		}
+	}
+	select {
+	case <-allIn:
+	case <-time.After(15 * time.Second):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var lat []float64
+	for _, s := range log {
+		got := arrivals[s.id]
+		if len(got) == 0 {
+			rep.Chat.Lost++
+			fmt.Fprintf(out, "  %-5s → %-5s  %-22q LOST\n", s.from, s.to, s.body)
+			continue
+		}
+		rep.Chat.Delivered++
+		rep.Chat.Duplicates += len(got) - 1
+		ms := float64(got[0].Sub(s.at).Microseconds()) / 1000
+		lat = append(lat, ms)
+		fmt.Fprintf(out, "  %-5s → %-5s  %-22q %6.1f ms\n", s.from, s.to, s.body, ms)
+	}
+	// The store is the final word: each side holds every message exactly once.
+	ha, err := a.History(ctx, b.Identity().Handle(), 0)
+	if err != nil {
+		return err
+	}
+	hb, err := b.History(ctx, a.Identity().Handle(), 0)
+	if err != nil {
+		return err
+	}
+	if len(ha) != rep.Chat.Sent || len(hb) != rep.Chat.Sent {
+		return fmt.Errorf("histories hold %d and %d messages, %d were sent", len(ha), len(hb), rep.Chat.Sent)
+	}
+	for i := range ha {
+		if ha[i].ID != hb[i].ID {
+			return errors.New("alice and bob see the conversation in different orders")
+		}
+	}
+	rep.Chat.P50MS, rep.Chat.P95MS = round(percentile(lat, 50)), round(percentile(lat, 95))
+	fmt.Fprintf(out, "\nchat: %d sent, %d delivered, %d lost, %d duplicates; latency p50 %.1f ms, p95 %.1f ms; histories identical\n",
+		rep.Chat.Sent, rep.Chat.Delivered, rep.Chat.Lost, rep.Chat.Duplicates, rep.Chat.P50MS, rep.Chat.P95MS)
+	return nil
+}
+
+func percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	i := int(float64(len(s)-1)*p/100 + 0.5)
+	return s[i]
+}
+
+func round(x float64) float64 { return float64(int64(x*100+0.5)) / 100 }
