@@ -1,8 +1,9 @@
 // Package supernode runs the services a volunteer supernode adds to the
 // parley network: the DHT in server mode (it stores handle records), a
 // circuit relay v2 for signalling between nodes that cannot dial each other,
-// and AutoNAT so nodes learn whether they are reachable. Later tiers add STUN,
-// TURN and the offline mailbox here.
+// AutoNAT so nodes learn whether they are reachable, and a STUN server for
+// server-reflexive ICE candidates, announced over discovery.ServicesProtocol.
+// Later tiers add TURN and the offline mailbox here.
 //
 // A supernode relays only what v2 allows (see RelayLimits) and never sees
 // plaintext: every stream it relays is end-to-end encrypted by libp2p.
@@ -64,6 +65,9 @@ type Config struct {
 	Bootstrap []peer.AddrInfo
 	// MetricsAddr serves Prometheus metrics on http://ADDR/metrics; "" is off.
 	MetricsAddr string
+	// STUNAddr is the UDP address of the STUN server ("0.0.0.0:3478"); "" is
+	// no STUN server.
+	STUNAddr string
 	// Logger receives the supernode's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock for record validity; nil means time.Now.
@@ -78,6 +82,7 @@ type Supernode struct {
 	lock    *homelock.Lock
 	metrics *http.Server
 	mAddr   net.Addr
+	stun    *STUNServer
 }
 
 // New starts a supernode.
@@ -142,6 +147,14 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 			cfg.Logger.Warn("no other supernode reachable; serving alone", "err", err)
 		}
 	}
+	var svc discovery.Services
+	if cfg.STUNAddr != "" {
+		if s.stun, err = ListenSTUN(cfg.STUNAddr, cfg.Logger.With("service", "stun")); err != nil {
+			return nil, err
+		}
+		svc.STUNPort = s.stun.Addr().Port
+	}
+	discovery.ServeServices(s.host, svc)
 	if reg != nil {
 		if err := s.serveMetrics(reg); err != nil {
 			return nil, err
@@ -191,8 +204,19 @@ func (s *Supernode) AddrInfo() peer.AddrInfo {
 	return peer.AddrInfo{ID: s.host.ID(), Addrs: s.host.Addrs()}
 }
 
+// STUNAddr is the STUN server's address, or nil.
+func (s *Supernode) STUNAddr() *net.UDPAddr {
+	if s.stun == nil {
+		return nil
+	}
+	return s.stun.Addr()
+}
+
 // Close stops the supernode.
 func (s *Supernode) Close() error {
+	if s.stun != nil {
+		s.stun.Close()
+	}
 	if s.metrics != nil {
 		s.metrics.Close()
 	}

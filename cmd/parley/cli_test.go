@@ -131,7 +131,7 @@ func mustRun(t *testing.T, args ...string) string {
 
 func TestReadmeThreeTerminals(t *testing.T) {
 	root := t.TempDir()
-	sn := startProc(t, "--home", root+"/sn", "supernode", "--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1")
+	sn := startProc(t, "--home", root+"/sn", "supernode", "--stun", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1")
 	boot := strings.TrimSpace(sn.waitLine(t, "/p2p/", 30*time.Second))
 
 	for _, h := range []string{"alice", "bob"} {
@@ -225,7 +225,7 @@ func TestReadmeThreeTerminals(t *testing.T) {
 
 func TestCLIErrorsAreOneLine(t *testing.T) {
 	root := t.TempDir()
-	sn := startProc(t, "--home", root+"/sn", "supernode", "--listen", "/ip4/127.0.0.1/tcp/0")
+	sn := startProc(t, "--home", root+"/sn", "supernode", "--stun", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0")
 	boot := strings.TrimSpace(sn.waitLine(t, "/p2p/", 30*time.Second))
 	mustRun(t, "--home", root+"/alice", "id", "init", "--handle", "alice")
 	alice := startProc(t, "--home", root+"/alice", "daemon", "--bootstrap", boot, "--listen", "/ip4/127.0.0.1/tcp/0")

@@ -102,6 +102,8 @@ func supernodeCmd() *cli.Command {
 				Usage: fmt.Sprintf("multiaddr to listen on (repeatable; default TCP and QUIC on port %d)", supernode.DefaultPort)},
 			bootstrapFlag,
 			&cli.StringFlag{Name: "metrics", EnvVars: []string{"PARLEY_METRICS"}, Usage: "serve Prometheus metrics on ADDR (e.g. 127.0.0.1:9100); off by default"},
+			&cli.StringFlag{Name: "stun", Value: fmt.Sprintf("0.0.0.0:%d", supernode.DefaultSTUNPort), EnvVars: []string{"PARLEY_STUN"},
+				Usage: "UDP address of the STUN server; empty for none"},
 		},
 		Action: func(c *cli.Context) error {
 			log, err := logger(c, "info")
@@ -115,7 +117,7 @@ func supernodeCmd() *cli.Command {
 			ctx, stop := signalContext()
 			defer stop()
 			sn, err := supernode.New(ctx, supernode.Config{Home: c.String("home"), Listen: c.StringSlice("listen"),
-				Bootstrap: boot, MetricsAddr: c.String("metrics"), Logger: log})
+				Bootstrap: boot, MetricsAddr: c.String("metrics"), STUNAddr: c.String("stun"), Logger: log})
 			if err != nil {
 				return err
 			}
@@ -123,6 +125,9 @@ func supernodeCmd() *cli.Command {
 			fmt.Printf("parley supernode %s\nbootstrap addresses (give one to nodes with --bootstrap):\n", sn.ID())
 			for _, a := range sn.Addrs() {
 				fmt.Println("  " + a.String())
+			}
+			if a := sn.STUNAddr(); a != nil {
+				fmt.Printf("STUN: udp %s\n", a)
 			}
 			if a := sn.MetricsAddr(); a != nil {
 				fmt.Printf("metrics: http://%s/metrics\n", a)
