@@ -1,0 +1,230 @@
+package media
+
+import (
+	"errors"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+)
+
+// maxRTPPacket bounds a received RTP packet (pion's receive MTU is 1460).
+const maxRTPPacket = 1500
+
+// maxLoggedDecodeErrors limits how many decode failures are logged per call.
+const maxLoggedDecodeErrors = 5
+
+// receiver holds the receive-side state shared by the track reader and the
+// playout loop.
+type receiver struct {
+	mu sync.Mutex
+	jb *jitterBuffer
+
+	packets, bytes  uint64
+	malformed       uint64 // RTP that did not parse or had a foreign payload type
+	decodeErrors    uint64
+	winStart        time.Time
+	winBytes        int64
+	bitrate         float64 // bit/s over the last complete second
+	firstPacketTime time.Time
+
+	dec *decoder // used by the playout goroutine only
+}
+
+func newReceiver(cfg jitterConfig, dec *decoder) *receiver {
+	return &receiver{jb: newJitterBuffer(cfg), dec: dec}
+}
+
+func (r *receiver) push(p *rtp.Packet, now time.Time) pushResult {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.packets++
+	r.bytes += uint64(len(p.Payload))
+	if r.winStart.IsZero() {
+		r.winStart, r.firstPacketTime = now, now
+	}
+	r.winBytes += int64(len(p.Payload))
+	if el := now.Sub(r.winStart); el >= time.Second {
+		r.bitrate = float64(r.winBytes*8) / el.Seconds()
+		r.winStart, r.winBytes = now, 0
+	}
+	return r.jb.push(p.SequenceNumber, p.Timestamp, p.Payload, now)
+}
+
+func (r *receiver) pop(now time.Time) (playKind, []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.jb.pop(now)
+}
+
+func (r *receiver) countMalformed() {
+	r.mu.Lock()
+	r.malformed++
+	r.mu.Unlock()
+}
+
+func (r *receiver) countDecodeError() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.decodeErrors++
+	return r.decodeErrors
+}
+
+// handleTrack runs on a goroutine pion starts for the peer's track; it
+// becomes the track's reader.
+func (s *Session) handleTrack(tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	if tr.Kind() != webrtc.RTPCodecTypeAudio || !strings.EqualFold(tr.Codec().MimeType, webrtc.MimeTypeOpus) {
+		s.mu.Unlock()
+		s.log.Warn("ignoring non-Opus track", "kind", tr.Kind(), "codec", tr.Codec().MimeType)
+		return
+	}
+	s.wg.Add(2)
+	startPlayout := !s.playStarted
+	if startPlayout {
+		s.playStarted = true
+		s.wg.Add(1)
+	}
+	s.mu.Unlock()
+
+	s.log.Debug("receiving audio", "ssrc", tr.SSRC(), "payload_type", tr.PayloadType())
+	if startPlayout {
+		go s.playoutLoop()
+	}
+	go s.readReceiverRTCP(recv)
+	defer s.wg.Done()
+	s.readTrack(tr)
+}
+
+func (s *Session) readTrack(tr *webrtc.TrackRemote) {
+	buf := make([]byte, maxRTPPacket)
+	pt := uint8(tr.PayloadType())
+	var p rtp.Packet
+	for {
+		n, _, err := tr.Read(buf)
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				s.log.Debug("track reader stopped", "err", err)
+			}
+			return
+		}
+		if err := p.Unmarshal(buf[:n]); err != nil || p.PayloadType != pt {
+			s.rx.countMalformed()
+			continue
+		}
+		s.rx.push(&p, s.cfg.Now())
+	}
+}
+
+// readReceiverRTCP drains RTCP arriving for the peer's stream (sender
+// reports), so the report interceptor can answer them.
+func (s *Session) readReceiverRTCP(recv *webrtc.RTPReceiver) {
+	defer s.wg.Done()
+	for {
+		if _, _, err := recv.ReadRTCP(); err != nil {
+			return
+		}
+	}
+}
+
+// player is the playout goroutine's state.
+type player struct {
+	fifo      []int16 // decoded samples not yet given to the sink
+	sink      Sink
+	last      []byte // last packet decoded, for its TOC
+	sinkDead  bool
+	recording bool
+}
+
+// playoutLoop pulls a frame from the jitter buffer every 20 ms, decodes or
+// conceals it, and feeds the sink and the recorder. Like sendLoop it is paced
+// by absolute time.
+func (s *Session) playoutLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(FrameDuration)
+	defer t.Stop()
+	pl := player{
+		fifo:      make([]int16, 0, maxDecodeSamples+FrameSamples),
+		sink:      s.cfg.Sink,
+		recording: s.ogg != nil,
+	}
+	start := s.cfg.Now()
+	var frames int64
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
+		}
+		now := s.cfg.Now()
+		due := int64(now.Sub(start)/FrameDuration) + 1
+		if lag := due - frames; lag > maxCatchUp {
+			frames += lag - maxCatchUp
+		}
+		for ; frames < due; frames++ {
+			s.playFrame(&pl, now)
+		}
+	}
+}
+
+func (s *Session) playFrame(pl *player, now time.Time) {
+	dec := s.rx.dec
+	for len(pl.fifo) < FrameSamples {
+		kind, pkt := s.rx.pop(now)
+		var err error
+		switch kind {
+		case playWait:
+			return
+		case playPacket:
+			pl.fifo, err = dec.decode(pl.fifo, pkt)
+			if err == nil {
+				s.record(pl, pkt)
+				pl.last = pkt
+				s.firstOnce.Do(func() { close(s.firstAudio) })
+			}
+		case playFEC:
+			pl.fifo, err = dec.decodeFEC(pl.fifo, pkt)
+			s.record(pl, lostFrame(pl.last))
+		default:
+			pl.fifo, err = dec.conceal(pl.fifo)
+			s.record(pl, lostFrame(pl.last))
+		}
+		if err != nil {
+			if n := s.rx.countDecodeError(); n <= maxLoggedDecodeErrors {
+				s.log.Warn("opus decode failed; concealing", "play", kind, "err", err)
+			}
+			if pl.fifo, err = dec.conceal(pl.fifo); err != nil {
+				pl.fifo = append(pl.fifo, make([]int16, FrameSamples)...)
+			}
+			if kind == playPacket {
+				s.record(pl, lostFrame(pl.last))
+			}
+		}
+	}
+	if !pl.sinkDead {
+		if err := pl.sink.WriteFrame(pl.fifo[:FrameSamples]); err != nil {
+			s.log.Warn("audio sink failed; discarding audio from now on", "err", err)
+			pl.sinkDead = true
+		}
+	}
+	n := copy(pl.fifo, pl.fifo[FrameSamples:])
+	pl.fifo = pl.fifo[:n]
+}
+
+// record appends one packet to the Ogg Opus recording.
+func (s *Session) record(pl *player, pkt []byte) {
+	if !pl.recording {
+		return
+	}
+	if err := s.ogg.WritePacket(pkt, packetSamples(pkt)); err != nil {
+		s.log.Warn("recording failed; stopping it", "err", err)
+		pl.recording = false
+	}
+}

@@ -1,0 +1,151 @@
+package media
+
+import (
+	"errors"
+	"io"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+)
+
+// maxCatchUp is how many frames a pacing loop will process at once after a
+// stall; beyond that it skips ahead rather than bursting.
+const maxCatchUp = 5
+
+// sendLoop reads the source every 20 ms, encodes and sends. It is paced by
+// absolute time from its start, so a late tick is made up for and the RTP
+// timestamps (RFC 3550 §5.1) stay on the wall clock.
+func (s *Session) sendLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(FrameDuration)
+	defer t.Stop()
+
+	src := s.cfg.Source
+	frame := make([]int16, FrameSamples)
+	buf := make([]byte, maxOpusPacket)
+	pkt := rtp.Packet{Header: rtp.Header{
+		Version:        2,
+		SequenceNumber: uint16(rand.Uint32()),
+		Timestamp:      rand.Uint32(),
+	}}
+	start := s.cfg.Now()
+	var frames int64 // frames handled so far
+	srcDone := false
+	talkspurt := true // the next packet sent starts a talkspurt
+	s.log.Debug("sending audio", "bitrate", s.cfg.Bitrate, "fec", s.cfg.FEC, "dtx", s.cfg.DTX)
+
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
+		}
+		due := int64(s.cfg.Now().Sub(start)/FrameDuration) + 1
+		if lag := due - frames; lag > maxCatchUp {
+			skip := lag - maxCatchUp
+			frames += skip
+			pkt.Timestamp += uint32(skip * FrameSamples)
+			s.sent.skipped.Add(uint64(skip))
+			talkspurt = true
+		}
+		for ; frames < due; frames++ {
+			if !srcDone {
+				if err := src.ReadFrame(frame); err != nil {
+					if !errors.Is(err, io.EOF) {
+						s.log.Warn("audio source failed; sending silence", "err", err)
+					}
+					srcDone = true
+				}
+			}
+			if srcDone {
+				clear(frame)
+			}
+			n, err := s.enc.encode(frame, buf)
+			if err != nil {
+				s.log.Error("opus encode failed", "err", err)
+				n = 0
+			}
+			if n == 0 || (s.cfg.DTX && n <= 2) {
+				// Nothing to send (DTX silence); time still passes.
+				pkt.Timestamp += FrameSamples
+				talkspurt = true
+				continue
+			}
+			pkt.Marker = talkspurt // RFC 3551 §4.1: first packet of a talkspurt
+			pkt.Payload = buf[:n]
+			if err := s.track.WriteRTP(&pkt); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+				s.log.Debug("write RTP", "err", err)
+			}
+			s.sent.packets.Add(1)
+			s.sent.bytes.Add(uint64(n))
+			if s.sent.ssrc.Load() == 0 {
+				if enc := s.rtps.GetParameters().Encodings; len(enc) > 0 {
+					s.sent.ssrc.Store(uint32(enc[0].SSRC))
+				}
+			}
+			talkspurt = false
+			pkt.SequenceNumber++
+			pkt.Timestamp += FrameSamples
+		}
+	}
+}
+
+// rtcpRTT derives the round-trip time from RTCP receiver reports about our
+// stream (RFC 3550 §6.4.1): RTT = A − LSR − DLSR, in units of 1/65536 s,
+// where A is the arrival time in the middle 32 bits of NTP. It needs the
+// session clock to be the wall clock, like the sender reports pion sends.
+type rtcpRTT struct {
+	mu  sync.Mutex
+	rtt time.Duration
+	// Fraction lost and jitter the peer reports for what we send.
+	remoteLoss   float64
+	remoteJitter time.Duration
+	ok           bool
+}
+
+func (r *rtcpRTT) observe(pkts []rtcp.Packet, ssrc uint32, now time.Time) {
+	for _, p := range pkts {
+		rr, ok := p.(*rtcp.ReceiverReport)
+		var reports []rtcp.ReceptionReport
+		if ok {
+			reports = rr.Reports
+		} else if sr, ok := p.(*rtcp.SenderReport); ok {
+			reports = sr.Reports
+		}
+		for _, rep := range reports {
+			if ssrc != 0 && rep.SSRC != ssrc {
+				continue
+			}
+			r.mu.Lock()
+			r.remoteLoss = float64(rep.FractionLost) * 100 / 256
+			r.remoteJitter = samplesDuration(int64(rep.Jitter))
+			if rep.LastSenderReport != 0 {
+				a := ntpMiddle(now)
+				rtt := a - rep.LastSenderReport - rep.Delay
+				// A negative result (clock error) wraps; ignore it.
+				if int32(rtt) >= 0 {
+					r.rtt = time.Duration(uint64(rtt) * uint64(time.Second) >> 16)
+					r.ok = true
+				}
+			}
+			r.mu.Unlock()
+		}
+	}
+}
+
+func (r *rtcpRTT) get() (rtt time.Duration, ok bool, remoteLoss float64, remoteJitter time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rtt, r.ok, r.remoteLoss, r.remoteJitter
+}
+
+// ntpMiddle returns the middle 32 bits of the 64-bit NTP timestamp of t.
+func ntpMiddle(t time.Time) uint32 {
+	const ntpEpochOffset = 2208988800 // seconds from 1900 to 1970
+	secs := uint64(t.Unix()) + ntpEpochOffset
+	frac := uint64(t.Nanosecond()) << 32 / uint64(time.Second)
+	return uint32(secs<<16 | frac>>16)
+}

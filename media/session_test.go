@@ -1,0 +1,325 @@
+package media
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// testLogger logs to the test's output at Warn and above, or everything
+// with PARLEY_TEST_DEBUG=1.
+func testLogger(t testing.TB) *slog.Logger {
+	level := slog.LevelWarn
+	if os.Getenv("PARLEY_TEST_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// loopback restricts cfg to IPv4 loopback host candidates with mDNS off,
+// which makes in-process calls fast and deterministic.
+func loopback(t testing.TB, cfg Config) Config {
+	cfg.IncludeLoopback = true
+	cfg.IPFilter = func(ip net.IP) bool { return ip.IsLoopback() && ip.To4() != nil }
+	cfg.NetworkTypes = []webrtc.NetworkType{webrtc.NetworkTypeUDP4}
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
+	return cfg
+}
+
+// call is two Sessions in one process whose signalling runs through
+// channels, as the libp2p stream would carry it.
+type call struct {
+	a, b *Session
+	// aToB and bToA carry trickled candidates.
+	aToB, bToA chan string
+	stop       chan struct{}
+	relays     chan struct{}
+}
+
+func newCall(t testing.TB, cfgA, cfgB Config) *call {
+	t.Helper()
+	a, err := NewSession(loopback(t, cfgA))
+	if err != nil {
+		t.Fatalf("NewSession(a): %v", err)
+	}
+	b, err := NewSession(loopback(t, cfgB))
+	if err != nil {
+		_ = a.Close()
+		t.Fatalf("NewSession(b): %v", err)
+	}
+	c := &call{
+		a: a, b: b,
+		aToB:   make(chan string, 64),
+		bToA:   make(chan string, 64),
+		stop:   make(chan struct{}),
+		relays: make(chan struct{}, 2),
+	}
+	a.OnLocalCandidate(func(s string) { c.send(c.aToB, s) })
+	b.OnLocalCandidate(func(s string) { c.send(c.bToA, s) })
+	go c.relay(t, c.aToB, b)
+	go c.relay(t, c.bToA, a)
+	return c
+}
+
+func (c *call) send(ch chan string, s string) {
+	select {
+	case ch <- s:
+	case <-c.stop:
+	}
+}
+
+func (c *call) relay(t testing.TB, ch chan string, to *Session) {
+	defer func() { c.relays <- struct{}{} }()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case s := <-ch:
+			if err := to.AddRemoteCandidate(s); err != nil && !errors.Is(err, ErrClosed) {
+				t.Errorf("AddRemoteCandidate(%q): %v", s, err)
+			}
+		}
+	}
+}
+
+// connect runs the offer/answer exchange, a offering.
+func (c *call) connect(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	offers, answers := make(chan string, 1), make(chan string, 1)
+	offer, err := c.a.CreateOffer(ctx)
+	if err != nil {
+		t.Fatalf("CreateOffer: %v", err)
+	}
+	offers <- offer
+	answer, err := c.b.Answer(ctx, <-offers)
+	if err != nil {
+		t.Fatalf("Answer: %v", err)
+	}
+	answers <- answer
+	if err := c.a.SetAnswer(<-answers); err != nil {
+		t.Fatalf("SetAnswer: %v", err)
+	}
+}
+
+// close closes both sessions (first, then the other), waits for both to be
+// done and stops the signalling goroutines.
+func (c *call) close(t testing.TB, first *Session) {
+	t.Helper()
+	if err := first.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+	other := c.b
+	if first == c.b {
+		other = c.a
+	}
+	select {
+	case <-other.Done():
+	case <-time.After(10 * time.Second):
+		t.Errorf("peer not done 10s after the other side closed")
+		_ = other.Close()
+	}
+	close(c.stop)
+	<-c.relays
+	<-c.relays
+}
+
+func waitClosed(t testing.TB, ch <-chan struct{}, d time.Duration, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(d):
+		t.Fatalf("timed out after %v waiting for %s", d, what)
+	}
+}
+
+// checkGoroutines returns a function that fails the test unless the
+// goroutine count falls back to what it is now (like pion's
+// test.CheckRoutines and tailscale's tstest.ResourceCheck).
+func checkGoroutines(t testing.TB) func() {
+	t.Helper()
+	base := runtime.NumGoroutine()
+	return func() {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			n := runtime.NumGoroutine()
+			if n <= base {
+				return
+			}
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<20)
+				buf = buf[:runtime.Stack(buf, true)]
+				t.Fatalf("goroutines: %d, baseline %d; stacks:\n%s", n, base, buf)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+func TestCallLoopbackSpeech(t *testing.T) {
+	check := checkGoroutines(t)
+	defer check()
+
+	const frames = 150 // 3 s
+	capA, capB := NewCaptureSink(0), NewCaptureSink(0)
+	// A generous jitter buffer keeps scheduling hiccups on a busy machine
+	// from shifting the audio mid-call, which would spoil a single-lag
+	// correlation.
+	c := newCall(t,
+		Config{Source: LimitSource(SpeechLikeSource(1), frames), Sink: capA, JitterStart: 100 * time.Millisecond},
+		Config{Source: LimitSource(SpeechLikeSource(2), frames), Sink: capB, JitterStart: 100 * time.Millisecond, FEC: true},
+	)
+	states := make(chan State, 16)
+	c.a.OnState(func(s State) { states <- s })
+	c.connect(t)
+
+	waitClosed(t, c.a.FirstAudio(), 10*time.Second, "first audio at a")
+	waitClosed(t, c.b.FirstAudio(), 10*time.Second, "first audio at b")
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	// The whole signal plus jitter buffer and codec delay.
+	want := frames*FrameSamples + SampleRate/2
+	for _, cs := range []*CaptureSink{capA, capB} {
+		if err := cs.Wait(ctx, want); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	for _, tc := range []struct {
+		name string
+		seed uint64
+		got  *CaptureSink
+		s    *Session
+	}{
+		{"a->b", 1, capB, c.b},
+		{"b->a", 2, capA, c.a},
+	} {
+		sent, err := ReadAll(LimitSource(SpeechLikeSource(tc.seed), frames), frames*FrameSamples)
+		if err != nil {
+			t.Fatal(err)
+		}
+		peak, lag := Correlation(sent, tc.got.Samples(), SampleRate)
+		st := tc.s.Stats()
+		t.Logf("%s: correlation %.3f at lag %v; stats %+v", tc.name, peak, samplesDuration(lag), st)
+		if peak < 0.9 {
+			t.Errorf("%s: correlation %.3f, want >= 0.9", tc.name, peak)
+		}
+		if st.PacketsReceived < frames {
+			t.Errorf("%s: %d packets received, want >= %d", tc.name, st.PacketsReceived, frames)
+		}
+		if st.Path.LocalType != "host" || st.Path.RemoteType != "host" || !strings.HasPrefix(st.Path.Local, "127.0.0.1:") {
+			t.Errorf("%s: path %+v, want host/host on 127.0.0.1", tc.name, st.Path)
+		}
+		if st.LossPercent != 0 {
+			t.Errorf("%s: loss %.1f%% on loopback", tc.name, st.LossPercent)
+		}
+		if st.MOS < 4 {
+			t.Errorf("%s: MOS %.2f on loopback, want >= 4", tc.name, st.MOS)
+		}
+	}
+
+	c.close(t, c.a)
+	waitClosed(t, c.a.Done(), 5*time.Second, "a done")
+	var seen []State
+	for len(states) > 0 || len(seen) == 0 || seen[len(seen)-1] != StateClosed {
+		select {
+		case s := <-states:
+			seen = append(seen, s)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("states %v: no closed", seen)
+		}
+	}
+	if seen[0] != StateConnecting || !containsState(seen, StateConnected) {
+		t.Errorf("states %v, want connecting, connected, …, closed", seen)
+	}
+}
+
+func containsState(ss []State, s State) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// TestCloseReleasesEverything closes a connected call from either side and
+// checks every goroutine is gone, including the other side's.
+func TestCloseReleasesEverything(t *testing.T) {
+	for _, side := range []string{"offerer", "answerer"} {
+		t.Run(side, func(t *testing.T) {
+			check := checkGoroutines(t)
+			defer check()
+			tone, err := ToneSource(440, 0.3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := &countingWriter{}
+			c := newCall(t, Config{Source: tone, Recorder: rec}, Config{Source: SpeechLikeSource(3), DTX: true})
+			c.connect(t)
+			waitClosed(t, c.a.FirstAudio(), 10*time.Second, "first audio at a")
+			waitClosed(t, c.b.FirstAudio(), 10*time.Second, "first audio at b")
+			first := c.a
+			if side == "answerer" {
+				first = c.b
+			}
+			c.close(t, first)
+			if err := c.a.Close(); err != nil {
+				t.Errorf("second Close: %v", err)
+			}
+			if _, err := c.a.CreateOffer(context.Background()); !errors.Is(err, ErrClosed) {
+				t.Errorf("CreateOffer after Close: %v, want ErrClosed", err)
+			}
+			if rec.n == 0 {
+				t.Errorf("recorder got nothing")
+			}
+		})
+	}
+}
+
+// TestCloseBeforeConnect closes sessions that never connected.
+func TestCloseBeforeConnect(t *testing.T) {
+	check := checkGoroutines(t)
+	defer check()
+	s, err := NewSession(loopback(t, Config{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateOffer(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, s.Done(), time.Second, "done")
+}
+
+type countingWriter struct{ n int }
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.n += len(p)
+	return len(p), nil
+}
+
+var _ io.Writer = (*countingWriter)(nil)

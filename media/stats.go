@@ -1,0 +1,156 @@
+package media
+
+import (
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// Path describes the ICE candidate pair carrying the call. All fields are
+// empty before a pair is selected.
+type Path struct {
+	// LocalType and RemoteType are the candidate types: "host", "srflx",
+	// "prflx" or "relay".
+	LocalType, RemoteType string
+	// Local and Remote are the candidates' transport addresses
+	// ("ip:port"). For a relay candidate this is the address allocated on
+	// the TURN server.
+	Local, Remote string
+	// Protocol is the transport between the candidates: "udp" or "tcp".
+	Protocol string
+	// RelayServer is the TURN server URL our relay candidate was allocated
+	// on, when LocalType is "relay"; "" otherwise. (When only RemoteType is
+	// "relay", the peer's TURN server is at Remote.)
+	RelayServer string
+	// RelayProtocol is how we reach that TURN server: "udp", "tcp" or "tls".
+	RelayProtocol string
+}
+
+// Relayed reports whether either side of the path goes through a TURN relay.
+func (p Path) Relayed() bool { return p.LocalType == "relay" || p.RemoteType == "relay" }
+
+// Stats is a snapshot of a call's health.
+type Stats struct {
+	State State
+	Path  Path
+
+	// RTT is the round-trip time: from ICE consent checks on the selected
+	// pair, or else from RTCP receiver reports. RTTSource says which
+	// ("ice", "rtcp", or "" when none is known yet).
+	RTT       time.Duration
+	RTTSource string
+
+	// Receive side, measured by us.
+	Jitter         time.Duration // RFC 3550 interarrival jitter
+	LossPercent    float64       // packets never received, of those expected (RFC 3550 §6.4.1)
+	Concealed      time.Duration // audio produced by loss concealment (late or lost packets)
+	FECRecovered   time.Duration // audio rebuilt from in-band FEC
+	Comfort        time.Duration // comfort noise played during the peer's DTX pauses
+	JitterBuffer   time.Duration // current target delay of the jitter buffer
+	LatePackets    int64         // arrived after their playout time and were dropped
+	Discarded      int64         // frames dropped to bring the delay down
+	ReceiveBitrate float64       // Opus payload bit/s over the last full second
+
+	PacketsSent, BytesSent         uint64 // Opus payload bytes, excluding RTP/SRTP headers
+	PacketsReceived, BytesReceived uint64
+	FramesSkipped                  uint64 // frames not sent because the sender fell behind
+
+	// How the peer hears us, from its RTCP receiver reports.
+	RemoteLossPercent float64
+	RemoteJitter      time.Duration
+
+	// R and MOS are the E-model estimates (ITU-T G.107, see EModelR) for
+	// what we hear: one-way delay RTT/2 + jitter buffer + codec delay, and
+	// loss = the share of played audio that had to be concealed.
+	R, MOS float64
+}
+
+// Stats returns a snapshot of the call's statistics. It queries the ICE
+// agent, so it is meant for periodic polling (once a second), not per frame.
+func (s *Session) Stats() Stats {
+	st := Stats{
+		State:         s.State(),
+		PacketsSent:   s.sent.packets.Load(),
+		BytesSent:     s.sent.bytes.Load(),
+		FramesSkipped: s.sent.skipped.Load(),
+	}
+
+	s.rx.mu.Lock()
+	js := s.rx.jb.stats()
+	st.PacketsReceived = s.rx.packets
+	st.BytesReceived = s.rx.bytes
+	st.ReceiveBitrate = s.rx.bitrate
+	decodeErrs := s.rx.decodeErrors
+	s.rx.mu.Unlock()
+
+	st.Jitter = samplesDuration(js.JitterSamples)
+	if js.Expected > 0 {
+		lost := max(js.Expected-js.Received, 0)
+		st.LossPercent = 100 * float64(lost) / float64(js.Expected)
+	}
+	concealed := js.ConcealedSamples + int64(decodeErrs)*FrameSamples
+	st.Concealed = samplesDuration(concealed)
+	st.FECRecovered = samplesDuration(js.FECSamples)
+	st.Comfort = samplesDuration(js.ComfortSamples)
+	st.JitterBuffer = samplesDuration(js.TargetSamples)
+	st.LatePackets = js.Late
+	st.Discarded = js.Discarded
+
+	rtcpRTT, rtcpOK, remoteLoss, remoteJitter := s.rtt.get()
+	st.RemoteLossPercent, st.RemoteJitter = remoteLoss, remoteJitter
+	var iceRTT time.Duration
+	st.Path, iceRTT = s.path()
+	switch {
+	case iceRTT > 0:
+		st.RTT, st.RTTSource = iceRTT, "ice"
+	case rtcpOK:
+		st.RTT, st.RTTSource = rtcpRTT, "rtcp"
+	}
+
+	played := js.Played*FrameSamples + concealed + js.FECSamples
+	var effLoss float64
+	if played > 0 {
+		effLoss = 100 * float64(concealed) / float64(played)
+	}
+	st.R = EModelR(st.RTT/2+st.JitterBuffer+codecDelay, effLoss)
+	st.MOS = MOSFromR(st.R)
+	return st
+}
+
+// path returns the selected candidate pair and its ICE round-trip time.
+func (s *Session) path() (Path, time.Duration) {
+	var p Path
+	dtls := s.rtps.Transport()
+	if dtls == nil {
+		return p, 0
+	}
+	iceT := dtls.ICETransport()
+	if iceT == nil {
+		return p, 0
+	}
+	pair, err := iceT.GetSelectedCandidatePair()
+	if err != nil || pair == nil || pair.Local == nil || pair.Remote == nil {
+		return p, 0
+	}
+	p.LocalType = pair.Local.Typ.String()
+	p.RemoteType = pair.Remote.Typ.String()
+	p.Local = net.JoinHostPort(pair.Local.Address, strconv.Itoa(int(pair.Local.Port)))
+	p.Remote = net.JoinHostPort(pair.Remote.Address, strconv.Itoa(int(pair.Remote.Port)))
+	p.Protocol = pair.Local.Protocol.String()
+
+	var rtt time.Duration
+	pairStats, ok := iceT.GetSelectedCandidatePairStats()
+	if ok {
+		rtt = time.Duration(pairStats.CurrentRoundTripTime * float64(time.Second))
+	}
+	if pair.Local.Typ == webrtc.ICECandidateTypeRelay && ok {
+		for _, v := range s.pc.GetStats() {
+			if c, isCand := v.(webrtc.ICECandidateStats); isCand && c.ID == pairStats.LocalCandidateID {
+				p.RelayServer, p.RelayProtocol = c.URL, c.RelayProtocol
+			}
+		}
+	}
+	return p, rtt
+}
