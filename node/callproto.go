@@ -13,7 +13,7 @@ import (
 // invite (with its SDP offer and its signed handle record). The callee
 // answers ringing, then accept (SDP answer), reject (reason "declined",
 // "busy", "glare") or nothing until the caller's ring timeout. Both sides
-// trickle ICE candidates (candidate) once the leg is accepted; either may send
+// trickle ICE candidates (candidate, empty at the end of gathering); either may send
 // restart (a new offer for an ICE restart), answered by restart-answer; either
 // ends the call with hangup. The caller tells the devices that lost the race
 // cancel with reason "answered elsewhere", or "timeout", "cancelled".
@@ -78,9 +78,7 @@ func decodeCallFrame(b []byte) (*callFrame, error) {
 	case sigAccept, sigRestart, sigRestartAnswer:
 		needSDP = true
 	case sigCandidate:
-		if f.Candidate == "" {
-			return nil, fmt.Errorf("%w: empty candidate", ErrBadFrame)
-		}
+		// An empty candidate marks the end of candidates (RFC 8838 §8.2).
 	case sigRinging, sigReject, sigCancel, sigHangup:
 	default:
 		return nil, fmt.Errorf("%w: unknown call frame %q", ErrBadFrame, f.Type)

@@ -29,8 +29,8 @@ const (
 	maxConvLen   = 160
 )
 
-// ErrBadFrame is returned for a chat frame that breaks the protocol.
-var ErrBadFrame = errors.New("malformed chat frame")
+// ErrBadFrame is returned for a chat or call frame that breaks its protocol.
+var ErrBadFrame = errors.New("malformed frame")
 
 type chatFrame struct {
 	Type   string   `json:"t"`                // "hello", "msg" or "ack"

@@ -8,9 +8,10 @@ import (
 
 // Event is something the node tells its clients about.
 type Event struct {
-	Type    string   `json:"type"` // "message"
-	Peer    string   `json:"peer,omitempty"`
-	Message *Message `json:"message,omitempty"`
+	Type    string    `json:"type"` // "message" or "call"
+	Peer    string    `json:"peer,omitempty"`
+	Message *Message  `json:"message,omitempty"`
+	Call    *CallInfo `json:"call,omitempty"`
 }
 
 // eventBus fans events out to subscribers. A subscriber that does not keep

@@ -26,6 +26,7 @@ import (
 
 	"github.com/parley-net/parley/discovery"
 	"github.com/parley-net/parley/internal/homelock"
+	"github.com/parley-net/parley/media"
 )
 
 // Defaults of Config.
@@ -58,6 +59,13 @@ type Config struct {
 	// DeliveryTimeout bounds one delivery attempt to one device; 0 means
 	// DefaultDeliveryTimeout.
 	DeliveryTimeout time.Duration
+	// Media is the base configuration of every call's media session (ICE
+	// servers, loopback candidates, bitrate, relay-only); the node adds the
+	// STUN servers of its supernodes. The zero value is media's default.
+	Media media.Config
+	// AutoAnswer, when set, answers every incoming call with the audio ends
+	// it returns; nil means calls ring until a client answers.
+	AutoAnswer func(CallInfo) (CallOptions, error)
 	// Logger receives the node's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -78,10 +86,12 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	events   *eventBus
-	inbound  *streamLimiter
-	kick     chan struct{}
-	inflight sync.Map // device peer ID -> struct{}: a delivery is under way
+	events    *eventBus
+	inbound   *streamLimiter
+	callLimit *streamLimiter
+	calls     calls
+	kick      chan struct{}
+	inflight  sync.Map // device peer ID -> struct{}: a delivery is under way
 
 	mu       sync.Mutex
 	resolved map[string]resolvedRecord
@@ -134,6 +144,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("start daemon: %w", err)
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, lock: lock, events: newEventBus(), inbound: newStreamLimiter(64, 4),
+		callLimit: newStreamLimiter(16, 2), calls: calls{byID: map[string]*Call{}},
 		kick: make(chan struct{}, 1), resolved: map[string]resolvedRecord{}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	defer func() {
@@ -151,6 +162,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.host.SetStreamHandler(ChatProtocol, n.handleChat)
+	n.host.SetStreamHandler(CallProtocol, n.handleCall)
 
 	joinCtx, cancel := context.WithTimeout(ctx, cfg.BootstrapTimeout)
 	defer cancel()
@@ -194,6 +206,15 @@ func (n *Node) startHost() error {
 
 // Close stops the node and releases everything it holds.
 func (n *Node) Close() error {
+	n.calls.mu.Lock()
+	var live []*Call
+	for _, c := range n.calls.byID {
+		live = append(live, c)
+	}
+	n.calls.mu.Unlock()
+	for _, c := range live {
+		c.Hangup()
+	}
 	n.cancel()
 	n.wg.Wait()
 	n.events.close()

@@ -1,0 +1,332 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/parley-net/parley/media"
+	"github.com/parley-net/parley/supernode"
+)
+
+// loopbackMedia keeps ICE on 127.0.0.1 so calls between in-process nodes are
+// fast and deterministic.
+var loopbackMedia = media.Config{IncludeLoopback: true, IPFilter: func(ip net.IP) bool { return ip.IsLoopback() }}
+
+func startCallNode(t *testing.T, home string, sn *supernode.Supernode, auto func(CallInfo) (CallOptions, error)) *Node {
+	t.Helper()
+	n, err := Start(context.Background(), Config{Home: home, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: []peer.AddrInfo{sn.AddrInfo()},
+		Logger: quietLogger(), Media: loopbackMedia, AutoAnswer: auto})
+	if err != nil {
+		t.Fatalf("start node: %v", err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// linkDevice makes a second device of primary's account in a new home.
+func linkDevice(t *testing.T, primaryHome, name string) string {
+	t.Helper()
+	prim, err := LoadIdentity(primaryHome)
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := t.TempDir()
+	dev, err := JoinIdentity(home, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := prim.AddDevice(dev.Self(), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.AdoptRecord(rec); err != nil {
+		t.Fatal(err)
+	}
+	return home
+}
+
+// waitCall waits for a call event that satisfies ok.
+func waitCall(t *testing.T, ch <-chan Event, what string, ok func(CallInfo) bool) CallInfo {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case e, open := <-ch:
+			if !open {
+				t.Fatalf("events closed while waiting for %s", what)
+			}
+			if e.Type == "call" && ok(*e.Call) {
+				return *e.Call
+			}
+		case <-timeout:
+			t.Fatalf("no call event %s within 20s", what)
+		}
+	}
+}
+
+// tee records what a source produced, so a test compares with what was
+// really sent.
+type tee struct {
+	mu  sync.Mutex
+	src media.Source
+	out []int16
+}
+
+func (s *tee) ReadFrame(f []int16) error {
+	err := s.src.ReadFrame(f)
+	s.mu.Lock()
+	s.out = append(s.out, f...)
+	s.mu.Unlock()
+	return err
+}
+
+func (s *tee) samples() []int16 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]int16(nil), s.out...)
+}
+
+func TestCallRingAllAnsweredElsewhere(t *testing.T) {
+	sn := startSupernode(t)
+	aliceHome, bobHome := initHome(t, "alice"), initHome(t, "bob")
+	phoneHome := linkDevice(t, bobHome, "bob-phone")
+	alice := startCallNode(t, aliceHome, sn, nil)
+	laptop := startCallNode(t, bobHome, sn, nil)
+	phone := startCallNode(t, phoneHome, sn, nil)
+	ctx := context.Background()
+
+	lapEv, stop1 := laptop.Subscribe()
+	defer stop1()
+	phoneEv, stop2 := phone.Subscribe()
+	defer stop2()
+	aliceEv, stop3 := alice.Subscribe()
+	defer stop3()
+
+	src := &tee{src: media.SpeechLikeSource(7)}
+	call, err := alice.Call(ctx, "bob", CallOptions{Source: src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ringLaptop := waitCall(t, lapEv, "ringing on the laptop", func(c CallInfo) bool { return c.State == CallRinging })
+	waitCall(t, phoneEv, "ringing on the phone", func(c CallInfo) bool { return c.State == CallRinging })
+	waitCall(t, aliceEv, "both devices ringing", func(c CallInfo) bool { return c.DevicesRang == 2 })
+	if ringLaptop.Peer != "alice" || ringLaptop.ID != call.ID() {
+		t.Fatalf("laptop rings for %+v", ringLaptop)
+	}
+
+	capture := media.NewCaptureSink(0)
+	lc, err := laptop.FindCall("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lc.Answer(ctx, CallOptions{Sink: capture}); err != nil {
+		t.Fatal(err)
+	}
+	ended := waitCall(t, phoneEv, "phone stops ringing", func(c CallInfo) bool { return c.State == CallEnded })
+	if ended.Reason != "answered elsewhere" || !ended.AnsweredElsewhere {
+		t.Fatalf("phone ended with %q", ended.Reason)
+	}
+	active := waitCall(t, aliceEv, "call active", func(c CallInfo) bool { return c.State == CallActive })
+	if active.Device != laptop.ID().String() || active.SetupMS <= 0 {
+		t.Fatalf("active call %+v", active)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := capture.Wait(wctx, 3*media.SampleRate); err != nil {
+		t.Fatalf("3 s of audio did not arrive: %v", err)
+	}
+	info := call.Info()
+	if info.Stats == nil || info.Stats.Path != "host" || info.Stats.MOS < 4 {
+		t.Fatalf("stats %+v", info.Stats)
+	}
+	call.Hangup()
+	waitCall(t, lapEv, "laptop sees the hangup", func(c CallInfo) bool { return c.State == CallEnded && c.Reason == "remote hung up" })
+
+	peak, _ := media.Correlation(src.samples(), capture.Samples(), media.SampleRate)
+	if peak < 0.9 {
+		t.Fatalf("received audio correlates %.3f with what was sent, want >= 0.9", peak)
+	}
+	t.Logf("correlation %.3f, setup %.1f ms, rtt %.2f ms, MOS %.2f", peak, active.SetupMS, info.Stats.RTTMS, info.Stats.MOS)
+}
+
+func TestCallRejectedBusyUnreachable(t *testing.T) {
+	sn := startSupernode(t)
+	alice := startCallNode(t, initHome(t, "alice"), sn, nil)
+	bobHome := initHome(t, "bob")
+	bob := startCallNode(t, bobHome, sn, nil)
+	ctx := context.Background()
+	bobEv, stop := bob.Subscribe()
+	defer stop()
+
+	t.Run("rejected", func(t *testing.T) {
+		call, err := alice.Call(ctx, "bob", CallOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitCall(t, bobEv, "ringing", func(c CallInfo) bool { return c.State == CallRinging })
+		bc, err := bob.FindCall(call.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bc.Reject(); err != nil {
+			t.Fatal(err)
+		}
+		<-call.Done()
+		if r := call.Info().Reason; r != "declined" {
+			t.Fatalf("caller hears %q, want declined", r)
+		}
+	})
+
+	t.Run("busy", func(t *testing.T) {
+		carol := startCallNode(t, initHome(t, "carol"), sn, func(CallInfo) (CallOptions, error) { return CallOptions{}, nil })
+		carolEv, stopC := carol.Subscribe()
+		defer stopC()
+		first, err := bob.Call(ctx, "carol", CallOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitCall(t, carolEv, "carol auto-answers", func(c CallInfo) bool { return c.State == CallActive })
+		second, err := alice.Call(ctx, "carol", CallOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-second.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatal("busy callee never refused")
+		}
+		if r := second.Info().Reason; r != "busy" {
+			t.Fatalf("second caller hears %q, want busy", r)
+		}
+		first.Hangup()
+	})
+
+	t.Run("no device online", func(t *testing.T) {
+		bob.Close()
+		start := time.Now()
+		_, err := alice.Call(ctx, "bob", CallOptions{})
+		if !errors.Is(err, ErrNoDevice) {
+			t.Fatalf("call to an offline handle: %v", err)
+		}
+		if el := time.Since(start); el > 30*time.Second {
+			t.Fatalf("took %s", el)
+		}
+	})
+}
+
+func TestCallHangupReleasesEverything(t *testing.T) {
+	sn := startSupernode(t)
+	auto := func(CallInfo) (CallOptions, error) { return CallOptions{Source: media.SpeechLikeSource(1)}, nil }
+	alice := startCallNode(t, initHome(t, "alice"), sn, nil)
+	bob := startCallNode(t, initHome(t, "bob"), sn, auto)
+	ctx := context.Background()
+	call := func(hangupByCallee bool) {
+		ev, stop := alice.Subscribe()
+		defer stop()
+		c, err := alice.Call(ctx, "bob", CallOptions{Source: media.SpeechLikeSource(2)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitCall(t, ev, "active", func(ci CallInfo) bool { return ci.State == CallActive })
+		if hangupByCallee {
+			bc, err := bob.FindCall(c.ID())
+			if err != nil {
+				t.Fatal(err)
+			}
+			bc.Hangup()
+		} else {
+			c.Hangup()
+		}
+		select {
+		case <-c.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatal("call did not end")
+		}
+		bc, _ := bob.FindCall(c.ID())
+		if bc != nil {
+			select {
+			case <-bc.Done():
+			case <-time.After(10 * time.Second):
+				t.Fatal("callee's call did not end")
+			}
+		}
+	}
+	call(false) // warm up: pion and quic start package-level goroutines once
+	base := runtime.NumGoroutine()
+	for _, byCallee := range []bool{false, true} {
+		call(byCallee)
+		deadline := time.Now().Add(15 * time.Second)
+		for runtime.NumGoroutine() > base+2 {
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<20)
+				n := runtime.Stack(buf, true)
+				t.Fatalf("hangup by callee=%v: %d goroutines, baseline %d\n%s", byCallee, runtime.NumGoroutine(), base, buf[:n])
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+func TestTenConcurrentCalls(t *testing.T) {
+	if testing.Short() {
+		t.Skip("20 nodes and 10 calls; skipped with -short")
+	}
+	sn := startSupernode(t)
+	const pairs = 10
+	type pair struct {
+		caller, callee *Node
+		sink           *media.CaptureSink
+		src            *tee
+	}
+	ps := make([]*pair, pairs)
+	for i := range ps {
+		p := &pair{sink: media.NewCaptureSink(0), src: &tee{src: media.SpeechLikeSource(uint64(i))}}
+		sink := p.sink
+		p.caller = startCallNode(t, initHome(t, fmt.Sprintf("caller%d", i)), sn, nil)
+		p.callee = startCallNode(t, initHome(t, fmt.Sprintf("callee%d", i)), sn, func(CallInfo) (CallOptions, error) {
+			return CallOptions{Sink: sink}, nil
+		})
+		ps[i] = p
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, pairs)
+	for i, p := range ps {
+		wg.Add(1)
+		go func(i int, p *pair) {
+			defer wg.Done()
+			c, err := p.caller.Call(context.Background(), fmt.Sprintf("callee%d", i), CallOptions{Source: p.src})
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Hangup()
+			ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+			defer cancel()
+			if err := p.sink.Wait(ctx, 2*media.SampleRate); err != nil {
+				errs <- fmt.Errorf("pair %d: %w", i, err)
+				return
+			}
+			if peak, lag := media.Correlation(p.src.samples(), p.sink.Samples(), 5*media.SampleRate); peak < 0.9 {
+				errs <- fmt.Errorf("pair %d: correlation %.3f at lag %d ms", i, peak, lag/48)
+			}
+		}(i, p)
+	}
+	wg.Wait()
+	close(errs)
+	var msgs []string
+	for err := range errs {
+		msgs = append(msgs, err.Error())
+	}
+	if len(msgs) > 0 {
+		t.Fatal(strings.Join(msgs, "\n"))
+	}
+}
