@@ -30,6 +30,12 @@ const SocketFile = "parley.sock"
 //	POST /v1/chat/send               {"to","text"} -> SendResult
 //	GET  /v1/chat/history/{handle}   ?limit=N -> []Message
 //	GET  /v1/events                  newline-delimited JSON Events, until closed
+//	POST /v1/calls                   {"to","audio":AudioSpec} -> CallInfo
+//	GET  /v1/calls                   []CallInfo
+//	GET  /v1/calls/{id}              CallInfo with statistics
+//	POST /v1/call/answer             {"id","audio"} -> CallInfo ("" id: the ringing call)
+//	POST /v1/call/reject             {"id"} -> CallInfo
+//	POST /v1/call/hangup             {"id"} -> CallInfo
 const maxRequestBody = 64 << 10
 
 // Status describes a running node.
@@ -116,6 +122,69 @@ func (n *Node) apiHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, h)
 	})
+	mux.HandleFunc("POST /v1/calls", func(w http.ResponseWriter, r *http.Request) {
+		var req callRequest
+		if !readJSON(w, r, &req) {
+			return
+		}
+		opts, err := req.Audio.Open()
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		// The call outlives the request: it ends on hangup, not when the
+		// client disconnects.
+		c, err := n.Call(n.ctx, req.To, opts)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, c.Info())
+	})
+	mux.HandleFunc("GET /v1/calls", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, n.Calls())
+	})
+	mux.HandleFunc("GET /v1/calls/{id}", func(w http.ResponseWriter, r *http.Request) {
+		c, err := n.FindCall(r.PathValue("id"))
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, c.Info())
+	})
+	mux.HandleFunc("POST /v1/call/{verb}", func(w http.ResponseWriter, r *http.Request) {
+		var req callRequest
+		if !readJSON(w, r, &req) {
+			return
+		}
+		c, err := n.FindCall(req.ID)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		switch r.PathValue("verb") {
+		case "answer":
+			opts, err := req.Audio.Open()
+			if err == nil {
+				err = c.Answer(n.ctx, opts)
+			}
+			if err != nil {
+				writeErr(w, err)
+				return
+			}
+		case "reject":
+			if err := c.Reject(); err != nil {
+				writeErr(w, err)
+				return
+			}
+		case "hangup":
+			c.Hangup()
+		default:
+			writeJSON(w, http.StatusNotFound, apiError{Error: "unknown call verb " + r.PathValue("verb")})
+			return
+		}
+		writeJSON(w, http.StatusOK, c.Info())
+	})
 	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
 		ch, stop := n.Subscribe()
 		defer stop()
@@ -146,6 +215,22 @@ func (n *Node) apiHandler() http.Handler {
 	return mux
 }
 
+type callRequest struct {
+	ID    string    `json:"id"`
+	To    string    `json:"to"`
+	Audio AudioSpec `json:"audio"`
+}
+
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError{Error: "bad request: " + err.Error()})
+		return false
+	}
+	return true
+}
+
 type apiError struct {
 	Error string `json:"error"`
 }
@@ -161,8 +246,14 @@ func writeErr(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, discovery.ErrNoSuchHandle):
 		code = http.StatusNotFound
-	case errors.Is(err, discovery.ErrBadHandle), errors.Is(err, ErrBadMessage):
+	case errors.Is(err, discovery.ErrBadHandle), errors.Is(err, ErrBadMessage), errors.Is(err, ErrBadAudio):
 		code = http.StatusBadRequest
+	case errors.Is(err, ErrNoSuchCall):
+		code = http.StatusNotFound
+	case errors.Is(err, ErrCallState), errors.Is(err, ErrBusy):
+		code = http.StatusConflict
+	case errors.Is(err, ErrNoDevice):
+		code = http.StatusServiceUnavailable
 	case errors.Is(err, ErrContactKeyChanged), errors.Is(err, discovery.ErrExpired):
 		code = http.StatusConflict
 	case errors.Is(err, context.DeadlineExceeded):
@@ -245,6 +336,30 @@ func (c *Client) Send(ctx context.Context, to, text string) (*SendResult, error)
 func (c *Client) History(ctx context.Context, with string, limit int) ([]Message, error) {
 	var h []Message
 	return h, c.do(ctx, http.MethodGet, "/v1/chat/history/"+url.PathEscape(with)+"?limit="+strconv.Itoa(limit), nil, &h)
+}
+
+// Call rings every device of a handle.
+func (c *Client) Call(ctx context.Context, to string, audio AudioSpec) (*CallInfo, error) {
+	var ci CallInfo
+	return &ci, c.do(ctx, http.MethodPost, "/v1/calls", callRequest{To: to, Audio: audio}, &ci)
+}
+
+// Calls lists current and recent calls.
+func (c *Client) Calls(ctx context.Context) ([]CallInfo, error) {
+	var out []CallInfo
+	return out, c.do(ctx, http.MethodGet, "/v1/calls", nil, &out)
+}
+
+// CallInfo returns one call, with statistics.
+func (c *Client) CallInfo(ctx context.Context, id string) (*CallInfo, error) {
+	var ci CallInfo
+	return &ci, c.do(ctx, http.MethodGet, "/v1/calls/"+url.PathEscape(id), nil, &ci)
+}
+
+// CallVerb answers, rejects or hangs up a call ("" id: the obvious one).
+func (c *Client) CallVerb(ctx context.Context, verb, id string, audio AudioSpec) (*CallInfo, error) {
+	var ci CallInfo
+	return &ci, c.do(ctx, http.MethodPost, "/v1/call/"+verb, callRequest{ID: id, Audio: audio}, &ci)
 }
 
 // Events streams the daemon's events to fn until ctx ends or fn returns an error.

@@ -58,7 +58,8 @@ type CallOptions struct {
 	RingTimeout time.Duration
 }
 
-func (o CallOptions) close() {
+// Close closes what the options own.
+func (o CallOptions) Close() {
 	for _, c := range o.Closers {
 		c.Close()
 	}
@@ -301,7 +302,7 @@ func (c *Call) end(reason string) {
 	for _, l := range legs {
 		l.close()
 	}
-	c.opts.close()
+	c.opts.Close()
 	n := c.n
 	n.calls.mu.Lock()
 	if n.calls.active == c {
@@ -406,7 +407,7 @@ func (n *Node) Call(ctx context.Context, handle string, opts CallOptions) (*Call
 		opts.RingTimeout = DefaultRingTimeout
 	}
 	fail := func(err error) (*Call, error) {
-		opts.close()
+		opts.Close()
 		return nil, err
 	}
 	rec, err := n.resolve(ctx, handle, true)
@@ -879,7 +880,7 @@ func (c *Call) Answer(ctx context.Context, opts CallOptions) error {
 	c.mu.Lock()
 	if c.info.Direction != "incoming" || c.info.State != CallRinging || c.ended {
 		c.mu.Unlock()
-		opts.close()
+		opts.Close()
 		return fmt.Errorf("%w: call %s is %s", ErrCallState, c.info.ID, c.info.State)
 	}
 	l := c.legs[peer.ID(mustDecode(c.info.Device))]
@@ -887,7 +888,7 @@ func (c *Call) Answer(ctx context.Context, opts CallOptions) error {
 	n.calls.mu.Lock()
 	if n.calls.active != nil {
 		n.calls.mu.Unlock()
-		opts.close()
+		opts.Close()
 		return ErrBusy
 	}
 	n.calls.active = c

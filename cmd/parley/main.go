@@ -28,7 +28,8 @@ func main() {
 	if os.Getenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING") == "" {
 		os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
 	}
-	if err := newApp().Run(os.Args); err != nil {
+	app := newApp()
+	if err := app.Run(permuteArgs(app, os.Args)); err != nil {
 		fmt.Fprintln(os.Stderr, "parley: "+oneLine(err.Error()))
 		var ec cli.ExitCoder
 		if errors.As(err, &ec) && ec.ExitCode() != 0 {
@@ -69,7 +70,11 @@ func newApp() *cli.App {
 			return fmt.Errorf("%v (see 'parley %s --help')", err, c.Command.FullName())
 		},
 		Commands: []*cli.Command{
-			supernodeCmd(), daemonCmd(), idCmd(), whoisCmd(), chatCmd(), statusCmd(), demoCmd(),
+			supernodeCmd(), daemonCmd(), idCmd(), whoisCmd(), chatCmd(),
+			callCmd(), callsCmd(), answerCmd(),
+			simpleCallVerb("reject", "decline a ringing call (the only one, or by ID)"),
+			simpleCallVerb("hangup", "end a call (the only one, or by ID)"),
+			statusCmd(), demoCmd(),
 		},
 	}
 }
@@ -142,13 +147,16 @@ func supernodeCmd() *cli.Command {
 func daemonCmd() *cli.Command {
 	return &cli.Command{
 		Name:  "daemon",
-		Usage: "run this device's node: join the network, publish the handle, deliver chat",
-		Flags: []cli.Flag{
+		Usage: "run this device's node: join the network, publish the handle, deliver chat, ring on calls",
+		Flags: append([]cli.Flag{
 			&cli.StringSliceFlag{Name: "listen", Aliases: []string{"l"}, EnvVars: []string{"PARLEY_LISTEN"},
 				Usage: "multiaddr to listen on (repeatable; default TCP and QUIC on an ephemeral port)"},
 			bootstrapFlag,
 			&cli.DurationFlag{Name: "bootstrap-timeout", Value: node.DefaultBootstrapTimeout, Usage: "give up joining after this long"},
-		},
+			&cli.BoolFlag{Name: "media-loopback", EnvVars: []string{"PARLEY_MEDIA_LOOPBACK"},
+				Usage: "offer 127.0.0.1 as a call candidate (for calls between daemons on one machine)"},
+			&cli.BoolFlag{Name: "auto-answer", Usage: "answer every incoming call (for unattended devices), with the audio flags below"},
+		}, append(sourceFlags(), sinkFlags()...)...),
 		Action: func(c *cli.Context) error {
 			log, err := logger(c, "info")
 			if err != nil {
@@ -161,8 +169,24 @@ func daemonCmd() *cli.Command {
 			ctx, stop := signalContext()
 			defer stop()
 			home := c.String("home")
-			n, err := node.Start(ctx, node.Config{Home: home, Listen: c.StringSlice("listen"), Bootstrap: boot,
-				BootstrapTimeout: c.Duration("bootstrap-timeout"), Logger: log})
+			cfg := node.Config{Home: home, Listen: c.StringSlice("listen"), Bootstrap: boot,
+				BootstrapTimeout: c.Duration("bootstrap-timeout"), Logger: log}
+			cfg.Media.IncludeLoopback = c.Bool("media-loopback")
+			spec, err := audioSpec(c)
+			if err != nil {
+				return err
+			}
+			if c.Bool("auto-answer") {
+				o, err := spec.Open() // check the flags now, not at the first call
+				if err != nil {
+					return err
+				}
+				o.Close()
+				cfg.AutoAnswer = func(node.CallInfo) (node.CallOptions, error) { return spec.Open() }
+			} else if spec != (node.AudioSpec{}) {
+				return errors.New("audio flags on the daemon only apply with --auto-answer")
+			}
+			n, err := node.Start(ctx, cfg)
 			if err != nil {
 				return err
 			}

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/parley-net/parley/node"
+)
+
+func sourceFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.Float64Flag{Name: "tone", Usage: "send a sine tone of `HZ`"},
+		&cli.StringFlag{Name: "in", Usage: "send a WAV `FILE` (any rate and channels; resampled to 48 kHz mono)"},
+		&cli.BoolFlag{Name: "speech", Usage: "send a speech-like test signal"},
+		&cli.BoolFlag{Name: "mic", Usage: "send the microphone (needs a build with -tags malgo)"},
+	}
+}
+
+func sinkFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "out", Usage: "write what you hear to a WAV `FILE`"},
+		&cli.BoolFlag{Name: "speaker", Usage: "play what you hear (needs a build with -tags malgo)"},
+		&cli.StringFlag{Name: "record", Usage: "write the received Opus stream to an Ogg Opus `FILE`"},
+	}
+}
+
+func abs(p string) (string, error) {
+	if p == "" {
+		return "", nil
+	}
+	return filepath.Abs(p)
+}
+
+func audioSpec(c *cli.Context) (node.AudioSpec, error) {
+	a := node.AudioSpec{Tone: c.Float64("tone"), Speech: c.Bool("speech"), Mic: c.Bool("mic"), Speaker: c.Bool("speaker")}
+	var err error
+	for _, p := range []struct {
+		dst  *string
+		flag string
+	}{{&a.In, "in"}, {&a.Out, "out"}, {&a.Record, "record"}} {
+		if *p.dst, err = abs(c.String(p.flag)); err != nil {
+			return a, err
+		}
+	}
+	return a, nil
+}
+
+func callCmd() *cli.Command {
+	return &cli.Command{
+		Name:      "call",
+		Usage:     "call a handle: every device rings, the first to answer gets the call",
+		ArgsUsage: "HANDLE",
+		Flags: append(append(sourceFlags(), sinkFlags()...),
+			&cli.DurationFlag{Name: "duration", Usage: "hang up this long after the call connects (0: until Ctrl-C or the other side hangs up)"}),
+		Action: func(c *cli.Context) error {
+			h, err := oneArg(c, "HANDLE")
+			if err != nil {
+				return err
+			}
+			spec, err := audioSpec(c)
+			if err != nil {
+				return err
+			}
+			cl, err := dial(c)
+			if err != nil {
+				return err
+			}
+			ci, err := cl.Call(c.Context, h, spec)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("calling %s (call %s)\n", h, ci.ID)
+			return followCall(cl, ci.ID, c.Duration("duration"))
+		},
+	}
+}
+
+func answerCmd() *cli.Command {
+	return &cli.Command{
+		Name:      "answer",
+		Usage:     "answer a ringing call (the only one, or by ID) and follow it",
+		ArgsUsage: "[CALL-ID]",
+		Flags: append(append(sourceFlags(), sinkFlags()...),
+			&cli.BoolFlag{Name: "detach", Usage: "return once answered instead of following the call"},
+			&cli.DurationFlag{Name: "duration", Usage: "hang up this long after answering (0: until Ctrl-C or the other side hangs up)"}),
+		Action: func(c *cli.Context) error {
+			spec, err := audioSpec(c)
+			if err != nil {
+				return err
+			}
+			cl, err := dial(c)
+			if err != nil {
+				return err
+			}
+			ci, err := cl.CallVerb(c.Context, "answer", c.Args().First(), spec)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("answered %s from %s\n", ci.ID, ci.Peer)
+			if c.Bool("detach") {
+				return nil
+			}
+			return followCall(cl, ci.ID, c.Duration("duration"))
+		},
+	}
+}
+
+func simpleCallVerb(verb, usage string) *cli.Command {
+	return &cli.Command{
+		Name:      verb,
+		Usage:     usage,
+		ArgsUsage: "[CALL-ID]",
+		Action: func(c *cli.Context) error {
+			cl, err := dial(c)
+			if err != nil {
+				return err
+			}
+			ci, err := cl.CallVerb(c.Context, verb, c.Args().First(), node.AudioSpec{})
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%s: call %s with %s %s\n", verb, ci.ID, ci.Peer, ci.State)
+			return nil
+		},
+	}
+}
+
+func callsCmd() *cli.Command {
+	return &cli.Command{
+		Name:  "calls",
+		Usage: "list current and recent calls",
+		Action: func(c *cli.Context) error {
+			cl, err := dial(c)
+			if err != nil {
+				return err
+			}
+			list, err := cl.Calls(c.Context)
+			if err != nil {
+				return err
+			}
+			if len(list) == 0 {
+				fmt.Println("no calls")
+			}
+			for _, ci := range list {
+				line := fmt.Sprintf("%s  %-8s %-9s %-10s %s", ci.ID, ci.Direction, ci.Peer, ci.State, time.UnixMilli(ci.StartedMS).Format("15:04:05"))
+				if ci.Reason != "" {
+					line += "  (" + ci.Reason + ")"
+				}
+				fmt.Println(line)
+			}
+			return nil
+		},
+	}
+}
+
+// followCall prints a call's state changes and, every second while it has
+// media, its path and quality, until it ends. Ctrl-C hangs up; so does the
+// end of duration once the call is active.
+func followCall(cl *node.Client, id string, duration time.Duration) error {
+	ctx, stop := signalContext()
+	defer stop()
+	states := make(chan node.CallInfo, 16)
+	evctx, cancelEv := context.WithCancel(context.Background())
+	defer cancelEv()
+	go cl.Events(evctx, func(e node.Event) error {
+		if e.Type == "call" && e.Call.ID == id {
+			states <- *e.Call
+		}
+		return nil
+	})
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var hangupAt <-chan time.Time
+	last, wasActive := "", false
+	start := time.Now()
+	show := func(ci node.CallInfo) (ended bool, err error) {
+		if ci.State != last {
+			last = ci.State
+			switch ci.State {
+			case node.CallRinging:
+				fmt.Printf("ringing (%d device(s))\n", ci.DevicesRang)
+			case node.CallConnecting:
+				fmt.Printf("connecting to device %s\n", ci.Device)
+			case node.CallActive:
+				wasActive = true
+				fmt.Printf("active: audio after %.0f ms\n", ci.SetupMS)
+				if duration > 0 {
+					hangupAt = time.After(duration)
+				}
+			case node.CallEnded:
+				fmt.Printf("ended: %s\n", ci.Reason)
+				if !wasActive && ci.Direction == "outgoing" {
+					return true, fmt.Errorf("call to %s not connected: %s", ci.Peer, ci.Reason)
+				}
+				return true, nil
+			}
+		}
+		return false, nil
+	}
+	for {
+		select {
+		case ci := <-states:
+			if done, err := show(ci); done {
+				return err
+			}
+		case <-tick.C:
+			ci, err := cl.CallInfo(context.Background(), id)
+			if err != nil {
+				return err
+			}
+			if done, err := show(*ci); done {
+				return err
+			}
+			if s := ci.Stats; s != nil && ci.State == node.CallActive {
+				fmt.Printf("[%3.0fs] %s | rtt %.1f ms | jitter %.1f ms | loss %.1f%% | concealed %.0f ms | %.1f kb/s | MOS %.2f\n",
+					time.Since(start).Seconds(), pathLine(s), s.RTTMS, s.JitterMS, s.LossPct, s.ConcealedMS, s.BitrateKbps, s.MOS)
+			}
+		case <-hangupAt:
+			hangupAt = nil
+			if _, err := cl.CallVerb(context.Background(), "hangup", id, node.AudioSpec{}); err != nil && !errors.Is(err, context.Canceled) {
+				return err
+			}
+		case <-ctx.Done():
+			cl.CallVerb(context.Background(), "hangup", id, node.AudioSpec{})
+			fmt.Println("hung up")
+			return nil
+		}
+	}
+}
+
+func pathLine(s *node.CallStats) string {
+	if s.PathDetail == "" {
+		return "path " + s.MediaState
+	}
+	return "path " + strings.ReplaceAll(s.PathDetail, "->", "→")
+}
