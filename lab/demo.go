@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"sort"
 	"sync"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/parley-net/parley/media"
 	"github.com/parley-net/parley/node"
 	"github.com/parley-net/parley/supernode"
 )
@@ -38,12 +40,34 @@ type DemoOptions struct {
 // DemoReport is the demo's summary; its JSON form is what `parley demo
 // --json` prints.
 type DemoReport struct {
-	OK        bool       `json:"ok"`
-	Nodes     int        `json:"nodes"`
-	ResolveMS float64    `json:"resolve_ms"`
-	Chat      ChatReport `json:"chat"`
-	Error     string     `json:"error,omitempty"`
+	OK        bool        `json:"ok"`
+	Nodes     int         `json:"nodes"`
+	ResolveMS float64     `json:"resolve_ms"`
+	Chat      ChatReport  `json:"chat"`
+	Call      *CallReport `json:"call,omitempty"`
+	Error     string      `json:"error,omitempty"`
 }
+
+// CallReport sums up the demo's call.
+type CallReport struct {
+	SetupMS           float64 `json:"setup_ms"`
+	Path              string  `json:"path"`      // tier: "direct", "supernode" or "cloud"
+	Candidate         string  `json:"candidate"` // ICE candidate type of the pair's less direct end
+	RTTMS             float64 `json:"rtt_ms"`
+	JitterMS          float64 `json:"jitter_ms"`
+	LossPct           float64 `json:"loss_pct"`
+	MOS               float64 `json:"mos"`
+	AudioCorrelation  float64 `json:"audio_correlation"`
+	DevicesRang       int     `json:"devices_rang"`
+	AnsweredElsewhere bool    `json:"answered_elsewhere"`
+}
+
+// The demo call must reach these on loopback.
+const (
+	minCorrelation = 0.9
+	minMOS         = 4.0
+	demoCallAudio  = 5 * time.Second
+)
 
 // ChatReport counts the demo's chat messages.
 type ChatReport struct {
@@ -56,6 +80,9 @@ type ChatReport struct {
 }
 
 var loopback = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+
+// loopbackMedia keeps the demo's calls on 127.0.0.1.
+var loopbackMedia = media.Config{IncludeLoopback: true, IPFilter: func(ip net.IP) bool { return ip.IsLoopback() }}
 
 // RunDemo starts a supernode and two nodes (alice, bob) on 127.0.0.1,
 // resolves bob through the DHT and exchanges messages both ways. The report
@@ -83,13 +110,33 @@ func RunDemo(ctx context.Context, opt DemoOptions) (*DemoReport, error) {
 	}
 	rep := &DemoReport{}
 	err := runDemo(ctx, opt, dir, out, log, rep)
-	rep.OK = err == nil && rep.Chat.Lost == 0 && rep.Chat.Duplicates == 0 && rep.Chat.Delivered == rep.Chat.Sent
+	if err == nil {
+		err = rep.check()
+	}
+	rep.OK = err == nil
 	if err != nil {
 		rep.Error = err.Error()
-	} else if !rep.OK {
-		err = fmt.Errorf("demo: %d of %d messages delivered, %d duplicates", rep.Chat.Delivered, rep.Chat.Sent, rep.Chat.Duplicates)
 	}
 	return rep, err
+}
+
+// check says what falls short of a good demo.
+func (r *DemoReport) check() error {
+	c := r.Chat
+	if c.Lost != 0 || c.Duplicates != 0 || c.Delivered != c.Sent {
+		return fmt.Errorf("demo: %d of %d messages delivered, %d duplicates", c.Delivered, c.Sent, c.Duplicates)
+	}
+	if k := r.Call; k != nil {
+		switch {
+		case k.AudioCorrelation < minCorrelation:
+			return fmt.Errorf("demo call: audio correlation %.3f below %.1f", k.AudioCorrelation, minCorrelation)
+		case k.MOS < minMOS:
+			return fmt.Errorf("demo call: MOS %.2f below %.1f", k.MOS, minMOS)
+		case k.DevicesRang != 2 || !k.AnsweredElsewhere:
+			return fmt.Errorf("demo call: %d devices rang, answered elsewhere %v", k.DevicesRang, k.AnsweredElsewhere)
+		}
+	}
+	return nil
 }
 
 func runDemo(ctx context.Context, opt DemoOptions, dir string, out io.Writer, log *slog.Logger, rep *DemoReport) error {
@@ -101,30 +148,41 @@ func runDemo(ctx context.Context, opt DemoOptions, dir string, out io.Writer, lo
 	rep.Nodes++
 	fmt.Fprintf(out, "supernode  %s\n", sn.Addrs()[0])
 
-	start := func(handle string) (*node.Node, error) {
-		home := dir + "/" + handle
-		if _, err := node.InitIdentity(home, handle, handle+"-laptop", time.Now()); err != nil {
-			return nil, err
+	// bob has two devices: his laptop holds the account key and signs the
+	// phone into his handle record before either goes online.
+	for _, h := range []string{"alice", "bob"} {
+		if _, err := node.InitIdentity(dir+"/"+h, h, h+"-laptop", time.Now()); err != nil {
+			return err
 		}
-		n, err := node.Start(ctx, node.Config{Home: home, Listen: loopback, Bootstrap: []peer.AddrInfo{sn.AddrInfo()},
-			RetryInterval: 200 * time.Millisecond, Logger: log.With("role", handle)})
+	}
+	if err := linkDevice(dir+"/bob", dir+"/bob-phone", "bob-phone"); err != nil {
+		return err
+	}
+	start := func(home, label string) (*node.Node, error) {
+		n, err := node.Start(ctx, node.Config{Home: dir + "/" + home, Listen: loopback, Bootstrap: []peer.AddrInfo{sn.AddrInfo()},
+			RetryInterval: 200 * time.Millisecond, Media: loopbackMedia, Logger: log.With("role", label)})
 		if err != nil {
-			return nil, fmt.Errorf("start %s: %w", handle, err)
+			return nil, fmt.Errorf("start %s: %w", label, err)
 		}
 		rep.Nodes++
-		fmt.Fprintf(out, "%-10s %s  fingerprint %s\n", handle, n.ID(), n.Identity().Fingerprint())
+		fmt.Fprintf(out, "%-10s %s  fingerprint %s\n", label, n.ID(), n.Identity().Fingerprint())
 		return n, nil
 	}
-	alice, err := start("alice")
+	alice, err := start("alice", "alice")
 	if err != nil {
 		return err
 	}
 	defer alice.Close()
-	bob, err := start("bob")
+	bob, err := start("bob", "bob")
 	if err != nil {
 		return err
 	}
 	defer bob.Close()
+	phone, err := start("bob-phone", "bob-phone")
+	if err != nil {
+		return err
+	}
+	defer phone.Close()
 
 	who, err := alice.Resolve(ctx, "bob")
 	if err != nil {
@@ -133,7 +191,27 @@ func runDemo(ctx context.Context, opt DemoOptions, dir string, out io.Writer, lo
 	rep.ResolveMS = round(who.LookupMS)
 	fmt.Fprintf(out, "\nalice resolved bob through the DHT in %.1f ms: %d device(s), fingerprint %s\n\n", who.LookupMS, len(who.Devices), who.Fingerprint)
 
-	return chatBothWays(ctx, out, alice, bob, opt.Messages, rep)
+	if err := chatBothWays(ctx, out, alice, bob, opt.Messages, rep); err != nil {
+		return err
+	}
+	rep.Call = &CallReport{}
+	return demoCall(ctx, out, dir, alice, bob, phone, rep.Call)
+}
+
+func linkDevice(primaryHome, home, name string) error {
+	prim, err := node.LoadIdentity(primaryHome)
+	if err != nil {
+		return err
+	}
+	dev, err := node.JoinIdentity(home, name)
+	if err != nil {
+		return err
+	}
+	rec, err := prim.AddDevice(dev.Self(), time.Now())
+	if err != nil {
+		return err
+	}
+	return dev.AdoptRecord(rec)
 }
 
 // chatBothWays sends n messages each way, alternating, and waits for every

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -264,9 +265,29 @@ func TestCLIErrorsAreOneLine(t *testing.T) {
 
 func TestDemoJSON(t *testing.T) {
 	out := mustRun(t, "demo", "--json")
-	for _, want := range []string{`"ok":true`, `"nodes":3`, `"sent":20`, `"delivered":20`, `"lost":0`, `"duplicates":0`} {
-		if !strings.Contains(out, want) {
-			t.Fatalf("demo JSON lacks %s:\n%s", want, out)
-		}
+	var rep struct {
+		OK    bool `json:"ok"`
+		Nodes int  `json:"nodes"`
+		Chat  struct {
+			Sent, Delivered, Duplicates, Lost int
+		} `json:"chat"`
+		Call struct {
+			Path              string  `json:"path"`
+			MOS               float64 `json:"mos"`
+			AudioCorrelation  float64 `json:"audio_correlation"`
+			DevicesRang       int     `json:"devices_rang"`
+			AnsweredElsewhere bool    `json:"answered_elsewhere"`
+			SetupMS           float64 `json:"setup_ms"`
+		} `json:"call"`
+	}
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("demo --json is not one JSON object: %v\n%s", err, out)
+	}
+	c, k := rep.Chat, rep.Call
+	if !rep.OK || rep.Nodes != 4 || c.Sent != 20 || c.Delivered != 20 || c.Lost != 0 || c.Duplicates != 0 {
+		t.Fatalf("demo chat: %s", out)
+	}
+	if k.AudioCorrelation < 0.9 || k.MOS < 4 || k.DevicesRang != 2 || !k.AnsweredElsewhere || k.Path != "direct" || k.SetupMS <= 0 {
+		t.Fatalf("demo call: %s", out)
 	}
 }
