@@ -223,6 +223,7 @@ func (j *jitterBuffer) resetStream(seq uint16, ts uint32, now time.Time) {
 	j.baseSeq = j.maxSeq
 	j.lastTS = int64(ts)
 	j.firstArrival = now
+	j.lastBoost = now
 	j.epoch = now
 	j.haveTransit = false
 	j.started = false
@@ -303,7 +304,14 @@ func (j *jitterBuffer) pop(now time.Time) (playKind, []byte) {
 	if q.seq > j.nextSeq {
 		if q.ts > j.playTS+FrameSamples/2 {
 			// The slot at playTS belongs to a packet that has not come
-			// although a later one has: it is lost.
+			// although a later one has: it is lost. Counting back from q
+			// in 20 ms frames says which one; earlier missing packets'
+			// slots were already covered by expansion.
+			owner := q.seq - (q.ts-j.playTS+FrameSamples/2)/FrameSamples
+			if owner > j.nextSeq {
+				j.st.Lost += owner - j.nextSeq
+				j.nextSeq = owner
+			}
 			j.commitExpand(true)
 			j.st.Lost++
 			j.nextSeq++

@@ -323,3 +323,55 @@ func (w *countingWriter) Write(p []byte) (int, error) {
 }
 
 var _ io.Writer = (*countingWriter)(nil)
+
+// TestRestartICE restarts ICE in the middle of a call: the call must stay
+// up and audio keep flowing over the new credentials.
+func TestRestartICE(t *testing.T) {
+	check := checkGoroutines(t)
+	defer check()
+	c := newCall(t, Config{Source: SpeechLikeSource(8)}, Config{Source: SpeechLikeSource(9)})
+	c.connect(t)
+	waitClosed(t, c.b.FirstAudio(), 10*time.Second, "first audio at b")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	offer, err := c.a.RestartICE(ctx)
+	if err != nil {
+		t.Fatalf("RestartICE: %v", err)
+	}
+	oldUfrag, newUfrag := sdpValue(t, c.a.pc.CurrentLocalDescription().SDP, "a=ice-ufrag:"), sdpValue(t, offer, "a=ice-ufrag:")
+	if oldUfrag == newUfrag {
+		t.Errorf("restart offer keeps ICE ufrag %q", oldUfrag)
+	}
+	answer, err := c.b.Answer(ctx, offer)
+	if err != nil {
+		t.Fatalf("Answer(restart offer): %v", err)
+	}
+	if err := c.a.SetAnswer(answer); err != nil {
+		t.Fatalf("SetAnswer(restart answer): %v", err)
+	}
+	// Audio keeps arriving: another second's worth of packets.
+	before := c.b.Stats().PacketsReceived
+	for c.b.Stats().PacketsReceived < before+50 {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("audio stopped after the ICE restart: %+v", c.b.Stats())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if st := c.a.State(); st != StateConnected {
+		t.Errorf("state %v after restart, want connected", st)
+	}
+	c.close(t, c.b)
+}
+
+func sdpValue(t *testing.T, sdp, prefix string) string {
+	t.Helper()
+	for _, l := range strings.Split(sdp, "\r\n") {
+		if v, ok := strings.CutPrefix(l, prefix); ok {
+			return v
+		}
+	}
+	t.Fatalf("no %q in SDP", prefix)
+	return ""
+}

@@ -262,7 +262,7 @@ func clamp16(v float64) int16 {
 // slice; it stops early at io.EOF. It is meant for tests and tools that need
 // the reference signal a Session sent.
 func ReadAll(src Source, n int) ([]int16, error) {
-	out := make([]int16, 0, n+FrameSamples)
+	out := make([]int16, 0, min(n, 60*SampleRate)+FrameSamples)
 	frame := make([]int16, FrameSamples)
 	for len(out) < n {
 		if err := src.ReadFrame(frame); err != nil {
