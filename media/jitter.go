@@ -22,7 +22,7 @@ import (
 // concealment, and the delay grows by the time it was late).
 //
 // The target delay adapts: it is one frame plus three times the RFC 3550
-// interarrival jitter, plus one frame for every recent late packet or
+// interarrival jitter (less a 2 ms deadband), in whole frames, plus one frame for every recent late packet or
 // underrun (decaying one frame per jitterBoostDecay), clamped to
 // [minDelay, maxDelay]. When the buffer stays more than a frame above target
 // for a whole jitterTrimWindow, or ever holds more than maxDelay, frames are
@@ -42,6 +42,9 @@ const (
 	jitterBoostDecay = 10 * time.Second
 	// jitterK scales the RFC 3550 jitter estimate into target delay.
 	jitterK = 3
+	// jitterDeadband is jitter (after scaling) too small to be worth a
+	// frame of delay: timer and scheduling noise, 2 ms in samples.
+	jitterDeadband = 2 * SampleRate / 1000
 )
 
 type jitterConfig struct {
@@ -255,10 +258,12 @@ func (j *jitterBuffer) raiseTarget(now time.Time) {
 	j.lastBoost = now
 }
 
-// target returns the current target delay in samples.
+// target returns the current target delay in samples: one frame, plus
+// whole frames for jitterK times the jitter beyond jitterDeadband, plus the
+// boost from recent late packets.
 func (j *jitterBuffer) target() int {
-	t := float64(FrameSamples) + jitterK*j.st.JitterSamples
-	frames := int(math.Ceil(t/FrameSamples)) + j.boost
+	extra := max(0, jitterK*j.st.JitterSamples-jitterDeadband)
+	frames := 1 + int(math.Ceil(extra/FrameSamples)) + j.boost
 	return min(max(frames*FrameSamples, j.cfg.minDelay), j.cfg.maxDelay)
 }
 

@@ -118,11 +118,11 @@ func TestRecordingKeepsTimeline(t *testing.T) {
 		in   byte
 		want byte
 	}{
-		{9<<3 | 0, 9 << 3},           // SILK WB 20 ms
-		{11<<3 | 1, 9 << 3},          // SILK WB 60 ms, code 1 → 20 ms code 0
-		{12 << 3, 13 << 3},           // Hybrid SWB 10 ms → 20 ms
-		{16<<3 | 4 | 3, 19<<3 | 4},   // CELT NB 2.5 ms stereo code 3 → 20 ms stereo
-		{31 << 3, 31 << 3},           // CELT FB 20 ms
+		{9<<3 | 0, 9 << 3},         // SILK WB 20 ms
+		{11<<3 | 1, 9 << 3},        // SILK WB 60 ms, code 1 → 20 ms code 0
+		{12 << 3, 13 << 3},         // Hybrid SWB 10 ms → 20 ms
+		{16<<3 | 4 | 3, 19<<3 | 4}, // CELT NB 2.5 ms stereo code 3 → 20 ms stereo
+		{31 << 3, 31 << 3},         // CELT FB 20 ms
 	}
 	for _, tc := range tests {
 		got := lostFrame([]byte{tc.in, 1, 2})

@@ -37,12 +37,8 @@ func (s *Session) sendLoop() {
 	talkspurt := true // the next packet sent starts a talkspurt
 	s.log.Debug("sending audio", "bitrate", s.cfg.Bitrate, "fec", s.cfg.FEC, "dtx", s.cfg.DTX)
 
+	// The first frame goes out at once: the peer is waiting for it.
 	for {
-		select {
-		case <-s.quit:
-			return
-		case <-t.C:
-		}
 		due := int64(s.cfg.Now().Sub(start)/FrameDuration) + 1
 		if lag := due - frames; lag > maxCatchUp {
 			skip := lag - maxCatchUp
@@ -89,6 +85,11 @@ func (s *Session) sendLoop() {
 			talkspurt = false
 			pkt.SequenceNumber++
 			pkt.Timestamp += FrameSamples
+		}
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
 		}
 	}
 }
