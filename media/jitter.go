@@ -4,6 +4,8 @@ import (
 	"math"
 	"slices"
 	"time"
+
+	"github.com/thesyncim/gopus"
 )
 
 // The jitter buffer orders received Opus packets by RTP sequence number and
@@ -14,8 +16,8 @@ import (
 // Playout follows the RTP timestamps (RFC 3550 §5.1): playTS is the
 // timestamp of the next sample to play. When the packet due at playTS is
 // missing but a later one is buffered, the slot is lost: it is rebuilt from
-// the later packet's in-band FEC when that packet directly follows (RFC 6716
-// §2.1.7), otherwise concealed. When nothing at all is buffered the buffer
+// the later packet's in-band FEC when that packet directly follows and
+// carries LBRR data (RFC 6716 §2.1.7, §4.2.4), otherwise concealed. When nothing at all is buffered the buffer
 // "expands" (conceals without giving up on the packet); if that packet then
 // arrives its timestamp tells whether the expansion covered a DTX pause
 // (RFC 7587 §3.1.3, counted as comfort noise) or a late packet (counted as
@@ -321,7 +323,7 @@ func (j *jitterBuffer) pop(now time.Time) (playKind, []byte) {
 			j.st.Lost++
 			j.nextSeq++
 			j.playTS += FrameSamples
-			if j.cfg.fec && q.seq == j.nextSeq && q.ts-j.playTS <= FrameSamples/2 {
+			if j.cfg.fec && q.seq == j.nextSeq && q.ts-j.playTS <= FrameSamples/2 && gopus.PacketHasLBRR(q.payload) {
 				j.st.FECSamples += FrameSamples
 				return playFEC, q.payload
 			}

@@ -16,21 +16,27 @@ type jbPkt struct {
 	seq      uint16
 	tsFrames int
 	arriveMs int
+	noLBRR   bool // the packet carries no FEC data for its predecessor
 }
 
 // fakeOpus is a 20 ms SILK wideband packet whose body names its sequence
-// number, so the test can tell which packet was played.
-func fakeOpus(seq uint16) []byte {
-	p := []byte{9 << 3, 0, 0}
-	binary.BigEndian.PutUint16(p[1:], seq)
+// number, so the test can tell which packet was played. Its first SILK
+// byte has the LBRR flag (bit 6 for one 20 ms mono frame, RFC 6716
+// §4.2.3) set unless noLBRR.
+func fakeOpus(seq uint16, noLBRR bool) []byte {
+	p := []byte{9 << 3, 0x40, 0, 0}
+	if noLBRR {
+		p[1] = 0
+	}
+	binary.BigEndian.PutUint16(p[2:], seq)
 	return p
 }
 
 func seqOf(p []byte) int {
-	if len(p) < 3 {
+	if len(p) < 4 {
 		return -1
 	}
-	return int(binary.BigEndian.Uint16(p[1:]))
+	return int(binary.BigEndian.Uint16(p[2:]))
 }
 
 // runJitter feeds pkts into a buffer and pops every 20 ms from time 0 to
@@ -46,7 +52,7 @@ func runJitter(cfg jitterConfig, pkts []jbPkt, untilMs int) ([]string, *jitterBu
 	for now := 0; now <= untilMs; now++ {
 		for next < len(pkts) && pkts[next].arriveMs <= now {
 			p := pkts[next]
-			j.push(p.seq, uint32(p.tsFrames*FrameSamples), fakeOpus(p.seq), t0.Add(time.Duration(p.arriveMs)*time.Millisecond))
+			j.push(p.seq, uint32(p.tsFrames*FrameSamples), fakeOpus(p.seq, p.noLBRR), t0.Add(time.Duration(p.arriveMs)*time.Millisecond))
 			next++
 		}
 		if now%20 != 10 { // pop in the middle of each 20 ms tick
@@ -149,6 +155,22 @@ func TestJitterBuffer(t *testing.T) {
 			want:    []string{"packet:0", "packet:1", "packet:2", "fec:4", "packet:4", "packet:5"},
 			check: func(t *testing.T, s jitterStats) {
 				if s.FECSamples != FrameSamples || s.ConcealedSamples != 0 {
+					t.Errorf("fec %d concealed %d", s.FECSamples, s.ConcealedSamples)
+				}
+			},
+		},
+		{
+			name: "loss is concealed when the next packet has no FEC data",
+			cfg:  fec,
+			pkts: func() []jbPkt {
+				p := without(steady(0, 6, 5), 3)
+				p[3].noLBRR = true // packet 4
+				return p
+			}(),
+			untilMs: 160,
+			want:    []string{"packet:0", "packet:1", "packet:2", "conceal", "packet:4", "packet:5"},
+			check: func(t *testing.T, s jitterStats) {
+				if s.FECSamples != 0 || s.ConcealedSamples != FrameSamples {
 					t.Errorf("fec %d concealed %d", s.FECSamples, s.ConcealedSamples)
 				}
 			},
@@ -308,7 +330,7 @@ func TestJitterBufferBounded(t *testing.T) {
 	j := newJitterBuffer(cfg)
 	now := time.Unix(0, 0)
 	for i := range 500 {
-		j.push(uint16(i), uint32(i*FrameSamples), fakeOpus(uint16(i)), now)
+		j.push(uint16(i), uint32(i*FrameSamples), fakeOpus(uint16(i), false), now)
 		if len(j.pkts) > jitterCapacity {
 			t.Fatalf("%d packets buffered, capacity %d", len(j.pkts), jitterCapacity)
 		}
