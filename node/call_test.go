@@ -316,7 +316,8 @@ func TestTenConcurrentCalls(t *testing.T) {
 				return
 			}
 			if peak, lag := media.Correlation(p.src.samples(), p.sink.Samples(), 5*media.SampleRate); peak < 0.9 {
-				errs <- fmt.Errorf("pair %d: correlation %.3f at lag %d ms", i, peak, lag/48)
+				st, _ := c.MediaStats()
+				errs <- fmt.Errorf("pair %d: correlation %.3f at lag %d ms (caller side: concealed %v, late %d, loss %.1f%%)", i, peak, lag/48, st.Concealed, st.LatePackets, st.LossPercent)
 			}
 		}(i, p)
 	}

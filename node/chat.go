@@ -3,28 +3,34 @@ package node
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
 
+	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/parley-net/parley/discovery"
 	"github.com/parley-net/parley/internal/wire"
+	"github.com/parley-net/parley/supernode/mailbox"
 )
 
 const (
-	helloTimeout    = 10 * time.Second
 	chatIdleTimeout = 60 * time.Second
 	outboxBatch     = 256
+	deliverBatch    = 64 // envelopes per stream or mailbox round
 )
 
-// handleChat serves one inbound chat stream.
+// handleChat serves one inbound chat stream: envelopes in, acks out.
 func (n *Node) handleChat(s network.Stream) {
 	remote := s.Conn().RemotePeer()
 	if !n.inbound.acquire(remote) {
@@ -42,22 +48,6 @@ func (n *Node) handleChat(s network.Stream) {
 }
 
 func (n *Node) serveChat(s network.Stream, remote peer.ID) error {
-	s.SetReadDeadline(n.cfg.Now().Add(helloTimeout))
-	b, err := wire.ReadFrame(s, MaxChatFrame)
-	if err != nil {
-		return fmt.Errorf("read hello: %w", err)
-	}
-	f, err := decodeChatFrame(b)
-	if err != nil {
-		return err
-	}
-	if f.Type != "hello" {
-		return fmt.Errorf("%w: expected hello, got %s", ErrBadFrame, f.Type)
-	}
-	sender, err := n.checkHello(f.Record, remote)
-	if err != nil {
-		return err
-	}
 	for {
 		s.SetReadDeadline(n.cfg.Now().Add(chatIdleTimeout))
 		b, err := wire.ReadFrame(s, MaxChatFrame)
@@ -65,19 +55,23 @@ func (n *Node) serveChat(s network.Stream, remote peer.ID) error {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("read message: %w", err)
+			return fmt.Errorf("read envelope: %w", err)
 		}
 		f, err := decodeChatFrame(b)
 		if err != nil {
 			return err
 		}
-		if f.Type != "msg" {
-			return fmt.Errorf("%w: expected msg, got %s", ErrBadFrame, f.Type)
+		if f.Type != "env" {
+			return fmt.Errorf("%w: expected env, got %s", ErrBadFrame, f.Type)
 		}
-		ack := chatFrame{Type: "ack", ID: f.Msg.ID}
-		if err := n.receive(f.Msg, sender, remote); err != nil {
+		id, err := n.receiveEnvelope(f.Env, remote, false)
+		ack := chatFrame{Type: "ack", ID: id}
+		if err != nil {
+			if id == "" {
+				return err // not even an envelope we can name
+			}
 			ack.Err = err.Error()
-			n.log.Warn("message refused", "peer", remote, "id", f.Msg.ID, "err", err)
+			n.log.Warn("envelope refused", "peer", remote, "id", id, "err", err)
 		}
 		if err := wire.WriteJSON(s, ack, MaxChatFrame); err != nil {
 			return fmt.Errorf("write ack: %w", err)
@@ -85,9 +79,9 @@ func (n *Node) serveChat(s network.Stream, remote peer.ID) error {
 	}
 }
 
-// checkHello verifies that the record is valid now, that it lists the
-// authenticated remote peer as a device, and that its account is the one we
-// pinned for the handle.
+// checkHello verifies a signed handle record presented by an authenticated
+// peer: valid now, listing that peer as a device, of the account we pinned
+// for the handle.
 func (n *Node) checkHello(record []byte, remote peer.ID) (*discovery.HandleRecord, error) {
 	rec, err := discovery.ParseHandleRecord(record)
 	if err != nil {
@@ -104,9 +98,6 @@ func (n *Node) checkHello(record []byte, remote peer.ID) (*discovery.HandleRecor
 		if !n.id.AccountPub.Equal(ed25519.PublicKey(rec.Account)) {
 			return nil, fmt.Errorf("%w for my own handle %s", ErrContactKeyChanged, rec.Handle)
 		}
-		if rec.Seq > n.id.state.Seq {
-			n.id.AdoptRecord(record)
-		}
 		return rec, nil
 	}
 	if err := n.store.CheckContact(n.ctx, rec.Handle, rec.Account, now.UnixMilli()); err != nil {
@@ -115,36 +106,109 @@ func (n *Node) checkHello(record []byte, remote peer.ID) (*discovery.HandleRecor
 	return rec, nil
 }
 
-// receive commits one message and announces it if it is new.
-func (n *Node) receive(m *wireMsg, sender *discovery.HandleRecord, remote peer.ID) error {
-	if m.From != sender.Handle {
-		return fmt.Errorf("message claims to be from %s on a stream of %s", m.From, sender.Handle)
-	}
-	members, err := convMembers(m.Conv)
+// receiveEnvelope checks, opens and commits one envelope. relayedBy is the
+// peer that handed it over (the sender device itself, or a mailbox). It
+// returns the envelope's ID when it could be parsed.
+func (n *Node) receiveEnvelope(b []byte, handedBy peer.ID, viaMailbox bool) (string, error) {
+	e, rec, err := parseEnvelope(b)
 	if err != nil {
-		return err
+		return "", err
 	}
+	if e.ToDevice != n.ID().String() {
+		return e.ID, fmt.Errorf("%w: addressed to another device", ErrBadEnvelope)
+	}
+	if !viaMailbox && e.FromDevice != handedBy.String() {
+		return e.ID, fmt.Errorf("%w: envelope of %s handed over by %s", ErrBadEnvelope, e.FromDevice, handedBy.ShortString())
+	}
+	now := n.cfg.Now()
+	mine := e.From == n.id.Handle()
+	if mine {
+		if !n.id.AccountPub.Equal(ed25519.PublicKey(rec.Account)) {
+			return e.ID, fmt.Errorf("%w for my own handle %s", ErrContactKeyChanged, e.From)
+		}
+		n.id.AdoptRecord(e.Record) // a newer device list of my own account
+	} else if err := n.store.CheckContact(n.ctx, e.From, rec.Account, now.UnixMilli()); err != nil {
+		return e.ID, err
+	}
+	// The record in the envelope proves the device was the account's when it
+	// signed; a device since unlinked must not speak for the account now.
+	if cur, err := n.resolve(n.ctx, e.From, false); err == nil && cur.Seq > rec.Seq && !cur.HasDevice(mustDecode(e.FromDevice)) {
+		return e.ID, fmt.Errorf("%w: device %s was unlinked from %s", ErrBadEnvelope, shortPeer(e.FromDevice), e.From)
+	}
+	p, err := openEnvelope(e, rec, n.id.BoxKey)
+	if err != nil {
+		return e.ID, err
+	}
+	switch p.Kind {
+	case kindReceipt:
+		return e.ID, n.store.ApplyReceipt(n.ctx, e.FromDevice, p.Receipt.State, p.Receipt.IDs, now.UnixMilli())
+	case kindMessage:
+		if p.ID != e.ID {
+			return e.ID, fmt.Errorf("%w: message id differs from envelope id", ErrBadEnvelope)
+		}
+		return e.ID, n.receiveMessage(e, p, mine, viaMailbox)
+	}
+	return e.ID, nil
+}
+
+func (n *Node) receiveMessage(e *Envelope, p *Payload, mine, viaMailbox bool) error {
 	me := n.id.Handle()
-	if !(members[0] == me || members[1] == me) || !(members[0] == m.From || members[1] == m.From) {
-		return fmt.Errorf("conversation %s is not between %s and me", m.Conv, m.From)
+	now := n.cfg.Now()
+	peerName := ""
+	if p.Group != nil {
+		if !p.Group.has(me) || !p.Group.has(e.From) {
+			return fmt.Errorf("group %s does not have both %s and me", p.Group.Name, e.From)
+		}
+		if err := n.store.SaveGroup(n.ctx, p.Group, now.UnixMilli()); err != nil {
+			return err
+		}
+		peerName = "#" + p.Group.Name
+	} else {
+		members, err := convMembers(p.Conv)
+		if err != nil {
+			return err
+		}
+		if !(members[0] == me || members[1] == me) || !(members[0] == e.From || members[1] == e.From) {
+			return fmt.Errorf("conversation %s is not between %s and me", p.Conv, e.From)
+		}
+		peerName = convPeer(p.Conv, me)
 	}
-	msg := Message{ID: m.ID, Conv: m.Conv, From: m.From, FromDevice: remote.String(), Lamport: m.Lamport,
-		SentMS: m.SentMS, ReceivedMS: n.cfg.Now().UnixMilli(), Body: m.Body}
+	msg := Message{ID: p.ID, Conv: p.Conv, From: e.From, FromDevice: e.FromDevice, Lamport: p.Lamport,
+		SentMS: p.SentMS, ReceivedMS: now.UnixMilli(), Body: p.Body}
 	fresh, err := n.store.AddIncoming(n.ctx, msg)
 	if err != nil {
 		return err
 	}
 	if fresh {
-		n.events.publish(Event{Type: "message", Peer: convPeer(m.Conv, me), Message: &msg})
+		n.events.publish(Event{Type: "message", Peer: peerName, Message: &msg})
+	}
+	// A message that came through a mailbox gets a receipt, so its sender
+	// learns it arrived; a direct one was acknowledged on the stream.
+	if viaMailbox && !mine {
+		n.queueReceipt(e.From, e.FromDevice, "delivered", []string{p.ID})
 	}
 	return nil
+}
+
+func (n *Node) queueReceipt(handle, device, state string, ids []string) {
+	for len(ids) > 0 {
+		batch := ids[:min(len(ids), maxReceiptIDs)]
+		ids = ids[len(batch):]
+		b, _ := json.Marshal(&Payload{Kind: kindReceipt, Receipt: &Receipt{State: state, IDs: batch}})
+		if err := n.store.Enqueue(n.ctx, newMessageID(n.cfg.Now()), kindReceipt, b, Target{Handle: handle, Device: device}); err != nil {
+			n.log.Warn("queue receipt", "err", err)
+		}
+	}
+	n.kickOutbox()
 }
 
 // SendResult says where a sent message is.
 type SendResult struct {
 	Message   Message       `json:"message"`
 	Delivered []string      `json:"delivered"` // device peer IDs that acknowledged
+	Mailbox   []string      `json:"mailbox"`   // devices whose mailboxes hold it
 	Queued    []QueuedEntry `json:"queued"`    // devices the outbox keeps trying
+	Refused   []QueuedEntry `json:"refused"`   // devices that refused it for good
 }
 
 // QueuedEntry is a device a message has not reached yet.
@@ -154,62 +218,77 @@ type QueuedEntry struct {
 	Error  string `json:"error"`
 }
 
-// ErrBadMessage is returned for a message body that cannot be sent.
+// ErrBadMessage is returned for a message that cannot be sent.
 var ErrBadMessage = errors.New("message cannot be sent")
 
+// ErrNoSuchGroup is returned for a group name this device does not know.
+var ErrNoSuchGroup = errors.New("no such group")
+
 // Send writes a message to the outbox, durably, and makes one delivery
-// attempt to every device of the recipient and every other device of mine.
-// Devices not reached stay in the outbox, retried until they acknowledge.
+// attempt to every device it is for: the recipient's (or every member's, for
+// "#group") and my other devices. Devices not reached get it through their
+// mailboxes or later retries; Send never loses a message it returned for.
 func (n *Node) Send(ctx context.Context, to, body string) (*SendResult, error) {
 	if len(body) == 0 || len(body) > MaxBodyBytes || !utf8.ValidString(body) {
 		return nil, fmt.Errorf("%w: body must be 1 to %d bytes of UTF-8", ErrBadMessage, MaxBodyBytes)
 	}
-	rec, err := n.resolve(ctx, to, false)
+	var conv string
+	var group *Group
+	var handles []string
+	if name, ok := strings.CutPrefix(to, "#"); ok {
+		g, err := n.groupByName(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		group, conv, handles = g, GroupConv(g.ID), g.Members
+	} else {
+		rec, err := n.resolve(ctx, to, false)
+		if err != nil {
+			return nil, err
+		}
+		conv, handles = DMConv(n.id.Handle(), rec.Handle), []string{rec.Handle}
+	}
+	targets, err := n.targets(ctx, handles)
 	if err != nil {
 		return nil, err
-	}
-	mine, err := discovery.ParseHandleRecord(n.id.Record())
-	if err != nil {
-		return nil, err
-	}
-	var targets []Target
-	for _, d := range rec.Devices {
-		if d.PeerID != n.ID().String() {
-			targets = append(targets, Target{Handle: rec.Handle, Device: d.PeerID})
-		}
-	}
-	if rec.Handle != mine.Handle {
-		for _, d := range mine.Devices {
-			if d.PeerID != n.ID().String() {
-				targets = append(targets, Target{Handle: mine.Handle, Device: d.PeerID})
-			}
-		}
 	}
 	now := n.cfg.Now()
-	conv := DMConv(n.id.Handle(), rec.Handle)
 	lamport, err := n.store.NextLamport(ctx, conv)
 	if err != nil {
 		return nil, err
 	}
 	m := Message{ID: newMessageID(now), Conv: conv, From: n.id.Handle(), FromDevice: n.ID().String(),
 		Lamport: lamport, SentMS: now.UnixMilli(), Body: body, Outgoing: true}
-	if err := n.store.AddOutgoing(ctx, m, targets); err != nil {
+	payload, err := json.Marshal(&Payload{Kind: kindMessage, ID: m.ID, Conv: conv, Lamport: lamport, SentMS: m.SentMS, Body: body, Group: group})
+	if err != nil {
 		return nil, err
 	}
-	res := &SendResult{Message: m, Delivered: []string{}, Queued: []QueuedEntry{}}
+	if err := n.store.AddOutgoing(ctx, m, payload, targets); err != nil {
+		return nil, err
+	}
+	res := &SendResult{Message: m, Delivered: []string{}, Mailbox: []string{}, Queued: []QueuedEntry{}, Refused: []QueuedEntry{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, t := range targets {
 		wg.Add(1)
 		go func(t Target) {
 			defer wg.Done()
-			err := n.deliverPending(ctx, t.Device, []Pending{{Target: t, Msg: m}})
+			state, err := n.deliver(ctx, t.Device, []Outgoing{{ID: m.ID, Device: t.Device, Handle: t.Handle, Kind: kindMessage, Payload: payload}})
 			mu.Lock()
 			defer mu.Unlock()
+			e := QueuedEntry{Handle: t.Handle, Device: t.Device}
 			if err != nil {
-				res.Queued = append(res.Queued, QueuedEntry{Handle: t.Handle, Device: t.Device, Error: err.Error()})
-			} else {
+				e.Error = err.Error()
+			}
+			switch state[m.ID] {
+			case outDelivered:
 				res.Delivered = append(res.Delivered, t.Device)
+			case outMailbox:
+				res.Mailbox = append(res.Mailbox, t.Device)
+			case outRefused:
+				res.Refused = append(res.Refused, e)
+			default:
+				res.Queued = append(res.Queued, e)
 			}
 		}(t)
 	}
@@ -220,12 +299,136 @@ func (n *Node) Send(ctx context.Context, to, body string) (*SendResult, error) {
 	return res, nil
 }
 
-// History returns the conversation with a handle, oldest first.
-func (n *Node) History(ctx context.Context, with string, limit int) ([]Message, error) {
-	if err := discovery.ValidHandle(with); err != nil {
+// targets lists every device of the handles, and my own other devices.
+func (n *Node) targets(ctx context.Context, handles []string) ([]Target, error) {
+	seen := map[string]bool{n.ID().String(): true}
+	var out []Target
+	add := func(rec *discovery.HandleRecord) {
+		for _, d := range rec.Devices {
+			if !seen[d.PeerID] {
+				seen[d.PeerID] = true
+				out = append(out, Target{Handle: rec.Handle, Device: d.PeerID})
+			}
+		}
+	}
+	mine, err := discovery.ParseHandleRecord(n.id.Record())
+	if err != nil {
 		return nil, err
 	}
-	return n.store.History(ctx, DMConv(n.id.Handle(), with), limit)
+	add(mine)
+	for _, h := range handles {
+		if h == n.id.Handle() {
+			continue
+		}
+		rec, err := n.resolve(ctx, h, false)
+		if err != nil {
+			return nil, err
+		}
+		add(rec)
+	}
+	return out, nil
+}
+
+// History returns the conversation with a handle or "#group", oldest first,
+// and marks what it returns as read (read receipts go to the senders).
+func (n *Node) History(ctx context.Context, with string, limit int) ([]Message, error) {
+	conv, err := n.convOf(ctx, with)
+	if err != nil {
+		return nil, err
+	}
+	h, err := n.store.History(ctx, conv, limit)
+	if err != nil {
+		return nil, err
+	}
+	n.MarkRead(ctx, conv)
+	return h, nil
+}
+
+// MarkRead marks a conversation's incoming messages read and tells their
+// senders.
+func (n *Node) MarkRead(ctx context.Context, conv string) {
+	unread, err := n.store.MarkRead(ctx, conv, n.cfg.Now().UnixMilli())
+	if err != nil {
+		n.log.Warn("mark read", "err", err)
+		return
+	}
+	for t, ids := range unread {
+		if t.Handle != n.id.Handle() {
+			n.queueReceipt(t.Handle, t.Device, "read", ids)
+		}
+	}
+}
+
+func (n *Node) convOf(ctx context.Context, with string) (string, error) {
+	if name, ok := strings.CutPrefix(with, "#"); ok {
+		g, err := n.groupByName(ctx, name)
+		if err != nil {
+			return "", err
+		}
+		return GroupConv(g.ID), nil
+	}
+	if err := discovery.ValidHandle(with); err != nil {
+		return "", err
+	}
+	return DMConv(n.id.Handle(), with), nil
+}
+
+// CreateGroup makes a group of me and the given handles (up to 32 in all)
+// and tells every member with a first message.
+func (n *Node) CreateGroup(ctx context.Context, name string, members []string) (*Group, error) {
+	if _, err := n.groupByName(ctx, name); err == nil {
+		return nil, fmt.Errorf("%w: a group named #%s exists", ErrBadMessage, name)
+	}
+	set := map[string]bool{n.id.Handle(): true}
+	for _, m := range members {
+		if err := discovery.ValidHandle(m); err != nil {
+			return nil, err
+		}
+		set[m] = true
+	}
+	g := &Group{ID: hex.EncodeToString(randBytes(16)), Name: name}
+	for m := range set {
+		g.Members = append(g.Members, m)
+	}
+	sort.Strings(g.Members)
+	if err := g.check(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadMessage, err)
+	}
+	for _, m := range g.Members {
+		if m != n.id.Handle() {
+			if _, err := n.resolve(ctx, m, false); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := n.store.SaveGroup(ctx, g, n.cfg.Now().UnixMilli()); err != nil {
+		return nil, err
+	}
+	_, err := n.Send(ctx, "#"+name, fmt.Sprintf("%s created #%s with %s", n.id.Handle(), name, strings.Join(g.Members, ", ")))
+	return g, err
+}
+
+// Groups lists the groups this device is in.
+func (n *Node) Groups(ctx context.Context) ([]Group, error) { return n.store.Groups(ctx) }
+
+func (n *Node) groupByName(ctx context.Context, name string) (*Group, error) {
+	gs, err := n.store.Groups(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var found []Group
+	for _, g := range gs {
+		if g.Name == name {
+			found = append(found, g)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, fmt.Errorf("%w: #%s", ErrNoSuchGroup, name)
+	case 1:
+		return &found[0], nil
+	}
+	return nil, fmt.Errorf("%w: %d groups are named #%s", ErrNoSuchGroup, len(found), name)
 }
 
 func (n *Node) kickOutbox() {
@@ -235,27 +438,37 @@ func (n *Node) kickOutbox() {
 	}
 }
 
-// outboxLoop retries every delivery not yet acknowledged, with exponential
-// backoff per delivery, until the node stops.
+// outboxLoop retries every envelope not yet acknowledged by its device or a
+// mailbox, with exponential backoff per envelope, and fetches this device's
+// mailbox now and then, until the node stops.
 func (n *Node) outboxLoop() {
 	defer n.wg.Done()
 	t := time.NewTicker(n.cfg.RetryInterval)
 	defer t.Stop()
+	lastFetch := time.Time{}
 	for {
+		if now := n.cfg.Now(); now.Sub(lastFetch) >= n.cfg.FetchInterval {
+			lastFetch = now
+			n.wg.Add(1)
+			go func() {
+				defer n.wg.Done()
+				n.FetchMailbox(n.ctx)
+			}()
+		}
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-t.C:
 		case <-n.kick:
 		}
-		pending, err := n.store.PendingDeliveries(n.ctx, n.cfg.Now().UnixMilli(), outboxBatch)
+		pending, err := n.store.PendingOut(n.ctx, n.cfg.Now().UnixMilli(), outboxBatch)
 		if err != nil {
 			if n.ctx.Err() == nil {
 				n.log.Warn("read outbox", "err", err)
 			}
 			continue
 		}
-		byDevice := map[string][]Pending{}
+		byDevice := map[string][]Outgoing{}
 		var order []string
 		for _, p := range pending {
 			if _, ok := byDevice[p.Device]; !ok {
@@ -268,70 +481,138 @@ func (n *Node) outboxLoop() {
 				continue
 			}
 			n.wg.Add(1)
-			go func(dev string, ps []Pending) {
+			go func(dev string, ps []Outgoing) {
 				defer n.wg.Done()
 				defer n.inflight.Delete(dev)
-				if err := n.deliverPending(n.ctx, dev, ps); err != nil {
-					n.log.Debug("outbox delivery failed", "device", dev, "n", len(ps), "err", err)
+				if _, err := n.deliver(n.ctx, dev, ps); err != nil {
+					n.log.Debug("outbox delivery", "device", dev, "n", len(ps), "err", err)
 				}
 			}(dev, byDevice[dev])
 		}
 	}
 }
 
-// deliverPending sends messages to one device over one stream and records
-// each acknowledgement; whatever is not acknowledged is rescheduled.
-func (n *Node) deliverPending(ctx context.Context, device string, ps []Pending) (err error) {
-	acked := map[string]bool{}
-	defer func() {
-		now := n.cfg.Now()
-		for _, p := range ps {
-			if acked[p.Msg.ID] {
-				continue
-			}
-			why := "not acknowledged"
-			if err != nil {
-				why = err.Error()
-			}
-			backoff := time.Duration(1<<min(p.Attempts, 6)) * time.Second
-			n.store.MarkFailed(context.Background(), p.Msg.ID, device, now.Add(min(backoff, maxRetryBackoff)).UnixMilli(), why)
-		}
-	}()
+// deliver hands envelopes to their device directly, or else to the device's
+// mailboxes, and records where each one got to. What neither took is
+// rescheduled with backoff.
+func (n *Node) deliver(ctx context.Context, device string, outs []Outgoing) (map[string]int, error) {
+	state := map[string]int{}
 	id, err := peer.Decode(device)
 	if err != nil {
-		return err
+		return state, err
 	}
+	envs, rec, err := n.seal(ctx, id, outs)
+	if err == nil {
+		for len(envs) > 0 {
+			b := min(len(envs), deliverBatch)
+			if err = n.deliverDirect(ctx, id, outs[:b], envs[:b], state); err != nil {
+				break
+			}
+			outs, envs = outs[b:], envs[b:]
+		}
+		if err != nil && isUnreachable(err) {
+			// The device is not reachable: leave what it lacks with its mailboxes.
+			var left []Outgoing
+			var leftEnvs [][]byte
+			for i, o := range outs {
+				if _, ok := state[o.ID]; !ok {
+					left, leftEnvs = append(left, o), append(leftEnvs, envs[i])
+				}
+			}
+			if merr := n.deposit(ctx, id, rec, left, leftEnvs, state); merr != nil {
+				err = fmt.Errorf("%v; mailbox: %w", err, merr)
+			}
+		}
+	}
+	now := n.cfg.Now()
+	for _, o := range outs {
+		if _, ok := state[o.ID]; ok {
+			continue
+		}
+		why := "not acknowledged"
+		if err != nil {
+			why = err.Error()
+		}
+		backoff := min(time.Duration(1<<min(o.Attempts, 6))*time.Second, maxRetryBackoff)
+		n.store.MarkRetry(context.Background(), o.ID, device, now.Add(backoff).UnixMilli(), why)
+	}
+	return state, err
+}
+
+type unreachableError struct{ err error }
+
+func (e unreachableError) Error() string { return e.err.Error() }
+func (e unreachableError) Unwrap() error { return e.err }
+
+func isUnreachable(err error) bool {
+	var u unreachableError
+	return errors.As(err, &u)
+}
+
+// seal builds each envelope for the device, from the recipient's record.
+func (n *Node) seal(ctx context.Context, device peer.ID, outs []Outgoing) ([][]byte, *discovery.HandleRecord, error) {
+	if len(outs) == 0 {
+		return nil, nil, nil
+	}
+	rec, err := n.resolve(ctx, outs[0].Handle, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	dev := rec.Device(device)
+	if dev == nil {
+		// Unlinked since: nothing more goes to it.
+		for _, o := range outs {
+			n.store.MarkOut(context.Background(), o.ID, device.String(), outRefused, n.cfg.Now().UnixMilli(), "device unlinked")
+		}
+		return nil, nil, fmt.Errorf("device %s is no longer one of %s's", device.ShortString(), rec.Handle)
+	}
+	envs := make([][]byte, 0, len(outs))
+	for _, o := range outs {
+		p, err := decodePayload(o.Payload)
+		if err != nil {
+			return nil, nil, err
+		}
+		b, err := sealEnvelope(n.id, p, o.ID, *dev)
+		if err != nil {
+			return nil, nil, err
+		}
+		envs = append(envs, b)
+	}
+	return envs, rec, nil
+}
+
+// deliverDirect sends envelopes over one chat stream, pipelined.
+func (n *Node) deliverDirect(ctx context.Context, id peer.ID, outs []Outgoing, envs [][]byte, state map[string]int) error {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.DeliveryTimeout)
 	defer cancel()
 	if err := n.connect(ctx, id); err != nil {
-		return err
+		return unreachableError{err}
 	}
 	s, err := n.host.NewStream(ctx, id, ChatProtocol)
 	if err != nil {
-		return fmt.Errorf("open chat stream to %s: %w", id.ShortString(), err)
+		return unreachableError{fmt.Errorf("open chat stream to %s: %w", id.ShortString(), err)}
 	}
 	defer s.Close()
 	if dl, ok := ctx.Deadline(); ok {
 		s.SetDeadline(dl)
 	}
-	if err := wire.WriteJSON(s, chatFrame{Type: "hello", Record: n.id.Record()}, MaxChatFrame); err != nil {
-		s.Reset()
-		return err
-	}
-	// Pipeline: a writer sends every message while this goroutine reads acks.
 	werr := make(chan error, 1)
 	go func() {
-		for _, p := range ps {
-			m := wireMsg{ID: p.Msg.ID, Conv: p.Msg.Conv, From: p.Msg.From, Lamport: p.Msg.Lamport, SentMS: p.Msg.SentMS, Body: p.Msg.Body}
-			if err := wire.WriteJSON(s, chatFrame{Type: "msg", Msg: &m}, MaxChatFrame); err != nil {
+		for _, e := range envs {
+			if err := wire.WriteJSON(s, chatFrame{Type: "env", Env: e}, MaxChatFrame); err != nil {
 				werr <- err
 				return
 			}
 		}
 		werr <- nil
 	}()
+	want := map[string]bool{}
+	for _, o := range outs {
+		want[o.ID] = true
+	}
 	var refused error
-	for range ps {
+	now := n.cfg.Now().UnixMilli()
+	for range outs {
 		b, err := wire.ReadFrame(s, MaxChatFrame)
 		if err != nil {
 			s.Reset()
@@ -339,19 +620,21 @@ func (n *Node) deliverPending(ctx context.Context, device string, ps []Pending) 
 			return fmt.Errorf("read ack from %s: %w", id.ShortString(), err)
 		}
 		f, err := decodeChatFrame(b)
-		if err != nil || f.Type != "ack" {
+		if err != nil || f.Type != "ack" || !want[f.ID] {
 			s.Reset()
 			<-werr
 			return fmt.Errorf("bad ack from %s: %v", id.ShortString(), err)
 		}
 		if f.Err != "" {
-			refused = fmt.Errorf("%s refused message %s: %s", id.ShortString(), f.ID, f.Err)
+			refused = fmt.Errorf("%s refused %s: %s", id.ShortString(), f.ID, f.Err)
+			state[f.ID] = outRefused
+			n.store.MarkOut(context.Background(), f.ID, id.String(), outRefused, now, f.Err)
 			continue
 		}
-		if err := n.store.MarkDelivered(context.Background(), f.ID, device, n.cfg.Now().UnixMilli()); err != nil {
+		state[f.ID] = outDelivered
+		if err := n.store.MarkOut(context.Background(), f.ID, id.String(), outDelivered, now, ""); err != nil {
 			return err
 		}
-		acked[f.ID] = true
 	}
 	if err := <-werr; err != nil {
 		return err
@@ -359,11 +642,124 @@ func (n *Node) deliverPending(ctx context.Context, device string, ps []Pending) 
 	return refused
 }
 
-// circuitAddr is the address of target through relay's circuit relay v2.
-func circuitAddr(relay, target peer.ID) ([]ma.Multiaddr, error) {
-	a, err := ma.NewMultiaddr("/p2p/" + relay.String() + "/p2p-circuit")
-	if err != nil {
-		return nil, err
+// mailboxHolders are the supernodes that keep mail for an account: the k
+// closest to it in the DHT keyspace.
+func (n *Node) mailboxHolders(ctx context.Context, account []byte) ([]peer.ID, error) {
+	key := mailbox.Key(account)
+	peers, err := n.dht.GetClosestPeers(ctx, key)
+	if err != nil && len(peers) == 0 {
+		return nil, fmt.Errorf("find mailboxes: %w", err)
 	}
-	return []ma.Multiaddr{a}, nil
+	sorted := kb.SortClosestPeers(peers, kb.ConvertKey(key))
+	return sorted[:min(n.cfg.MailboxK, len(sorted))], nil
+}
+
+// deposit leaves envelopes with every mailbox of the recipient's account.
+// An envelope counts as left only when every holder took it, so losing all
+// but one holder loses nothing.
+func (n *Node) deposit(ctx context.Context, device peer.ID, rec *discovery.HandleRecord, outs []Outgoing, envs [][]byte, state map[string]int) error {
+	if len(outs) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*n.cfg.DeliveryTimeout)
+	defer cancel()
+	holders, err := n.mailboxHolders(ctx, rec.Account)
+	if err != nil {
+		return err
+	}
+	if len(holders) == 0 {
+		return errors.New("no supernode keeps mail")
+	}
+	expires := n.cfg.Now().Add(mailbox.DefaultTTL).UnixMilli()
+	for len(outs) > 0 {
+		k := min(len(outs), mailbox.MaxItemsPerPut)
+		items := make([]mailbox.Item, k)
+		for i := range items {
+			items[i] = mailbox.Item{ID: outs[i].ID, To: device.String(), Account: rec.Account, From: n.ID().String(), ExpiresMS: expires, Env: envs[i]}
+		}
+		took := make([]int, k)
+		var why []string
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for _, h := range holders {
+			wg.Add(1)
+			go func(h peer.ID) {
+				defer wg.Done()
+				res, err := mailbox.Put(ctx, n.host, h, items, false)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					why = append(why, err.Error())
+					return
+				}
+				for i, r := range res {
+					if r.Err == "" {
+						took[i]++
+					} else {
+						why = append(why, h.ShortString()+": "+r.Err)
+					}
+				}
+			}(h)
+		}
+		wg.Wait()
+		now := n.cfg.Now().UnixMilli()
+		for i := range items {
+			if took[i] == len(holders) {
+				state[items[i].ID] = outMailbox
+				n.store.MarkOut(context.Background(), items[i].ID, device.String(), outMailbox, now, "")
+			}
+		}
+		if len(why) > 0 {
+			return fmt.Errorf("%d of %d mailboxes took it (%s)", min(took[0], len(holders)), len(holders), why[0])
+		}
+		outs, envs = outs[k:], envs[k:]
+	}
+	return nil
+}
+
+// FetchMailbox takes this device's envelopes from its mailboxes, commits
+// each, and lets the mailboxes delete what was committed. It returns how many
+// envelopes were handed over.
+func (n *Node) FetchMailbox(ctx context.Context) int {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	holders, err := n.mailboxHolders(ctx, n.id.AccountPub)
+	if err != nil {
+		n.log.Debug("fetch mailbox", "err", err)
+		return 0
+	}
+	total := 0
+	for _, h := range holders {
+		got, err := mailbox.Fetch(ctx, n.host, h, n.ID(), func(it mailbox.Item) error {
+			_, err := n.receiveEnvelope(it.Env, h, true)
+			if err != nil && n.ctx.Err() != nil {
+				return mailbox.ErrRetryLater
+			}
+			if err != nil {
+				n.log.Warn("mailbox envelope refused", "holder", h, "id", it.ID, "err", err)
+			}
+			return err
+		})
+		if err != nil {
+			n.log.Debug("fetch mailbox", "holder", h, "err", err)
+		}
+		total += got
+	}
+	if total > 0 {
+		n.log.Info("mailbox fetched", "envelopes", total)
+	}
+	return total
+}
+
+func randBytes(k int) []byte {
+	b := make([]byte, k)
+	rand.Read(b)
+	return b
+}
+
+func shortPeer(s string) string {
+	if len(s) > 12 {
+		return "…" + s[len(s)-8:]
+	}
+	return s
 }

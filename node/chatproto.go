@@ -10,21 +10,22 @@ import (
 	"github.com/parley-net/parley/internal/wire"
 )
 
-// ChatProtocol carries chat messages between devices.
+// ChatProtocol carries envelopes (see Envelope) between devices.
 //
-// The dialing device sends a hello frame carrying its account's signed handle
-// record, then any number of msg frames; the listener answers each msg with an
-// ack frame once the message is committed to its store (ok) or refused (err).
-// Frames are wire frames of at most MaxChatFrame bytes. A stream idle for
-// chatIdleTimeout, a malformed frame, or a hello whose record does not list
-// the dialing peer resets the stream. The peer's identity comes from the
-// Noise-authenticated connection, never from the frame.
+// The dialing device sends env frames, each carrying one encoded envelope;
+// the listener answers each with an ack frame naming the envelope's ID once
+// the payload is committed to its store, or with err set when it refuses the
+// envelope (it will never accept it: the sender should not retry). Frames are
+// wire frames of at most MaxChatFrame bytes. A stream idle for
+// chatIdleTimeout or carrying a malformed frame is reset. The envelope's
+// sender is checked against its signature and the sender's account-signed
+// record, never taken from the frame alone.
 const ChatProtocol = "/parley/chat/1.0.0"
 
 // Limits of the chat protocol.
 const (
-	MaxChatFrame = 64 << 10 // bytes of one frame
-	MaxBodyBytes = 16 << 10 // bytes of one message body
+	MaxChatFrame = MaxEnvelope*4/3 + 256 // an envelope, base64-encoded, plus the frame's fields
+	MaxBodyBytes = 16 << 10              // bytes of one message body
 	maxIDLen     = 64
 	maxConvLen   = 160
 )
@@ -33,20 +34,10 @@ const (
 var ErrBadFrame = errors.New("malformed frame")
 
 type chatFrame struct {
-	Type   string   `json:"t"`                // "hello", "msg" or "ack"
-	Record []byte   `json:"record,omitempty"` // hello
-	Msg    *wireMsg `json:"msg,omitempty"`    // msg
-	ID     string   `json:"id,omitempty"`     // ack
-	Err    string   `json:"err,omitempty"`    // ack: why the message was refused
-}
-
-type wireMsg struct {
-	ID      string `json:"id"`
-	Conv    string `json:"conv"`
-	From    string `json:"from"`
-	Lamport uint64 `json:"lamport"`
-	SentMS  int64  `json:"sent_ms"`
-	Body    string `json:"body"`
+	Type string `json:"t"`             // "env" or "ack"
+	Env  []byte `json:"env,omitempty"` // env: an encoded Envelope
+	ID   string `json:"id,omitempty"`  // ack: the envelope acknowledged
+	Err  string `json:"err,omitempty"` // ack: why the envelope was refused
 }
 
 // decodeChatFrame parses and checks one frame payload.
@@ -56,19 +47,12 @@ func decodeChatFrame(b []byte) (*chatFrame, error) {
 		return nil, fmt.Errorf("%w: %v", ErrBadFrame, err)
 	}
 	switch f.Type {
-	case "hello":
-		if len(f.Record) == 0 || f.Msg != nil || f.ID != "" {
-			return nil, fmt.Errorf("%w: bad hello", ErrBadFrame)
-		}
-	case "msg":
-		if f.Msg == nil || f.Record != nil || f.ID != "" {
-			return nil, fmt.Errorf("%w: bad msg", ErrBadFrame)
-		}
-		if err := f.Msg.check(); err != nil {
-			return nil, err
+	case "env":
+		if len(f.Env) == 0 || len(f.Env) > MaxEnvelope || f.ID != "" || f.Err != "" {
+			return nil, fmt.Errorf("%w: bad env", ErrBadFrame)
 		}
 	case "ack":
-		if !validID(f.ID) || f.Msg != nil || f.Record != nil || len(f.Err) > 200 {
+		if !validID(f.ID) || f.Env != nil || len(f.Err) > 200 {
 			return nil, fmt.Errorf("%w: bad ack", ErrBadFrame)
 		}
 	default:
@@ -77,7 +61,17 @@ func decodeChatFrame(b []byte) (*chatFrame, error) {
 	return &f, nil
 }
 
-func (m *wireMsg) check() error {
+// wireMsg is a chat message's fields as they travel.
+type wireMsg struct {
+	ID      string
+	Conv    string
+	From    string
+	Lamport uint64
+	SentMS  int64
+	Body    string
+}
+
+func (m *wireMsg) checkFields() error {
 	switch {
 	case !validID(m.ID):
 		return fmt.Errorf("%w: bad message id", ErrBadFrame)
@@ -87,9 +81,8 @@ func (m *wireMsg) check() error {
 		return fmt.Errorf("%w: body must be 1 to %d bytes of UTF-8", ErrBadFrame, MaxBodyBytes)
 	case m.Lamport == 0 || m.SentMS <= 0:
 		return fmt.Errorf("%w: bad clock", ErrBadFrame)
-	}
-	if _, err := convMembers(m.Conv); err != nil {
-		return err
+	case len(m.Conv) == 0 || len(m.Conv) > maxConvLen:
+		return fmt.Errorf("%w: bad conversation", ErrBadFrame)
 	}
 	return nil
 }
@@ -115,7 +108,14 @@ func DMConv(a, b string) string {
 	return "dm:" + a + ":" + b
 }
 
-// convMembers returns the handles of a conversation name.
+// GroupConv names a group's conversation.
+func GroupConv(id string) string { return "grp:" + id }
+
+func groupConvID(conv string) (string, bool) {
+	return strings.CutPrefix(conv, "grp:")
+}
+
+// convMembers returns the handles of a direct conversation.
 func convMembers(conv string) ([]string, error) {
 	if len(conv) > maxConvLen {
 		return nil, fmt.Errorf("%w: conversation name too long", ErrBadFrame)
@@ -136,12 +136,12 @@ func convMembers(conv string) ([]string, error) {
 	return parts, nil
 }
 
-// convPeer returns the member of a conversation that is not me (or me, for a
-// conversation with myself).
+// convPeer returns the member of a direct conversation that is not me (or
+// me, for a conversation with myself), or "#name" for a group.
 func convPeer(conv, me string) string {
 	m, err := convMembers(conv)
 	if err != nil {
-		return ""
+		return conv
 	}
 	if m[0] == me {
 		return m[1]

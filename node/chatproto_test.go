@@ -7,27 +7,21 @@ import (
 )
 
 func TestDecodeChatFrame(t *testing.T) {
-	msg := func(body string) string {
-		return `{"t":"msg","msg":{"id":"0a1b","conv":"dm:alice:bob","from":"alice","lamport":1,"sent_ms":5,"body":"` + body + `"}}`
-	}
 	cases := []struct {
 		name string
 		in   string
 		ok   bool
 	}{
-		{"hello", `{"t":"hello","record":"eyJ2IjoxfQ=="}`, true},
-		{"msg", msg("hi"), true},
+		{"env", `{"t":"env","env":"eyJ2IjoxfQ=="}`, true},
 		{"ack", `{"t":"ack","id":"0a1b"}`, true},
 		{"ack with refusal", `{"t":"ack","id":"0a1b","err":"no"}`, true},
 		{"unknown type", `{"t":"boom"}`, false},
-		{"hello without record", `{"t":"hello"}`, false},
-		{"msg without body", msg(""), false},
-		{"msg body too large", msg(strings.Repeat("x", MaxBodyBytes+1)), false},
-		{"msg id not hex", `{"t":"msg","msg":{"id":"ZZ","conv":"dm:alice:bob","from":"alice","lamport":1,"sent_ms":5,"body":"x"}}`, false},
-		{"msg conv unsorted", `{"t":"msg","msg":{"id":"0a","conv":"dm:bob:alice","from":"alice","lamport":1,"sent_ms":5,"body":"x"}}`, false},
-		{"msg zero clock", `{"t":"msg","msg":{"id":"0a","conv":"dm:alice:bob","from":"alice","lamport":0,"sent_ms":5,"body":"x"}}`, false},
+		{"env without envelope", `{"t":"env"}`, false},
+		{"env with id", `{"t":"env","env":"AA==","id":"0a"}`, false},
+		{"ack id not hex", `{"t":"ack","id":"ZZ"}`, false},
+		{"ack with env", `{"t":"ack","id":"0a","env":"AA=="}`, false},
+		{"ack refusal too long", `{"t":"ack","id":"0a","err":"` + strings.Repeat("x", 201) + `"}`, false},
 		{"unknown field", `{"t":"ack","id":"0a","extra":1}`, false},
-		{"ack with msg", `{"t":"ack","id":"0a","msg":{}}`, false},
 		{"not json", `hello`, false},
 	}
 	for _, tc := range cases {
@@ -43,26 +37,49 @@ func TestDecodeChatFrame(t *testing.T) {
 	}
 }
 
-func TestDMConv(t *testing.T) {
+func TestConversations(t *testing.T) {
 	if DMConv("bob", "alice") != DMConv("alice", "bob") || DMConv("alice", "bob") != "dm:alice:bob" {
 		t.Fatal("DMConv is not symmetric")
 	}
 	if got := convPeer("dm:alice:bob", "bob"); got != "alice" {
 		t.Fatalf("convPeer = %q", got)
 	}
+	g := &Group{ID: strings.Repeat("ab", 16), Name: "team", Members: []string{"alice", "bob", "carol"}}
+	cases := []struct {
+		name string
+		conv string
+		g    *Group
+		ok   bool
+	}{
+		{"dm", "dm:alice:bob", nil, true},
+		{"dm unsorted", "dm:bob:alice", nil, false},
+		{"group", GroupConv(g.ID), g, true},
+		{"group without description", GroupConv(g.ID), nil, false},
+		{"group of another id", GroupConv(strings.Repeat("cd", 16)), g, false},
+		{"group on a dm", "dm:alice:bob", g, false},
+		{"group unsorted", GroupConv(g.ID), &Group{ID: g.ID, Name: "x", Members: []string{"bob", "alice"}}, false},
+		{"group of one", GroupConv(g.ID), &Group{ID: g.ID, Name: "x", Members: []string{"alice"}}, false},
+		{"unknown kind", "chan:x", nil, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := checkConv(tc.conv, tc.g); (err == nil) != tc.ok {
+				t.Fatalf("checkConv = %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
 }
 
 func FuzzDecodeChatFrame(f *testing.F) {
-	f.Add([]byte(`{"t":"msg","msg":{"id":"0a1b","conv":"dm:alice:bob","from":"alice","lamport":1,"sent_ms":5,"body":"hi"}}`))
+	f.Add([]byte(`{"t":"env","env":"eyJ2IjoxfQ=="}`))
 	f.Add([]byte(`{"t":"ack","id":"0a1b"}`))
-	f.Add([]byte(`{"t":"hello","record":"AA=="}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fr, err := decodeChatFrame(b)
 		if err != nil {
 			return
 		}
-		if fr.Type == "msg" && (len(fr.Msg.Body) > MaxBodyBytes || fr.Msg.check() != nil) {
-			t.Fatalf("accepted an invalid message")
+		if len(fr.Env) > MaxEnvelope || (fr.Type == "ack" && !validID(fr.ID)) {
+			t.Fatalf("accepted an invalid frame")
 		}
 	})
 }

@@ -23,10 +23,12 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/parley-net/parley/discovery"
 	"github.com/parley-net/parley/internal/homelock"
 	"github.com/parley-net/parley/media"
+	"github.com/parley-net/parley/supernode/mailbox"
 )
 
 // Defaults of Config.
@@ -35,6 +37,7 @@ const (
 	DefaultRetryInterval     = 2 * time.Second
 	DefaultRepublishInterval = time.Hour
 	DefaultDeliveryTimeout   = 10 * time.Second
+	DefaultFetchInterval     = 30 * time.Second
 	maxRetryBackoff          = 60 * time.Second
 	resolveCacheTTL          = 30 * time.Second
 )
@@ -59,6 +62,12 @@ type Config struct {
 	// DeliveryTimeout bounds one delivery attempt to one device; 0 means
 	// DefaultDeliveryTimeout.
 	DeliveryTimeout time.Duration
+	// FetchInterval is how often the device's mailboxes are checked (also
+	// once at start); 0 means DefaultFetchInterval.
+	FetchInterval time.Duration
+	// MailboxK is how many supernodes keep an account's mail; 0 means
+	// mailbox.DefaultK.
+	MailboxK int
 	// Media is the base configuration of every call's media session (ICE
 	// servers, loopback candidates, bitrate, relay-only); the node adds the
 	// STUN servers of its supernodes. The zero value is media's default.
@@ -123,6 +132,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.DeliveryTimeout == 0 {
 		c.DeliveryTimeout = DefaultDeliveryTimeout
+	}
+	if c.FetchInterval == 0 {
+		c.FetchInterval = DefaultFetchInterval
+	}
+	if c.MailboxK == 0 {
+		c.MailboxK = mailbox.DefaultK
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -371,7 +386,7 @@ func (n *Node) connect(ctx context.Context, id peer.ID) error {
 	}
 	var circuits []peer.AddrInfo
 	for _, sn := range n.cfg.Bootstrap {
-		if a, cerr := circuitAddr(sn.ID, id); cerr == nil {
+		if a, cerr := circuitAddr(sn.ID); cerr == nil {
 			circuits = append(circuits, peer.AddrInfo{ID: id, Addrs: a})
 		}
 	}
@@ -388,4 +403,13 @@ func newMessageID(now time.Time) string {
 	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli()))
 	rand.Read(b[8:])
 	return hex.EncodeToString(b[:])
+}
+
+// circuitAddr is the address of a peer through relay's circuit relay v2.
+func circuitAddr(relay peer.ID) ([]ma.Multiaddr, error) {
+	a, err := ma.NewMultiaddr("/p2p/" + relay.String() + "/p2p-circuit")
+	if err != nil {
+		return nil, err
+	}
+	return []ma.Multiaddr{a}, nil
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -165,11 +166,29 @@ func TestNetworkResolveChatRestart(t *testing.T) {
 		if err != nil || len(res.Delivered) != 1 {
 			t.Fatalf("send: %+v %v", res, err)
 		}
-		// Replay the same message on a new stream, as a retry after a lost ack would.
-		p := Pending{Target: Target{Handle: "carol", Device: carol.ID().String()}, Msg: res.Message}
-		if err := alice.deliverPending(ctx, carol.ID().String(), []Pending{p, p}); err != nil {
-			t.Fatalf("replay: %v", err)
+		// Replay the same envelope twice on a new stream, as a retry after a
+		// lost ack would.
+		p := &Payload{Kind: kindMessage, ID: res.Message.ID, Conv: res.Message.Conv, Lamport: res.Message.Lamport, SentMS: res.Message.SentMS, Body: "once"}
+		env, err := sealEnvelope(alice.Identity(), p, p.ID, carol.Identity().Self())
+		if err != nil {
+			t.Fatal(err)
 		}
+		s, err := alice.Host().NewStream(ctx, carol.ID(), ChatProtocol)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 2; i++ {
+			wire.WriteJSON(s, chatFrame{Type: "env", Env: env}, MaxChatFrame)
+			s.SetReadDeadline(time.Now().Add(5 * time.Second))
+			b, err := wire.ReadFrame(s, MaxChatFrame)
+			if err != nil {
+				t.Fatalf("replay %d: %v", i, err)
+			}
+			if f, err := decodeChatFrame(b); err != nil || f.Err != "" {
+				t.Fatalf("replay %d not acknowledged: %+v %v", i, f, err)
+			}
+		}
+		s.Close()
 		h, _ := carol.History(ctx, "alice", 0)
 		if len(h) != 1 || h[0].Body != "once" {
 			t.Fatalf("carol's history after a duplicate: %+v", h)
@@ -192,16 +211,24 @@ func TestNetworkResolveChatRestart(t *testing.T) {
 			}
 			s.Close()
 		}
-		// A hello with a record that does not list carol's device is refused.
+		// carol forges a message as alice: she can only sign with her own
+		// device key, which alice's record does not list.
+		p := &Payload{Kind: kindMessage, ID: "abcd", Conv: "dm:alice:bob", Lamport: 99, SentMS: 1, Body: "forged"}
+		env, _ := sealEnvelope(carol.Identity(), p, p.ID, bob.Identity().Self())
+		var e Envelope
+		json.Unmarshal(env, &e)
+		e.From, e.Record = "alice", alice.Identity().Record()
+		forged, _ := json.Marshal(&e)
 		s, err := carol.Host().NewStream(ctx, bob.ID(), ChatProtocol)
 		if err != nil {
 			t.Fatal(err)
 		}
-		wire.WriteJSON(s, chatFrame{Type: "hello", Record: alice.Identity().Record()}, MaxChatFrame)
-		wire.WriteJSON(s, chatFrame{Type: "msg", Msg: &wireMsg{ID: "ab", Conv: "dm:alice:bob", From: "alice", Lamport: 99, SentMS: 1, Body: "forged"}}, MaxChatFrame)
+		wire.WriteJSON(s, chatFrame{Type: "env", Env: forged}, MaxChatFrame)
 		s.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := wire.ReadFrame(s, MaxChatFrame); err == nil {
-			t.Fatal("bob acknowledged a message carol forged as alice")
+		if b, err := wire.ReadFrame(s, MaxChatFrame); err == nil {
+			if f, _ := decodeChatFrame(b); f == nil || f.Err == "" {
+				t.Fatal("bob acknowledged a message carol forged as alice")
+			}
 		}
 		s.Close()
 		if h, _ := bob.History(ctx, "alice", 0); h[len(h)-1].Body == "forged" {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver, pure Go
 )
@@ -20,18 +21,34 @@ type Store struct{ db *sql.DB }
 
 // Message is a chat message as stored.
 type Message struct {
-	ID          string `json:"id"`
-	Conv        string `json:"conv"`
-	From        string `json:"from"`
-	FromDevice  string `json:"from_device"`
-	Lamport     uint64 `json:"lamport"`
-	SentMS      int64  `json:"sent_ms"`
-	ReceivedMS  int64  `json:"received_ms,omitempty"`
-	Body        string `json:"body"`
-	Outgoing    bool   `json:"outgoing"`
-	Delivered   int    `json:"delivered"`   // outgoing: devices that acknowledged
-	Undelivered int    `json:"undelivered"` // outgoing: devices still pending
+	ID         string `json:"id"`
+	Conv       string `json:"conv"`
+	From       string `json:"from"`
+	FromDevice string `json:"from_device"`
+	Lamport    uint64 `json:"lamport"`
+	SentMS     int64  `json:"sent_ms"`
+	ReceivedMS int64  `json:"received_ms,omitempty"`
+	Body       string `json:"body"`
+	Outgoing   bool   `json:"outgoing"`
+	// Outgoing messages: where each recipient device is.
+	Devices []DeviceState `json:"devices,omitempty"`
 }
+
+// DeviceState is how far a message got on one device.
+type DeviceState struct {
+	Handle string `json:"handle"`
+	Device string `json:"device"`
+	State  string `json:"state"` // "sent" (queued), "mailbox", "delivered", "read", "refused"
+	Error  string `json:"error,omitempty"`
+}
+
+// Outbox states.
+const (
+	outPending   = 0
+	outMailbox   = 1
+	outDelivered = 2
+	outRefused   = 9
+)
 
 const schema = `
 CREATE TABLE IF NOT EXISTS messages(
@@ -43,24 +60,36 @@ CREATE TABLE IF NOT EXISTS messages(
 	sent_ms INTEGER NOT NULL,
 	received_ms INTEGER NOT NULL,
 	body TEXT NOT NULL,
-	outgoing INTEGER NOT NULL
+	outgoing INTEGER NOT NULL,
+	read_ms INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS messages_by_conv ON messages(conv, lamport, id);
-CREATE TABLE IF NOT EXISTS deliveries(
-	msg_id TEXT NOT NULL REFERENCES messages(id),
+CREATE TABLE IF NOT EXISTS outbox(
+	id TEXT NOT NULL,
 	device TEXT NOT NULL,
 	handle TEXT NOT NULL,
+	kind TEXT NOT NULL,
+	payload BLOB NOT NULL,
+	state INTEGER NOT NULL DEFAULT 0,
+	mailbox_ms INTEGER NOT NULL DEFAULT 0,
 	delivered_ms INTEGER NOT NULL DEFAULT 0,
+	read_ms INTEGER NOT NULL DEFAULT 0,
 	attempts INTEGER NOT NULL DEFAULT 0,
 	next_ms INTEGER NOT NULL DEFAULT 0,
 	last_error TEXT NOT NULL DEFAULT '',
-	PRIMARY KEY(msg_id, device)
+	PRIMARY KEY(id, device)
 );
-CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries(delivered_ms, next_ms);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox(state, next_ms);
 CREATE TABLE IF NOT EXISTS contacts(
 	handle TEXT PRIMARY KEY,
 	account BLOB NOT NULL,
 	first_seen_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS groups(
+	id TEXT PRIMARY KEY,
+	name TEXT NOT NULL,
+	members TEXT NOT NULL,
+	created_ms INTEGER NOT NULL
 );
 `
 
@@ -95,9 +124,20 @@ func (s *Store) NextLamport(ctx context.Context, conv string) (uint64, error) {
 	return uint64(max.Int64) + 1, nil
 }
 
-// AddOutgoing stores a message this device sends, with one pending delivery
-// per target device, in one transaction.
-func (s *Store) AddOutgoing(ctx context.Context, m Message, targets []Target) error {
+// Outgoing is one envelope owed to one device.
+type Outgoing struct {
+	ID       string // envelope ID (a message's ID)
+	Device   string
+	Handle   string
+	Kind     string
+	Payload  []byte // JSON Payload, sealed per device at delivery
+	Attempts int
+}
+
+// AddOutgoing stores a message this device sends and the envelopes it owes
+// every target device, in one transaction: once it returns, a crash loses
+// nothing.
+func (s *Store) AddOutgoing(ctx context.Context, m Message, payload []byte, targets []Target) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -108,11 +148,17 @@ func (s *Store) AddOutgoing(ctx context.Context, m Message, targets []Target) er
 		return fmt.Errorf("store message %s: %w", m.ID, err)
 	}
 	for _, t := range targets {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO deliveries(msg_id,device,handle) VALUES(?,?,?)`, m.ID, t.Device, t.Handle); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO outbox(id,device,handle,kind,payload) VALUES(?,?,?,?,?)`, m.ID, t.Device, t.Handle, kindMessage, payload); err != nil {
 			return fmt.Errorf("store delivery of %s: %w", m.ID, err)
 		}
 	}
 	return tx.Commit()
+}
+
+// Enqueue stores an envelope that is not a chat message (a receipt).
+func (s *Store) Enqueue(ctx context.Context, id, kind string, payload []byte, t Target) error {
+	_, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO outbox(id,device,handle,kind,payload) VALUES(?,?,?,?,?)`, id, t.Device, t.Handle, kind, payload)
+	return err
 }
 
 // AddIncoming stores a received message once. It reports whether the
@@ -127,55 +173,107 @@ func (s *Store) AddIncoming(ctx context.Context, m Message) (bool, error) {
 	return n == 1, err
 }
 
-// Target is one device a message must reach.
+// Target is one device an envelope must reach.
 type Target struct {
 	Handle string
 	Device string // peer ID
 }
 
-// Pending is an outgoing message still owed to one device.
-type Pending struct {
-	Target
-	Msg      Message
-	Attempts int
-}
-
-// PendingDeliveries returns up to limit deliveries due at nowMS, oldest first.
-func (s *Store) PendingDeliveries(ctx context.Context, nowMS int64, limit int) ([]Pending, error) {
+// PendingOut returns up to limit envelopes due at nowMS, in conversation
+// order.
+func (s *Store) PendingOut(ctx context.Context, nowMS int64, limit int) ([]Outgoing, error) {
 	rows, err := s.db.QueryContext(ctx, `
-		SELECT d.device, d.handle, d.attempts, m.id, m.conv, m.sender, m.sender_device, m.lamport, m.sent_ms, m.body
-		FROM deliveries d JOIN messages m ON m.id = d.msg_id
-		WHERE d.delivered_ms = 0 AND d.next_ms <= ?
-		ORDER BY m.conv, m.lamport, m.id LIMIT ?`, nowMS, limit)
+		SELECT o.id, o.device, o.handle, o.kind, o.payload, o.attempts
+		FROM outbox o LEFT JOIN messages m ON m.id = o.id
+		WHERE o.state = 0 AND o.next_ms <= ?
+		ORDER BY COALESCE(m.conv, ''), COALESCE(m.lamport, 0), o.id LIMIT ?`, nowMS, limit)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []Pending
+	var out []Outgoing
 	for rows.Next() {
-		var p Pending
-		if err := rows.Scan(&p.Device, &p.Handle, &p.Attempts, &p.Msg.ID, &p.Msg.Conv, &p.Msg.From, &p.Msg.FromDevice, &p.Msg.Lamport, &p.Msg.SentMS, &p.Msg.Body); err != nil {
+		var o Outgoing
+		if err := rows.Scan(&o.ID, &o.Device, &o.Handle, &o.Kind, &o.Payload, &o.Attempts); err != nil {
 			return nil, err
 		}
-		p.Msg.Outgoing = true
-		out = append(out, p)
+		out = append(out, o)
 	}
 	return out, rows.Err()
 }
 
-// MarkDelivered records a device's acknowledgement.
-func (s *Store) MarkDelivered(ctx context.Context, msgID, device string, nowMS int64) error {
-	_, err := s.db.ExecContext(ctx, `UPDATE deliveries SET delivered_ms=?, last_error='' WHERE msg_id=? AND device=? AND delivered_ms=0`, nowMS, msgID, device)
+// MarkOut moves an envelope forward: to a mailbox, to its device, or to
+// refused (the device will never take it).
+func (s *Store) MarkOut(ctx context.Context, id, device string, state int, nowMS int64, why string) error {
+	var err error
+	switch state {
+	case outMailbox:
+		_, err = s.db.ExecContext(ctx, `UPDATE outbox SET state=1, mailbox_ms=?, last_error='' WHERE id=? AND device=? AND state=0`, nowMS, id, device)
+	case outDelivered:
+		_, err = s.db.ExecContext(ctx, `UPDATE outbox SET state=2, delivered_ms=?, last_error='' WHERE id=? AND device=? AND state IN (0,1)`, nowMS, id, device)
+	case outRefused:
+		_, err = s.db.ExecContext(ctx, `UPDATE outbox SET state=9, last_error=? WHERE id=? AND device=? AND state=0`, why, id, device)
+	default:
+		err = fmt.Errorf("bad outbox state %d", state)
+	}
 	return err
 }
 
-// MarkFailed records a failed attempt and when to try again.
-func (s *Store) MarkFailed(ctx context.Context, msgID, device string, nextMS int64, why string) error {
+// MarkRetry records a failed attempt and when to try again.
+func (s *Store) MarkRetry(ctx context.Context, id, device string, nextMS int64, why string) error {
 	if len(why) > 200 {
 		why = why[:200]
 	}
-	_, err := s.db.ExecContext(ctx, `UPDATE deliveries SET attempts=attempts+1, next_ms=?, last_error=? WHERE msg_id=? AND device=? AND delivered_ms=0`, nextMS, why, msgID, device)
+	_, err := s.db.ExecContext(ctx, `UPDATE outbox SET attempts=attempts+1, next_ms=?, last_error=? WHERE id=? AND device=? AND state=0`, nextMS, why, id, device)
 	return err
+}
+
+// ApplyReceipt records a device's receipt for messages this device sent.
+func (s *Store) ApplyReceipt(ctx context.Context, device, state string, ids []string, nowMS int64) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for _, id := range ids {
+		if _, err := tx.ExecContext(ctx, `UPDATE outbox SET state=2, delivered_ms=CASE WHEN delivered_ms=0 THEN ? ELSE delivered_ms END WHERE id=? AND device=? AND kind='msg' AND state<>9`, nowMS, id, device); err != nil {
+			return err
+		}
+		if state == "read" {
+			if _, err := tx.ExecContext(ctx, `UPDATE outbox SET read_ms=? WHERE id=? AND device=? AND kind='msg' AND read_ms=0`, nowMS, id, device); err != nil {
+				return err
+			}
+		}
+	}
+	return tx.Commit()
+}
+
+// MarkRead marks conv's unread incoming messages read and returns them by
+// sending device, so read receipts can go out.
+func (s *Store) MarkRead(ctx context.Context, conv string, nowMS int64) (map[Target][]string, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, sender, sender_device FROM messages WHERE conv=? AND outgoing=0 AND read_ms=0`, conv)
+	if err != nil {
+		return nil, err
+	}
+	out := map[Target][]string{}
+	var ids []string
+	for rows.Next() {
+		var id string
+		var t Target
+		if err := rows.Scan(&id, &t.Handle, &t.Device); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		out[t] = append(out[t], id)
+		ids = append(ids, id)
+	}
+	rows.Close()
+	for _, id := range ids {
+		if _, err := s.db.ExecContext(ctx, `UPDATE messages SET read_ms=? WHERE id=?`, nowMS, id); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // History returns conv's messages in conversation order: logical clock, ties
@@ -187,22 +285,91 @@ func (s *Store) History(ctx context.Context, conv string, limit int) ([]Message,
 	}
 	rows, err := s.db.QueryContext(ctx, `
 		SELECT * FROM (
-			SELECT m.id, m.conv, m.sender, m.sender_device, m.lamport, m.sent_ms, m.received_ms, m.body, m.outgoing,
-				(SELECT COUNT(*) FROM deliveries d WHERE d.msg_id=m.id AND d.delivered_ms>0),
-				(SELECT COUNT(*) FROM deliveries d WHERE d.msg_id=m.id AND d.delivered_ms=0)
-			FROM messages m WHERE m.conv=? ORDER BY m.lamport DESC, m.id DESC LIMIT ?
+			SELECT id, conv, sender, sender_device, lamport, sent_ms, received_ms, body, outgoing
+			FROM messages WHERE conv=? ORDER BY lamport DESC, id DESC LIMIT ?
 		) ORDER BY 5, 1`, conv, limit)
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
 	var out []Message
 	for rows.Next() {
 		var m Message
-		if err := rows.Scan(&m.ID, &m.Conv, &m.From, &m.FromDevice, &m.Lamport, &m.SentMS, &m.ReceivedMS, &m.Body, &m.Outgoing, &m.Delivered, &m.Undelivered); err != nil {
+		if err := rows.Scan(&m.ID, &m.Conv, &m.From, &m.FromDevice, &m.Lamport, &m.SentMS, &m.ReceivedMS, &m.Body, &m.Outgoing); err != nil {
+			rows.Close()
 			return nil, err
 		}
 		out = append(out, m)
+	}
+	rows.Close()
+	for i := range out {
+		if !out[i].Outgoing {
+			continue
+		}
+		if out[i].Devices, err = s.deviceStates(ctx, out[i].ID); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (s *Store) deviceStates(ctx context.Context, id string) ([]DeviceState, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT handle, device, state, read_ms, last_error FROM outbox WHERE id=? AND kind='msg' ORDER BY handle, device`, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []DeviceState
+	for rows.Next() {
+		var d DeviceState
+		var state int
+		var read int64
+		if err := rows.Scan(&d.Handle, &d.Device, &state, &read, &d.Error); err != nil {
+			return nil, err
+		}
+		switch {
+		case read > 0:
+			d.State = "read"
+		case state == outDelivered:
+			d.State = "delivered"
+		case state == outMailbox:
+			d.State = "mailbox"
+		case state == outRefused:
+			d.State = "refused"
+		default:
+			d.State = "sent"
+		}
+		if d.State == "delivered" || d.State == "read" {
+			d.Error = ""
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// SaveGroup stores (or refreshes) a group's description.
+func (s *Store) SaveGroup(ctx context.Context, g *Group, nowMS int64) error {
+	members := strings.Join(g.Members, ",")
+	_, err := s.db.ExecContext(ctx, `INSERT INTO groups(id,name,members,created_ms) VALUES(?,?,?,?)
+		ON CONFLICT(id) DO UPDATE SET name=excluded.name, members=excluded.members`, g.ID, g.Name, members, nowMS)
+	return err
+}
+
+// Groups returns the groups this device knows, by name.
+func (s *Store) Groups(ctx context.Context) ([]Group, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, name, members FROM groups ORDER BY name, id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Group
+	for rows.Next() {
+		var g Group
+		var members string
+		if err := rows.Scan(&g.ID, &g.Name, &members); err != nil {
+			return nil, err
+		}
+		g.Members = strings.Split(members, ",")
+		out = append(out, g)
 	}
 	return out, rows.Err()
 }

@@ -1,9 +1,9 @@
 // Package supernode runs the services a volunteer supernode adds to the
 // parley network: the DHT in server mode (it stores handle records), a
 // circuit relay v2 for signalling between nodes that cannot dial each other,
-// AutoNAT so nodes learn whether they are reachable, and a STUN server for
-// server-reflexive ICE candidates, announced over discovery.ServicesProtocol.
-// Later tiers add TURN and the offline mailbox here.
+// AutoNAT so nodes learn whether they are reachable, a STUN server for
+// server-reflexive ICE candidates (announced over discovery.ServicesProtocol),
+// and the offline mailbox (package mailbox).
 //
 // A supernode relays only what v2 allows (see RelayLimits) and never sees
 // plaintext: every stream it relays is end-to-end encrypted by libp2p.
@@ -30,9 +30,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	kb "github.com/libp2p/go-libp2p-kbucket"
+
 	"github.com/parley-net/parley/discovery"
 	"github.com/parley-net/parley/internal/homelock"
 	"github.com/parley-net/parley/internal/keyfile"
+	"github.com/parley-net/parley/supernode/mailbox"
 )
 
 // DefaultPort is the supernode's default TCP and UDP (QUIC) port.
@@ -68,6 +71,9 @@ type Config struct {
 	// STUNAddr is the UDP address of the STUN server ("0.0.0.0:3478"); "" is
 	// no STUN server.
 	STUNAddr string
+	// Mailbox configures the offline mailbox; Home, Host, Closest and
+	// IsSupernode are filled in. Its zero value is the mailbox's defaults.
+	Mailbox mailbox.Config
 	// Logger receives the supernode's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock for record validity; nil means time.Now.
@@ -83,6 +89,7 @@ type Supernode struct {
 	metrics *http.Server
 	mAddr   net.Addr
 	stun    *STUNServer
+	mailbox *mailbox.Server
 }
 
 // New starts a supernode.
@@ -155,6 +162,17 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 		svc.STUNPort = s.stun.Addr().Port
 	}
 	discovery.ServeServices(s.host, svc)
+	mb := cfg.Mailbox
+	mb.Home, mb.Host, mb.Closest, mb.IsSupernode = cfg.Home, s.host, s.closest, s.isSupernode
+	if mb.Logger == nil {
+		mb.Logger = cfg.Logger.With("service", "mailbox")
+	}
+	if mb.Now == nil {
+		mb.Now = cfg.Now
+	}
+	if s.mailbox, err = mailbox.NewServer(mb); err != nil {
+		return nil, err
+	}
 	if reg != nil {
 		if err := s.serveMetrics(reg); err != nil {
 			return nil, err
@@ -212,8 +230,29 @@ func (s *Supernode) STUNAddr() *net.UDPAddr {
 	return s.stun.Addr()
 }
 
+// closest returns the k supernodes, this one included, closest to key.
+func (s *Supernode) closest(ctx context.Context, key string, k int) ([]peer.ID, error) {
+	peers, err := s.dht.GetClosestPeers(ctx, key)
+	if err != nil && len(peers) == 0 {
+		peers = nil // alone in the network: this supernode is the closest
+	}
+	all := append([]peer.ID{s.host.ID()}, peers...)
+	sorted := kb.SortClosestPeers(all, kb.ConvertKey(key))
+	return sorted[:min(k, len(sorted))], nil
+}
+
+func (s *Supernode) isSupernode(p peer.ID) bool {
+	return s.dht.RoutingTable().Find(p) != ""
+}
+
+// Mailbox is the supernode's mailbox.
+func (s *Supernode) Mailbox() *mailbox.Server { return s.mailbox }
+
 // Close stops the supernode.
 func (s *Supernode) Close() error {
+	if s.mailbox != nil {
+		s.mailbox.Close()
+	}
 	if s.stun != nil {
 		s.stun.Close()
 	}

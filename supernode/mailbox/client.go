@@ -1,0 +1,108 @@
+package mailbox
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/parley-net/parley/internal/wire"
+)
+
+// Put leaves items with one holder and returns what became of each.
+func Put(ctx context.Context, h host.Host, holder peer.ID, items []Item, replica bool) ([]Result, error) {
+	s, err := h.NewStream(ctx, holder, Protocol)
+	if err != nil {
+		return nil, fmt.Errorf("mailbox %s: %w", holder.ShortString(), err)
+	}
+	defer s.Close()
+	s.SetDeadline(time.Now().Add(streamTimeout))
+	if err := wire.WriteJSON(s, Frame{Type: "put", Items: items, Replica: replica}, MaxFrame); err != nil {
+		s.Reset()
+		return nil, err
+	}
+	f, err := readFrame(s)
+	if err != nil {
+		s.Reset()
+		return nil, fmt.Errorf("mailbox %s: %w", holder.ShortString(), err)
+	}
+	if f.Type != "put-ok" || len(f.Results) != len(items) {
+		s.Reset()
+		return nil, fmt.Errorf("%w: bad answer to put", ErrBadFrame)
+	}
+	for i, r := range f.Results {
+		if r.ID != items[i].ID {
+			return nil, fmt.Errorf("%w: answer out of order", ErrBadFrame)
+		}
+	}
+	return f.Results, nil
+}
+
+// Fetch takes this device's envelopes from one holder. commit is called for
+// each item and must make it durable (or refuse it, returning an error); the
+// holder deletes exactly the items committed.
+func Fetch(ctx context.Context, h host.Host, holder, device peer.ID, commit func(Item) error) (int, error) {
+	s, err := h.NewStream(ctx, holder, Protocol)
+	if err != nil {
+		return 0, fmt.Errorf("mailbox %s: %w", holder.ShortString(), err)
+	}
+	defer s.Close()
+	s.SetDeadline(time.Now().Add(streamTimeout))
+	if err := wire.WriteJSON(s, Frame{Type: "fetch", Device: device.String()}, MaxFrame); err != nil {
+		s.Reset()
+		return 0, err
+	}
+	var done []string
+	for {
+		f, err := readFrame(s)
+		if err != nil {
+			s.Reset()
+			return 0, fmt.Errorf("mailbox %s: %w", holder.ShortString(), err)
+		}
+		if f.Type == "end" {
+			break
+		}
+		if f.Type != "item" || f.Item.To != device.String() {
+			s.Reset()
+			return 0, fmt.Errorf("%w: unexpected %s", ErrBadFrame, f.Type)
+		}
+		if err := commit(*f.Item); err != nil {
+			// A refused envelope is acknowledged too: keeping it would only
+			// hand it over again and again.
+			if errors.Is(err, ErrRetryLater) {
+				continue
+			}
+		}
+		done = append(done, f.Item.ID)
+	}
+	n := len(done)
+	for len(done) > 0 {
+		batch := done[:min(len(done), 1024)]
+		done = done[len(batch):]
+		if err := wire.WriteJSON(s, Frame{Type: "ack", IDs: batch}, MaxFrame); err != nil {
+			return 0, err
+		}
+	}
+	s.CloseWrite()
+	io.Copy(io.Discard, io.LimitReader(s, 1<<10)) // let the holder finish deleting
+	return n, nil
+}
+
+// ErrRetryLater tells Fetch not to acknowledge an item it could not commit
+// for a passing reason (a full disk, a closing store).
+var ErrRetryLater = errors.New("retry later")
+
+// Del tells a holder that a device acknowledged envelopes.
+func Del(ctx context.Context, h host.Host, holder, device peer.ID, ids []string) error {
+	s, err := h.NewStream(ctx, holder, Protocol)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	s.SetDeadline(time.Now().Add(streamTimeout))
+	return wire.WriteJSON(s, Frame{Type: "del", Device: device.String(), IDs: ids}, MaxFrame)
+}
