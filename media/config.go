@@ -94,8 +94,9 @@ type Config struct {
 	// Net is the network stack ICE uses (pion's transport.Net, e.g. vnet in
 	// simulations). nil means the host's.
 	Net transport.Net
-	// Now is the clock used for playout, pacing and statistics. nil means
-	// time.Now.
+	// Now is the clock used for pacing, playout, jitter and statistics. nil
+	// means time.Now. RTT from RTCP compares it with the NTP times in
+	// pion's sender reports, so it must keep wall-clock time for that.
 	Now func() time.Time
 	// Logger receives the session's logs, and pion's through an adapter.
 	// nil means slog.Default().

@@ -16,8 +16,8 @@ import (
 // that lag, so 1 means identical waveforms up to gain and -1 inverted ones.
 // Silent or empty inputs give peak 0.
 //
-// The search is an FFT cross-correlation (O(N log N)); 5 s at 48 kHz takes a
-// few tens of milliseconds.
+// The search is an FFT cross-correlation (O(N log N)): 5 s against 5 s at
+// 48 kHz takes about 0.1 s.
 func Correlation(sent, received []int16, maxLagSamples int) (peak float64, lag int) {
 	if len(sent) == 0 || len(received) == 0 {
 		return 0, 0
@@ -27,20 +27,26 @@ func Correlation(sent, received []int16, maxLagSamples int) (peak float64, lag i
 
 	n := len(sent) + len(received) // no circular wrap-around for any lag
 	size := 1 << bits.Len(uint(n-1))
-	a := make([]complex128, size)
-	b := make([]complex128, size)
+	// Both real signals ride in one complex FFT, z = sent + i·received;
+	// their spectra separate by conjugate symmetry:
+	// S[k] = (Z[k] + conj(Z[-k]))/2, R[k] = (Z[k] − conj(Z[-k]))/2i.
+	z := make([]complex128, size)
 	for i, v := range sent {
-		a[i] = complex(float64(v), 0)
+		z[i] = complex(float64(v), 0)
 	}
 	for i, v := range received {
-		b[i] = complex(float64(v), 0)
+		z[i] += complex(0, float64(v))
 	}
-	fft(a, false)
-	fft(b, false)
-	for i := range a {
-		a[i] = cmplx.Conj(a[i]) * b[i]
+	tw := twiddles(size)
+	fft(z, tw, false)
+	xc := make([]complex128, size) // cross-spectrum, then cross-correlation
+	for k := range size {
+		zk, zn := z[k], cmplx.Conj(z[(size-k)&(size-1)])
+		s := (zk + zn) / 2
+		r := (zk - zn) / complex(0, 2)
+		xc[k] = cmplx.Conj(s) * r
 	}
-	fft(a, true)
+	fft(xc, tw, true)
 
 	// Prefix sums of energy give the overlap energies for any lag in O(1).
 	es := prefixEnergy(sent)
@@ -52,7 +58,7 @@ func Correlation(sent, received []int16, maxLagSamples int) (peak float64, lag i
 		if idx < 0 {
 			idx += size
 		}
-		c := real(a[idx]) / float64(size)
+		c := real(xc[idx]) / float64(size)
 		// Overlap: sent[i] with received[i+l], 0 <= i < len(sent), 0 <= i+l < len(received).
 		lo := max(0, -l)
 		hi := min(len(sent), len(received)-l)
@@ -97,9 +103,18 @@ func prefixEnergy(x []int16) []float64 {
 	return p
 }
 
-// fft is an in-place iterative radix-2 FFT; len(x) must be a power of two.
-// The inverse transform is unscaled.
-func fft(x []complex128, inverse bool) {
+// twiddles returns e^(-2πik/n) for k < n/2.
+func twiddles(n int) []complex128 {
+	tw := make([]complex128, n/2)
+	for k := range tw {
+		tw[k] = cmplx.Rect(1, -2*math.Pi*float64(k)/float64(n))
+	}
+	return tw
+}
+
+// fft is an in-place iterative radix-2 FFT; len(x) must be a power of two
+// and tw its twiddles. The inverse transform is unscaled.
+func fft(x []complex128, tw []complex128, inverse bool) {
 	n := len(x)
 	if n <= 1 {
 		return
@@ -111,21 +126,18 @@ func fft(x []complex128, inverse bool) {
 			x[i], x[j] = x[j], x[i]
 		}
 	}
-	sign := -1.0
-	if inverse {
-		sign = 1
-	}
 	for size := 2; size <= n; size <<= 1 {
-		half := size / 2
-		w := cmplx.Rect(1, sign*2*math.Pi/float64(size))
+		half, step := size/2, n/size
 		for start := 0; start < n; start += size {
-			tw := complex(1, 0)
 			for k := range half {
+				w := tw[k*step]
+				if inverse {
+					w = cmplx.Conj(w)
+				}
 				u := x[start+k]
-				v := x[start+k+half] * tw
+				v := x[start+k+half] * w
 				x[start+k] = u + v
 				x[start+k+half] = u - v
-				tw *= w
 			}
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -25,8 +26,8 @@ const (
 
 var (
 	// ErrBadSDP is returned for a session description that is too large,
-	// does not parse, or lacks what a call needs (an audio section, a DTLS
-	// fingerprint).
+	// does not parse, or lacks what a call needs (Opus audio, ICE
+	// credentials, a DTLS fingerprint).
 	ErrBadSDP = errors.New("media: bad session description")
 	// ErrBadCandidate is returned for a trickled ICE candidate that is too
 	// large or does not parse.
@@ -53,23 +54,69 @@ func parseSDP(raw string) (*sdp.SessionDescription, error) {
 }
 
 // validateRemoteSDP checks that raw is a description a call can use: it
-// parses, has an audio section and a single DTLS fingerprint.
+// parses, every audio and video section has an a=mid and an rtpmap for each
+// dynamic payload type, an audio section offers Opus at 48 kHz, and it has
+// ICE credentials and a single DTLS fingerprint.
+//
+// pion moves its signalling state before it finds some of these problems,
+// which would leave the session unable to take a corrected description;
+// catching them here keeps a bad description from breaking the session.
 func validateRemoteSDP(raw string) error {
 	d, err := parseSDP(raw)
 	if err != nil {
 		return err
 	}
-	audio := false
-	for _, m := range d.MediaDescriptions {
-		if m.MediaName.Media == "audio" {
-			audio = true
+	opus := false
+	for i, m := range d.MediaDescriptions {
+		kind := strings.ToLower(m.MediaName.Media)
+		if kind != "audio" && kind != "video" {
+			continue
+		}
+		if mid, ok := m.Attribute("mid"); !ok || mid == "" {
+			return fmt.Errorf("%w: %s section %d has no a=mid", ErrBadSDP, kind, i)
+		}
+		one := &sdp.SessionDescription{MediaDescriptions: []*sdp.MediaDescription{m}}
+		for _, f := range m.MediaName.Formats {
+			pt, err := strconv.ParseUint(f, 10, 8)
+			if err != nil {
+				return fmt.Errorf("%w: %s section %d: payload type %q", ErrBadSDP, kind, i, f)
+			}
+			codec, err := one.GetCodecForPayloadType(uint8(pt))
+			if err != nil {
+				if pt == 0 { // PCMU may go without an rtpmap
+					continue
+				}
+				return fmt.Errorf("%w: %s section %d: payload type %d has no rtpmap", ErrBadSDP, kind, i, pt)
+			}
+			if kind == "audio" && strings.EqualFold(codec.Name, "opus") && codec.ClockRate == SampleRate {
+				opus = true
+			}
 		}
 	}
-	if !audio {
-		return fmt.Errorf("%w: no audio section", ErrBadSDP)
+	if !opus {
+		return fmt.Errorf("%w: no audio section offers opus/48000", ErrBadSDP)
+	}
+	for _, attr := range []string{"ice-ufrag", "ice-pwd"} {
+		if !hasAttribute(d, attr) {
+			return fmt.Errorf("%w: no a=%s", ErrBadSDP, attr)
+		}
 	}
 	_, err = fingerprint(d)
 	return err
+}
+
+// hasAttribute reports whether key is set at session level or in any media
+// section.
+func hasAttribute(d *sdp.SessionDescription, key string) bool {
+	if v, ok := d.Attribute(key); ok && v != "" {
+		return true
+	}
+	for _, m := range d.MediaDescriptions {
+		if v, ok := m.Attribute(key); ok && v != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // FingerprintFromSDP returns the DTLS certificate fingerprint a session

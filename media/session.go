@@ -172,7 +172,8 @@ func NewSession(cfg Config) (*Session, error) {
 	}
 	s.pc, err = api.NewPeerConnection(pcConf)
 	if err != nil {
-		return nil, fmt.Errorf("media: new peer connection: %w", err)
+		// It fails on configuration: ICE server URLs and credentials.
+		return nil, fmt.Errorf("%w: new peer connection: %w", ErrInvalidConfig, err)
 	}
 	s.track, err = webrtc.NewTrackLocalStaticRTP(opusCapability(cfg), "audio", "parley")
 	if err == nil {

@@ -375,3 +375,46 @@ func sdpValue(t *testing.T, sdp, prefix string) string {
 	t.Fatalf("no %q in SDP", prefix)
 	return ""
 }
+
+func TestConfigRejects(t *testing.T) {
+	turn := []webrtc.ICEServer{{URLs: []string{"turn:192.0.2.1:3478"}, Username: "u", Credential: "p"}}
+	tests := []struct {
+		name string
+		cfg  Config
+	}{
+		{"bitrate too low", Config{Bitrate: 100}},
+		{"bitrate too high", Config{Bitrate: 1_000_000}},
+		{"loss without FEC", Config{ExpectedLoss: 5}},
+		{"loss above 100", Config{FEC: true, ExpectedLoss: 101}},
+		{"jitter min above max", Config{JitterMin: 300 * time.Millisecond, JitterMax: 100 * time.Millisecond}},
+		{"jitter max above 1 s", Config{JitterMax: 2 * time.Second}},
+		{"negative jitter", Config{JitterStart: -time.Millisecond}},
+		{"half a port range", Config{PortMin: 10000}},
+		{"inverted port range", Config{PortMin: 20000, PortMax: 10000}},
+		{"negative timeout", Config{FailedTimeout: -time.Second}},
+		{"relay only without TURN", Config{RelayOnly: true, ICEServers: []webrtc.ICEServer{{URLs: []string{"stun:192.0.2.1:3478"}}}}},
+		{"bad ICE server URL", Config{ICEServers: []webrtc.ICEServer{{URLs: []string{"http://example.com"}}}}},
+		{"TURN without credentials", Config{ICEServers: []webrtc.ICEServer{{URLs: turn[0].URLs}}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := NewSession(tc.cfg)
+			if err == nil {
+				s.Close()
+				t.Fatal("NewSession accepted the config")
+			}
+			if !errors.Is(err, ErrInvalidConfig) {
+				t.Errorf("error %v does not wrap ErrInvalidConfig", err)
+			}
+		})
+	}
+	// Defaults are filled in, and a relay-only config with TURN is fine.
+	cfg, err := Config{RelayOnly: true, ICEServers: turn}.normalized()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Bitrate != 32000 || cfg.JitterMin != 20*time.Millisecond || cfg.JitterMax != 200*time.Millisecond ||
+		cfg.JitterStart != 40*time.Millisecond || cfg.Source == nil || cfg.Sink == nil || cfg.Now == nil {
+		t.Errorf("defaults not applied: %+v", cfg)
+	}
+}
