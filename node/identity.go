@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -42,6 +43,7 @@ type Identity struct {
 	Account    ed25519.PrivateKey // nil on a device that does not hold the account key
 	AccountPub ed25519.PublicKey
 
+	mu    sync.Mutex // guards state
 	state identityState
 }
 
@@ -61,7 +63,18 @@ func (id *Identity) Handle() string { return id.state.Handle }
 func (id *Identity) DeviceName() string { return id.state.DeviceName }
 
 // Record is the latest signed handle record.
-func (id *Identity) Record() []byte { return id.state.Record }
+func (id *Identity) Record() []byte {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	return id.state.Record
+}
+
+// Seq is the sequence number of the latest record.
+func (id *Identity) Seq() uint64 {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	return id.state.Seq
+}
 
 // Fingerprint is the account's safety number.
 func (id *Identity) Fingerprint() string { return discovery.Fingerprint(id.AccountPub) }
@@ -101,7 +114,7 @@ func InitIdentity(home, handle, deviceName string, now time.Time) (*Identity, er
 	id.AccountPub = acct.Public().(ed25519.PublicKey)
 	id.state = identityState{Handle: handle, DeviceName: deviceName, Claimed: now.Unix()}
 	id.state.Devices = []discovery.Device{id.Self()}
-	if _, err := id.Resign(now); err != nil {
+	if _, err := id.resign(now); err != nil {
 		return nil, err
 	}
 	return id, nil
@@ -177,6 +190,12 @@ func LoadIdentity(home string) (*Identity, error) {
 // Resign signs a new record with a higher sequence number and a fresh expiry.
 // Only a device holding the account key can.
 func (id *Identity) Resign(now time.Time) ([]byte, error) {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	return id.resign(now)
+}
+
+func (id *Identity) resign(now time.Time) ([]byte, error) {
 	if id.Account == nil {
 		return id.state.Record, nil
 	}
@@ -201,6 +220,8 @@ func (id *Identity) Resign(now time.Time) ([]byte, error) {
 
 // AddDevice adds a device to the account and signs the new device list.
 func (id *Identity) AddDevice(d discovery.Device, now time.Time) ([]byte, error) {
+	id.mu.Lock()
+	defer id.mu.Unlock()
 	if id.Account == nil {
 		return nil, errors.New("this device does not hold the account key; link from the primary device")
 	}
@@ -213,12 +234,34 @@ func (id *Identity) AddDevice(d discovery.Device, now time.Time) ([]byte, error)
 		return nil, fmt.Errorf("account already has %d devices", discovery.MaxDevices)
 	}
 	id.state.Devices = append(id.state.Devices, d)
-	return id.Resign(now)
+	return id.resign(now)
+}
+
+// RemoveDevice takes a device off the account and signs the new list.
+func (id *Identity) RemoveDevice(peerID string, now time.Time) ([]byte, error) {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	if id.Account == nil {
+		return nil, errors.New("this device does not hold the account key")
+	}
+	kept := id.state.Devices[:0:0]
+	for _, d := range id.state.Devices {
+		if d.PeerID != peerID {
+			kept = append(kept, d)
+		}
+	}
+	if len(kept) == len(id.state.Devices) {
+		return nil, fmt.Errorf("%s is not a device of %s", peerID, id.state.Handle)
+	}
+	id.state.Devices = kept
+	return id.resign(now)
 }
 
 // AdoptRecord makes a record signed by this account the device's current
 // one (a linked device learns its account's records this way).
 func (id *Identity) AdoptRecord(b []byte) error {
+	id.mu.Lock()
+	defer id.mu.Unlock()
 	r, err := discovery.ParseHandleRecord(b)
 	if err != nil {
 		return err

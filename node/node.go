@@ -99,6 +99,7 @@ type Node struct {
 	inbound   *streamLimiter
 	callLimit *streamLimiter
 	calls     calls
+	links     linkCodes
 	kick      chan struct{}
 	inflight  sync.Map // device peer ID -> struct{}: a delivery is under way
 
@@ -159,7 +160,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("start daemon: %w", err)
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, lock: lock, events: newEventBus(), inbound: newStreamLimiter(64, 4),
-		callLimit: newStreamLimiter(16, 2), calls: calls{byID: map[string]*Call{}},
+		callLimit: newStreamLimiter(16, 2), calls: calls{byID: map[string]*Call{}}, links: linkCodes{codes: map[string]time.Time{}},
 		kick: make(chan struct{}, 1), resolved: map[string]resolvedRecord{}}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	defer func() {
@@ -178,6 +179,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n.host.SetStreamHandler(ChatProtocol, n.handleChat)
 	n.host.SetStreamHandler(CallProtocol, n.handleCall)
+	n.host.SetStreamHandler(LinkProtocol, n.handleLink)
+	n.host.SetStreamHandler(SyncProtocol, n.handleSync)
 
 	joinCtx, cancel := context.WithTimeout(ctx, cfg.BootstrapTimeout)
 	defer cancel()
@@ -193,6 +196,17 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.wg.Add(2)
 	go n.republishLoop()
 	go n.outboxLoop()
+	if c, err := n.store.MessageCount(ctx); err == nil && c == 0 && len(n.Devices()) > 1 {
+		// A device linked after the account had history: copy it from a
+		// sibling that is online.
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			if _, err := n.SyncHistory(n.ctx); err != nil {
+				n.log.Info("history sync", "err", err)
+			}
+		}()
+	}
 	n.log.Info("node started", "handle", n.id.Handle(), "peer", n.host.ID(), "addrs", n.host.Addrs())
 	return n, nil
 }
@@ -274,7 +288,7 @@ func (n *Node) publish(ctx context.Context) error {
 	if !n.id.AccountPub.Equal(ed25519.PublicKey(got.Account)) {
 		return fmt.Errorf("%w: %s belongs to the account with fingerprint %s", discovery.ErrHandleTaken, n.id.Handle(), got.Fingerprint())
 	}
-	if got.Seq > n.id.state.Seq {
+	if got.Seq > n.id.Seq() {
 		// Another device of the account signed a newer device list.
 		b, _ := got.Marshal()
 		if err := n.id.AdoptRecord(b); err != nil {

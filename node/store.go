@@ -346,6 +346,41 @@ func (s *Store) deviceStates(ctx context.Context, id string) ([]DeviceState, err
 	return out, rows.Err()
 }
 
+// AllMessages hands every message to fn in batches, in conversation order.
+func (s *Store) AllMessages(ctx context.Context, batch int, fn func([]Message) error) error {
+	after := ""
+	for {
+		rows, err := s.db.QueryContext(ctx, `SELECT id, conv, sender, sender_device, lamport, sent_ms, received_ms, body FROM messages WHERE id > ? ORDER BY id LIMIT ?`, after, batch)
+		if err != nil {
+			return err
+		}
+		var out []Message
+		for rows.Next() {
+			var m Message
+			if err := rows.Scan(&m.ID, &m.Conv, &m.From, &m.FromDevice, &m.Lamport, &m.SentMS, &m.ReceivedMS, &m.Body); err != nil {
+				rows.Close()
+				return err
+			}
+			out = append(out, m)
+		}
+		rows.Close()
+		if len(out) == 0 {
+			return nil
+		}
+		if err := fn(out); err != nil {
+			return err
+		}
+		after = out[len(out)-1].ID
+	}
+}
+
+// MessageCount is how many messages the store holds.
+func (s *Store) MessageCount(ctx context.Context) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM messages`).Scan(&n)
+	return n, err
+}
+
 // SaveGroup stores (or refreshes) a group's description.
 func (s *Store) SaveGroup(ctx context.Context, g *Group, nowMS int64) error {
 	members := strings.Join(g.Members, ",")
