@@ -75,3 +75,31 @@ func BenchmarkCorrelation5s(b *testing.B) {
 		Correlation(a, r, SampleRate)
 	}
 }
+
+// segmentCorrelation aligns each segLen-sample segment of sent separately
+// within received (searching ±window around the overall lag) and returns
+// the energy-weighted mean of the segments' peaks, and the overall lag. Unlike
+// a single alignment it tolerates the playout shifting by a frame mid-call
+// (an expansion after a late packet, a frame dropped to cut delay), which a
+// loaded test machine can cause; broken audio still scores low.
+func segmentCorrelation(sent, received []int16, maxLag, segLen, window int) (float64, int) {
+	_, lag := Correlation(sent, received, maxLag)
+	var sum, weight float64
+	for start := 0; start+segLen <= len(sent); start += segLen {
+		seg := sent[start : start+segLen]
+		lo := max(0, start+lag-window)
+		hi := min(len(received), start+lag+segLen+window)
+		if hi-lo < segLen/2 {
+			continue
+		}
+		// Correlation's lag is relative to the start of received[lo:].
+		peak, _ := Correlation(seg, received[lo:hi], hi-lo)
+		e := frameRMS(seg)
+		sum += peak * e
+		weight += e
+	}
+	if weight == 0 {
+		return 0, lag
+	}
+	return sum / weight, lag
+}
