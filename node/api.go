@@ -36,6 +36,11 @@ const SocketFile = "parley.sock"
 //	POST /v1/call/answer             {"id","audio"} -> CallInfo ("" id: the ringing call)
 //	POST /v1/call/reject             {"id"} -> CallInfo
 //	POST /v1/call/hangup             {"id"} -> CallInfo
+//	POST /v1/link                    -> {"code"}: a one-time pairing code
+//	GET  /v1/devices                 []discovery.Device
+//	POST /v1/devices/unlink          {"peer"} -> []discovery.Device
+//	POST /v1/groups                  {"name","members"} -> Group
+//	GET  /v1/groups                  []Group
 const maxRequestBody = 64 << 10
 
 // Status describes a running node.
@@ -185,6 +190,56 @@ func (n *Node) apiHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, c.Info())
 	})
+	mux.HandleFunc("POST /v1/link", func(w http.ResponseWriter, r *http.Request) {
+		code, err := n.LinkCode()
+		if err != nil {
+			writeJSON(w, http.StatusConflict, apiError{Error: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"code": code})
+	})
+	mux.HandleFunc("GET /v1/devices", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, n.Devices())
+	})
+	mux.HandleFunc("POST /v1/devices/unlink", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Peer string `json:"peer"`
+		}
+		if !readJSON(w, r, &req) {
+			return
+		}
+		if _, err := n.Unlink(r.Context(), req.Peer); err != nil {
+			writeJSON(w, http.StatusConflict, apiError{Error: err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, n.Devices())
+	})
+	mux.HandleFunc("POST /v1/groups", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Name    string   `json:"name"`
+			Members []string `json:"members"`
+		}
+		if !readJSON(w, r, &req) {
+			return
+		}
+		g, err := n.CreateGroup(r.Context(), req.Name, req.Members)
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, g)
+	})
+	mux.HandleFunc("GET /v1/groups", func(w http.ResponseWriter, r *http.Request) {
+		gs, err := n.Groups(r.Context())
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		if gs == nil {
+			gs = []Group{}
+		}
+		writeJSON(w, http.StatusOK, gs)
+	})
 	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
 		ch, stop := n.Subscribe()
 		defer stop()
@@ -248,7 +303,7 @@ func writeErr(w http.ResponseWriter, err error) {
 		code = http.StatusNotFound
 	case errors.Is(err, discovery.ErrBadHandle), errors.Is(err, ErrBadMessage), errors.Is(err, ErrBadAudio):
 		code = http.StatusBadRequest
-	case errors.Is(err, ErrNoSuchCall):
+	case errors.Is(err, ErrNoSuchCall), errors.Is(err, ErrNoSuchGroup):
 		code = http.StatusNotFound
 	case errors.Is(err, ErrCallState), errors.Is(err, ErrBusy):
 		code = http.StatusConflict
@@ -360,6 +415,37 @@ func (c *Client) CallInfo(ctx context.Context, id string) (*CallInfo, error) {
 func (c *Client) CallVerb(ctx context.Context, verb, id string, audio AudioSpec) (*CallInfo, error) {
 	var ci CallInfo
 	return &ci, c.do(ctx, http.MethodPost, "/v1/call/"+verb, callRequest{ID: id, Audio: audio}, &ci)
+}
+
+// LinkCode asks the daemon for a pairing code.
+func (c *Client) LinkCode(ctx context.Context) (string, error) {
+	var out map[string]string
+	err := c.do(ctx, http.MethodPost, "/v1/link", struct{}{}, &out)
+	return out["code"], err
+}
+
+// Devices lists the account's devices.
+func (c *Client) Devices(ctx context.Context) ([]discovery.Device, error) {
+	var out []discovery.Device
+	return out, c.do(ctx, http.MethodGet, "/v1/devices", nil, &out)
+}
+
+// Unlink removes a device from the account.
+func (c *Client) Unlink(ctx context.Context, peerID string) ([]discovery.Device, error) {
+	var out []discovery.Device
+	return out, c.do(ctx, http.MethodPost, "/v1/devices/unlink", map[string]string{"peer": peerID}, &out)
+}
+
+// CreateGroup makes a group.
+func (c *Client) CreateGroup(ctx context.Context, name string, members []string) (*Group, error) {
+	var g Group
+	return &g, c.do(ctx, http.MethodPost, "/v1/groups", map[string]any{"name": name, "members": members}, &g)
+}
+
+// Groups lists the groups.
+func (c *Client) Groups(ctx context.Context) ([]Group, error) {
+	var out []Group
+	return out, c.do(ctx, http.MethodGet, "/v1/groups", nil, &out)
 }
 
 // Events streams the daemon's events to fn until ctx ends or fn returns an error.

@@ -177,14 +177,24 @@ func followCall(cl *node.Client, id string, duration time.Duration) error {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var hangupAt <-chan time.Time
-	last, wasActive := "", false
+	last, wasActive, rang := "", false, false
 	start := time.Now()
 	show := func(ci node.CallInfo) (ended bool, err error) {
+		if !rang && ci.DevicesRang > 0 && ci.State != node.CallRinging {
+			// The answer came before we saw the ringing.
+			rang = true
+			fmt.Printf("ringing (%d device(s))\n", ci.DevicesRang)
+		}
 		if ci.State != last {
 			last = ci.State
 			switch ci.State {
 			case node.CallRinging:
-				fmt.Printf("ringing (%d device(s))\n", ci.DevicesRang)
+				if ci.DevicesRang > 0 {
+					rang = true
+					fmt.Printf("ringing (%d device(s))\n", ci.DevicesRang)
+				} else {
+					last = ""
+				}
 			case node.CallConnecting:
 				fmt.Printf("connecting to device %s\n", ci.Device)
 			case node.CallActive:

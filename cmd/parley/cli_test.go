@@ -173,9 +173,17 @@ func TestReadmeThreeTerminals(t *testing.T) {
 	if !strings.Contains(hist, "alice:   hello bob, it's alice") {
 		t.Fatalf("bob's history:\n%s", hist)
 	}
-	hist = mustRun(t, "--home", root+"/alice", "chat", "history", "bob")
-	if !strings.Contains(hist, "✓ delivered") {
-		t.Fatalf("alice's history does not show delivery:\n%s", hist)
+	// bob has read it (chat history marks it read): alice sees that.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		hist = mustRun(t, "--home", root+"/alice", "chat", "history", "bob")
+		if strings.Contains(hist, " read]") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alice's history does not show bob read it:\n%s", hist)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 
 	t.Run("interactive chat", func(t *testing.T) {

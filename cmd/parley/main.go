@@ -71,7 +71,7 @@ func newApp() *cli.App {
 		},
 		Commands: []*cli.Command{
 			supernodeCmd(), daemonCmd(), idCmd(), whoisCmd(), chatCmd(),
-			callCmd(), callsCmd(), answerCmd(),
+			groupCmd(), callCmd(), callsCmd(), answerCmd(),
 			simpleCallVerb("reject", "decline a ringing call (the only one, or by ID)"),
 			simpleCallVerb("hangup", "end a call (the only one, or by ID)"),
 			statusCmd(), demoCmd(),
@@ -232,6 +232,100 @@ func idCmd() *cli.Command {
 				},
 			},
 			{
+				Name:  "link",
+				Usage: "print a one-time code that links a new device to this account (needs the daemon)",
+				Action: func(c *cli.Context) error {
+					cl, err := dial(c)
+					if err != nil {
+						return err
+					}
+					code, err := cl.LinkCode(c.Context)
+					if err != nil {
+						return err
+					}
+					fmt.Printf("%s\n\nOn the new device, within %s and once only:\n  parley --home NEW-HOME id join %s --bootstrap <supernode multiaddr>\n",
+						code, node.LinkCodeTTL, code)
+					return nil
+				},
+			},
+			{
+				Name:      "join",
+				Usage:     "make this --home a new device of the account that printed CODE",
+				ArgsUsage: "CODE",
+				Flags: []cli.Flag{
+					bootstrapFlag,
+					&cli.StringFlag{Name: "device", Usage: "a name for this device (default: the host name)"},
+				},
+				Action: func(c *cli.Context) error {
+					code, err := oneArg(c, "CODE")
+					if err != nil {
+						return err
+					}
+					boot, err := discovery.ParseAddrs(c.StringSlice("bootstrap"))
+					if err != nil {
+						return err
+					}
+					name := c.String("device")
+					if name == "" {
+						name, _ = os.Hostname()
+					}
+					id, err := node.JoinAccount(c.Context, node.JoinOptions{Home: c.String("home"), Code: code, DeviceName: name, Bootstrap: boot})
+					if err != nil {
+						return err
+					}
+					printIdentity(id)
+					fmt.Println("linked: start 'parley daemon' here; it copies the history from another device of the account")
+					return nil
+				},
+			},
+			{
+				Name:  "devices",
+				Usage: "list the account's devices",
+				Action: func(c *cli.Context) error {
+					cl, err := dial(c)
+					if err != nil {
+						return err
+					}
+					devs, err := cl.Devices(c.Context)
+					if err != nil {
+						return err
+					}
+					st, err := cl.Status(c.Context)
+					if err != nil {
+						return err
+					}
+					for _, d := range devs {
+						me := ""
+						if d.PeerID == st.PeerID {
+							me = "  (this device)"
+						}
+						fmt.Printf("%s  %s%s\n", d.PeerID, d.Name, me)
+					}
+					return nil
+				},
+			},
+			{
+				Name:      "unlink",
+				Usage:     "remove a device from the account: it no longer receives new messages",
+				ArgsUsage: "PEERID",
+				Action: func(c *cli.Context) error {
+					p, err := oneArg(c, "PEERID")
+					if err != nil {
+						return err
+					}
+					cl, err := dial(c)
+					if err != nil {
+						return err
+					}
+					devs, err := cl.Unlink(c.Context, p)
+					if err != nil {
+						return err
+					}
+					fmt.Printf("unlinked %s; the account has %d device(s) left\n", p, len(devs))
+					return nil
+				},
+			},
+			{
 				Name:  "show",
 				Usage: "print handle, peer ID and fingerprint",
 				Action: func(c *cli.Context) error {
@@ -313,13 +407,13 @@ func statusCmd() *cli.Command {
 func chatCmd() *cli.Command {
 	return &cli.Command{
 		Name:      "chat",
-		Usage:     "chat with a handle interactively: lines you type are sent, incoming lines printed",
-		ArgsUsage: "HANDLE",
+		Usage:     "chat with a handle or '#group' interactively: lines you type are sent, incoming lines printed",
+		ArgsUsage: "HANDLE|#GROUP",
 		Subcommands: []*cli.Command{
 			{
 				Name:      "send",
-				Usage:     "send one message",
-				ArgsUsage: "HANDLE TEXT",
+				Usage:     "send one message to a handle or '#group'",
+				ArgsUsage: "HANDLE|#GROUP TEXT",
 				Action: func(c *cli.Context) error {
 					if c.NArg() < 2 {
 						return errors.New("usage: parley chat send HANDLE TEXT")
@@ -372,14 +466,19 @@ func chatCmd() *cli.Command {
 }
 
 func printSendResult(res *node.SendResult) {
-	switch {
-	case len(res.Queued) == 0:
-		fmt.Printf("delivered to %d device(s)  [%s]\n", len(res.Delivered), res.Message.ID)
-	default:
-		fmt.Printf("delivered to %d device(s), queued for %d (retrying until they are back)  [%s]\n", len(res.Delivered), len(res.Queued), res.Message.ID)
-		for _, q := range res.Queued {
-			fmt.Printf("  %s %s: %s\n", q.Handle, shortID(q.Device), oneLine(q.Error))
-		}
+	line := fmt.Sprintf("delivered to %d device(s)", len(res.Delivered))
+	if len(res.Mailbox) > 0 {
+		line += fmt.Sprintf(", left in the mailbox of %d offline device(s)", len(res.Mailbox))
+	}
+	if len(res.Queued) > 0 {
+		line += fmt.Sprintf(", queued for %d (retrying until they or their mailboxes take it)", len(res.Queued))
+	}
+	if len(res.Refused) > 0 {
+		line += fmt.Sprintf(", refused by %d", len(res.Refused))
+	}
+	fmt.Printf("%s  [%s]\n", line, res.Message.ID)
+	for _, q := range append(res.Queued, res.Refused...) {
+		fmt.Printf("  %s %s: %s\n", q.Handle, shortID(q.Device), oneLine(q.Error))
 	}
 }
 
@@ -390,19 +489,65 @@ func shortID(s string) string {
 	return s
 }
 
+// printMessage prints one line of history; an outgoing message shows where
+// it is on each device: sent (queued), mailbox, delivered or read.
 func printMessage(m node.Message) {
 	state := ""
-	if m.Outgoing {
-		switch {
-		case m.Undelivered == 0:
-			state = "  ✓ delivered"
-		case m.Delivered > 0:
-			state = fmt.Sprintf("  ✓ %d of %d devices", m.Delivered, m.Delivered+m.Undelivered)
-		default:
-			state = "  … pending"
+	if m.Outgoing && len(m.Devices) > 0 {
+		var parts []string
+		for _, d := range m.Devices {
+			parts = append(parts, fmt.Sprintf("%s/%s %s", d.Handle, shortID(d.Device), d.State))
 		}
+		state = "  [" + strings.Join(parts, ", ") + "]"
 	}
 	fmt.Printf("%s  %-8s %s%s\n", time.UnixMilli(m.SentMS).Format("2006-01-02 15:04:05"), m.From+":", m.Body, state)
+}
+
+func groupCmd() *cli.Command {
+	return &cli.Command{
+		Name:  "group",
+		Usage: "small group conversations (up to 32 members); chat with one as '#NAME'",
+		Subcommands: []*cli.Command{
+			{
+				Name:      "create",
+				Usage:     "make a group of you and the handles given",
+				ArgsUsage: "NAME HANDLE…",
+				Action: func(c *cli.Context) error {
+					if c.NArg() < 2 {
+						return errors.New("usage: parley group create NAME HANDLE…")
+					}
+					cl, err := dial(c)
+					if err != nil {
+						return err
+					}
+					g, err := cl.CreateGroup(c.Context, strings.TrimPrefix(c.Args().First(), "#"), c.Args().Tail())
+					if err != nil {
+						return err
+					}
+					fmt.Printf("#%s: %s\n", g.Name, strings.Join(g.Members, ", "))
+					return nil
+				},
+			},
+			{
+				Name:  "list",
+				Usage: "the groups you are in",
+				Action: func(c *cli.Context) error {
+					cl, err := dial(c)
+					if err != nil {
+						return err
+					}
+					gs, err := cl.Groups(c.Context)
+					if err != nil {
+						return err
+					}
+					for _, g := range gs {
+						fmt.Printf("#%-16s %s\n", g.Name, strings.Join(g.Members, ", "))
+					}
+					return nil
+				},
+			},
+		},
+	}
 }
 
 func interactiveChat(c *cli.Context, with string) error {
@@ -410,8 +555,10 @@ func interactiveChat(c *cli.Context, with string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := cl.Whois(c.Context, with); err != nil {
-		return err
+	if !strings.HasPrefix(with, "#") {
+		if _, err := cl.Whois(c.Context, with); err != nil {
+			return err
+		}
 	}
 	msgs, err := cl.History(c.Context, with, 10)
 	if err != nil {
@@ -424,7 +571,7 @@ func interactiveChat(c *cli.Context, with string) error {
 	ctx, stop := signalContext()
 	defer stop()
 	go cl.Events(ctx, func(e node.Event) error {
-		if e.Type == "message" && e.Peer == with {
+		if e.Type == "message" && e.Peer == with && e.Message.From != "" {
 			printMessage(*e.Message)
 		}
 		return nil
