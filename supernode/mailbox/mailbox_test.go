@@ -1,0 +1,176 @@
+package mailbox
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+func newHost(t *testing.T) host.Host {
+	t.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+// newMailbox serves a mailbox that is the only holder of everything.
+func newMailbox(t *testing.T, cfg Config) (*Server, host.Host) {
+	t.Helper()
+	h := newHost(t)
+	cfg.Home, cfg.Host = t.TempDir(), h
+	cfg.Closest = func(context.Context, string, int) ([]peer.ID, error) { return []peer.ID{h.ID()}, nil }
+	cfg.IsSupernode = func(peer.ID) bool { return false }
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, h
+}
+
+func connect(t *testing.T, a, b host.Host) {
+	t.Helper()
+	if err := a.Connect(context.Background(), peer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func item(id string, to, from peer.ID) Item {
+	acct := make([]byte, 32)
+	rand.Read(acct)
+	return Item{ID: id, To: to.String(), Account: acct, From: from.String(), ExpiresMS: time.Now().Add(time.Hour).UnixMilli(), Env: []byte("sealed")}
+}
+
+func TestMailboxPutFetchAck(t *testing.T) {
+	_, mb := newMailbox(t, Config{MaxPerRecipient: 3, MaxPerSender: 4})
+	sender, device, stranger := newHost(t), newHost(t), newHost(t)
+	for _, h := range []host.Host{sender, device, stranger} {
+		connect(t, h, mb)
+	}
+	ctx := context.Background()
+
+	res, err := Put(ctx, sender, mb.ID(), []Item{item("01", device.ID(), sender.ID()), item("02", device.ID(), sender.ID()), item("01", device.ID(), sender.ID())}, false)
+	if err != nil || res[0].Err != "" || res[1].Err != "" || res[2].Err != "" {
+		t.Fatalf("put: %+v %v", res, err)
+	}
+	// Quota per recipient: 3. A put beyond says why.
+	res, _ = Put(ctx, sender, mb.ID(), []Item{item("03", device.ID(), sender.ID()), item("04", device.ID(), sender.ID())}, false)
+	if res[0].Err != "" || !strings.Contains(res[1].Err, "full") {
+		t.Fatalf("over the recipient quota: %+v", res)
+	}
+	// Nobody puts in another's name, and only a supernode puts replicas.
+	res, _ = Put(ctx, stranger, mb.ID(), []Item{item("05", device.ID(), sender.ID())}, false)
+	if !strings.Contains(res[0].Err, "not the peer") {
+		t.Fatalf("put in another's name: %+v", res)
+	}
+	if _, err := Put(ctx, stranger, mb.ID(), []Item{item("06", device.ID(), stranger.ID())}, true); err == nil {
+		t.Fatal("a stranger's replica was taken")
+	}
+	// Only the device takes its own mail.
+	if _, err := Fetch(ctx, stranger, mb.ID(), device.ID(), func(Item) error { return nil }); err == nil {
+		t.Fatal("a stranger fetched the device's mail")
+	}
+	var got []string
+	n, err := Fetch(ctx, device, mb.ID(), device.ID(), func(it Item) error { got = append(got, it.ID); return nil })
+	if err != nil || n != 3 || strings.Join(got, ",") != "01,02,03" {
+		t.Fatalf("fetch: %d %v %v", n, got, err)
+	}
+	// Acknowledged mail is gone, and a late replica of it is not taken back.
+	n, _ = Fetch(ctx, device, mb.ID(), device.ID(), func(Item) error { return nil })
+	if n != 0 {
+		t.Fatalf("%d items after acknowledgement", n)
+	}
+	Put(ctx, sender, mb.ID(), []Item{item("01", device.ID(), sender.ID())}, false)
+	if n, _ := Fetch(ctx, device, mb.ID(), device.ID(), func(Item) error { return nil }); n != 0 {
+		t.Fatal("a delivered envelope came back")
+	}
+	// An item the device could not commit for now stays.
+	Put(ctx, sender, mb.ID(), []Item{item("07", device.ID(), sender.ID())}, false)
+	Fetch(ctx, device, mb.ID(), device.ID(), func(Item) error { return ErrRetryLater })
+	if n, _ := Fetch(ctx, device, mb.ID(), device.ID(), func(Item) error { return nil }); n != 1 {
+		t.Fatalf("item lost after a failed commit: %d", n)
+	}
+}
+
+func TestMailboxExpiry(t *testing.T) {
+	now := time.Now()
+	clock := func() time.Time { return now }
+	s, mb := newMailbox(t, Config{Now: clock, TTL: time.Hour, ReplicateInterval: 20 * time.Millisecond})
+	sender, device := newHost(t), newHost(t)
+	connect(t, sender, mb)
+	connect(t, device, mb)
+	it := item("0a", device.ID(), sender.ID())
+	it.ExpiresMS = now.Add(24 * time.Hour).UnixMilli() // asks for longer than the TTL
+	if res, err := Put(context.Background(), sender, mb.ID(), []Item{it}, false); err != nil || res[0].Err != "" {
+		t.Fatalf("put: %+v %v", res, err)
+	}
+	now = now.Add(2 * time.Hour) // past the mailbox's TTL
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if c, _ := s.Count(); c == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("expired envelope still kept")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestDecodeFrame(t *testing.T) {
+	cases := []struct {
+		name string
+		in   string
+		ok   bool
+	}{
+		{"end", `{"t":"end"}`, true},
+		{"fetch", `{"t":"fetch","device":"12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo"}`, true},
+		{"fetch bad device", `{"t":"fetch","device":"x"}`, false},
+		{"ack", `{"t":"ack","ids":["0a"]}`, true},
+		{"ack none", `{"t":"ack","ids":[]}`, false},
+		{"put none", `{"t":"put","items":[]}`, false},
+		{"put bad item", `{"t":"put","items":[{"id":"zz"}]}`, false},
+		{"unknown", `{"t":"steal"}`, false},
+		{"extra field", `{"t":"end","x":1}`, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := DecodeFrame([]byte(tc.in))
+			if (err == nil) != tc.ok {
+				t.Fatalf("DecodeFrame = %v, want ok=%v", err, tc.ok)
+			}
+			if err != nil && !errors.Is(err, ErrBadFrame) {
+				t.Fatalf("%v does not wrap ErrBadFrame", err)
+			}
+		})
+	}
+}
+
+func FuzzDecodeFrame(f *testing.F) {
+	f.Add([]byte(`{"t":"put","items":[{"id":"0a","to":"12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo","account":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","from":"12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo","expires_ms":1,"env":"AA=="}]}`))
+	f.Add([]byte(`{"t":"ack","ids":["0a"]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fr, err := DecodeFrame(b)
+		if err != nil {
+			return
+		}
+		for _, it := range fr.Items {
+			if len(it.Env) > MaxEnvelope || len(it.Account) != 32 {
+				t.Fatal("accepted an out-of-bounds item")
+			}
+		}
+	})
+}
