@@ -86,6 +86,14 @@ func (s *Session) handleTrack(tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) 
 		s.log.Warn("ignoring non-Opus track", "kind", tr.Kind(), "codec", tr.Codec().MimeType)
 		return
 	}
+	if s.readingTrack {
+		// One audio stream per call: a second one would fight the first
+		// over the jitter buffer.
+		s.mu.Unlock()
+		s.log.Warn("ignoring second audio track", "ssrc", tr.SSRC())
+		return
+	}
+	s.readingTrack = true
 	s.wg.Add(2)
 	startPlayout := !s.playStarted
 	if startPlayout {
@@ -101,6 +109,9 @@ func (s *Session) handleTrack(tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) 
 	go s.readReceiverRTCP(recv)
 	defer s.wg.Done()
 	s.readTrack(tr)
+	s.mu.Lock()
+	s.readingTrack = false
+	s.mu.Unlock()
 }
 
 func (s *Session) readTrack(tr *webrtc.TrackRemote) {

@@ -89,15 +89,16 @@ type Session struct {
 	rx    *receiver
 	ogg   *ogg.Writer // nil without a Recorder
 
-	mu          sync.Mutex
-	closed      bool
-	state       State
-	onCandidate func(string)
-	onState     func(State)
-	remoteSet   bool
-	pending     []webrtc.ICECandidateInit
-	sendStarted bool
-	playStarted bool
+	mu           sync.Mutex
+	closed       bool
+	state        State
+	onCandidate  func(string)
+	onState      func(State)
+	remoteSet    bool
+	pending      []webrtc.ICECandidateInit
+	sendStarted  bool
+	playStarted  bool
+	readingTrack bool // a goroutine is reading the peer's audio track
 
 	// Event delivery.
 	evMu     sync.Mutex

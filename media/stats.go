@@ -3,6 +3,7 @@ package media
 import (
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -20,9 +21,10 @@ type Path struct {
 	Local, Remote string
 	// Protocol is the transport between the candidates: "udp" or "tcp".
 	Protocol string
-	// RelayServer is the TURN server URL our relay candidate was allocated
-	// on, when LocalType is "relay"; "" otherwise. (When only RemoteType is
-	// "relay", the peer's TURN server is at Remote.)
+	// RelayServer is the URL, as configured in ICEServers, of the TURN
+	// server our relay candidate was allocated on, when LocalType is
+	// "relay"; "" otherwise or when it cannot be told (see relayServerFor).
+	// When only RemoteType is "relay", the peer's TURN server is at Remote.
 	RelayServer string
 	// RelayProtocol is how we reach that TURN server: "udp", "tcp" or "tls".
 	RelayProtocol string
@@ -148,9 +150,72 @@ func (s *Session) path() (Path, time.Duration) {
 	if pair.Local.Typ == webrtc.ICECandidateTypeRelay && ok {
 		for _, v := range s.pc.GetStats() {
 			if c, isCand := v.(webrtc.ICECandidateStats); isCand && c.ID == pairStats.LocalCandidateID {
-				p.RelayServer, p.RelayProtocol = c.URL, c.RelayProtocol
+				p.RelayProtocol = c.RelayProtocol
+				p.RelayServer = c.URL
 			}
+		}
+		if p.RelayServer == "" {
+			p.RelayServer = relayServerFor(pair.Local.Address, p.RelayProtocol, s.cfg.ICEServers)
 		}
 	}
 	return p, rtt
+}
+
+// relayServerFor names the configured TURN server a relay candidate came
+// from, since pion does not report it: the only TURN URL reached over
+// relayProto, or else the one whose host is the relayed address's IP (a
+// TURN server usually relays from its own address). It returns "" when it
+// cannot tell.
+func relayServerFor(relayedIP, relayProto string, servers []webrtc.ICEServer) string {
+	var matches, sameHost []string
+	for _, srv := range servers {
+		for _, u := range srv.URLs {
+			host, proto, ok := parseTURNURL(u)
+			if !ok || (relayProto != "" && proto != relayProto) {
+				continue
+			}
+			matches = append(matches, u)
+			if host == relayedIP {
+				sameHost = append(sameHost, u)
+			}
+		}
+	}
+	switch {
+	case len(matches) == 1:
+		return matches[0]
+	case len(sameHost) == 1:
+		return sameHost[0]
+	}
+	return ""
+}
+
+// parseTURNURL returns the host of a turn: or turns: URL (RFC 7065) and the
+// protocol used to reach it, as pion names it: "udp", "tcp", "tls" or
+// "dtls".
+func parseTURNURL(raw string) (host, proto string, ok bool) {
+	scheme, rest, found := strings.Cut(raw, ":")
+	if !found || (scheme != "turn" && scheme != "turns") {
+		return "", "", false
+	}
+	hostport, query, _ := strings.Cut(rest, "?")
+	transport := "udp"
+	if scheme == "turns" {
+		transport = "tcp"
+	}
+	if v, found := strings.CutPrefix(query, "transport="); found {
+		transport = strings.ToLower(v)
+	}
+	host = hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	switch {
+	case scheme == "turn":
+		return host, transport, true
+	case transport == "tcp":
+		return host, "tls", true
+	default:
+		return host, "dtls", true
+	}
 }
