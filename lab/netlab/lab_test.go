@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -576,6 +577,95 @@ func TestSweep(t *testing.T) {
 		t.Fatalf("closing stale labs left %d of the live lab's 4 namespaces", n)
 	}
 	if err := third.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 0 {
+		t.Fatalf("%d namespaces left after Close", n)
+	}
+}
+
+// crashEnv makes the test binary build a lab with the prefix it names and
+// wait to be killed (see TestCrashedRun).
+const crashEnv = "NETLAB_TEST_CRASH_PREFIX"
+
+// TestCrashHelper is the child of TestCrashedRun; it does nothing in a
+// normal run.
+func TestCrashHelper(t *testing.T) {
+	prefix := os.Getenv(crashEnv)
+	if prefix == "" {
+		t.Skip("helper process for TestCrashedRun")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), setupWait)
+	defer cancel()
+	l, err := New(ctx, Options{Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	must[*Host](t)(l.AddPublicHost(ctx, "sn"))
+	must[*Host](t)(l.AddNATHost(ctx, "alice", FullCone))
+	fmt.Println("ready")
+	<-ctx.Done() // killed long before
+}
+
+// TestCrashedRun kills a process that built a lab, then checks that a new
+// run with the same prefix and SweepStale both clean up after it.
+func TestCrashedRun(t *testing.T) {
+	needLab(t)
+	prefix := "plk" + randomHex(2)
+	t.Cleanup(func() { Sweep(prefix) })
+	count := func() int {
+		nss, err := namespaces(prefix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(nss)
+	}
+	crash := func() {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), setupWait)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestCrashHelper$", "-test.count=1")
+		cmd.Env = append(os.Environ(), crashEnv+"="+prefix)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		line, err := bufio.NewReader(out).ReadString('\n') // ctx bounds the wait
+		if strings.TrimSpace(line) != "ready" {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("helper did not build its lab: %q, %v", line, err)
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+		if n := count(); n != 4 {
+			t.Fatalf("killed run left %d namespaces, want 4", n)
+		}
+	}
+
+	crash()
+	if err := SweepStale(prefix); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 0 {
+		t.Fatalf("SweepStale left %d namespaces of a dead run", n)
+	}
+
+	crash()
+	ctx, cancel := context.WithTimeout(context.Background(), setupWait)
+	defer cancel()
+	l, err := New(ctx, Options{Prefix: prefix, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatalf("New after a killed run: %v", err)
+	}
+	a := must[*Host](t)(l.AddPublicHost(ctx, "sn"))
+	c := must[*Host](t)(l.AddNATHost(ctx, "alice", FullCone))
+	a1, s := listenUDP(t, a), listenUDP(t, c)
+	mustDeliver(t, "alice to sn in the new run", s, endpoint(a, a1), a1)
+	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if n := count(); n != 0 {
