@@ -62,6 +62,11 @@ func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.C
 // whole life and may be used from any goroutine afterwards; goroutines fn
 // starts run in the caller's namespace, not the host's.
 //
+// Only sockets fn itself opens are inside: a library that opens sockets
+// later on goroutines of its own (libp2p dialling, pion gathering ICE
+// candidates) escapes to the caller's namespace. Run such code as a
+// process with Command.
+//
 // fn runs on a goroutine of its own whose thread is thrown away afterwards,
 // so no goroutine ever runs in a namespace by accident. A panic in fn is
 // re-raised in the caller; fn must not call runtime.Goexit (t.FailNow).

@@ -269,10 +269,14 @@ func (l *Lab) begin(name string) (undo func(*error), err error) {
 			return
 		}
 		var errs []error
+		kept := l.namespaces[:mark]
 		for _, ns := range l.namespaces[mark:] {
-			errs = append(errs, deleteNamespace(ns))
+			if err := deleteNamespace(ns); err != nil {
+				kept = append(kept, ns) // Close tries again
+				errs = append(errs, err)
+			}
 		}
-		l.namespaces = l.namespaces[:mark]
+		l.namespaces = kept
 		*errp = errors.Join(append([]error{fmt.Errorf("netlab: add host %s: %w", name, *errp)}, errs...)...)
 	}, nil
 }

@@ -120,7 +120,7 @@ func deleteNamespace(ns string) error {
 	return nil
 }
 
-// validPrefix checks a sweep prefix: lowercase letters and digits only,
+// validSweepPrefix checks a sweep prefix: lowercase letters and digits only,
 // so it can never match a namespace some other tool named.
 func validSweepPrefix(prefix string) error {
 	if prefix == "" || len(prefix) > maxPrefixLen || strings.Trim(prefix, "abcdefghijklmnopqrstuvwxyz0123456789") != "" {
@@ -155,7 +155,9 @@ func Sweep(prefix string) error {
 // SweepStale deletes the lab runs whose run prefix starts with prefix and
 // whose owning process is gone (or unknown, as after a crash while the lab
 // was being built). Labs of live processes, this one included, are left
-// alone, so it is safe to call while other labs run.
+// alone, so it is safe to call while other labs run, except in the few
+// milliseconds in which New has made a lab's internet namespace but not
+// yet marked its owner.
 func SweepStale(prefix string) error {
 	if err := validSweepPrefix(prefix); err != nil {
 		return err
