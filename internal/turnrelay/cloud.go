@@ -1,0 +1,187 @@
+package turnrelay
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// DefaultCloudPort is the cloud relay's default libp2p port (TCP and QUIC),
+// next to the supernode's 4100.
+const DefaultCloudPort = 4101
+
+// CloudConfig configures the operator-run cloud relay: a TURN Server plus
+// a libp2p host that hands its credentials out over CredentialProtocol.
+type CloudConfig struct {
+	// TURN configures the relay. Leave TURN.Registerer and TURN.Logger nil:
+	// StartCloud sets them from MetricsAddr and Logger.
+	TURN Config
+	// Credentials configures the credential protocol. Leave Secret, the
+	// ports, Registerer, Logger and Now unset: StartCloud takes them from
+	// TURN.
+	Credentials CredentialConfig
+	// Key is the libp2p identity; required, and kept across restarts so
+	// nodes can be given the relay's /p2p/ address.
+	Key crypto.PrivKey
+	// Listen are libp2p multiaddrs; nil means TCP and QUIC on
+	// DefaultCloudPort of every interface.
+	Listen []string
+	// MetricsAddr serves Prometheus metrics on http://ADDR/metrics; "" is
+	// off.
+	MetricsAddr string
+	// Logger receives the relay's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Cloud is a running cloud relay.
+type Cloud struct {
+	TURN  *Server
+	Creds *CredentialService
+	host  host.Host
+	mAddr net.Addr
+	mSrv  *http.Server
+}
+
+// StartCloud starts a cloud relay.
+func StartCloud(cfg CloudConfig) (_ *Cloud, err error) {
+	cc := &cfg.Credentials
+	switch {
+	case cfg.Key == nil:
+		return nil, errors.New("cloud relay: Key is required")
+	case cfg.TURN.Registerer != nil || cfg.TURN.Logger != nil:
+		return nil, errors.New("cloud relay: TURN.Registerer and TURN.Logger are set by StartCloud")
+	case cc.Secret != "" || cc.UDPPort != 0 || cc.TCPPort != 0 || cc.TLSPort != 0 ||
+		cc.Registerer != nil || cc.Logger != nil || cc.Now != nil:
+		return nil, errors.New("cloud relay: Credentials.Secret, ports, Registerer, Logger and Now come from TURN")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	maxTTL := cfg.TURN.MaxCredentialTTL
+	if maxTTL == 0 {
+		maxTTL = DefaultMaxCredentialTTL
+	}
+	ttl := cc.TTL
+	if ttl == 0 {
+		ttl = DefaultCredentialTTL
+	}
+	if ttl > maxTTL {
+		return nil, fmt.Errorf("cloud relay: credential TTL %v exceeds what the relay accepts (%v)", ttl, maxTTL)
+	}
+	if cfg.Listen == nil {
+		cfg.Listen = []string{
+			fmt.Sprintf("/ip4/0.0.0.0/tcp/%d", DefaultCloudPort),
+			fmt.Sprintf("/ip4/0.0.0.0/udp/%d/quic-v1", DefaultCloudPort),
+		}
+	}
+	c := &Cloud{}
+	defer func() {
+		if err != nil {
+			c.Close()
+		}
+	}()
+	var reg *prometheus.Registry
+	if cfg.MetricsAddr != "" {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		cfg.TURN.Registerer = reg
+		cc.Registerer = reg
+	}
+	cfg.TURN.Logger = cfg.Logger.With("service", "turn")
+	if c.TURN, err = New(cfg.TURN); err != nil {
+		return nil, err
+	}
+	cm, err := connmgr.NewConnManager(100, 400, connmgr.WithGracePeriod(time.Minute))
+	if err != nil {
+		return nil, err
+	}
+	opts := []libp2p.Option{
+		libp2p.Identity(cfg.Key),
+		libp2p.ListenAddrStrings(cfg.Listen...),
+		libp2p.ConnectionManager(cm),
+		libp2p.DisableRelay(), // credentials go over direct connections only
+	}
+	if reg != nil {
+		opts = append(opts, libp2p.PrometheusRegisterer(reg))
+	} else {
+		opts = append(opts, libp2p.DisableMetrics())
+	}
+	if c.host, err = libp2p.New(opts...); err != nil {
+		return nil, fmt.Errorf("cloud relay libp2p host: %w", err)
+	}
+	cc.Secret = c.TURN.s.Secret
+	cc.Logger = cfg.Logger.With("service", "turn-credentials")
+	cc.Now = c.TURN.s.Now
+	if a := c.TURN.UDPAddr(); a != nil {
+		cc.UDPPort = a.Port
+	}
+	if a := c.TURN.TCPAddr(); a != nil {
+		cc.TCPPort = a.Port
+	}
+	if a := c.TURN.TLSAddr(); a != nil {
+		cc.TLSPort = a.Port
+	}
+	if c.Creds, err = ServeCredentials(c.host, *cc); err != nil {
+		return nil, err
+	}
+	if reg != nil {
+		l, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return nil, fmt.Errorf("metrics listener %s: %w", cfg.MetricsAddr, err)
+		}
+		c.mAddr = l.Addr()
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		c.mSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go c.mSrv.Serve(l)
+	}
+	cfg.Logger.Info("cloud relay started", "peer", c.host.ID(), "addrs", c.host.Addrs())
+	return c, nil
+}
+
+// ID is the relay's libp2p peer ID.
+func (c *Cloud) ID() peer.ID { return c.host.ID() }
+
+// Host is the relay's libp2p host.
+func (c *Cloud) Host() host.Host { return c.host }
+
+// Addrs are the relay's full libp2p multiaddrs, /p2p/<id> included: what
+// nodes are given to fetch credentials from.
+func (c *Cloud) Addrs() []ma.Multiaddr {
+	as, _ := peer.AddrInfoToP2pAddrs(&peer.AddrInfo{ID: c.host.ID(), Addrs: c.host.Addrs()})
+	return as
+}
+
+// MetricsAddr is where metrics are served, or nil.
+func (c *Cloud) MetricsAddr() net.Addr { return c.mAddr }
+
+// Close stops everything the relay runs.
+func (c *Cloud) Close() error {
+	var errs []error
+	if c.mSrv != nil {
+		errs = append(errs, c.mSrv.Close())
+	}
+	if c.Creds != nil {
+		c.Creds.Close()
+	}
+	if c.host != nil {
+		errs = append(errs, c.host.Close())
+	}
+	if c.TURN != nil {
+		errs = append(errs, c.TURN.Close())
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,459 @@
+package turnrelay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/parley-net/parley/internal/wire"
+	"github.com/parley-net/parley/interop/turnrest"
+)
+
+// CredentialProtocol is the libp2p protocol that hands TURN credentials to
+// authenticated peers (see the package comment for the frame).
+const CredentialProtocol = "/parley/turn/1.0.0"
+
+// Credential frame limits.
+const (
+	maxCredFrame      = 4 << 10
+	maxCredURLs       = 8
+	maxCredURLLen     = 300
+	maxCredentialLen  = 64
+	maxCredErrorLen   = 256
+	maxFrameTTL       = 7 * 24 * time.Hour
+	credStreamTimeout = 10 * time.Second
+	maxLimiterEntries = 10000
+)
+
+// Credential service defaults for the zero values of CredentialConfig.
+const (
+	DefaultCredentialTTL = 6 * time.Hour
+	DefaultPeerRate      = rate.Limit(1.0 / 30) // a credential every 30 s per peer...
+	DefaultPeerBurst     = 5                    // ...after 5 at once
+	DefaultIPRate        = rate.Limit(2)        // per client IP
+	DefaultIPBurst       = 40
+)
+
+// ErrRefused is returned by FetchCredentials when the server answered with
+// an error frame.
+var ErrRefused = errors.New("TURN credentials refused")
+
+// CredentialFrame is the one frame the server writes on CredentialProtocol:
+// either credentials (URLs, Username, Credential, TTLSeconds) or Error.
+type CredentialFrame struct {
+	URLs       []string `json:"urls,omitempty"`
+	Username   string   `json:"username,omitempty"`
+	Credential string   `json:"credential,omitempty"`
+	TTLSeconds int64    `json:"ttl_s,omitempty"`
+	Error      string   `json:"error,omitempty"`
+}
+
+// DecodeCredentialFrame decodes and validates a frame's payload: strict
+// JSON (no unknown fields, nothing trailing), then the limits in the package
+// comment.
+func DecodeCredentialFrame(b []byte) (*CredentialFrame, error) {
+	var f CredentialFrame
+	if err := wire.DecodeJSON(b, &f); err != nil {
+		return nil, err
+	}
+	if err := f.validate(); err != nil {
+		return nil, fmt.Errorf("credential frame: %w", err)
+	}
+	return &f, nil
+}
+
+func (f *CredentialFrame) validate() error {
+	if f.Error != "" {
+		if len(f.URLs) != 0 || f.Username != "" || f.Credential != "" || f.TTLSeconds != 0 {
+			return errors.New("error frame carries credentials")
+		}
+		if len(f.Error) > maxCredErrorLen || !printable(f.Error) {
+			return errors.New("error text is too long or not printable ASCII")
+		}
+		return nil
+	}
+	if len(f.URLs) == 0 || len(f.URLs) > maxCredURLs {
+		return fmt.Errorf("%d URLs (want 1 to %d)", len(f.URLs), maxCredURLs)
+	}
+	for _, u := range f.URLs {
+		if err := checkTURNURL(u); err != nil {
+			return err
+		}
+	}
+	if _, _, err := turnrest.ParseUsername(f.Username); err != nil {
+		return err
+	}
+	if f.Credential == "" || len(f.Credential) > maxCredentialLen || !printable(f.Credential) {
+		return errors.New("credential is empty, too long or not printable ASCII")
+	}
+	if f.TTLSeconds <= 0 || f.TTLSeconds > int64(maxFrameTTL/time.Second) {
+		return fmt.Errorf("ttl_s %d outside 1 to %d", f.TTLSeconds, int64(maxFrameTTL/time.Second))
+	}
+	return nil
+}
+
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+// checkTURNURL accepts RFC 7065 URIs of the form
+// turn[s]:HOST:PORT[?transport=udp|tcp], HOST a name or an IP literal
+// (IPv6 in brackets).
+func checkTURNURL(u string) error {
+	bad := func(why string) error { return fmt.Errorf("TURN URL %.80q: %s", u, why) }
+	if len(u) > maxCredURLLen {
+		return bad("too long")
+	}
+	scheme, rest, ok := strings.Cut(u, ":")
+	if !ok || scheme != "turn" && scheme != "turns" {
+		return bad("scheme is not turn or turns")
+	}
+	hostport, query, _ := strings.Cut(rest, "?")
+	if query != "" && query != "transport=udp" && query != "transport=tcp" {
+		return bad("query is not transport=udp or transport=tcp")
+	}
+	if scheme == "turns" && query == "transport=udp" {
+		return bad("turns over UDP (DTLS) is not offered")
+	}
+	h, p, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return bad("no HOST:PORT")
+	}
+	if n, err := strconv.ParseUint(p, 10, 16); err != nil || n == 0 || p[0] == '0' {
+		return bad("bad port")
+	}
+	if strings.Contains(hostport, "[") {
+		if a, err := netip.ParseAddr(h); err != nil || !a.Is6() || a.Zone() != "" {
+			return bad("bad IPv6 literal")
+		}
+		return nil
+	}
+	if h == "" || len(h) > 253 {
+		return bad("bad host")
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-') {
+			return bad("bad host")
+		}
+	}
+	return nil
+}
+
+// CredentialConfig configures a CredentialService.
+type CredentialConfig struct {
+	// Secret is the relay's TURN REST shared secret; required, at least
+	// MinSecretLen bytes.
+	Secret string
+	// TTL is the lifetime of issued credentials; 0 means
+	// DefaultCredentialTTL. At most 7 days; keep it within the relay's
+	// MaxCredentialTTL.
+	TTL time.Duration
+	// UDPPort, TCPPort and TLSPort are the relay's ports to offer as
+	// turn:…?transport=udp, turn:…?transport=tcp and turns:…?transport=tcp;
+	// 0 offers none. At least one is required.
+	UDPPort, TCPPort, TLSPort int
+	// PublicHost is the host put in the URLs (a DNS name for turns:, whose
+	// certificate must match it); "" means the IP address the peer reached
+	// this host at (a host listening on 0.0.0.0 answers each peer with the
+	// address that peer used).
+	PublicHost string
+	// PeerRate and PeerBurst limit requests per peer ID; 0 means
+	// DefaultPeerRate and DefaultPeerBurst.
+	PeerRate  rate.Limit
+	PeerBurst int
+	// IPRate and IPBurst limit requests per client IP address; 0 means
+	// DefaultIPRate and DefaultIPBurst.
+	IPRate  rate.Limit
+	IPBurst int
+	// Authorize, if set, must return nil for a peer to get credentials;
+	// nil lets every peer have them (each is authenticated by its key).
+	Authorize func(peer.ID) error
+	// Registerer receives the service's metrics; nil means none.
+	Registerer prometheus.Registerer
+	// Logger receives the service's logs; nil means slog.Default().
+	Logger *slog.Logger
+	// Now is the clock for credential expiry and rate limits; nil means
+	// time.Now.
+	Now func() time.Time
+}
+
+// Why a credential request was refused (a metric label).
+const (
+	credRefusedRate         = "rate"
+	credRefusedUnauthorized = "unauthorized"
+	credRefusedRelayed      = "relayed"
+	credRefusedNoAddress    = "no_address"
+)
+
+// CredentialService answers CredentialProtocol on a libp2p host.
+type CredentialService struct {
+	cfg    CredentialConfig
+	h      host.Host
+	peers  *limiterSet[peer.ID]
+	ips    *limiterSet[netip.Addr]
+	issued atomic.Uint64
+	unreg  func()
+
+	refusedMu sync.Mutex
+	refused   map[string]prometheus.Counter
+}
+
+// ServeCredentials starts answering CredentialProtocol on h.
+func ServeCredentials(h host.Host, cfg CredentialConfig) (*CredentialService, error) {
+	if len(cfg.Secret) < MinSecretLen {
+		return nil, fmt.Errorf("TURN credential service: shared secret of %d bytes is too short (at least %d)", len(cfg.Secret), MinSecretLen)
+	}
+	switch {
+	case cfg.TTL == 0:
+		cfg.TTL = DefaultCredentialTTL
+	case cfg.TTL < time.Minute || cfg.TTL > maxFrameTTL:
+		return nil, fmt.Errorf("TURN credential service: TTL %v outside 1m to %v", cfg.TTL, maxFrameTTL)
+	}
+	for _, p := range []int{cfg.UDPPort, cfg.TCPPort, cfg.TLSPort} {
+		if p < 0 || p > 65535 {
+			return nil, fmt.Errorf("TURN credential service: port %d", p)
+		}
+	}
+	if cfg.UDPPort == 0 && cfg.TCPPort == 0 && cfg.TLSPort == 0 {
+		return nil, errors.New("TURN credential service: no relay port to offer")
+	}
+	if cfg.PublicHost != "" {
+		if err := checkTURNURL("turn:" + net.JoinHostPort(cfg.PublicHost, "1")); err != nil {
+			return nil, fmt.Errorf("TURN credential service: PublicHost %q is not a host name or IP address", cfg.PublicHost)
+		}
+	}
+	if cfg.PeerRate < 0 || cfg.PeerBurst < 0 || cfg.IPRate < 0 || cfg.IPBurst < 0 {
+		return nil, errors.New("TURN credential service: negative rate limit")
+	}
+	if cfg.PeerRate == 0 {
+		cfg.PeerRate = DefaultPeerRate
+	}
+	if cfg.PeerBurst == 0 {
+		cfg.PeerBurst = DefaultPeerBurst
+	}
+	if cfg.IPRate == 0 {
+		cfg.IPRate = DefaultIPRate
+	}
+	if cfg.IPBurst == 0 {
+		cfg.IPBurst = DefaultIPBurst
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	cs := &CredentialService{cfg: cfg, h: h,
+		peers: newLimiterSet[peer.ID](cfg.PeerRate, cfg.PeerBurst),
+		ips:   newLimiterSet[netip.Addr](cfg.IPRate, cfg.IPBurst),
+	}
+	if cfg.Registerer != nil {
+		var err error
+		if cs.unreg, err = cs.registerMetrics(cfg.Registerer); err != nil {
+			return nil, err
+		}
+	}
+	h.SetStreamHandler(CredentialProtocol, cs.handle)
+	return cs, nil
+}
+
+// Close stops answering the protocol.
+func (cs *CredentialService) Close() {
+	cs.h.RemoveStreamHandler(CredentialProtocol)
+	if cs.unreg != nil {
+		cs.unreg()
+	}
+}
+
+// Issued is how many credentials the service handed out.
+func (cs *CredentialService) Issued() uint64 { return cs.issued.Load() }
+
+func (cs *CredentialService) registerMetrics(reg prometheus.Registerer) (func(), error) {
+	cs.refused = map[string]prometheus.Counter{}
+	cols := []prometheus.Collector{prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "parley_turn_credentials_issued_total", Help: "TURN credentials handed to libp2p peers.",
+	}, func() float64 { return float64(cs.issued.Load()) })}
+	for _, r := range []string{credRefusedRate, credRefusedUnauthorized, credRefusedRelayed, credRefusedNoAddress} {
+		c := prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_turn_credential_refusals_total",
+			Help: "TURN credential requests refused, by reason.", ConstLabels: prometheus.Labels{"reason": r}})
+		cs.refused[r] = c
+		cols = append(cols, c)
+	}
+	return registerAll(reg, cols)
+}
+
+func (cs *CredentialService) handle(s network.Stream) {
+	defer s.Close()
+	s.SetDeadline(time.Now().Add(credStreamTimeout))
+	f := cs.answer(s.Conn().RemotePeer(), s.Conn().RemoteMultiaddr(), s.Conn().LocalMultiaddr())
+	if err := wire.WriteJSON(s, f, maxCredFrame); err != nil {
+		cs.cfg.Logger.Debug("TURN credentials: write", "peer", s.Conn().RemotePeer(), "err", err)
+		s.Reset()
+	}
+}
+
+func (cs *CredentialService) answer(p peer.ID, remote, local ma.Multiaddr) *CredentialFrame {
+	refuse := func(reason, msg string) *CredentialFrame {
+		if c := cs.refused[reason]; c != nil {
+			c.Inc()
+		}
+		cs.cfg.Logger.Debug("TURN credentials refused", "peer", p, "remote", remote, "reason", reason)
+		return &CredentialFrame{Error: msg}
+	}
+	if isCircuit(remote) {
+		return refuse(credRefusedRelayed, "credentials are only given over a direct connection")
+	}
+	rip, ok := multiaddrIP(remote)
+	if !ok {
+		return refuse(credRefusedRelayed, "credentials are only given over a direct IP connection")
+	}
+	now := cs.cfg.Now()
+	if !cs.ips.allow(rip, now) {
+		return refuse(credRefusedRate, "rate limited: too many requests from your IP address; retry later")
+	}
+	if !cs.peers.allow(p, now) {
+		return refuse(credRefusedRate, "rate limited: too many requests from your peer ID; retry later")
+	}
+	if cs.cfg.Authorize != nil {
+		if err := cs.cfg.Authorize(p); err != nil {
+			return refuse(credRefusedUnauthorized, "not authorized for this relay")
+		}
+	}
+	hostname := cs.cfg.PublicHost
+	if hostname == "" {
+		lip, ok := multiaddrIP(local)
+		if !ok || lip.IsUnspecified() {
+			return refuse(credRefusedNoAddress, "relay does not know its own address; ask the operator to set a public host")
+		}
+		hostname = lip.String()
+	}
+	c, err := turnrest.Issue(cs.cfg.Secret, p.String(), cs.cfg.TTL, now)
+	if err != nil {
+		return refuse(credRefusedUnauthorized, "cannot issue credentials for this peer ID")
+	}
+	f := &CredentialFrame{Username: c.Username, Credential: c.Password, TTLSeconds: int64(cs.cfg.TTL / time.Second)}
+	for _, u := range []struct {
+		scheme, transport string
+		port              int
+	}{{"turn", "udp", cs.cfg.UDPPort}, {"turn", "tcp", cs.cfg.TCPPort}, {"turns", "tcp", cs.cfg.TLSPort}} {
+		if u.port != 0 {
+			f.URLs = append(f.URLs, u.scheme+":"+net.JoinHostPort(hostname, strconv.Itoa(u.port))+"?transport="+u.transport)
+		}
+	}
+	cs.issued.Add(1)
+	return f
+}
+
+func isCircuit(m ma.Multiaddr) bool {
+	_, err := m.ValueForProtocol(ma.P_CIRCUIT)
+	return err == nil
+}
+
+func multiaddrIP(m ma.Multiaddr) (netip.Addr, bool) {
+	if m == nil {
+		return netip.Addr{}, false
+	}
+	ip, err := manet.ToIP(m)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	a, ok := netip.AddrFromSlice(ip)
+	return a.Unmap(), ok
+}
+
+// Credentials are TURN credentials fetched from a relay.
+type Credentials struct {
+	// URLs are turn: and turns: URIs (RFC 7065) of the relay.
+	URLs     []string
+	Username string
+	Password string
+	// Expires is when the relay stops accepting them, by the local clock.
+	Expires time.Time
+}
+
+// FetchCredentials asks relay, a peer h can reach, for TURN credentials
+// over CredentialProtocol. A refusal is an error wrapping ErrRefused that
+// carries the relay's reason.
+func FetchCredentials(ctx context.Context, h host.Host, relay peer.ID) (*Credentials, error) {
+	ctx, cancel := context.WithTimeout(ctx, credStreamTimeout)
+	defer cancel()
+	s, err := h.NewStream(ctx, relay, CredentialProtocol)
+	if err != nil {
+		return nil, fmt.Errorf("ask relay %s for TURN credentials: %w", relay.ShortString(), err)
+	}
+	defer s.Close()
+	dl, _ := ctx.Deadline()
+	s.SetDeadline(dl)
+	b, err := wire.ReadFrame(s, maxCredFrame)
+	if err != nil {
+		s.Reset()
+		return nil, fmt.Errorf("TURN credentials from %s: %w", relay.ShortString(), err)
+	}
+	f, err := DecodeCredentialFrame(b)
+	if err != nil {
+		return nil, fmt.Errorf("TURN credentials from %s: %w", relay.ShortString(), err)
+	}
+	if f.Error != "" {
+		return nil, fmt.Errorf("TURN credentials from %s: %w: %s", relay.ShortString(), ErrRefused, f.Error)
+	}
+	return &Credentials{URLs: f.URLs, Username: f.Username, Password: f.Credential,
+		Expires: time.Now().Add(time.Duration(f.TTLSeconds) * time.Second)}, nil
+}
+
+// limiterSet is a token bucket per key, holding at most maxLimiterEntries
+// keys. When full it forgets the idle ones (full buckets, which behave like
+// new ones); if none is idle it refuses new keys rather than forgetting
+// someone who is being limited.
+type limiterSet[K comparable] struct {
+	r  rate.Limit
+	b  int
+	mu sync.Mutex
+	m  map[K]*rate.Limiter
+}
+
+func newLimiterSet[K comparable](r rate.Limit, b int) *limiterSet[K] {
+	return &limiterSet[K]{r: r, b: b, m: map[K]*rate.Limiter{}}
+}
+
+func (ls *limiterSet[K]) allow(k K, now time.Time) bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l, ok := ls.m[k]
+	if !ok {
+		if len(ls.m) >= maxLimiterEntries {
+			for k2, l2 := range ls.m {
+				if l2.TokensAt(now) >= float64(ls.b) {
+					delete(ls.m, k2)
+				}
+			}
+			if len(ls.m) >= maxLimiterEntries {
+				return false
+			}
+		}
+		l = rate.NewLimiter(ls.r, ls.b)
+		ls.m[k] = l
+	}
+	return l.AllowN(now, 1)
+}
