@@ -279,7 +279,7 @@ func (j *jitterBuffer) buffered() int {
 }
 
 // pop decides what to play for the next slot. For playPacket and playFEC it
-// returns the packet to decode; the slice stays valid until the next push.
+// returns the packet to decode; the buffer never modifies it afterwards.
 func (j *jitterBuffer) pop(now time.Time) (playKind, []byte) {
 	if j.boost > 0 && now.Sub(j.lastBoost) >= jitterBoostDecay {
 		j.boost--

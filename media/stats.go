@@ -53,6 +53,7 @@ type Stats struct {
 	JitterBuffer   time.Duration // current target delay of the jitter buffer
 	LatePackets    int64         // arrived after their playout time and were dropped
 	Discarded      int64         // frames dropped to bring the delay down
+	Malformed      int64         // RTP or Opus packets that did not parse, or would not decode
 	ReceiveBitrate float64       // Opus payload bit/s over the last full second
 
 	PacketsSent, BytesSent         uint64 // Opus payload bytes, excluding RTP/SRTP headers
@@ -85,6 +86,7 @@ func (s *Session) Stats() Stats {
 	st.BytesReceived = s.rx.bytes
 	st.ReceiveBitrate = s.rx.bitrate
 	decodeErrs := s.rx.decodeErrors
+	st.Malformed = int64(s.rx.malformed+decodeErrs) + js.Malformed
 	s.rx.mu.Unlock()
 
 	st.Jitter = samplesDuration(js.JitterSamples)
