@@ -20,7 +20,7 @@ type Microphone struct{}
 // ReadFrame implements Source.
 func (*Microphone) ReadFrame([]int16) error { return ErrNoAudioDevice }
 
-// Close implements Closer.
+// Close implements io.Closer.
 func (*Microphone) Close() error { return nil }
 
 // Speaker is a Sink playing to the default playback device. In this build it
@@ -30,5 +30,5 @@ type Speaker struct{}
 // WriteFrame implements Sink.
 func (*Speaker) WriteFrame([]int16) error { return ErrNoAudioDevice }
 
-// Close implements Closer.
+// Close implements io.Closer.
 func (*Speaker) Close() error { return nil }

@@ -19,12 +19,17 @@
 // end of gathering) to the other side's AddRemoteCandidate. When the path
 // dies, the offerer calls RestartICE and the exchange repeats.
 //
-// Limits on what the peer sends: an SDP is at most 64 KiB with at most 16
-// media sections and must carry an audio section and one DTLS fingerprint;
-// a candidate is at most 4 KiB of JSON with a 1 KiB candidate line; at most
-// 256 candidates are queued before the remote description arrives. Received
-// RTP is at most 1500 bytes and an Opus packet at most 120 ms; the jitter
-// buffer holds at most 64 packets and at most JitterMax of delay.
+// Limits on what the peer sends: an SDP is at most 64 KiB of UTF-8 with at
+// most 16 media sections; it must offer opus/48000 in an audio section,
+// give every audio and video section an a=mid and an rtpmap for each
+// dynamic payload type, and carry ICE credentials and one DTLS fingerprint
+// (all checked before pion sees it). A candidate is at most 4 KiB of JSON
+// with a 1 KiB candidate line; at most 256 candidates are queued before the
+// remote description arrives. Received RTP is at most 1500 bytes, an Opus
+// packet at most 1500 bytes and 120 ms; the jitter buffer holds at most 64
+// packets and at most JitterMax of delay; one audio track per call is read.
+// Every decoder of bytes from outside (SDP, candidates, RTP and Opus, WAV)
+// has a native fuzz target.
 //
 // # Media
 //

@@ -19,14 +19,12 @@ import (
 // A Session calls ReadFrame from a single goroutine, paced in real time by a
 // 20 ms clock; a source must not sleep to pace itself. Sources backed by a
 // device (a microphone) may block briefly until a frame is available.
+//
+// Sources and sinks that hold resources (files, devices) implement
+// io.Closer. A Session never closes its Source or Sink: they belong to the
+// caller, who closes them after Done.
 type Source interface {
 	ReadFrame(frame []int16) error
-}
-
-// Closer is implemented by sources and sinks that hold resources (files,
-// devices). A Session never closes a Source or Sink: they belong to the caller.
-type Closer interface {
-	Close() error
 }
 
 // ErrFrameSize is returned when a frame slice is not FrameSamples long.
@@ -95,9 +93,9 @@ func (l *limited) ReadFrame(frame []int16) error {
 	return l.src.ReadFrame(frame)
 }
 
-// Close closes the underlying source if it is a Closer.
+// Close closes the underlying source if it is an io.Closer.
 func (l *limited) Close() error {
-	if c, ok := l.src.(Closer); ok {
+	if c, ok := l.src.(io.Closer); ok {
 		return c.Close()
 	}
 	return nil
