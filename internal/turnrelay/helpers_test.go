@@ -480,4 +480,3 @@ func readWithin(t *testing.T, conn net.PacketConn, d time.Duration) ([]byte, net
 	}
 	return buf[:n], from
 }
-
