@@ -147,8 +147,21 @@ func New(cfg Config) (_ *Server, err error) {
 		s.log.Warn("a relay IP is in a range peers are refused from; clients of other relays will not reach it",
 			"relay4", st.relay4, "relay6", st.relay6)
 	}
-	s.log.Info("TURN relay started", "udp", s.UDPAddr(), "tcp", s.TCPAddr(), "tls", s.TLSAddr(),
-		"relay4", st.relay4, "relay6", st.relay6, "ports", fmt.Sprintf("%d-%d", st.MinPort, st.MaxPort), "realm", st.Realm)
+	attrs := []any{"ports", fmt.Sprintf("%d-%d", st.MinPort, st.MaxPort), "realm", st.Realm}
+	for _, l := range []struct {
+		name string
+		addr net.Addr
+	}{{"udp", s.UDPAddr()}, {"tcp", s.TCPAddr()}, {"tls", s.TLSAddr()}} {
+		if ap := listenerAddr(l.addr); ap.IsValid() {
+			attrs = append(attrs, l.name, ap)
+		}
+	}
+	for _, r := range []netip.Addr{st.relay4, st.relay6} {
+		if r.IsValid() {
+			attrs = append(attrs, "relay", r)
+		}
+	}
+	s.log.Info("TURN relay started", attrs...)
 	return s, nil
 }
 
