@@ -85,64 +85,77 @@ func TestCallLossyNetwork(t *testing.T) {
 	}
 }
 
+type lossyResult struct {
+	st      Stats
+	heard   []int16
+	dropped int
+}
+
 func lossyCall(t *testing.T, fec bool) {
 	check := checkGoroutines(t)
 	defer check()
 	const frames = 150
-	ln := newLossyNet(t, 10)
-	defer func() {
-		if err := ln.router.Stop(); err != nil {
-			t.Errorf("router stop: %v", err)
+	r := realTime(t, func() (lossyResult, uint64) {
+		ln := newLossyNet(t, 10)
+		defer func() {
+			if err := ln.router.Stop(); err != nil {
+				t.Errorf("router stop: %v", err)
+			}
+		}()
+		vcfg := func(n *vnet.Net, c Config) Config {
+			c.Net = n
+			c.NetworkTypes = []webrtc.NetworkType{webrtc.NetworkTypeUDP4}
+			c.Logger = testLogger(t)
+			return c
 		}
-	}()
+		capB := NewCaptureSink(0)
+		a, err := NewSession(vcfg(ln.netA, Config{Source: LimitSource(SpeechLikeSource(12), frames), FEC: fec}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := NewSession(vcfg(ln.netB, Config{Sink: capB, JitterStart: 100 * time.Millisecond}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.OnLocalCandidate(func(c string) { _ = b.AddRemoteCandidate(c) })
+		b.OnLocalCandidate(func(c string) { _ = a.AddRemoteCandidate(c) })
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		offer, err := a.CreateOffer(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		answer, err := b.Answer(ctx, offer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.SetAnswer(answer); err != nil {
+			t.Fatal(err)
+		}
+		waitClosed(t, b.FirstAudio(), 10*time.Second, "first audio at b")
+		if err := capB.Wait(ctx, frames*FrameSamples+SampleRate/2); err != nil {
+			t.Fatal(err)
+		}
+		r := lossyResult{st: b.Stats(), heard: capB.Samples()}
+		skipped := disturbances(a.Stats(), r.st)
+		ln.mu.Lock()
+		r.dropped = ln.dropped
+		ln.mu.Unlock()
+		if err := a.Close(); err != nil {
+			t.Error(err)
+		}
+		waitClosed(t, b.Done(), 10*time.Second, "b done after a closed")
+		return r, skipped
+	})
 
-	vcfg := func(n *vnet.Net, c Config) Config {
-		c.Net = n
-		c.NetworkTypes = []webrtc.NetworkType{webrtc.NetworkTypeUDP4}
-		c.Logger = testLogger(t)
-		return c
-	}
-	capB := NewCaptureSink(0)
-	a, err := NewSession(vcfg(ln.netA, Config{Source: LimitSource(SpeechLikeSource(12), frames), FEC: fec}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := NewSession(vcfg(ln.netB, Config{Sink: capB, JitterStart: 100 * time.Millisecond}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.OnLocalCandidate(func(c string) { _ = b.AddRemoteCandidate(c) })
-	b.OnLocalCandidate(func(c string) { _ = a.AddRemoteCandidate(c) })
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	offer, err := a.CreateOffer(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	answer, err := b.Answer(ctx, offer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.SetAnswer(answer); err != nil {
-		t.Fatal(err)
-	}
-	waitClosed(t, b.FirstAudio(), 10*time.Second, "first audio at b")
-	if err := capB.Wait(ctx, frames*FrameSamples+SampleRate/2); err != nil {
-		t.Fatal(err)
-	}
-
-	st := b.Stats()
+	st := r.st
 	sent, err := ReadAll(LimitSource(SpeechLikeSource(12), frames), frames*FrameSamples)
 	if err != nil {
 		t.Fatal(err)
 	}
-	peak, lag := Correlation(sent, capB.Samples(), SampleRate)
-	ln.mu.Lock()
-	dropped := ln.dropped
-	ln.mu.Unlock()
-	t.Logf("dropped %d; correlation %.3f at lag %v; loss %.1f%% fec %v concealed %v path %+v MOS %.2f",
-		dropped, peak, samplesDuration(lag), st.LossPercent, st.FECRecovered, st.Concealed, st.Path, st.MOS)
-	if st.Path.Local != "192.0.2.2:"+strings.Split(st.Path.Local, ":")[1] {
+	peak, lag := Correlation(sent, r.heard, SampleRate)
+	t.Logf("dropped %d; correlation %.3f at lag %v; stats %+v", r.dropped, peak, samplesDuration(lag), st)
+	if !strings.HasPrefix(st.Path.Local, "192.0.2.2:") {
 		t.Errorf("path %+v not on the virtual network", st.Path)
 	}
 	if st.LossPercent < 5 || st.LossPercent > 15 {
@@ -153,19 +166,15 @@ func lossyCall(t *testing.T, fec bool) {
 	const someFrames = 5 * FrameDuration
 	switch {
 	case fec && st.FECRecovered < someFrames:
-		t.Errorf("FEC rebuilt %v of %d lost frames", st.FECRecovered, dropped)
+		t.Errorf("FEC rebuilt %v of %d lost frames", st.FECRecovered, r.dropped)
 	case !fec && (st.FECRecovered != 0 || st.Concealed < someFrames):
-		t.Errorf("without FEC: rebuilt %v, concealed %v of %d lost frames", st.FECRecovered, st.Concealed, dropped)
+		t.Errorf("without FEC: rebuilt %v, concealed %v of %d lost frames", st.FECRecovered, st.Concealed, r.dropped)
 	}
 	if st.MOS >= 4.4 || st.MOS < 3 {
 		t.Errorf("MOS %.2f with 10%% loss", st.MOS)
 	}
-	seg, _ := segmentCorrelation(sent, capB.Samples(), SampleRate, SampleRate/2, 4*FrameSamples)
+	seg, _ := segmentCorrelation(sent, r.heard, SampleRate, SampleRate/2, 4*FrameSamples)
 	if want := map[bool]float64{true: 0.9, false: 0.8}[fec]; seg < want && !raceEnabled {
 		t.Errorf("correlation %.3f per segment (%.3f overall) with 10%% loss (FEC %v), want >= %.2f", seg, peak, fec, want)
 	}
-	if err := a.Close(); err != nil {
-		t.Error(err)
-	}
-	waitClosed(t, b.Done(), 10*time.Second, "b done after a closed")
 }

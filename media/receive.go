@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/rtp"
@@ -24,7 +25,8 @@ type receiver struct {
 	jb *jitterBuffer
 
 	packets, bytes  uint64
-	malformed       uint64 // RTP that did not parse or had a foreign payload type
+	malformed       uint64        // RTP that did not parse or had a foreign payload type
+	playoutSkipped  atomic.Uint64 // playout frames skipped because playout fell behind
 	decodeErrors    uint64
 	winStart        time.Time
 	winBytes        int64
@@ -178,6 +180,7 @@ func (s *Session) playoutLoop() {
 		due := int64(now.Sub(start)/FrameDuration) + 1
 		if lag := due - frames; lag > maxCatchUp {
 			frames += lag - maxCatchUp
+			s.rx.playoutSkipped.Add(uint64(lag - maxCatchUp))
 		}
 		for ; frames < due; frames++ {
 			s.playFrame(&pl, now)

@@ -24,31 +24,35 @@ func TestRecordingOggOpus(t *testing.T) {
 
 	const frames = 100 // 2 s
 	path := filepath.Join(t.TempDir(), "call.opus")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	c := newCall(t,
-		Config{Source: LimitSource(SpeechLikeSource(11), frames)},
-		Config{Recorder: f, JitterStart: 100 * time.Millisecond},
-	)
-	c.connect(t)
-	waitClosed(t, c.b.FirstAudio(), 10*time.Second, "first audio at b")
-	// Let the whole signal through, then hang up.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for c.b.Stats().PacketsReceived < frames+10 {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("only %d packets received", c.b.Stats().PacketsReceived)
-		case <-time.After(20 * time.Millisecond):
+	realTime(t, func() (struct{}, uint64) {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	c.close(t, c.a)
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
+		defer f.Close()
+		c := newCall(t,
+			Config{Source: LimitSource(SpeechLikeSource(11), frames)},
+			Config{Recorder: f, JitterStart: 100 * time.Millisecond},
+		)
+		c.connect(t)
+		waitClosed(t, c.b.FirstAudio(), 10*time.Second, "first audio at b")
+		// Let the whole signal through, then hang up.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for c.b.Stats().PacketsReceived < frames+10 {
+			select {
+			case <-ctx.Done():
+				t.Fatalf("only %d packets received", c.b.Stats().PacketsReceived)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		skipped := disturbances(c.a.Stats(), c.b.Stats())
+		c.close(t, c.a)
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return struct{}{}, skipped
+	})
 
 	raw, err := os.ReadFile(path)
 	if err != nil {

@@ -12,8 +12,9 @@ import (
 )
 
 // maxCatchUp is how many frames a pacing loop will process at once after a
-// stall; beyond that it skips ahead rather than bursting.
-const maxCatchUp = 5
+// stall (200 ms, what the jitter buffer and device queues absorb by
+// default); beyond that it skips ahead to stay in real time.
+const maxCatchUp = 10
 
 // sendLoop reads the source every 20 ms, encodes and sends. It is paced by
 // absolute time from its start, so a late tick is made up for and the RTP

@@ -177,52 +177,100 @@ func checkGoroutines(t testing.TB) func() {
 	}
 }
 
+// realTime runs attempt up to three times while the machine is too loaded
+// for a real-time call, which attempt reports as a count of timing
+// disturbances (see disturbances). The last attempt's result is returned
+// for the caller to assert on.
+func realTime[T any](t *testing.T, attempt func() (T, uint64)) T {
+	t.Helper()
+	for i := 1; ; i++ {
+		r, n := attempt()
+		if n == 0 || i == 3 {
+			return r
+		}
+		t.Logf("attempt %d: %d timing disturbances; the machine is too loaded to keep real time; retrying", i, n)
+	}
+}
+
+// disturbances counts signs that a call on an idle in-process network was
+// disturbed by CPU starvation rather than by the network: frames skipped
+// because a loop fell 200 ms behind, packets arriving after their playout
+// time, frames dropped to cut delay, and comfort noise played for timestamp
+// gaps (these tests send no DTX).
+func disturbances(sts ...Stats) uint64 {
+	var n uint64
+	for _, st := range sts {
+		n += st.FramesSkipped + st.PlayoutSkipped + uint64(st.LatePackets) + uint64(st.Discarded) +
+			uint64(st.Comfort/FrameDuration)
+	}
+	return n
+}
+
+type speechCallResult struct {
+	sentA, sentB []int16 // what a and b sent
+	capA, capB   []int16 // what a and b heard
+	stA, stB     Stats
+	statesA      []State
+}
+
 func TestCallLoopbackSpeech(t *testing.T) {
 	check := checkGoroutines(t)
 	defer check()
-
 	const frames = 150 // 3 s
-	capA, capB := NewCaptureSink(0), NewCaptureSink(0)
-	// A generous jitter buffer keeps scheduling hiccups on a busy machine
-	// from shifting the audio mid-call, which would spoil a single-lag
-	// correlation.
-	c := newCall(t,
-		Config{Source: LimitSource(SpeechLikeSource(1), frames), Sink: capA, JitterStart: 100 * time.Millisecond},
-		Config{Source: LimitSource(SpeechLikeSource(2), frames), Sink: capB, JitterStart: 100 * time.Millisecond, FEC: true},
-	)
-	states := make(chan State, 16)
-	c.a.OnState(func(s State) { states <- s })
-	c.connect(t)
 
-	waitClosed(t, c.a.FirstAudio(), 10*time.Second, "first audio at a")
-	waitClosed(t, c.b.FirstAudio(), 10*time.Second, "first audio at b")
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	// The whole signal plus jitter buffer and codec delay.
-	want := frames*FrameSamples + SampleRate/2
-	for _, cs := range []*CaptureSink{capA, capB} {
-		if err := cs.Wait(ctx, want); err != nil {
-			t.Fatal(err)
+	r := realTime(t, func() (speechCallResult, uint64) {
+		capA, capB := NewCaptureSink(0), NewCaptureSink(0)
+		// A generous jitter buffer keeps scheduling hiccups on a busy
+		// machine from shifting the audio mid-call.
+		c := newCall(t,
+			Config{Source: LimitSource(SpeechLikeSource(1), frames), Sink: capA, JitterStart: 100 * time.Millisecond},
+			Config{Source: LimitSource(SpeechLikeSource(2), frames), Sink: capB, JitterStart: 100 * time.Millisecond, FEC: true},
+		)
+		states := make(chan State, 16)
+		c.a.OnState(func(s State) { states <- s })
+		c.connect(t)
+
+		waitClosed(t, c.a.FirstAudio(), 10*time.Second, "first audio at a")
+		waitClosed(t, c.b.FirstAudio(), 10*time.Second, "first audio at b")
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		// The whole signal plus jitter buffer and codec delay.
+		want := frames*FrameSamples + SampleRate/2
+		for _, cs := range []*CaptureSink{capA, capB} {
+			if err := cs.Wait(ctx, want); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
+		r := speechCallResult{capA: capA.Samples(), capB: capB.Samples(), stA: c.a.Stats(), stB: c.b.Stats()}
+		c.close(t, c.a)
+		waitClosed(t, c.a.Done(), 5*time.Second, "a done")
+		for len(states) > 0 || len(r.statesA) == 0 || r.statesA[len(r.statesA)-1] != StateClosed {
+			select {
+			case s := <-states:
+				r.statesA = append(r.statesA, s)
+			case <-time.After(5 * time.Second):
+				t.Fatalf("states %v: no closed", r.statesA)
+			}
+		}
+		return r, disturbances(r.stA, r.stB)
+	})
 
 	for _, tc := range []struct {
 		name string
 		seed uint64
-		got  *CaptureSink
-		s    *Session
+		got  []int16
+		st   Stats
 	}{
-		{"a->b", 1, capB, c.b},
-		{"b->a", 2, capA, c.a},
+		{"a->b", 1, r.capB, r.stB},
+		{"b->a", 2, r.capA, r.stA},
 	} {
 		sent, err := ReadAll(LimitSource(SpeechLikeSource(tc.seed), frames), frames*FrameSamples)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := tc.got.Samples()
-		peak, lag := Correlation(sent, got, SampleRate)
-		seg, _ := segmentCorrelation(sent, got, SampleRate, SampleRate/2, 4*FrameSamples)
-		st := tc.s.Stats()
+		peak, lag := Correlation(sent, tc.got, SampleRate)
+		seg, _ := segmentCorrelation(sent, tc.got, SampleRate, SampleRate/2, 4*FrameSamples)
+		st := tc.st
 		t.Logf("%s: correlation %.3f at lag %v (per 0.5 s segment %.3f); stats %+v", tc.name, peak, samplesDuration(lag), seg, st)
 		if seg < 0.9 && !raceEnabled {
 			t.Errorf("%s: correlation %.3f per segment (%.3f overall), want >= 0.9", tc.name, seg, peak)
@@ -240,20 +288,8 @@ func TestCallLoopbackSpeech(t *testing.T) {
 			t.Errorf("%s: MOS %.2f on loopback, want >= 4", tc.name, st.MOS)
 		}
 	}
-
-	c.close(t, c.a)
-	waitClosed(t, c.a.Done(), 5*time.Second, "a done")
-	var seen []State
-	for len(states) > 0 || len(seen) == 0 || seen[len(seen)-1] != StateClosed {
-		select {
-		case s := <-states:
-			seen = append(seen, s)
-		case <-time.After(5 * time.Second):
-			t.Fatalf("states %v: no closed", seen)
-		}
-	}
-	if seen[0] != StateConnecting || !containsState(seen, StateConnected) {
-		t.Errorf("states %v, want connecting, connected, …, closed", seen)
+	if r.statesA[0] != StateConnecting || !containsState(r.statesA, StateConnected) {
+		t.Errorf("states %v, want connecting, connected, …, closed", r.statesA)
 	}
 }
 

@@ -58,7 +58,10 @@ type Stats struct {
 
 	PacketsSent, BytesSent         uint64 // Opus payload bytes, excluding RTP/SRTP headers
 	PacketsReceived, BytesReceived uint64
-	FramesSkipped                  uint64 // frames not sent because the sender fell behind
+	// FramesSkipped and PlayoutSkipped count frames of sending and of
+	// playout skipped because the process fell more than 200 ms behind
+	// real time (an overloaded machine); normally both are 0.
+	FramesSkipped, PlayoutSkipped uint64
 
 	// How the peer hears us, from its RTCP receiver reports.
 	RemoteLossPercent float64
@@ -74,10 +77,11 @@ type Stats struct {
 // agent, so it is meant for periodic polling (once a second), not per frame.
 func (s *Session) Stats() Stats {
 	st := Stats{
-		State:         s.State(),
-		PacketsSent:   s.sent.packets.Load(),
-		BytesSent:     s.sent.bytes.Load(),
-		FramesSkipped: s.sent.skipped.Load(),
+		State:          s.State(),
+		PacketsSent:    s.sent.packets.Load(),
+		BytesSent:      s.sent.bytes.Load(),
+		FramesSkipped:  s.sent.skipped.Load(),
+		PlayoutSkipped: s.rx.playoutSkipped.Load(),
 	}
 
 	s.rx.mu.Lock()
