@@ -177,7 +177,9 @@ type CredentialConfig struct {
 	// PublicHost is the host put in the URLs (a DNS name for turns:, whose
 	// certificate must match it); "" means the IP address the peer reached
 	// this host at (a host listening on 0.0.0.0 answers each peer with the
-	// address that peer used).
+	// address that peer used; over QUIC, which does not report it, with the
+	// address the kernel routes replies to that peer from). Set it when the
+	// host is behind a NAT.
 	PublicHost string
 	// PeerRate and PeerBurst limit requests per peer ID; 0 means
 	// DefaultPeerRate and DefaultPeerBurst.
@@ -345,6 +347,13 @@ func (cs *CredentialService) answer(p peer.ID, remote, local ma.Multiaddr) *Cred
 	if hostname == "" {
 		lip, ok := multiaddrIP(local)
 		if !ok || lip.IsUnspecified() {
+			// A wildcard listener that does not report the packet's
+			// destination (QUIC here): take the address the kernel answers
+			// this client from, which is the one it reached us at unless a
+			// NAT sits in front (then PublicHost is needed anyway).
+			lip, ok = routeSource(rip)
+		}
+		if !ok || lip.IsUnspecified() {
 			return refuse(credRefusedNoAddress, "relay does not know its own address; ask the operator to set a public host")
 		}
 		hostname = lip.String()
@@ -364,6 +373,18 @@ func (cs *CredentialService) answer(p peer.ID, remote, local ma.Multiaddr) *Cred
 	}
 	cs.issued.Add(1)
 	return f
+}
+
+// routeSource is the local address the kernel would send to dst from. It
+// sends nothing: connecting a UDP socket only looks up the route.
+var routeSource = func(dst netip.Addr) (netip.Addr, bool) {
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(dst, 9)))
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	defer c.Close()
+	a := c.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+	return a, a.IsValid()
 }
 
 func isCircuit(m ma.Multiaddr) bool {

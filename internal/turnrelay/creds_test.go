@@ -164,6 +164,9 @@ func TestCredentialLimitsPerIPAndAuthorize(t *testing.T) {
 // TestCredentialAnswerAddresses: which host the URLs name, from the
 // connection's addresses and the configuration.
 func TestCredentialAnswerAddresses(t *testing.T) {
+	if a, ok := routeSource(loopback4); !ok || a != loopback4 {
+		t.Fatalf("route source toward 127.0.0.1 = %v, %v", a, ok)
+	}
 	p, _ := peer.Decode("12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN")
 	m := func(s string) ma.Multiaddr { return ma.StringCast(s) }
 	tests := []struct {
@@ -175,11 +178,19 @@ func TestCredentialAnswerAddresses(t *testing.T) {
 		{"direct IPv4", "", "/ip4/198.51.100.9/tcp/5000", "/ip4/203.0.113.7/tcp/4101", "turn:203.0.113.7:3479?transport=udp", ""},
 		{"direct QUIC IPv6", "", "/ip6/2001:db8::9/udp/5000/quic-v1", "/ip6/2001:db8::7/udp/4101/quic-v1", "turn:[2001:db8::7]:3479?transport=udp", ""},
 		{"configured host", "relay.example.org", "/ip4/198.51.100.9/tcp/5000", "/ip4/10.0.0.7/tcp/4101", "turn:relay.example.org:3479?transport=udp", ""},
-		{"unknown own address", "", "/ip4/198.51.100.9/tcp/5000", "/ip4/0.0.0.0/tcp/4101", "", "own address"},
+		{"wildcard local address: the route toward the client", "", "/ip4/127.0.0.1/udp/5000/quic-v1", "/ip4/0.0.0.0/udp/4101/quic-v1", "turn:127.0.0.1:3479?transport=udp", ""},
+		{"no route toward the client", "", "/ip4/198.51.100.9/tcp/5000", "/ip4/0.0.0.0/tcp/4101", "", "own address"},
 		{"through a circuit", "", "/ip4/198.51.100.1/tcp/4100/p2p/" + p.String() + "/p2p-circuit", "/p2p-circuit", "", "direct connection"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			defer func(orig func(netip.Addr) (netip.Addr, bool)) { routeSource = orig }(routeSource)
+			routeSource = func(dst netip.Addr) (netip.Addr, bool) {
+				if dst.IsLoopback() { // the only route a test may rely on
+					return dst, true
+				}
+				return netip.Addr{}, false
+			}
 			cs := &CredentialService{cfg: CredentialConfig{Secret: testSecret, TTL: time.Hour, UDPPort: 3479,
 				PublicHost: tc.public, Logger: testLogger(), Now: time.Now},
 				peers: newLimiterSet[peer.ID](1, 10), ips: newLimiterSet[netip.Addr](1, 10)}

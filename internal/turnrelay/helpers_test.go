@@ -119,7 +119,7 @@ func turnGoroutines() []string {
 	return out
 }
 
-func issue(t *testing.T, id string) turnrest.Credential {
+func issue(t testing.TB, id string) turnrest.Credential {
 	t.Helper()
 	c, err := turnrest.Issue(testSecret, id, time.Hour, time.Now())
 	if err != nil {
@@ -136,7 +136,7 @@ func quietPion() logging.LoggerFactory {
 }
 
 // turnClient is a pion/turn client over UDP, TCP or TLS to addr.
-func turnClient(t *testing.T, transport, addr, user, pass string) *turn.Client {
+func turnClient(t testing.TB, transport, addr, user, pass string) *turn.Client {
 	t.Helper()
 	var conn net.PacketConn
 	switch transport {
@@ -181,7 +181,7 @@ func turnClient(t *testing.T, transport, addr, user, pass string) *turn.Client {
 }
 
 // allocate makes an allocation and closes it at the end of the test.
-func allocate(t *testing.T, c *turn.Client) net.PacketConn {
+func allocate(t testing.TB, c *turn.Client) net.PacketConn {
 	t.Helper()
 	rc, err := c.Allocate()
 	if err != nil {

@@ -22,6 +22,8 @@ const (
 	// pendingAllocTTL is how long a quota slot is held for an Allocate that
 	// passed the quota check but has not (yet) produced an allocation.
 	pendingAllocTTL = 5 * time.Second
+	// udpSocketBuffer is the UDP listener's socket buffer size.
+	udpSocketBuffer = 4 << 20
 	// closeWait bounds how long Close waits for pion's goroutines.
 	closeWait = 5 * time.Second
 )
@@ -108,6 +110,17 @@ func New(cfg Config) (_ *Server, err error) {
 		pc, err := net.ListenPacket("udp", st.UDPAddr)
 		if err != nil {
 			return nil, fmt.Errorf("turn relay UDP listener %s: %w", st.UDPAddr, err)
+		}
+		if u, ok := pc.(*net.UDPConn); ok {
+			// Every client's datagrams queue on this one socket for pion's
+			// one read loop; the default buffer holds only ~10 ms of a few
+			// hundred calls. The kernel caps it at net.core.rmem_max.
+			if err := u.SetReadBuffer(udpSocketBuffer); err != nil {
+				s.log.Debug("TURN UDP receive buffer", "err", err)
+			}
+			if err := u.SetWriteBuffer(udpSocketBuffer); err != nil {
+				s.log.Debug("TURN UDP send buffer", "err", err)
+			}
 		}
 		s.udp = newPacketListener(pc, s.log)
 		s.addSelf(pc.LocalAddr())
