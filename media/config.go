@@ -108,19 +108,18 @@ type Config struct {
 var ErrInvalidConfig = errors.New("media: invalid config")
 
 const (
-	defaultBitrate       = 32000
-	defaultExpectedLoss  = 10
-	defaultJitterMin     = 20 * time.Millisecond
-	defaultJitterMax     = 200 * time.Millisecond
-	defaultJitterStart   = 40 * time.Millisecond
-	maxJitterMax         = time.Second
-	defaultDisconnected  = 5 * time.Second
-	defaultFailed        = 25 * time.Second
-	defaultKeepalive     = 2 * time.Second
-	minBitrate           = 6000
-	maxBitrate           = 510000
-	maxICEServers        = 16
-	sampleDurationPerSec = SampleRate
+	defaultBitrate      = 32000
+	defaultExpectedLoss = 10
+	defaultJitterMin    = 20 * time.Millisecond
+	defaultJitterMax    = 200 * time.Millisecond
+	defaultJitterStart  = 40 * time.Millisecond
+	maxJitterMax        = time.Second
+	defaultDisconnected = 5 * time.Second
+	defaultFailed       = 25 * time.Second
+	defaultKeepalive    = 2 * time.Second
+	minBitrate          = 6000
+	maxBitrate          = 510000
+	maxICEServers       = 16
 )
 
 // normalized returns a copy of c with defaults filled in, or an error
@@ -225,7 +224,7 @@ func roundUpFrame(d time.Duration) time.Duration {
 
 // durationSamples converts d to 48 kHz samples.
 func durationSamples(d time.Duration) int {
-	return int(d * sampleDurationPerSec / time.Second)
+	return int(d * SampleRate / time.Second)
 }
 
 // samplesDuration converts 48 kHz samples to a duration.

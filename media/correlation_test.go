@@ -103,3 +103,14 @@ func segmentCorrelation(sent, received []int16, maxLag, segLen, window int) (flo
 	}
 	return sum / weight, lag
 }
+
+func frameRMS(x []int16) float64 {
+	if len(x) == 0 {
+		return 0
+	}
+	var e float64
+	for _, v := range x {
+		e += float64(v) * float64(v)
+	}
+	return math.Sqrt(e / float64(len(x)))
+}

@@ -50,8 +50,8 @@ const (
 )
 
 type jitterConfig struct {
-	minDelay, maxDelay, startDelay int // samples, multiples of FrameSamples
-	fec                            bool
+	minDelay, maxDelay, startDelay int  // samples, multiples of FrameSamples
+	fec                            bool // rebuild lost frames from the next packet's LBRR
 }
 
 type jbPacket struct {

@@ -2,7 +2,6 @@ package media
 
 import (
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/thesyncim/gopus"
@@ -178,15 +177,4 @@ func lostFrame(p []byte) []byte {
 		config |= 3
 	}
 	return []byte{config<<3 | p[0]&0x04}
-}
-
-func frameRMS(x []int16) float64 {
-	if len(x) == 0 {
-		return 0
-	}
-	var e float64
-	for _, v := range x {
-		e += float64(v) * float64(v)
-	}
-	return math.Sqrt(e / float64(len(x)))
 }
