@@ -122,18 +122,9 @@ func StartCloud(cfg CloudConfig) (_ *Cloud, err error) {
 	if c.host, err = libp2p.New(opts...); err != nil {
 		return nil, fmt.Errorf("cloud relay libp2p host: %w", err)
 	}
-	cc.Secret = c.TURN.s.Secret
+	own := c.TURN.CredentialConfig()
+	cc.Secret, cc.Now, cc.UDPPort, cc.TCPPort, cc.TLSPort = own.Secret, own.Now, own.UDPPort, own.TCPPort, own.TLSPort
 	cc.Logger = cfg.Logger.With("service", "turn-credentials")
-	cc.Now = c.TURN.s.Now
-	if a := c.TURN.UDPAddr(); a != nil {
-		cc.UDPPort = a.Port
-	}
-	if a := c.TURN.TCPAddr(); a != nil {
-		cc.TCPPort = a.Port
-	}
-	if a := c.TURN.TLSAddr(); a != nil {
-		cc.TLSPort = a.Port
-	}
 	if c.Creds, err = ServeCredentials(c.host, *cc); err != nil {
 		return nil, err
 	}

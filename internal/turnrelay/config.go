@@ -82,8 +82,8 @@ type Config struct {
 	AllowCIDRs []netip.Prefix
 
 	// MaxAllocations caps live allocations on the server; 0 means
-	// DefaultMaxAllocations, NoLimit none. It also caps open TCP and TLS
-	// connections.
+	// DefaultMaxAllocations, NoLimit none. It also caps open connections on
+	// each of the TCP and TLS listeners (one allocation per connection).
 	MaxAllocations int
 	// MaxAllocationsPerUser caps live allocations per credential id (the
 	// <id> of "<expiry>:<id>"); 0 means DefaultMaxAllocationsPerUser,

@@ -226,6 +226,23 @@ func (s *Server) TLSAddr() *net.TCPAddr {
 // Realm is the STUN realm clients authenticate in.
 func (s *Server) Realm() string { return s.s.Realm }
 
+// CredentialConfig is a CredentialConfig describing this server: its
+// secret, its listener ports and its clock. A supernode adds the limits and
+// serves it with ServeCredentials on its own host.
+func (s *Server) CredentialConfig() CredentialConfig {
+	c := CredentialConfig{Secret: s.s.Secret, Now: s.s.Now}
+	if a := s.UDPAddr(); a != nil {
+		c.UDPPort = a.Port
+	}
+	if a := s.TCPAddr(); a != nil {
+		c.TCPPort = a.Port
+	}
+	if a := s.TLSAddr(); a != nil {
+		c.TLSPort = a.Port
+	}
+	return c
+}
+
 // MaxCredentialTTL is the longest credential lifetime the server accepts.
 func (s *Server) MaxCredentialTTL() time.Duration { return s.s.MaxCredentialTTL }
 
