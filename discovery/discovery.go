@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"time"
 
 	dht "github.com/libp2p/go-libp2p-kad-dht"
@@ -87,38 +86,48 @@ func ParseAddrs(addrs []string) ([]peer.AddrInfo, error) {
 }
 
 // Bootstrap connects to every peer in parallel and returns how many answered.
-// It fails with ErrNoBootstrap, naming each failure, when none did within
-// timeout.
+// Once one has answered it waits at most bootstrapGrace for the others, so
+// a dead supernode in the list (whose QUIC dial only fails at the handshake
+// timeout) does not hold the node up. It fails with ErrNoBootstrap, naming
+// each failure, when none answered within timeout.
 func Bootstrap(ctx context.Context, h host.Host, peers []peer.AddrInfo, timeout time.Duration) (int, error) {
 	if len(peers) == 0 {
 		return 0, fmt.Errorf("%w: no bootstrap addresses given", ErrNoBootstrap)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var mu sync.Mutex
-	var wg sync.WaitGroup
+	type result struct {
+		id  peer.ID
+		err error
+	}
+	results := make(chan result, len(peers))
+	for _, pi := range peers {
+		go func(pi peer.AddrInfo) { results <- result{pi.ID, h.Connect(ctx, pi)} }(pi)
+	}
 	var errs []string
 	ok := 0
-	for _, pi := range peers {
-		wg.Add(1)
-		go func(pi peer.AddrInfo) {
-			defer wg.Done()
-			err := h.Connect(ctx, pi)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, fmt.Sprintf("%s: %v", pi.ID.ShortString(), shortErr(err)))
-				return
+	var grace <-chan time.Time
+	for i := 0; i < len(peers); i++ {
+		select {
+		case r := <-results:
+			if r.err != nil {
+				errs = append(errs, fmt.Sprintf("%s: %v", r.id.ShortString(), shortErr(r.err)))
+				continue
 			}
-			ok++
-		}(pi)
+			if ok++; ok == 1 {
+				grace = time.After(bootstrapGrace)
+			}
+		case <-grace:
+			return ok, nil
+		}
 	}
-	wg.Wait()
 	if ok == 0 {
 		return 0, fmt.Errorf("%w after %s (%s)", ErrNoBootstrap, timeout, strings.Join(errs, "; "))
 	}
 	return ok, nil
 }
+
+const bootstrapGrace = time.Second
 
 func shortErr(err error) string {
 	if errors.Is(err, context.DeadlineExceeded) {

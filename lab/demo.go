@@ -22,6 +22,7 @@ import (
 	"github.com/parley-net/parley/media"
 	"github.com/parley-net/parley/node"
 	"github.com/parley-net/parley/supernode"
+	"github.com/parley-net/parley/supernode/mailbox"
 )
 
 // DemoOptions configures RunDemo.
@@ -40,12 +41,13 @@ type DemoOptions struct {
 // DemoReport is the demo's summary; its JSON form is what `parley demo
 // --json` prints.
 type DemoReport struct {
-	OK        bool        `json:"ok"`
-	Nodes     int         `json:"nodes"`
-	ResolveMS float64     `json:"resolve_ms"`
-	Chat      ChatReport  `json:"chat"`
-	Call      *CallReport `json:"call,omitempty"`
-	Error     string      `json:"error,omitempty"`
+	OK        bool           `json:"ok"`
+	Nodes     int            `json:"nodes"`
+	ResolveMS float64        `json:"resolve_ms"`
+	Chat      ChatReport     `json:"chat"`
+	Call      *CallReport    `json:"call,omitempty"`
+	Offline   *OfflineReport `json:"offline,omitempty"`
+	Error     string         `json:"error,omitempty"`
 }
 
 // CallReport sums up the demo's call.
@@ -126,6 +128,11 @@ func (r *DemoReport) check() error {
 	if c.Lost != 0 || c.Duplicates != 0 || c.Delivered != c.Sent {
 		return fmt.Errorf("demo: %d of %d messages delivered, %d duplicates", c.Delivered, c.Sent, c.Duplicates)
 	}
+	if o := r.Offline; o != nil {
+		if o.Lost != 0 || o.Duplicates != 0 || o.Delivered != o.Sent || !o.HistoriesIdentical {
+			return fmt.Errorf("demo offline: %d of %d delivered, %d duplicates, histories identical %v", o.Delivered, o.Sent, o.Duplicates, o.HistoriesIdentical)
+		}
+	}
 	if k := r.Call; k != nil {
 		switch {
 		case k.AudioCorrelation < minCorrelation:
@@ -140,13 +147,28 @@ func (r *DemoReport) check() error {
 }
 
 func runDemo(ctx context.Context, opt DemoOptions, dir string, out io.Writer, log *slog.Logger, rep *DemoReport) error {
-	sn, err := supernode.New(ctx, supernode.Config{Home: dir + "/supernode", Listen: loopback, Logger: log.With("role", "supernode")})
-	if err != nil {
-		return err
+	// Four supernodes: each account's mail lives on the three closest to it,
+	// so one is left to take over when holders die.
+	sns := make([]*supernode.Supernode, demoSupernodes)
+	defer func() {
+		for _, s := range sns {
+			if s != nil {
+				s.Close()
+			}
+		}
+	}()
+	var boot []peer.AddrInfo
+	for i := range sns {
+		s, err := supernode.New(ctx, supernode.Config{Home: fmt.Sprintf("%s/supernode%d", dir, i), Listen: loopback, Bootstrap: boot,
+			Logger: log.With("role", fmt.Sprintf("supernode%d", i)), Mailbox: mailbox.Config{ReplicateInterval: 500 * time.Millisecond}})
+		if err != nil {
+			return err
+		}
+		sns[i] = s
+		boot = append(boot, s.AddrInfo())
+		rep.Nodes++
+		fmt.Fprintf(out, "supernode%d %s\n", i, s.Addrs()[0])
 	}
-	defer sn.Close()
-	rep.Nodes++
-	fmt.Fprintf(out, "supernode  %s\n", sn.Addrs()[0])
 
 	// bob has two devices: his laptop holds the account key and signs the
 	// phone into his handle record before either goes online.
@@ -159,8 +181,9 @@ func runDemo(ctx context.Context, opt DemoOptions, dir string, out io.Writer, lo
 		return err
 	}
 	start := func(home, label string) (*node.Node, error) {
-		n, err := node.Start(ctx, node.Config{Home: dir + "/" + home, Listen: loopback, Bootstrap: []peer.AddrInfo{sn.AddrInfo()},
-			RetryInterval: 200 * time.Millisecond, Media: loopbackMedia, Logger: log.With("role", label)})
+		n, err := node.Start(ctx, node.Config{Home: dir + "/" + home, Listen: loopback, Bootstrap: boot,
+			RetryInterval: 200 * time.Millisecond, FetchInterval: time.Second, DeliveryTimeout: 3 * time.Second,
+			Media: loopbackMedia, Logger: log.With("role", label)})
 		if err != nil {
 			return nil, fmt.Errorf("start %s: %w", label, err)
 		}
@@ -195,7 +218,19 @@ func runDemo(ctx context.Context, opt DemoOptions, dir string, out io.Writer, lo
 		return err
 	}
 	rep.Call = &CallReport{}
-	return demoCall(ctx, out, dir, alice, bob, phone, rep.Call)
+	if err := demoCall(ctx, out, dir, alice, bob, phone, rep.Call); err != nil {
+		return err
+	}
+	rep.Offline = &OfflineReport{}
+	restart := func() (*node.Node, error) {
+		n, err := start("bob-phone", "bob-phone")
+		if err == nil {
+			phone = n
+		}
+		return n, err
+	}
+	defer func() { phone.Close() }()
+	return demoOffline(ctx, out, sns, alice, bob, phone, restart, rep.Offline)
 }
 
 func linkDevice(primaryHome, home, name string) error {

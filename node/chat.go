@@ -132,7 +132,7 @@ func (n *Node) receiveEnvelope(b []byte, handedBy peer.ID, viaMailbox bool) (str
 	}
 	// The record in the envelope proves the device was the account's when it
 	// signed; a device since unlinked must not speak for the account now.
-	if cur, err := n.resolve(n.ctx, e.From, false); err == nil && cur.Seq > rec.Seq && !cur.HasDevice(mustDecode(e.FromDevice)) {
+	if cur := n.cachedRecord(e.From); cur != nil && cur.Seq > rec.Seq && !cur.HasDevice(mustDecode(e.FromDevice)) {
 		return e.ID, fmt.Errorf("%w: device %s was unlinked from %s", ErrBadEnvelope, shortPeer(e.FromDevice), e.From)
 	}
 	p, err := openEnvelope(e, rec, n.id.BoxKey)
@@ -718,33 +718,59 @@ func (n *Node) deposit(ctx context.Context, device peer.ID, rec *discovery.Handl
 }
 
 // FetchMailbox takes this device's envelopes from its mailboxes, commits
-// each, and lets the mailboxes delete what was committed. It returns how many
-// envelopes were handed over.
+// each, and lets the mailboxes delete what was committed. It asks the
+// supernodes it is connected to at once and the holders a DHT lookup names as
+// they are found, so a lookup slowed by dead supernodes does not hold up mail
+// a live holder has. It returns how many envelopes were handed over.
 func (n *Node) FetchMailbox(ctx context.Context) int {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	holders, err := n.mailboxHolders(ctx, n.id.AccountPub)
-	if err != nil {
-		n.log.Debug("fetch mailbox", "err", err)
-		return 0
-	}
+	var mu sync.Mutex
+	asked := map[peer.ID]bool{}
 	total := 0
-	for _, h := range holders {
-		got, err := mailbox.Fetch(ctx, n.host, h, n.ID(), func(it mailbox.Item) error {
-			_, err := n.receiveEnvelope(it.Env, h, true)
-			if err != nil && n.ctx.Err() != nil {
-				return mailbox.ErrRetryLater
-			}
-			if err != nil {
-				n.log.Warn("mailbox envelope refused", "holder", h, "id", it.ID, "err", err)
-			}
-			return err
-		})
-		if err != nil {
-			n.log.Debug("fetch mailbox", "holder", h, "err", err)
+	var wg sync.WaitGroup
+	fetch := func(h peer.ID) {
+		mu.Lock()
+		if asked[h] {
+			mu.Unlock()
+			return
 		}
-		total += got
+		asked[h] = true
+		mu.Unlock()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, err := mailbox.Fetch(ctx, n.host, h, n.ID(), func(it mailbox.Item) error {
+				_, err := n.receiveEnvelope(it.Env, h, true)
+				if err != nil && n.ctx.Err() != nil {
+					return mailbox.ErrRetryLater
+				}
+				if err != nil {
+					n.log.Warn("mailbox envelope refused", "holder", h, "id", it.ID, "err", err)
+				}
+				return err
+			})
+			if err != nil {
+				n.log.Debug("fetch mailbox", "holder", h, "err", err)
+			}
+			mu.Lock()
+			total += got
+			mu.Unlock()
+		}()
 	}
+	for _, sn := range n.cfg.Bootstrap {
+		if n.host.Network().Connectedness(sn.ID) == network.Connected {
+			fetch(sn.ID)
+		}
+	}
+	if holders, err := n.mailboxHolders(ctx, n.id.AccountPub); err == nil {
+		for _, h := range holders {
+			fetch(h)
+		}
+	} else {
+		n.log.Debug("find mailboxes", "err", err)
+	}
+	wg.Wait()
 	if total > 0 {
 		n.log.Info("mailbox fetched", "envelopes", total)
 	}

@@ -103,8 +103,9 @@ type Node struct {
 	kick      chan struct{}
 	inflight  sync.Map // device peer ID -> struct{}: a delivery is under way
 
-	mu       sync.Mutex
-	resolved map[string]resolvedRecord
+	mu         sync.Mutex
+	resolved   map[string]resolvedRecord
+	refreshing map[string]bool
 }
 
 type resolvedRecord struct {
@@ -190,6 +191,13 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := discovery.WaitRoutable(joinCtx, n.dht); err != nil {
 		return nil, fmt.Errorf("join the parley DHT: %w", err)
 	}
+	// Mail that waited while this device was away comes first; publishing
+	// (a DHT lookup that can wait on dead supernodes) need not hold it up.
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.FetchMailbox(n.ctx)
+	}()
 	if err := n.publish(joinCtx); err != nil {
 		return nil, err
 	}
@@ -377,6 +385,37 @@ func (n *Node) resolve(ctx context.Context, handle string, fresh bool) (*discove
 	n.resolved[handle] = resolvedRecord{rec: rec, at: now}
 	n.mu.Unlock()
 	return rec, nil
+}
+
+// cachedRecord returns the last record resolved for a handle, if any, and
+// refreshes it in the background when it is stale, so a check that would
+// like the current record never waits on the DHT.
+func (n *Node) cachedRecord(handle string) *discovery.HandleRecord {
+	n.mu.Lock()
+	c, ok := n.resolved[handle]
+	refresh := !ok || n.cfg.Now().Sub(c.at) > resolveCacheTTL
+	if refresh {
+		if n.refreshing == nil {
+			n.refreshing = map[string]bool{}
+		}
+		refresh = !n.refreshing[handle]
+		n.refreshing[handle] = true
+	}
+	n.mu.Unlock()
+	if refresh {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.resolve(n.ctx, handle, true)
+			n.mu.Lock()
+			delete(n.refreshing, handle)
+			n.mu.Unlock()
+		}()
+	}
+	if !ok {
+		return nil
+	}
+	return c.rec
 }
 
 // connect reaches a device: known addresses or a DHT lookup first, then a
