@@ -189,6 +189,12 @@ func (s *Supernode) serveMetrics(reg *prometheus.Registry) error {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "parley_supernode_dht_routing_table_size", Help: "DHT servers in the routing table.",
 	}, func() float64 { return float64(s.dht.RoutingTable().Size()) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "parley_mailbox_envelopes", Help: "Envelopes the mailbox keeps for offline devices.",
+	}, func() float64 {
+		c, _ := s.mailbox.Count()
+		return float64(c)
+	}))
 	l, err := net.Listen("tcp", s.cfg.MetricsAddr)
 	if err != nil {
 		return fmt.Errorf("metrics listener %s: %w", s.cfg.MetricsAddr, err)
