@@ -71,7 +71,7 @@ func newApp() *cli.App {
 		},
 		Commands: []*cli.Command{
 			supernodeCmd(), daemonCmd(), idCmd(), whoisCmd(), chatCmd(),
-			groupCmd(), callCmd(), callsCmd(), answerCmd(),
+			groupCmd(), callCmd(), callsCmd(), answerCmd(), relayCmd(),
 			simpleCallVerb("reject", "decline a ringing call (the only one, or by ID)"),
 			simpleCallVerb("hangup", "end a call (the only one, or by ID)"),
 			statusCmd(), demoCmd(),
