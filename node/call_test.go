@@ -21,7 +21,7 @@ import (
 // fast and deterministic.
 var loopbackMedia = media.Config{IncludeLoopback: true, IPFilter: func(ip net.IP) bool { return ip.IsLoopback() }}
 
-func startCallNode(t *testing.T, home string, sn *supernode.Supernode, auto func(CallInfo) (CallOptions, error)) *Node {
+func startCallNode(t testing.TB, home string, sn *supernode.Supernode, auto func(CallInfo) (CallOptions, error)) *Node {
 	t.Helper()
 	n, err := Start(context.Background(), Config{Home: home, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: []peer.AddrInfo{sn.AddrInfo()},
 		Logger: quietLogger(), Media: loopbackMedia, AutoAnswer: auto})

@@ -502,7 +502,11 @@ func (n *Node) deliver(ctx context.Context, device string, outs []Outgoing) (map
 		return state, err
 	}
 	envs, rec, err := n.seal(ctx, id, outs)
-	if err == nil {
+	if err == nil && n.recentlyUnreachable(id) {
+		// Do not wait for a dial timeout per message: the device was just
+		// unreachable, so its mail goes to its mailboxes.
+		err = unreachableError{fmt.Errorf("device %s unreachable a moment ago", id.ShortString())}
+	} else if err == nil {
 		for len(envs) > 0 {
 			b := min(len(envs), deliverBatch)
 			if err = n.deliverDirect(ctx, id, outs[:b], envs[:b], state); err != nil {
@@ -510,18 +514,19 @@ func (n *Node) deliver(ctx context.Context, device string, outs []Outgoing) (map
 			}
 			outs, envs = outs[b:], envs[b:]
 		}
-		if err != nil && isUnreachable(err) {
-			// The device is not reachable: leave what it lacks with its mailboxes.
-			var left []Outgoing
-			var leftEnvs [][]byte
-			for i, o := range outs {
-				if _, ok := state[o.ID]; !ok {
-					left, leftEnvs = append(left, o), append(leftEnvs, envs[i])
-				}
+	}
+	if err != nil && isUnreachable(err) && envs != nil {
+		// The device is not reachable: leave what it lacks with its mailboxes.
+		n.markUnreachable(id)
+		var left []Outgoing
+		var leftEnvs [][]byte
+		for i, o := range outs {
+			if _, ok := state[o.ID]; !ok {
+				left, leftEnvs = append(left, o), append(leftEnvs, envs[i])
 			}
-			if merr := n.deposit(ctx, id, rec, left, leftEnvs, state); merr != nil {
-				err = fmt.Errorf("%v; mailbox: %w", err, merr)
-			}
+		}
+		if merr := n.deposit(ctx, id, rec, left, leftEnvs, state); merr != nil {
+			err = fmt.Errorf("%v; mailbox: %w", err, merr)
 		}
 	}
 	now := n.cfg.Now()
@@ -537,6 +542,26 @@ func (n *Node) deliver(ctx context.Context, device string, outs []Outgoing) (map
 		n.store.MarkRetry(context.Background(), o.ID, device, now.Add(backoff).UnixMilli(), why)
 	}
 	return state, err
+}
+
+// unreachableFor is how long a device that could not be dialled is not
+// dialled again for new messages (a connection from it ends this early).
+const unreachableFor = 30 * time.Second
+
+func (n *Node) markUnreachable(id peer.ID) {
+	n.unreachable.Store(id, n.cfg.Now().Add(unreachableFor))
+}
+
+func (n *Node) recentlyUnreachable(id peer.ID) bool {
+	v, ok := n.unreachable.Load(id)
+	if !ok {
+		return false
+	}
+	if n.cfg.Now().After(v.(time.Time)) {
+		n.unreachable.Delete(id)
+		return false
+	}
+	return true
 }
 
 type unreachableError struct{ err error }

@@ -20,6 +20,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
@@ -95,13 +96,14 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	events    *eventBus
-	inbound   *streamLimiter
-	callLimit *streamLimiter
-	calls     calls
-	links     linkCodes
-	kick      chan struct{}
-	inflight  sync.Map // device peer ID -> struct{}: a delivery is under way
+	events      *eventBus
+	inbound     *streamLimiter
+	callLimit   *streamLimiter
+	calls       calls
+	links       linkCodes
+	kick        chan struct{}
+	inflight    sync.Map // device peer ID -> struct{}: a delivery is under way
+	unreachable sync.Map // device peer ID -> time.Time: not dialled for new mail until then
 
 	mu         sync.Mutex
 	resolved   map[string]resolvedRecord
@@ -178,6 +180,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.startHost(); err != nil {
 		return nil, err
 	}
+	n.host.Network().Notify(&network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		n.unreachable.Delete(c.RemotePeer()) // it is back
+	}})
 	n.host.SetStreamHandler(ChatProtocol, n.handleChat)
 	n.host.SetStreamHandler(CallProtocol, n.handleCall)
 	n.host.SetStreamHandler(LinkProtocol, n.handleLink)

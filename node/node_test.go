@@ -23,7 +23,7 @@ var loopback = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func startSupernode(t *testing.T) *supernode.Supernode {
+func startSupernode(t testing.TB) *supernode.Supernode {
 	t.Helper()
 	sn, err := supernode.New(context.Background(), supernode.Config{Home: t.TempDir(), Listen: loopback, Logger: quietLogger()})
 	if err != nil {
@@ -33,7 +33,7 @@ func startSupernode(t *testing.T) *supernode.Supernode {
 	return sn
 }
 
-func initHome(t *testing.T, handle string) string {
+func initHome(t testing.TB, handle string) string {
 	t.Helper()
 	home := t.TempDir()
 	if _, err := InitIdentity(home, handle, handle+"-laptop", time.Now()); err != nil {
