@@ -43,6 +43,14 @@ func (s *Session) sendLoop() {
 		due := int64(s.cfg.Now().Sub(start)/FrameDuration) + 1
 		if lag := due - frames; lag > maxCatchUp {
 			skip := lag - maxCatchUp
+			// The skipped frames' audio is lost, as a live microphone's would
+			// be: read it from the source and drop it, so what follows stays
+			// on the wall clock the RTP timestamps follow.
+			for i := int64(0); i < skip && !srcDone; i++ {
+				if err := src.ReadFrame(frame); err != nil {
+					srcDone = true
+				}
+			}
 			frames += skip
 			pkt.Timestamp += uint32(skip * FrameSamples)
 			s.sent.skipped.Add(uint64(skip))

@@ -132,7 +132,14 @@ func (n *Node) receiveEnvelope(b []byte, handedBy peer.ID, viaMailbox bool) (str
 	}
 	// The record in the envelope proves the device was the account's when it
 	// signed; a device since unlinked must not speak for the account now.
-	if cur := n.cachedRecord(e.From); cur != nil && cur.Seq > rec.Seq && !cur.HasDevice(mustDecode(e.FromDevice)) {
+	cur := n.cachedRecord
+	if mine {
+		cur = func(string) *discovery.HandleRecord {
+			r, _ := discovery.ParseHandleRecord(n.id.Record())
+			return r
+		}
+	}
+	if cur := cur(e.From); cur != nil && cur.Seq > rec.Seq && !cur.HasDevice(mustDecode(e.FromDevice)) {
 		return e.ID, fmt.Errorf("%w: device %s was unlinked from %s", ErrBadEnvelope, shortPeer(e.FromDevice), e.From)
 	}
 	p, err := openEnvelope(e, rec, n.id.BoxKey)
