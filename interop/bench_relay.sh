@@ -1,19 +1,30 @@
 #!/usr/bin/env bash
 # Drive parley's TURN relay and Debian's coturn with coturn's own load tool,
 # turnutils_uclient, with the same parameters, on 127.0.0.1 only, and print
-# a markdown table: relay CPU (utime+stime from /proc/PID/stat over the
-# uclient run), loss and round-trip time as uclient reports them.
+# a markdown table per run.
 #
 #   interop/bench_relay.sh PARLEY_BINARY [STREAMS...]   (default 50 200 500)
+#   MSGS=1000 LEN=120 interop/bench_relay.sh ...        (messages per stream, bytes)
 #
-# Needs: coturn (turnserver, turnutils_uclient, turnutils_peer) and a parley
-# binary with the relay command. Every process it starts is stopped on exit.
+# Each uclient session allocates on the server, binds a channel to a UDP
+# echo peer (turnutils_peer on 127.0.0.1:3480) and sends LEN-byte messages
+# every 20 ms; the peer echoes them, so the server relays two datagrams per
+# message. uclient starts and ends its sessions staggered, so the steady
+# figures use only the seconds in which uclient's send rate (from its
+# once-a-second progress lines) is at least 90% of its peak: server CPU
+# (utime+stime from /proc/PID/stat, sampled every 0.5 s) and the messages
+# uclient reports sent plus received in that window. Whole-run CPU (setup
+# included) is reported too. Relay port ranges hold 10000 ports each: at
+# 500 sessions a 1000-port range runs out (508). Needs coturn (turnserver,
+# turnutils_uclient, turnutils_peer) and a parley binary with the relay
+# command; every process it starts is stopped on exit (KEEP=1 keeps the
+# logs).
 set -euo pipefail
 
 parley=${1:?usage: $0 PARLEY_BINARY [STREAMS...]}
 shift
 if [ $# -gt 0 ]; then streams=("$@"); else streams=(50 200 500); fi
-msgs=${MSGS:-500}  # per stream: 500 x 20 ms = 10 s
+msgs=${MSGS:-1000} # per stream: 1000 x 20 ms = 20 s
 len=${LEN:-120}    # Opus-sized payload
 secret=bench-secret-0123456789abcdef
 dir=$(mktemp -d)
@@ -21,7 +32,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$dir"
+  if [ -n "${KEEP:-}" ]; then echo "logs in $dir" >&2; else rm -rf "$dir"; fi
 }
 trap cleanup EXIT
 
@@ -29,8 +40,8 @@ cat >"$dir/coturn.conf" <<EOF
 listening-ip=127.0.0.1
 listening-port=3478
 relay-ip=127.0.0.1
-min-port=44000
-max-port=44999
+min-port=40000
+max-port=49999
 realm=parley
 use-auth-secret
 static-auth-secret=$secret
@@ -57,7 +68,7 @@ pids+=($!)
 coturn_pid=$!
 PARLEY_HOME="$dir/home" PARLEY_RELAY_SECRET=$secret "$parley" relay \
   --relay-ip 127.0.0.1 --listen-udp 127.0.0.1:3479 --listen-tcp 127.0.0.1:3479 \
-  --libp2p-listen /ip4/127.0.0.1/tcp/4111 --allow-cidr 127.0.0.0/8 --ports 45000-45999 \
+  --libp2p-listen /ip4/127.0.0.1/tcp/4111 --allow-cidr 127.0.0.0/8 --ports 50000-59999 \
   --max-allocations -1 --user-quota -1 --ip-quota -1 >"$dir/parley.log" 2>&1 &
 pids+=($!)
 parley_pid=$!
@@ -66,24 +77,45 @@ sleep 2
 tck=$(getconf CLK_TCK)
 cpu_ms() { awk -v t="$tck" '{print ($14+$15)*1000/t}' "/proc/$1/stat"; }
 
-echo "| server | streams | relayed pkts | wall s | server CPU s | server %CPU/stream | server µs/pkt | lost | avg RTT ms | uclient CPU s |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| server | streams | msgs/stream | peak msgs/s (steady window) | steady relayed pkts/s | steady server %CPU | steady %CPU/stream | steady µs/pkt | whole-run server CPU s | lost | avg RTT ms | uclient CPU s |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for m in "${streams[@]}"; do
   for srv in coturn:3478:$coturn_pid parley:3479:$parley_pid; do
     IFS=: read -r name port pid <<<"$srv"
+    log="$dir/uclient-$name-$m.log"
+    samples="$dir/cpu-$name-$m.txt"
+    (while kill -0 "$pid" 2>/dev/null; do echo "$(date +%s.%N) $(cpu_ms "$pid")"; sleep 0.5; done) >"$samples" &
+    sampler=$!
     c0=$(cpu_ms "$pid")
-    t0=$(date +%s.%N)
-    out=$( { /usr/bin/time -f "UCPU %U %S" timeout 300 turnutils_uclient -W "$secret" -u bench \
-      -m "$m" -n "$msgs" -l "$len" -z 20 -c -X -e 127.0.0.1 -r 3480 -p "$port" 127.0.0.1; } 2>&1 || true)
-    t1=$(date +%s.%N)
+    { /usr/bin/time -f "UCPU %U %S" timeout 600 turnutils_uclient -W "$secret" -u bench \
+      -m "$m" -n "$msgs" -l "$len" -z 20 -c -X -e 127.0.0.1 -r 3480 -p "$port" 127.0.0.1 2>&1 || true; } |
+      while IFS= read -r line; do echo "$(date +%s.%N) $line"; done >"$log"
     c1=$(cpu_ms "$pid")
-    lost=$(grep -o 'Total lost packets [0-9]* ([0-9.]*%)' <<<"$out" | tail -1 | sed 's/Total lost packets //')
-    rtt=$(grep -o 'Average round trip delay [0-9.]*' <<<"$out" | tail -1 | awk '{print $5}')
-    ucpu=$(grep -o 'UCPU [0-9.]* [0-9.]*' <<<"$out" | awk '{print $2+$3}')
-    awk -v n="$name" -v m="$m" -v msgs="$msgs" -v t0="$t0" -v t1="$t1" -v c0="$c0" -v c1="$c1" \
-      -v lost="$lost" -v rtt="$rtt" -v ucpu="$ucpu" 'BEGIN {
-        pk = 2 * m * msgs; wall = t1 - t0; cpu = (c1 - c0) / 1000
-        printf "| %s | %d | %d | %.1f | %.2f | %.3f | %.1f | %s | %s | %s |\n", n, m, pk, wall, cpu, 100 * cpu / wall / m, 1e6 * cpu / pk, lost, rtt, ucpu }'
-    sleep 1
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
+    awk -v n="$name" -v m="$m" -v msgs="$msgs" -v c0="$c0" -v c1="$c1" '
+      FNR == NR { st[++ns] = $1; sc[ns] = $2; next }   # cpu samples: time cpu_ms
+      /start_mclient: msz=/ {
+        s = $0; sub(/.*tot_send_msgs=/, "", s); sub(/,.*/, "", s)
+        r = $0; sub(/.*tot_recv_msgs=/, "", r); sub(/,.*/, "", r)
+        lt[++nl] = $1; ls[nl] = s + 0; lr[nl] = r + 0
+      }
+      /Total lost packets/ { lost = $0; sub(/.*Total lost packets /, "", lost); sub(/, total.*/, "", lost) }
+      /Average round trip delay/ { rtt = $0; sub(/.*delay /, "", rtt); sub(/ ms.*/, "", rtt) }
+      /UCPU/ { ucpu = $3 + $4 }
+      function cpuat(t,   i) { for (i = 1; i <= ns; i++) if (st[i] >= t) return sc[i]; return sc[ns] }
+      END {
+        # The steady window: the one-second intervals sending at least 90%
+        # of the peak rate (sessions start and stop staggered).
+        peak = 0
+        for (i = 2; i <= nl; i++) { rate[i] = (ls[i] - ls[i-1]) / (lt[i] - lt[i-1]); if (rate[i] > peak) peak = rate[i] }
+        a = 0; b = 0
+        for (i = 2; i <= nl; i++) if (rate[i] >= 0.9 * peak) { if (!a) a = i - 1; b = i }
+        w = lt[b] - lt[a]; pk = (ls[b] - ls[a]) + (lr[b] - lr[a]); cpu = (cpuat(lt[b]) - cpuat(lt[a])) / 1000
+        if (!a || w <= 0 || pk <= 0) { printf "| %s | %d | %d | no steady window | | | | | %.2f | %s | %s | %s |\n", n, m, msgs, (c1 - c0) / 1000, lost, rtt, ucpu; exit }
+        printf "| %s | %d | %d | %.0f (%.0fs) | %.0f | %.1f | %.3f | %.1f | %.2f | %s | %s | %.2f |\n",
+          n, m, msgs, peak, w, pk / w, 100 * cpu / w, 100 * cpu / w / m, 1e6 * cpu / pk, (c1 - c0) / 1000, lost, rtt, ucpu
+      }' "$samples" "$log"
+    sleep 2
   done
 done
