@@ -56,6 +56,9 @@ type CallOptions struct {
 	Closers  []io.Closer
 	// RingTimeout bounds ringing (caller side); 0 means DefaultRingTimeout.
 	RingTimeout time.Duration
+	// Path and Profile override the node's policy for this call ("" keeps
+	// Config.Path and Config.Profile).
+	Path, Profile string
 }
 
 // Close closes what the options own.
@@ -86,6 +89,7 @@ type CallInfo struct {
 
 // CallStats is a call's health in units a person reads.
 type CallStats struct {
+	Tier        string  `json:"tier"`            // "direct", "supernode" or "cloud": who carries the media
 	Path        string  `json:"path"`            // "host", "srflx", "prflx" or "relay" (the less direct end)
 	PathDetail  string  `json:"path_detail"`     // local -> remote, and through which relay
 	Relay       string  `json:"relay,omitempty"` // TURN server carrying the call
@@ -111,6 +115,7 @@ type Call struct {
 	legs     map[peer.ID]*leg // outgoing: one per callee device
 	winner   *leg
 	restarts int
+	ice      *iceSet
 	started  time.Time
 	done     chan struct{}
 	ended    bool
@@ -209,11 +214,15 @@ func (c *Call) Info() CallInfo {
 	if c.winner != nil {
 		s = c.winner.session
 	}
-	restarts := c.restarts
+	restarts, ice := c.restarts, c.ice
 	c.mu.Unlock()
 	if s != nil && info.State != CallEnded {
-		st := statsOf(s.Stats())
+		ms := s.Stats()
+		st := statsOf(ms)
 		st.ICERestarts = restarts
+		if ice != nil {
+			st.Tier = ice.tierOf(ms.Path)
+		}
 		info.Stats = &st
 	}
 	return info
@@ -372,15 +381,6 @@ func (n *Node) FindCall(id string) (*Call, error) {
 	return nil, fmt.Errorf("%w: several calls; name one by ID (parley calls)", ErrNoSuchCall)
 }
 
-func (n *Node) mediaConfig(ctx context.Context) media.Config {
-	cfg := n.cfg.Media
-	cfg.ICEServers = append(append([]webrtc.ICEServer(nil), cfg.ICEServers...), n.supernodeICE(ctx)...)
-	if cfg.Logger == nil {
-		cfg.Logger = n.log
-	}
-	return cfg
-}
-
 // supernodeICE asks the connected supernodes for their STUN servers.
 func (n *Node) supernodeICE(ctx context.Context) []webrtc.ICEServer {
 	var out []webrtc.ICEServer
@@ -434,7 +434,12 @@ func (n *Node) Call(ctx context.Context, handle string, opts CallOptions) (*Call
 	n.calls.mu.Unlock()
 	n.publishCall(c)
 
-	mcfg := n.mediaConfig(ctx)
+	mcfg, ice, err := n.callMedia(ctx, opts.Path, opts.Profile)
+	if err != nil {
+		c.end("no path: " + err.Error())
+		return nil, err
+	}
+	c.ice = ice
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []string
@@ -895,7 +900,15 @@ func (c *Call) Answer(ctx context.Context, opts CallOptions) error {
 	n.calls.mu.Unlock()
 
 	c.opts = opts
-	mcfg := n.mediaConfig(ctx)
+	mcfg, ice, err := n.callMedia(ctx, opts.Path, opts.Profile)
+	if err != nil {
+		l.send(callFrame{Type: sigReject, Call: c.info.ID, Reason: "no path"})
+		c.end("no path: " + err.Error())
+		return err
+	}
+	c.mu.Lock()
+	c.ice = ice
+	c.mu.Unlock()
 	mcfg.Source, mcfg.Sink, mcfg.Recorder = opts.Source, opts.Sink, opts.Recorder
 	sess, err := media.NewSession(mcfg)
 	if err != nil {

@@ -73,6 +73,15 @@ type Config struct {
 	// servers, loopback candidates, bitrate, relay-only); the node adds the
 	// STUN servers of its supernodes. The zero value is media's default.
 	Media media.Config
+	// CloudRelays are operator-run TURN relays (parley relay) that hand this
+	// node credentials; nil means none: no cloud tier.
+	CloudRelays []peer.AddrInfo
+	// Path restricts calls to a tier: "" or "auto" (direct, else supernode
+	// relay, else cloud relay), "direct", "supernode" or "cloud".
+	Path string
+	// Profile is "" or "desktop" (every path), or "mobile" (relay-only, low
+	// bitrate, FEC, DTX, longer keepalives).
+	Profile string
 	// AutoAnswer, when set, answers every incoming call with the audio ends
 	// it returns; nil means calls ring until a client answers.
 	AutoAnswer func(CallInfo) (CallOptions, error)
@@ -101,6 +110,7 @@ type Node struct {
 	callLimit   *streamLimiter
 	calls       calls
 	links       linkCodes
+	creds       relayCreds
 	kick        chan struct{}
 	inflight    sync.Map // device peer ID -> struct{}: a delivery is under way
 	unreachable sync.Map // device peer ID -> time.Time: not dialled for new mail until then
@@ -118,6 +128,9 @@ type resolvedRecord struct {
 func (c *Config) setDefaults() error {
 	if c.Home == "" {
 		return errors.New("node: Home is required")
+	}
+	if err := checkPolicy(c.Path, c.Profile); err != nil {
+		return err
 	}
 	if len(c.Bootstrap) == 0 {
 		return fmt.Errorf("%w: pass --bootstrap with a supernode's multiaddr", discovery.ErrNoBootstrap)

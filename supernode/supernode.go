@@ -11,6 +11,8 @@ package supernode
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,6 +37,7 @@ import (
 	"github.com/parley-net/parley/discovery"
 	"github.com/parley-net/parley/internal/homelock"
 	"github.com/parley-net/parley/internal/keyfile"
+	"github.com/parley-net/parley/internal/turnrelay"
 	"github.com/parley-net/parley/supernode/mailbox"
 )
 
@@ -71,6 +74,11 @@ type Config struct {
 	// STUNAddr is the UDP address of the STUN server ("0.0.0.0:3478"); "" is
 	// no STUN server.
 	STUNAddr string
+	// TURN, when set, runs a TURN server for peers' media (the supernode
+	// relay tier) and hands credentials for it to connected peers over
+	// turnrelay.CredentialProtocol. An empty Secret gets a random one: the
+	// supernode is the only issuer. nil means no TURN service.
+	TURN *turnrelay.Config
 	// Mailbox configures the offline mailbox; Home, Host, Closest and
 	// IsSupernode are filled in. Its zero value is the mailbox's defaults.
 	Mailbox mailbox.Config
@@ -90,6 +98,8 @@ type Supernode struct {
 	mAddr   net.Addr
 	stun    *STUNServer
 	mailbox *mailbox.Server
+	turn    *turnrelay.Server
+	creds   *turnrelay.CredentialService
 }
 
 // New starts a supernode.
@@ -162,6 +172,21 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 		svc.STUNPort = s.stun.Addr().Port
 	}
 	discovery.ServeServices(s.host, svc)
+	if cfg.TURN != nil {
+		tc := *cfg.TURN
+		if tc.Secret == "" {
+			tc.Secret = hex.EncodeToString(randomBytes(32))
+		}
+		if tc.Logger == nil {
+			tc.Logger = cfg.Logger.With("service", "turn")
+		}
+		if s.turn, err = turnrelay.New(tc); err != nil {
+			return nil, fmt.Errorf("supernode TURN: %w", err)
+		}
+		if s.creds, err = turnrelay.ServeCredentials(s.host, s.turn.CredentialConfig()); err != nil {
+			return nil, fmt.Errorf("supernode TURN credentials: %w", err)
+		}
+	}
 	mb := cfg.Mailbox
 	mb.Home, mb.Host, mb.Closest, mb.IsSupernode = cfg.Home, s.host, s.closest, s.isSupernode
 	if mb.Logger == nil {
@@ -254,8 +279,23 @@ func (s *Supernode) isSupernode(p peer.ID) bool {
 // Mailbox is the supernode's mailbox.
 func (s *Supernode) Mailbox() *mailbox.Server { return s.mailbox }
 
+// TURN is the supernode's TURN server, or nil.
+func (s *Supernode) TURN() *turnrelay.Server { return s.turn }
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
 // Close stops the supernode.
 func (s *Supernode) Close() error {
+	if s.creds != nil {
+		s.creds.Close()
+	}
+	if s.turn != nil {
+		s.turn.Close()
+	}
 	if s.mailbox != nil {
 		s.mailbox.Close()
 	}
