@@ -226,6 +226,7 @@ func runDemo(ctx context.Context, opt DemoOptions, dir string, out io.Writer, lo
 		n, err := start("bob-phone", "bob-phone")
 		if err == nil {
 			phone = n
+			rep.Nodes-- // the same device again
 		}
 		return n, err
 	}

@@ -76,9 +76,9 @@ func demoCall(ctx context.Context, out io.Writer, dir string, alice, laptop, pho
 		return fmt.Errorf("laptop heard %.1f s of audio: %w", float64(heard.Len())/media.SampleRate, err)
 	}
 	info := call.Info()
-	if st, ok := call.MediaStats(); ok {
+	if info.Stats != nil {
 		rep.Candidate = info.Stats.Path
-		rep.Path = tierOf(st.Path)
+		rep.Path = info.Stats.Tier
 		rep.RTTMS, rep.JitterMS = round(info.Stats.RTTMS), round(info.Stats.JitterMS)
 		rep.LossPct, rep.MOS = round(info.Stats.LossPct), round(info.Stats.MOS)
 		fmt.Fprintf(out, "  path %s | rtt %.2f ms | jitter %.2f ms | loss %.1f%% | MOS %.2f\n", info.Stats.PathDetail, rep.RTTMS, rep.JitterMS, rep.LossPct, rep.MOS)
@@ -97,15 +97,6 @@ func demoCall(ctx context.Context, out io.Writer, dir string, alice, laptop, pho
 	fmt.Fprintf(out, "  hung up; what bob heard correlates %.3f with what alice sent (aligned at %.0f ms); the laptop recorded %d KiB of Ogg Opus\n",
 		peak, float64(lag)*1000/media.SampleRate, recorded>>10)
 	return nil
-}
-
-// tierOf names a media path's tier. Relayed paths are the supernode or the
-// cloud tier; the demo has no relays, so they are reported as "relay".
-func tierOf(p media.Path) string {
-	if p.Relayed() {
-		return "relay"
-	}
-	return "direct"
 }
 
 func waitCallEvent(ctx context.Context, ch <-chan node.Event, ok func(node.CallInfo) bool) (node.CallInfo, error) {

@@ -132,11 +132,16 @@ func (n *Node) apiHandler() http.Handler {
 		if !readJSON(w, r, &req) {
 			return
 		}
+		if err := checkPolicy(req.Path, req.Profile); err != nil {
+			writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
+			return
+		}
 		opts, err := req.Audio.Open()
 		if err != nil {
 			writeErr(w, err)
 			return
 		}
+		opts.Path, opts.Profile = req.Path, req.Profile
 		// The call outlives the request: it ends on hangup, not when the
 		// client disconnects.
 		c, err := n.Call(n.ctx, req.To, opts)
@@ -271,9 +276,11 @@ func (n *Node) apiHandler() http.Handler {
 }
 
 type callRequest struct {
-	ID    string    `json:"id"`
-	To    string    `json:"to"`
-	Audio AudioSpec `json:"audio"`
+	ID      string    `json:"id"`
+	To      string    `json:"to"`
+	Audio   AudioSpec `json:"audio"`
+	Path    string    `json:"path,omitempty"`
+	Profile string    `json:"profile,omitempty"`
 }
 
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
@@ -307,7 +314,7 @@ func writeErr(w http.ResponseWriter, err error) {
 		code = http.StatusNotFound
 	case errors.Is(err, ErrCallState), errors.Is(err, ErrBusy):
 		code = http.StatusConflict
-	case errors.Is(err, ErrNoDevice):
+	case errors.Is(err, ErrNoDevice), errors.Is(err, ErrNoRelay):
 		code = http.StatusServiceUnavailable
 	case errors.Is(err, ErrContactKeyChanged), errors.Is(err, discovery.ErrExpired):
 		code = http.StatusConflict
@@ -394,9 +401,9 @@ func (c *Client) History(ctx context.Context, with string, limit int) ([]Message
 }
 
 // Call rings every device of a handle.
-func (c *Client) Call(ctx context.Context, to string, audio AudioSpec) (*CallInfo, error) {
+func (c *Client) Call(ctx context.Context, to string, audio AudioSpec, path, profile string) (*CallInfo, error) {
 	var ci CallInfo
-	return &ci, c.do(ctx, http.MethodPost, "/v1/calls", callRequest{To: to, Audio: audio}, &ci)
+	return &ci, c.do(ctx, http.MethodPost, "/v1/calls", callRequest{To: to, Audio: audio, Path: path, Profile: profile}, &ci)
 }
 
 // Calls lists current and recent calls.

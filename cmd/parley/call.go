@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -57,7 +59,10 @@ func callCmd() *cli.Command {
 		Usage:     "call a handle: every device rings, the first to answer gets the call",
 		ArgsUsage: "HANDLE",
 		Flags: append(append(sourceFlags(), sinkFlags()...),
-			&cli.DurationFlag{Name: "duration", Usage: "hang up this long after the call connects (0: until Ctrl-C or the other side hangs up)"}),
+			&cli.DurationFlag{Name: "duration", Usage: "hang up this long after the call connects (0: until Ctrl-C or the other side hangs up)"},
+			&cli.StringFlag{Name: "path", Usage: "force the media path for this call: auto, direct, supernode or cloud (default: the daemon's)"},
+			&cli.StringFlag{Name: "profile", Usage: "desktop or mobile for this call (default: the daemon's)"},
+			&cli.BoolFlag{Name: "json", Usage: "end with one JSON line summing the call up"}),
 		Action: func(c *cli.Context) error {
 			h, err := oneArg(c, "HANDLE")
 			if err != nil {
@@ -71,12 +76,21 @@ func callCmd() *cli.Command {
 			if err != nil {
 				return err
 			}
-			ci, err := cl.Call(c.Context, h, spec)
+			ci, err := cl.Call(c.Context, h, spec, c.String("path"), c.String("profile"))
 			if err != nil {
 				return err
 			}
 			fmt.Printf("calling %s (call %s)\n", h, ci.ID)
-			return followCall(cl, ci.ID, c.Duration("duration"))
+			var sum *callSummary
+			if c.Bool("json") {
+				sum = &callSummary{ID: ci.ID}
+			}
+			err = followCall(cl, ci.ID, c.Duration("duration"), sum)
+			if sum != nil {
+				sum.OK = err == nil && sum.SetupMS > 0
+				json.NewEncoder(os.Stdout).Encode(sum)
+			}
+			return err
 		},
 	}
 }
@@ -106,7 +120,7 @@ func answerCmd() *cli.Command {
 			if c.Bool("detach") {
 				return nil
 			}
-			return followCall(cl, ci.ID, c.Duration("duration"))
+			return followCall(cl, ci.ID, c.Duration("duration"), nil)
 		},
 	}
 }
@@ -159,10 +173,27 @@ func callsCmd() *cli.Command {
 	}
 }
 
+// callSummary is the one JSON line of `parley call --json`.
+type callSummary struct {
+	OK       bool    `json:"ok"`
+	ID       string  `json:"id"`
+	SetupMS  float64 `json:"setup_ms"`
+	Tier     string  `json:"tier"`
+	Path     string  `json:"path"`
+	Detail   string  `json:"path_detail"`
+	RTTMS    float64 `json:"rtt_ms"`
+	JitterMS float64 `json:"jitter_ms"`
+	LossPct  float64 `json:"loss_pct"`
+	Conceal  float64 `json:"concealed_ms"`
+	MOS      float64 `json:"mos"`
+	Restarts int     `json:"ice_restarts"`
+	Reason   string  `json:"reason"`
+}
+
 // followCall prints a call's state changes and, every second while it has
 // media, its path and quality, until it ends. Ctrl-C hangs up; so does the
 // end of duration once the call is active.
-func followCall(cl *node.Client, id string, duration time.Duration) error {
+func followCall(cl *node.Client, id string, duration time.Duration, sum *callSummary) error {
 	ctx, stop := signalContext()
 	defer stop()
 	states := make(chan node.CallInfo, 16)
@@ -205,6 +236,9 @@ func followCall(cl *node.Client, id string, duration time.Duration) error {
 				}
 			case node.CallEnded:
 				fmt.Printf("ended: %s\n", ci.Reason)
+				if sum != nil {
+					sum.Reason = ci.Reason
+				}
 				if !wasActive && ci.Direction == "outgoing" {
 					return true, fmt.Errorf("call to %s not connected: %s", ci.Peer, ci.Reason)
 				}
@@ -227,9 +261,13 @@ func followCall(cl *node.Client, id string, duration time.Duration) error {
 			if done, err := show(*ci); done {
 				return err
 			}
+			if s := ci.Stats; s != nil && sum != nil {
+				sum.SetupMS, sum.Tier, sum.Path, sum.Detail = ci.SetupMS, s.Tier, s.Path, s.PathDetail
+				sum.RTTMS, sum.JitterMS, sum.LossPct, sum.Conceal, sum.MOS, sum.Restarts = s.RTTMS, s.JitterMS, s.LossPct, s.ConcealedMS, s.MOS, s.ICERestarts
+			}
 			if s := ci.Stats; s != nil && ci.State == node.CallActive {
-				fmt.Printf("[%3.0fs] %s | rtt %.1f ms | jitter %.1f ms | loss %.1f%% | concealed %.0f ms | %.1f kb/s | MOS %.2f\n",
-					time.Since(start).Seconds(), pathLine(s), s.RTTMS, s.JitterMS, s.LossPct, s.ConcealedMS, s.BitrateKbps, s.MOS)
+				fmt.Printf("[%3.0fs] %s | %s | rtt %.1f ms | jitter %.1f ms | loss %.1f%% | concealed %.0f ms | %.1f kb/s | MOS %.2f\n",
+					time.Since(start).Seconds(), s.Tier, pathLine(s), s.RTTMS, s.JitterMS, s.LossPct, s.ConcealedMS, s.BitrateKbps, s.MOS)
 			}
 		case <-hangupAt:
 			hangupAt = nil

@@ -29,15 +29,22 @@ func TestCallByHandle(t *testing.T) {
 	alice.waitLine(t, "ready", 30*time.Second)
 	bob.waitLine(t, "ready", 30*time.Second)
 
-	out := mustRun(t, "--home", root+"/alice", "call", "bob", "--tone", "440", "--duration", "3s")
-	for _, want := range []string{"ringing", "active: audio after", "path host", "MOS", "ended: hung up"} {
+	out := mustRun(t, "--home", root+"/alice", "call", "bob", "--tone", "440", "--duration", "3s", "--json")
+	for _, want := range []string{"ringing", "active: audio after", "direct | path host", "MOS", "ended: hung up", `"ok":true`, `"tier":"direct"`} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("call output lacks %q:\n%s", want, out)
 		}
 	}
-	calls := mustRun(t, "--home", root+"/bob", "calls")
-	if !strings.Contains(calls, "incoming alice") || !strings.Contains(calls, "remote hung up") {
-		t.Fatalf("bob's calls:\n%s", calls)
+	// bob's side learns of the hangup over signalling: wait for it.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		calls := mustRun(t, "--home", root+"/bob", "calls")
+		if strings.Contains(calls, "incoming alice") && strings.Contains(calls, "remote hung up") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bob's calls:\n%s", calls)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 
 	// The daemon closes the files when the call ends; wait for that.

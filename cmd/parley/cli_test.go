@@ -292,7 +292,7 @@ func TestDemoJSON(t *testing.T) {
 		t.Fatalf("demo --json is not one JSON object: %v\n%s", err, out)
 	}
 	c, k := rep.Chat, rep.Call
-	if !rep.OK || rep.Nodes != 4 || c.Sent != 20 || c.Delivered != 20 || c.Lost != 0 || c.Duplicates != 0 {
+	if !rep.OK || rep.Nodes != 7 || c.Sent != 20 || c.Delivered != 20 || c.Lost != 0 || c.Duplicates != 0 {
 		t.Fatalf("demo chat: %s", out)
 	}
 	if k.AudioCorrelation < 0.9 || k.MOS < 4 || k.DevicesRang != 2 || !k.AnsweredElsewhere || k.Path != "direct" || k.SetupMS <= 0 {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/parley-net/parley/discovery"
+	"github.com/parley-net/parley/internal/turnrelay"
 	"github.com/parley-net/parley/lab"
 	"github.com/parley-net/parley/node"
 	"github.com/parley-net/parley/supernode"
@@ -109,6 +111,11 @@ func supernodeCmd() *cli.Command {
 			&cli.StringFlag{Name: "metrics", EnvVars: []string{"PARLEY_METRICS"}, Usage: "serve Prometheus metrics on ADDR (e.g. 127.0.0.1:9100); off by default"},
 			&cli.StringFlag{Name: "stun", Value: fmt.Sprintf("0.0.0.0:%d", supernode.DefaultSTUNPort), EnvVars: []string{"PARLEY_STUN"},
 				Usage: "UDP address of the STUN server; empty for none"},
+			&cli.StringFlag{Name: "turn-udp", EnvVars: []string{"PARLEY_TURN_UDP"}, Usage: "serve TURN for peers' media on this UDP `ADDR` (the supernode relay tier); off by default"},
+			&cli.StringFlag{Name: "turn-tcp", EnvVars: []string{"PARLEY_TURN_TCP"}, Usage: "serve TURN over TCP on `ADDR` (for UDP-blocked peers)"},
+			&cli.StringSliceFlag{Name: "turn-relay-ip", EnvVars: []string{"PARLEY_TURN_RELAY_IP"}, Usage: "public `IP` of the relayed ports (required with TURN)"},
+			&cli.StringFlag{Name: "turn-ports", Value: "49152-65535", Usage: "relayed port range `MIN-MAX`"},
+			&cli.StringSliceFlag{Name: "turn-allow-cidr", Usage: "relay to peers in `CIDR` although it is private or special-purpose (a lab's own ranges)"},
 		},
 		Action: func(c *cli.Context) error {
 			log, err := logger(c, "info")
@@ -119,10 +126,14 @@ func supernodeCmd() *cli.Command {
 			if err != nil {
 				return err
 			}
+			turn, err := supernodeTURN(c)
+			if err != nil {
+				return err
+			}
 			ctx, stop := signalContext()
 			defer stop()
 			sn, err := supernode.New(ctx, supernode.Config{Home: c.String("home"), Listen: c.StringSlice("listen"),
-				Bootstrap: boot, MetricsAddr: c.String("metrics"), STUNAddr: c.String("stun"), Logger: log})
+				Bootstrap: boot, MetricsAddr: c.String("metrics"), STUNAddr: c.String("stun"), TURN: turn, Logger: log})
 			if err != nil {
 				return err
 			}
@@ -133,6 +144,9 @@ func supernodeCmd() *cli.Command {
 			}
 			if a := sn.STUNAddr(); a != nil {
 				fmt.Printf("STUN: udp %s\n", a)
+			}
+			if t := sn.TURN(); t != nil {
+				fmt.Printf("TURN: udp %v tcp %v\n", t.UDPAddr(), t.TCPAddr())
 			}
 			if a := sn.MetricsAddr(); a != nil {
 				fmt.Printf("metrics: http://%s/metrics\n", a)
@@ -155,6 +169,10 @@ func daemonCmd() *cli.Command {
 			&cli.DurationFlag{Name: "bootstrap-timeout", Value: node.DefaultBootstrapTimeout, Usage: "give up joining after this long"},
 			&cli.BoolFlag{Name: "media-loopback", EnvVars: []string{"PARLEY_MEDIA_LOOPBACK"},
 				Usage: "offer 127.0.0.1 as a call candidate (for calls between daemons on one machine)"},
+			&cli.StringSliceFlag{Name: "cloud-relay", EnvVars: []string{"PARLEY_CLOUD_RELAY"},
+				Usage: "a cloud relay's libp2p multiaddr ending in /p2p/<id> (parley relay): the last-resort media path"},
+			&cli.StringFlag{Name: "path", Value: "auto", EnvVars: []string{"PARLEY_PATH"}, Usage: "calls' media path: auto, direct, supernode or cloud"},
+			&cli.StringFlag{Name: "profile", Value: "desktop", EnvVars: []string{"PARLEY_PROFILE"}, Usage: "desktop, or mobile (relay-only, 20 kb/s, FEC, DTX, longer keepalives)"},
 			&cli.BoolFlag{Name: "auto-answer", Usage: "answer every incoming call (for unattended devices), with the audio flags below"},
 		}, append(sourceFlags(), sinkFlags()...)...),
 		Action: func(c *cli.Context) error {
@@ -169,7 +187,12 @@ func daemonCmd() *cli.Command {
 			ctx, stop := signalContext()
 			defer stop()
 			home := c.String("home")
-			cfg := node.Config{Home: home, Listen: c.StringSlice("listen"), Bootstrap: boot,
+			cloud, err := discovery.ParseAddrs(c.StringSlice("cloud-relay"))
+			if err != nil {
+				return fmt.Errorf("--cloud-relay: %w", err)
+			}
+			cfg := node.Config{Home: home, Listen: c.StringSlice("listen"), Bootstrap: boot, CloudRelays: cloud,
+				Path: c.String("path"), Profile: c.String("profile"),
 				BootstrapTimeout: c.Duration("bootstrap-timeout"), Logger: log}
 			cfg.Media.IncludeLoopback = c.Bool("media-loopback")
 			spec, err := audioSpec(c)
@@ -208,6 +231,37 @@ func daemonCmd() *cli.Command {
 			}
 		},
 	}
+}
+
+// supernodeTURN turns the --turn-* flags into a TURN configuration, or nil.
+func supernodeTURN(c *cli.Context) (*turnrelay.Config, error) {
+	if c.String("turn-udp") == "" && c.String("turn-tcp") == "" {
+		if c.IsSet("turn-relay-ip") || c.IsSet("turn-allow-cidr") {
+			return nil, errors.New("--turn-relay-ip and --turn-allow-cidr need --turn-udp or --turn-tcp")
+		}
+		return nil, nil
+	}
+	var ips []netip.Addr
+	for _, s := range c.StringSlice("turn-relay-ip") {
+		ip, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("--turn-relay-ip %q: %w", s, err)
+		}
+		ips = append(ips, ip)
+	}
+	if len(ips) == 0 {
+		return nil, errors.New("TURN needs --turn-relay-ip: the public address peers reach the relayed ports at")
+	}
+	allow, err := turnrelay.ParseCIDRs(c.StringSlice("turn-allow-cidr"))
+	if err != nil {
+		return nil, err
+	}
+	lo, hi, err := turnrelay.ParsePortRange(c.String("turn-ports"))
+	if err != nil {
+		return nil, err
+	}
+	return &turnrelay.Config{UDPAddr: c.String("turn-udp"), TCPAddr: c.String("turn-tcp"), RelayIPs: ips,
+		MinPort: lo, MaxPort: hi, AllowCIDRs: allow}, nil
 }
 
 func idCmd() *cli.Command {

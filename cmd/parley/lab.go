@@ -1,0 +1,85 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/parley-net/parley/lab/natlab"
+	"github.com/parley-net/parley/lab/netlab"
+)
+
+func labCmd() *cli.Command {
+	return &cli.Command{
+		Name:  "lab",
+		Usage: "researchers' harness: real parley processes in a lab of real NATs",
+		Subcommands: []*cli.Command{{
+			Name: "nat",
+			Usage: "call between NAT types in network namespaces with kernel NATs (root only): " +
+				"tier, setup time and audio correlation per pair",
+			Flags: []cli.Flag{
+				&cli.BoolFlag{Name: "matrix", Usage: "call every ordered pair of types (default: each type calls its own type)"},
+				&cli.StringFlag{Name: "types", Usage: "comma-separated NAT `TYPES` (default: all of public, full-cone, restricted, port-restricted, symmetric, udp-blocked)"},
+				&cli.BoolFlag{Name: "json", Usage: "print the result as JSON instead of a table"},
+				&cli.StringFlag{Name: "fault", Usage: "finally kill the cloud relay or the supernode in the middle of a call forced onto it: `cloud|supernode`"},
+				&cli.StringFlag{Name: "binary", Usage: "parley `BINARY` to run in the lab (default: this one)"},
+				&cli.DurationFlag{Name: "audio", Value: natlab.DefaultAudio, Usage: "audio sent by each call once connected"},
+				&cli.StringFlag{Name: "dir", Usage: "keep homes, recordings and logs in `DIR` (default: a temporary directory, removed)"},
+			},
+			Action: func(c *cli.Context) error {
+				if c.NArg() > 0 {
+					return fmt.Errorf("parley lab nat takes no arguments (got %q)", c.Args().First())
+				}
+				if err := netlab.Available(); err != nil {
+					return err
+				}
+				types, err := natlab.ParseTypes(c.String("types"))
+				if err != nil {
+					return fmt.Errorf("--types: %w", err)
+				}
+				log, err := logger(c, "warn")
+				if err != nil {
+					return err
+				}
+				opts := natlab.Options{Binary: c.String("binary"), Types: types, Audio: c.Duration("audio"),
+					Fault: c.String("fault"), Dir: c.String("dir"), Progress: os.Stderr, Logger: log.With(slog.String("subsystem", "netlab"))}
+				if !c.Bool("matrix") {
+					opts.Pairs = natlab.SameTypePairs(types)
+				}
+				ctx, stop := signalContext()
+				defer stop()
+				m, err := natlab.RunMatrix(ctx, opts)
+				if m != nil {
+					if c.Bool("json") {
+						enc := json.NewEncoder(os.Stdout)
+						enc.SetIndent("", "  ")
+						if jerr := enc.Encode(m); jerr != nil {
+							return jerr
+						}
+					} else if terr := m.WriteTable(os.Stdout); terr != nil {
+						return terr
+					}
+				}
+				if err != nil {
+					return err
+				}
+				failed := 0
+				for _, p := range m.Pairs {
+					if !p.OK {
+						failed++
+					}
+				}
+				switch {
+				case failed > 0:
+					return fmt.Errorf("%d of %d calls failed", failed, len(m.Pairs))
+				case m.Fault != nil && !m.Fault.Recovered:
+					return fmt.Errorf("the call did not recover from the %s fault", m.Fault.Killed)
+				}
+				return nil
+			},
+		}},
+	}
+}

@@ -1,0 +1,272 @@
+package natlab
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/parley-net/parley/media"
+)
+
+// Matrix is what RunMatrix found; its JSON form is what `parley lab nat
+// --json` prints.
+type Matrix struct {
+	Types []string     `json:"types"`
+	Pairs []Pair       `json:"pairs"`
+	Fault *FaultReport `json:"fault,omitempty"`
+	// Dir is where homes, recordings and logs were kept (only when
+	// Options.Dir named it).
+	Dir string `json:"dir,omitempty"`
+}
+
+// Pair is the outcome of one call.
+type Pair struct {
+	Caller string `json:"caller"`
+	Callee string `json:"callee"`
+	// Profile and ForcedPath repeat the CallSpec when it set them.
+	Profile    string `json:"profile,omitempty"`
+	ForcedPath string `json:"forced_path,omitempty"`
+	// OK: the call connected, carried audio for its whole duration and
+	// the callee's recording exists.
+	OK bool `json:"ok"`
+	// Path is the tier that carried the call: "direct", "supernode" or
+	// "cloud", as the caller reported it.
+	Path string `json:"path"`
+	// Candidate is the ICE candidate type of the less direct end ("host",
+	// "srflx", "prflx", "relay").
+	Candidate string  `json:"candidate,omitempty"`
+	SetupMS   float64 `json:"setup_ms"`
+	// AudioCorrelation is the peak normalised cross-correlation between
+	// the speech-like signal the caller sent and what the callee recorded.
+	AudioCorrelation float64 `json:"audio_correlation"`
+	RTTMS            float64 `json:"rtt_ms,omitempty"`
+	LossPct          float64 `json:"loss_pct,omitempty"`
+	MOS              float64 `json:"mos,omitempty"`
+	// Error says why OK is false.
+	Error string `json:"error,omitempty"`
+
+	// Logs of the two daemons and the caller's CLI output, for diagnosis.
+	CallerLog, CalleeLog, CallOutput string `json:"-"`
+	// recording is the callee's WAV, kept for the fault analysis.
+	recording []int16
+}
+
+// callResult is the final line `parley call --json` prints.
+type callResult struct {
+	OK          bool    `json:"ok"`
+	ID          string  `json:"id"`
+	SetupMS     float64 `json:"setup_ms"`
+	Path        string  `json:"path"`
+	Tier        string  `json:"tier"`
+	RTTMS       float64 `json:"rtt_ms"`
+	LossPct     float64 `json:"loss_pct"`
+	MOS         float64 `json:"mos"`
+	ConcealedMS float64 `json:"concealed_ms"`
+	Reason      string  `json:"reason"`
+	Error       string  `json:"error"`
+}
+
+// maxLag bounds the correlation's search for the delay between the caller
+// starting to send and the callee's first decoded frame.
+const (
+	maxLag = 3 * media.SampleRate
+	// speechSeed is the seed of media.SpeechLikeSource that `--speech`
+	// sends (node.AudioSpec.Open).
+	speechSeed = 1
+)
+
+// Call makes one call from spec.Caller's -a host to spec.Callee's -b host
+// with `parley call --speech --json` and judges it: the caller's JSON and
+// the callee's recording. A call that fails is reported in the Pair.
+func (l *Lab) Call(ctx context.Context, spec CallSpec) Pair {
+	p, _ := l.call(ctx, spec, nil)
+	return p
+}
+
+// call runs the call; during it, duringCall (if not nil) runs once the
+// caller reports the call active, with the time it did.
+func (l *Lab) call(ctx context.Context, spec CallSpec, duringCall func(active time.Time)) (Pair, *callResult) {
+	if spec.Audio == 0 {
+		spec.Audio = DefaultAudio
+	}
+	p := Pair{Caller: string(spec.Caller), Callee: string(spec.Callee), Profile: spec.Profile, ForcedPath: spec.Path}
+	from, okA := l.devices[spec.Caller]
+	to, okB := l.devices[spec.Callee]
+	if !okA || !okB {
+		p.Error = fmt.Sprintf("call %s: types must be among %v", spec, l.opts.Types)
+		return p, nil
+	}
+	caller, callee := from[0], to[1]
+	p.CallerLog, p.CalleeLog = caller.daemon.logPath, callee.daemon.logPath
+	for _, d := range []*device{caller, callee} {
+		if d.daemon.exited() {
+			p.Error = fmt.Sprintf("daemon %s exited (%v); see %s", d.handle, d.daemon.waitErr, d.daemon.logPath)
+			return p, nil
+		}
+	}
+	// The daemon truncates its recording at every call; remove the last
+	// one so an old file is never judged.
+	if err := os.Remove(callee.heard); err != nil && !errors.Is(err, os.ErrNotExist) {
+		p.Error = err.Error()
+		return p, nil
+	}
+	args := []string{"--home", caller.home, "call", callee.handle, "--speech", "--duration", spec.Audio.String(), "--json"}
+	if spec.Path != "" {
+		args = append(args, "--path", spec.Path)
+	}
+	if spec.Profile != "" {
+		args = append(args, "--profile", spec.Profile)
+	}
+	cctx, cancel := context.WithTimeout(ctx, spec.Audio+callSlack)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, l.binary, args...)
+	cmd.WaitDelay = 2 * time.Second
+	name := fmt.Sprintf("call-%s-%s", caller.handle, callee.handle)
+	if spec.Path != "" {
+		name += "-path-" + spec.Path
+	}
+	if spec.Profile != "" {
+		name += "-" + spec.Profile
+	}
+	start := time.Now()
+	cp, err := startProc(cmd, l.dir, name)
+	if err != nil {
+		p.Error = err.Error()
+		return p, nil
+	}
+	p.CallOutput = cp.outPath
+	if duringCall != nil {
+		if _, _, err := cp.waitLine(cctx, spec.Audio+callSlack, `"active"`, func(s string) bool { return strings.HasPrefix(s, "active") }); err == nil {
+			duringCall(time.Now())
+		}
+	}
+	<-cp.done
+	res := lastJSON(cp)
+	if res == nil {
+		msg := strings.TrimSpace(tailFile(cp.logPath, 3))
+		if msg == "" {
+			msg = "no JSON result"
+		}
+		p.Error = fmt.Sprintf("parley call exited (%v) after %.1f s: %s", cp.waitErr, time.Since(start).Seconds(), oneLine(msg))
+		if ctx.Err() != nil {
+			p.Error = ctx.Err().Error()
+		}
+		return p, nil
+	}
+	p.Path, p.Candidate = res.Tier, res.Path
+	p.SetupMS, p.RTTMS, p.LossPct, p.MOS = round(res.SetupMS, 1), round(res.RTTMS, 2), round(res.LossPct, 2), round(res.MOS, 2)
+	switch {
+	case !res.OK:
+		p.Error = firstNonEmpty(res.Reason, res.Error, "call not connected")
+	case cp.waitErr != nil:
+		p.Error = fmt.Sprintf("parley call: %v: %s", cp.waitErr, oneLine(tailFile(cp.logPath, 3)))
+	}
+	rec, err := waitRecording(ctx, callee.heard)
+	if err != nil {
+		if p.Error == "" {
+			p.Error = fmt.Sprintf("callee %s: %v", callee.handle, err)
+		}
+		return p, res
+	}
+	p.recording = rec
+	peak, _ := media.Correlation(reference(len(rec)+maxLag), rec, maxLag)
+	p.AudioCorrelation = round(peak, 3)
+	p.OK = p.Error == ""
+	return p, res
+}
+
+// lastJSON returns the last stdout line of p that parses as a call
+// result.
+func lastJSON(p *proc) *callResult {
+	lines, _ := p.snapshot()
+	for i := len(lines) - 1; i >= 0; i-- {
+		s := strings.TrimSpace(lines[i])
+		if !strings.HasPrefix(s, "{") {
+			continue
+		}
+		var r callResult
+		if json.Unmarshal([]byte(s), &r) == nil {
+			return &r
+		}
+	}
+	return nil
+}
+
+// waitRecording waits (bounded) until the WAV at path is complete, which
+// is when its writer has closed it: media.WAVSink writes placeholder sizes
+// and fixes them on Close. Then it reads the samples.
+func waitRecording(ctx context.Context, path string) ([]int16, error) {
+	deadline := time.Now().Add(recordingTimeout)
+	for {
+		if complete(path) {
+			src, err := media.OpenWAVSource(path)
+			if err != nil {
+				return nil, err
+			}
+			defer src.Close()
+			return media.ReadAll(src, math.MaxInt32)
+		}
+		if time.Now().After(deadline) {
+			if _, err := os.Stat(path); err != nil {
+				return nil, fmt.Errorf("no recording: %w", err)
+			}
+			return nil, fmt.Errorf("recording %s not closed within %s of the hangup", path, recordingTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// complete reports whether the canonical 44-byte WAV header at path
+// records the file's actual size.
+func complete(path string) bool {
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) < 44 || string(b[:4]) != "RIFF" || string(b[36:40]) != "data" {
+		return false
+	}
+	riff := binary.LittleEndian.Uint32(b[4:8])
+	data := binary.LittleEndian.Uint32(b[40:44])
+	return data > 0 && int(riff) == len(b)-8 && int(data) == len(b)-44
+}
+
+func oneLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	return s
+}
+
+func firstNonEmpty(ss ...string) string {
+	for _, s := range ss {
+		if s != "" {
+			return s
+		}
+	}
+	return ""
+}
+
+func round(x float64, digits int) float64 {
+	p := math.Pow(10, float64(digits))
+	return math.Round(x*p) / p
+}
+
+// relayed reports whether a tier is one of the relayed ones.
+func relayed(tier string) bool { return tier == FaultCloud || tier == FaultSupernode }
+
+// reference returns the first n samples of what `parley call --speech`
+// sends.
+func reference(n int) []int16 {
+	ref, _ := media.ReadAll(media.SpeechLikeSource(speechSeed), n)
+	return ref
+}

@@ -1,0 +1,48 @@
+// Package natlab runs real parley processes in a lab of real kernel NATs
+// (lab/netlab) and measures what each pair of NAT types gets: whether a
+// call connects, over which tier (direct, supernode relay, cloud relay),
+// how fast, and whether the audio heard is the audio sent. It is the
+// researchers' answer to "which NATs punch, and what does the fallback
+// cost" (DESIGN.md, testing ladder step 3), and it can kill a relay in
+// the middle of a call to measure the outage.
+//
+// # Topology
+//
+// One lab per run, built by netlab in namespaces of its own:
+//
+//	sn     203.0.113.10  parley supernode: libp2p TCP 443 and QUIC 4100,
+//	                     STUN 3478, TURN UDP 3479 and TCP 80
+//	cloud  203.0.113.11  parley relay: TURN UDP 3479 and TCP 80, libp2p
+//	                     TCP 443 and QUIC 4100
+//	<type>-a, <type>-b   for every NAT type, two client hosts, each behind
+//	                     a router of its own: -a places calls, -b answers
+//
+// The servers' TCP listeners sit on 443 and 80 because udp-blocked
+// clients reach nothing else. Both TURN servers may relay to the three
+// RFC 5737 ranges of the lab, and only to them.
+//
+// Every client runs `parley daemon --auto-answer --speech --out
+// HOME/heard.wav` with the supernode as bootstrap and the cloud relay as
+// --cloud-relay. A call is `parley --home HOME call HANDLE --speech
+// --duration D --json` run from the default namespace (the control socket
+// is a file); natlab reads the JSON line it ends with, then the callee's
+// recording, and correlates it (media.Correlation) with the speech-like
+// signal `--speech` sends (media.SpeechLikeSource(1)).
+//
+// # Faults
+//
+// Lab.Fault forces one call onto the supernode or cloud tier with --path,
+// SIGKILLs that server a few seconds into the call and reports the
+// longest silence the callee recorded, next to the longest pause in the
+// signal itself.
+//
+// # Limits and cleanup
+//
+// It needs root and the ip and nft commands (netlab.Available). Every
+// wait is bounded. Close, which RunMatrix always calls, stops the
+// processes and deletes the namespaces; children also die with this
+// process (PR_SET_PDEATHSIG), and Start sweeps crashed runs' namespaces
+// (netlab.SweepStale). natlab never runs parley code in its own process
+// inside a namespace: libp2p and pion open sockets on goroutines of their
+// own, which would escape it.
+package natlab

@@ -1,0 +1,226 @@
+package natlab
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parley-net/parley/lab/netlab"
+)
+
+// parleyBin is the binary the lab runs, built once by TestMain when the
+// lab is available.
+var parleyBin string
+
+func TestMain(m *testing.M) {
+	if netlab.Available() != nil {
+		os.Exit(m.Run()) // the lab tests skip, the others run
+	}
+	dir, err := os.MkdirTemp("", "parley-natlab-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	parleyBin = filepath.Join(dir, "parley")
+	build := exec.Command("go", "build", "-o", parleyBin, "./cmd/parley")
+	build.Dir = "../.." // the module root
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build parley: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func needLab(t *testing.T) {
+	t.Helper()
+	if err := netlab.Available(); err != nil {
+		t.Skip(err)
+	}
+}
+
+// expectRelayed lists the pairs whose NATs cannot punch: a symmetric NAT
+// against a symmetric or port-restricted one (a port-restricted NAT
+// filters on the exact port, and a symmetric one never sends from the
+// port its peer learnt). Every other pair of this matrix without a
+// udp-blocked end must be direct.
+func expectRelayed(a, b netlab.NATType) bool {
+	hard := func(x, y netlab.NATType) bool {
+		return x == netlab.Symmetric && (y == netlab.Symmetric || y == netlab.PortRestricted)
+	}
+	return hard(a, b) || hard(b, a)
+}
+
+// TestMatrix runs the calls between public, port-restricted, symmetric and
+// udp-blocked hosts, a mobile-profile call, and a cloud relay outage in
+// one lab.
+func TestMatrix(t *testing.T) {
+	needLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	types := []netlab.NATType{netlab.Public, netlab.PortRestricted, netlab.Symmetric, netlab.UDPBlocked}
+	opts := Options{Binary: parleyBin, Types: types, Audio: 3 * time.Second, Progress: testWriter{t}}
+	if d := os.Getenv("NATLAB_DIR"); d != "" {
+		opts.Dir = d // keep homes, recordings and logs
+	}
+	start := time.Now()
+	l, err := Start(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := l.Close(); err != nil {
+			t.Errorf("close: %v", err)
+		}
+	}()
+
+	m := &Matrix{Types: typeNames(types)}
+	for _, spec := range AllPairs(types) {
+		spec.Audio = opts.Audio
+		p := l.Call(ctx, spec)
+		t.Logf("%s: ok=%v path=%s candidate=%s setup=%.0fms corr=%.3f %s", spec, p.OK, p.Path, p.Candidate, p.SetupMS, p.AudioCorrelation, p.Error)
+		m.Pairs = append(m.Pairs, p)
+		checkPair(t, spec, p)
+	}
+	mobile := CallSpec{Caller: netlab.Public, Callee: netlab.Public, Profile: "mobile", Audio: opts.Audio}
+	p := l.Call(ctx, mobile)
+	m.Pairs = append(m.Pairs, p)
+	checkPair(t, mobile, p)
+	if p.OK && !relayed(p.Path) {
+		t.Errorf("%s went %s: the mobile profile must be relayed", mobile, p.Path)
+	}
+
+	f, err := l.Fault(ctx, FaultCloud, CallSpec{Caller: netlab.Symmetric, Callee: netlab.Symmetric})
+	if err != nil {
+		t.Fatalf("fault: %v", err)
+	}
+	m.Fault = f
+	switch {
+	case f.KilledAfterMS == 0:
+		t.Errorf("cloud fault: the call never became active: %s", f.Call.Error)
+	case !f.Recovered:
+		t.Errorf("cloud fault: no audio after the relay died (longest gap %.0f ms of a %.0f ms recording); call: %s\ncaller log:\n%s\ncallee log:\n%s",
+			f.GapMS, f.RecordingMS, f.Call.Error, tailFile(f.Call.CallerLog, 30), tailFile(f.Call.CalleeLog, 30))
+	}
+
+	var table bytes.Buffer
+	m.WriteTable(&table)
+	js, _ := json.Marshal(m)
+	t.Logf("matrix in %.0f s:\n%s\n%s", time.Since(start).Seconds(), table.String(), js)
+}
+
+// checkPair asserts what every call of the matrix must achieve and, on
+// failure, shows both daemons' logs.
+func checkPair(t *testing.T, spec CallSpec, p Pair) {
+	t.Helper()
+	switch {
+	case !p.OK:
+		t.Errorf("%s failed: %s\ncall output: %s\ncaller log (%s):\n%s\ncallee log (%s):\n%s", spec, p.Error,
+			tailFile(p.CallOutput, 10), p.CallerLog, tailFile(p.CallerLog, 30), p.CalleeLog, tailFile(p.CalleeLog, 30))
+		return
+	case p.AudioCorrelation < 0.9:
+		t.Errorf("%s: audio correlation %.3f, want ≥ 0.9", spec, p.AudioCorrelation)
+	}
+	if spec.Profile != "" || spec.Path != "" {
+		return
+	}
+	switch {
+	case spec.Caller == netlab.UDPBlocked || spec.Callee == netlab.UDPBlocked:
+		// Whatever the stack achieves (TURN over TCP); the table reports it.
+	case expectRelayed(spec.Caller, spec.Callee):
+		if !relayed(p.Path) {
+			t.Errorf("%s went %s: these NATs cannot punch, want supernode or cloud", spec, p.Path)
+		}
+	case p.Path != "direct":
+		t.Errorf("%s went %s, want direct", spec, p.Path)
+	}
+}
+
+// testWriter sends progress lines to the test log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+func TestOptionsCheck(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts Options
+		want string
+	}{
+		{"unknown type", Options{Types: []netlab.NATType{"cone"}}, "cone"},
+		{"repeated type", Options{Types: []netlab.NATType{netlab.Public, netlab.Public}}, "twice"},
+		{"pair outside types", Options{Types: []netlab.NATType{netlab.Public}, Pairs: []CallSpec{{Caller: netlab.Public, Callee: netlab.Symmetric}}}, "among"},
+		{"unknown fault", Options{Fault: "dns"}, "unknown fault"},
+		{"negative audio", Options{Audio: -time.Second}, "negative"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.opts.check()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("check() = %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+	var o Options
+	if err := o.check(); err != nil || len(o.Types) != len(netlab.NATTypes()) {
+		t.Fatalf("zero Options: %v, types %v", err, o.Types)
+	}
+}
+
+func TestParseTypes(t *testing.T) {
+	got, err := ParseTypes("public, symmetric")
+	if err != nil || len(got) != 2 || got[0] != netlab.Public || got[1] != netlab.Symmetric {
+		t.Fatalf("ParseTypes = %v, %v", got, err)
+	}
+	if _, err := ParseTypes("public,nat"); err == nil {
+		t.Fatal("ParseTypes accepted an unknown type")
+	}
+}
+
+func TestLongestSilence(t *testing.T) {
+	s := make([]int16, 60*frame)
+	for i := range s {
+		if i/frame < 10 || i/frame >= 30 {
+			s[i] = 1000 * int16(1-2*(i%2))
+		}
+	}
+	start, n := longestSilence(s)
+	if start != 10 || n != 20 {
+		t.Fatalf("longestSilence = %d, %d; want 10, 20", start, n)
+	}
+	var r FaultReport
+	r.analyse(s, s)
+	if r.GapMS != 400 || r.GapStartMS != 200 || !r.Recovered || r.HeardAfterMS != 600 {
+		t.Fatalf("analyse: %+v", r)
+	}
+}
+
+func TestWriteTable(t *testing.T) {
+	m := &Matrix{Types: []string{"public", "symmetric"}, Pairs: []Pair{
+		{Caller: "public", Callee: "public", OK: true, Path: "direct", SetupMS: 210, AudioCorrelation: 0.99},
+		{Caller: "public", Callee: "symmetric", OK: true, Path: "direct", SetupMS: 250, AudioCorrelation: 0.98},
+		{Caller: "symmetric", Callee: "public", OK: true, Path: "direct", SetupMS: 260, AudioCorrelation: 0.97},
+		{Caller: "symmetric", Callee: "symmetric", Error: "ice failed"},
+		{Caller: "public", Callee: "public", Profile: "mobile", OK: true, Path: "cloud", SetupMS: 400, AudioCorrelation: 0.95},
+	}}
+	var b bytes.Buffer
+	if err := m.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"caller \\ callee | public", "direct 210ms 0.99", "| FAIL", "public → public --profile mobile: cloud 400ms 0.95", "FAIL symmetric → symmetric: ice failed"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+}

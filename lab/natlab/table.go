@@ -1,0 +1,109 @@
+package natlab
+
+import (
+	"fmt"
+	"io"
+	"strings"
+)
+
+// WriteTable prints the matrix as a table, callers in rows and callees in
+// columns; each cell is the tier, the setup time and the audio
+// correlation, or FAIL. Calls with a forced path or a profile, and the
+// fault, follow as lines of their own.
+func (m *Matrix) WriteTable(w io.Writer) error {
+	cells := map[[2]string]string{}
+	var extra []Pair
+	for _, p := range m.Pairs {
+		if p.ForcedPath != "" || p.Profile != "" {
+			extra = append(extra, p)
+			continue
+		}
+		cells[[2]string{p.Caller, p.Callee}] = p.cell()
+	}
+	var rows, cols []string
+	for _, t := range m.Types {
+		for _, p := range m.Pairs {
+			if _, ok := cells[[2]string{p.Caller, p.Callee}]; !ok {
+				continue
+			}
+			if p.Caller == t && !contains(rows, t) {
+				rows = append(rows, t)
+			}
+			if p.Callee == t && !contains(cols, t) {
+				cols = append(cols, t)
+			}
+		}
+	}
+	var b strings.Builder
+	if len(rows) > 0 {
+		corner := "caller \\ callee"
+		w0 := len(corner)
+		for _, r := range rows {
+			w0 = max(w0, len(r))
+		}
+		widths := make([]int, len(cols))
+		for j, c := range cols {
+			widths[j] = len(c)
+			for _, r := range rows {
+				widths[j] = max(widths[j], len(cells[[2]string{r, c}]))
+			}
+		}
+		fmt.Fprintf(&b, "%-*s", w0, corner)
+		for j, c := range cols {
+			fmt.Fprintf(&b, " | %-*s", widths[j], c)
+		}
+		b.WriteString("\n" + strings.Repeat("-", w0))
+		for j := range cols {
+			b.WriteString("-+-" + strings.Repeat("-", widths[j]))
+		}
+		b.WriteString("\n")
+		for _, r := range rows {
+			fmt.Fprintf(&b, "%-*s", w0, r)
+			for j, c := range cols {
+				cell, ok := cells[[2]string{r, c}]
+				if !ok {
+					cell = "-"
+				}
+				fmt.Fprintf(&b, " | %-*s", widths[j], cell)
+			}
+			b.WriteString("\n")
+		}
+		b.WriteString("cell: tier, call setup, correlation of the audio heard with the audio sent\n")
+	}
+	for _, p := range extra {
+		what := ""
+		if p.Profile != "" {
+			what += " --profile " + p.Profile
+		}
+		if p.ForcedPath != "" {
+			what += " --path " + p.ForcedPath
+		}
+		fmt.Fprintf(&b, "%s → %s%s: %s\n", p.Caller, p.Callee, what, p.cell())
+	}
+	for _, p := range m.Pairs {
+		if !p.OK {
+			fmt.Fprintf(&b, "FAIL %s → %s: %s\n", p.Caller, p.Callee, p.Error)
+		}
+	}
+	if f := m.Fault; f != nil {
+		fmt.Fprintf(&b, "fault: %s\n", f.summary())
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func (p Pair) cell() string {
+	if !p.OK {
+		return "FAIL"
+	}
+	return fmt.Sprintf("%s %.0fms %.2f", p.Path, p.SetupMS, p.AudioCorrelation)
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
