@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,10 @@ import (
 // benchServerEnv set) so that its CPU time, read with syscall.Getrusage in
 // the child, is the relay's alone and not the load generator's.
 const benchServerEnv = "TURNRELAY_BENCH_SERVER"
+
+// benchProfileEnv, if set, is a file the relay child writes a CPU profile
+// to (go tool pprof it with the test binary).
+const benchProfileEnv = "TURNRELAY_BENCH_CPUPROFILE"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(benchServerEnv) != "" {
@@ -42,6 +47,16 @@ func benchServer() int {
 		return 1
 	}
 	defer s.Close()
+	if path := os.Getenv(benchProfileEnv); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			fmt.Println("ERROR", err)
+			return 1
+		}
+		defer f.Close()
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	fmt.Println("READY", s.UDPAddr())
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
