@@ -2,9 +2,13 @@ package turnrelay
 
 import (
 	"bytes"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -465,5 +469,36 @@ func TestStreamConnectionLimit(t *testing.T) {
 	}
 	if got := srv.Stats().RefusedQuota; got != 1 {
 		t.Fatalf("RefusedQuota = %d, want 1", got)
+	}
+}
+
+// TestTLSFromFiles: the TLS listener loads a PEM certificate and key from
+// files and serves TURN over TLS with them.
+func TestTLSFromFiles(t *testing.T) {
+	conf := selfSignedTLS(t)
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	keyDER, err := x509.MarshalPKCS8PrivateKey(conf.Certificates[0].PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: conf.Certificates[0].Certificate[0]}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t, func(c *Config) {
+		c.UDPAddr, c.TCPAddr = "", ""
+		c.TLSAddr, c.TLSCertFile, c.TLSKeyFile = "127.0.0.1:0", certFile, keyFile
+	})
+	cred := issue(t, "tls-user")
+	allocate(t, turnClient(t, "tls", srv.TLSAddr().String(), cred.Username, cred.Password))
+	if srv.Stats().Allocations != 1 {
+		t.Fatal("no allocation over TLS")
+	}
+	if _, err := New(Config{TLSAddr: "127.0.0.1:0", TLSCertFile: keyFile, TLSKeyFile: certFile,
+		RelayIPs: []netip.Addr{loopback4}, Secret: testSecret, Logger: testLogger()}); err == nil {
+		t.Fatal("swapped certificate and key files accepted")
 	}
 }
