@@ -244,6 +244,11 @@ func newAPI(cfg Config, log *slog.Logger) (*webrtc.API, error) {
 		}
 	}
 	se.SetICETimeouts(cfg.DisconnectedTimeout, cfg.FailedTimeout, cfg.KeepaliveInterval)
+	if cfg.RelayOnly {
+		// ICE holds a relay pair back (2 s by default) in case a more direct
+		// one succeeds; a relay-only session has nothing better to wait for.
+		se.SetRelayAcceptanceMinWait(0)
+	}
 	if cfg.Net != nil {
 		se.SetNet(cfg.Net)
 	}
@@ -305,6 +310,26 @@ func (s *Session) checkOpen(ctx context.Context) error {
 // send to the peer. Candidates trickle out through OnLocalCandidate.
 func (s *Session) CreateOffer(ctx context.Context) (string, error) {
 	return s.offer(ctx, false)
+}
+
+// SetICEServers replaces the STUN and TURN servers used from the next ICE
+// restart (or answer) on: a relay that died is left out, a new one taken in.
+func (s *Session) SetICEServers(servers []webrtc.ICEServer) error {
+	if err := s.checkOpen(context.Background()); err != nil {
+		return err
+	}
+	if len(servers) > maxICEServers {
+		return fmt.Errorf("%w: %d ICE servers (at most %d)", ErrInvalidConfig, len(servers), maxICEServers)
+	}
+	if s.cfg.RelayOnly && !hasTURN(servers) {
+		return fmt.Errorf("%w: relay-only session without a TURN server", ErrInvalidConfig)
+	}
+	c := s.pc.GetConfiguration()
+	c.ICEServers = servers
+	if err := s.pc.SetConfiguration(c); err != nil {
+		return fmt.Errorf("media: set ICE servers: %w", err)
+	}
+	return nil
 }
 
 // RestartICE creates an offer with fresh ICE credentials (RFC 8445 §9), for

@@ -24,8 +24,8 @@ import (
 const (
 	DefaultRingTimeout = 30 * time.Second
 	callDialTimeout    = 10 * time.Second
-	callIdleTimeout    = 10 * time.Minute // a signalling stream with nothing to say
-	restartAfter       = 2 * time.Second  // disconnected this long: restart ICE
+	callIdleTimeout    = 10 * time.Minute       // a signalling stream with nothing to say
+	restartAfter       = 250 * time.Millisecond // disconnected this long: restart ICE
 	keepEndedCalls     = 20
 )
 
@@ -434,7 +434,7 @@ func (n *Node) Call(ctx context.Context, handle string, opts CallOptions) (*Call
 	n.calls.mu.Unlock()
 	n.publishCall(c)
 
-	mcfg, ice, err := n.callMedia(ctx, opts.Path, opts.Profile)
+	mcfg, ice, err := n.callMedia(ctx, opts.Path, opts.Profile, false)
 	if err != nil {
 		c.end("no path: " + err.Error())
 		return nil, err
@@ -736,9 +736,27 @@ func (c *Call) watchMedia(l *leg) {
 	}
 }
 
+// refreshICE gives the session the ICE servers the call's policy allows
+// now: a relay that died since the call began is left out.
+func (c *Call) refreshICE(ctx context.Context, s *media.Session) {
+	mcfg, ice, err := c.n.callMedia(ctx, c.opts.Path, c.opts.Profile, true)
+	if err != nil {
+		c.n.log.Info("ICE servers not refreshed", "call", c.info.ID, "err", err)
+		return
+	}
+	if err := s.SetICEServers(mcfg.ICEServers); err != nil {
+		c.n.log.Info("ICE servers not refreshed", "call", c.info.ID, "err", err)
+		return
+	}
+	c.mu.Lock()
+	c.ice = ice
+	c.mu.Unlock()
+}
+
 func (c *Call) restartICE(l *leg) {
 	ctx, cancel := context.WithTimeout(c.n.ctx, 5*time.Second)
 	defer cancel()
+	c.refreshICE(ctx, l.session)
 	offer, err := l.session.RestartICE(ctx)
 	if err != nil {
 		c.n.log.Warn("ICE restart", "call", c.info.ID, "err", err)
@@ -900,7 +918,7 @@ func (c *Call) Answer(ctx context.Context, opts CallOptions) error {
 	n.calls.mu.Unlock()
 
 	c.opts = opts
-	mcfg, ice, err := n.callMedia(ctx, opts.Path, opts.Profile)
+	mcfg, ice, err := n.callMedia(ctx, opts.Path, opts.Profile, false)
 	if err != nil {
 		l.send(callFrame{Type: sigReject, Call: c.info.ID, Reason: "no path"})
 		c.end("no path: " + err.Error())
@@ -1006,7 +1024,10 @@ func (c *Call) readIncoming(l *leg) {
 				reason = "ICE restart before answer"
 				return
 			}
-			ans, err := s.Answer(c.n.ctx, f.SDP)
+			rctx, cancel := context.WithTimeout(c.n.ctx, 5*time.Second)
+			c.refreshICE(rctx, s)
+			ans, err := s.Answer(rctx, f.SDP)
+			cancel()
 			if err != nil {
 				reason = "bad ICE restart offer: " + err.Error()
 				return

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -71,11 +72,11 @@ type relayCreds struct {
 	byPID map[peer.ID]*turnrelay.Credentials
 }
 
-func (n *Node) turnServer(ctx context.Context, relay peer.ID) (*webrtc.ICEServer, error) {
+func (n *Node) turnServer(ctx context.Context, relay peer.ID, fresh bool) (*webrtc.ICEServer, error) {
 	n.creds.mu.Lock()
 	c, ok := n.creds.byPID[relay]
 	n.creds.mu.Unlock()
-	if !ok || n.cfg.Now().After(c.Expires.Add(-10*time.Minute)) {
+	if fresh || !ok || n.cfg.Now().After(c.Expires.Add(-10*time.Minute)) {
 		var err error
 		if c, err = turnrelay.FetchCredentials(ctx, n.host, relay); err != nil {
 			return nil, err
@@ -107,8 +108,8 @@ func (s *iceSet) add(srv webrtc.ICEServer, tier string) {
 
 // urlHost returns the host and host:port of a stun:/turn:/turns: URL.
 func urlHost(u string) (string, string) {
-	_, rest, ok := strings.Cut(u, ":")
-	if !ok {
+	scheme, rest, ok := strings.Cut(u, ":")
+	if !ok || (scheme != "stun" && scheme != "turn" && scheme != "turns") {
 		return "", ""
 	}
 	rest, _, _ = strings.Cut(rest, "?")
@@ -123,6 +124,8 @@ func (s *iceSet) tierOf(p media.Path) string {
 	if !p.Relayed() {
 		return TierDirect
 	}
+	// The relay's URL when media knows it, else the relayed address, which
+	// is at the relay's IP.
 	for _, a := range []string{p.RelayServer, p.Local, p.Remote} {
 		if a == "" {
 			continue
@@ -142,10 +145,22 @@ func (s *iceSet) tierOf(p media.Path) string {
 	return "relay"
 }
 
+const restartFetchTimeout = 1500 * time.Millisecond
+
+func relayContext(ctx context.Context, fresh bool) (context.Context, context.CancelFunc) {
+	if fresh {
+		return context.WithTimeout(ctx, restartFetchTimeout)
+	}
+	return context.WithTimeout(ctx, 5*time.Second)
+}
+
 // callMedia builds a call's media configuration: the node's base, the ICE
 // servers the path policy allows (the supernodes' STUN and TURN, the cloud
 // relays' TURN) and the profile's codec and keepalive settings.
-func (n *Node) callMedia(ctx context.Context, path, profile string) (media.Config, *iceSet, error) {
+//
+// On an ICE restart (fresh) every relay is asked again, each for at most
+// restartFetchTimeout, so a relay that died is left out of the new attempt.
+func (n *Node) callMedia(ctx context.Context, path, profile string, fresh bool) (media.Config, *iceSet, error) {
 	if path == "" {
 		path = n.cfg.Path
 	}
@@ -176,7 +191,10 @@ func (n *Node) callMedia(ctx context.Context, path, profile string) (media.Confi
 			if n.host.Network().Connectedness(sn.ID) != network.Connected {
 				continue
 			}
-			if srv, err := n.turnServer(ctx, sn.ID); err == nil {
+			sctx, cancel := relayContext(ctx, fresh)
+			srv, err := n.turnServer(sctx, sn.ID, fresh)
+			cancel()
+			if err == nil {
 				set.add(*srv, TierSupernode)
 			} else {
 				n.log.Debug("supernode TURN", "supernode", sn.ID, "err", err)
@@ -185,11 +203,11 @@ func (n *Node) callMedia(ctx context.Context, path, profile string) (media.Confi
 	}
 	if wantCloud {
 		for _, r := range n.cfg.CloudRelays {
-			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			cctx, cancel := relayContext(ctx, fresh)
 			err := n.host.Connect(cctx, r)
 			var srv *webrtc.ICEServer
 			if err == nil {
-				srv, err = n.turnServer(cctx, r.ID)
+				srv, err = n.turnServer(cctx, r.ID, fresh)
 			}
 			cancel()
 			if err != nil {
@@ -218,11 +236,17 @@ func (n *Node) callMedia(ctx context.Context, path, profile string) (media.Confi
 	}
 	cfg.ICEServers = set.servers
 	cfg.RelayOnly = relayOnly
+
 	if profile == ProfileMobile {
+		// Fewer keepalives save the radio; what the node was configured
+		// with explicitly stays.
 		cfg.Bitrate, cfg.FEC, cfg.DTX = 20000, true, true
-		cfg.KeepaliveInterval = 10 * time.Second
-		cfg.DisconnectedTimeout = 10 * time.Second
-		cfg.FailedTimeout = 30 * time.Second
+		cfg.KeepaliveInterval = cmp.Or(cfg.KeepaliveInterval, 10*time.Second)
+		cfg.DisconnectedTimeout = cmp.Or(cfg.DisconnectedTimeout, 10*time.Second)
+		cfg.FailedTimeout = cmp.Or(cfg.FailedTimeout, 30*time.Second)
 	}
+	// Audio flows every 20 ms: two silent seconds mean the path is gone, and
+	// the call restarts ICE (see watchMedia).
+	cfg.DisconnectedTimeout = cmp.Or(cfg.DisconnectedTimeout, 2*time.Second)
 	return cfg, set, nil
 }

@@ -17,15 +17,17 @@ import (
 
 var loopbackNet = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 
-func turnConfig() *turnrelay.Config {
-	return &turnrelay.Config{UDPAddr: "127.0.0.1:0", TCPAddr: "127.0.0.1:0", RelayIPs: []netip.Addr{netip.MustParseAddr("127.0.0.1")},
+// turnConfig is a TURN server on ip, relaying from ip: two relays on two
+// loopback addresses can be told apart by their relayed addresses.
+func turnConfig(ip string) *turnrelay.Config {
+	return &turnrelay.Config{UDPAddr: ip + ":0", TCPAddr: ip + ":0", RelayIPs: []netip.Addr{netip.MustParseAddr(ip)},
 		AllowCIDRs: loopbackNet}
 }
 
 func startCloudRelay(t *testing.T) *turnrelay.Cloud {
 	t.Helper()
 	key, _, _ := crypto.GenerateEd25519Key(rand.Reader)
-	cfg := turnrelay.CloudConfig{TURN: *turnConfig(), Key: key, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: quietLogger()}
+	cfg := turnrelay.CloudConfig{TURN: *turnConfig("127.0.0.2"), Key: key, Listen: []string{"/ip4/127.0.0.2/tcp/0"}, Logger: quietLogger()}
 	cfg.TURN.Secret = "a-cloud-secret-of-enough-length"
 	c, err := turnrelay.StartCloud(cfg)
 	if err != nil {
@@ -39,7 +41,7 @@ func startCloudRelay(t *testing.T) *turnrelay.Cloud {
 // audio intact; the mobile profile never goes direct.
 func TestRelayTiers(t *testing.T) {
 	sn, err := supernode.New(context.Background(), supernode.Config{Home: t.TempDir(), Listen: []string{"/ip4/127.0.0.1/tcp/0"},
-		Logger: quietLogger(), TURN: turnConfig()})
+		Logger: quietLogger(), TURN: turnConfig("127.0.0.1")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +59,7 @@ func TestRelayTiers(t *testing.T) {
 	}
 	var sink *media.CaptureSink
 	alice := start("alice", nil)
-	start("bob", func(CallInfo) (CallOptions, error) { return CallOptions{Sink: sink}, nil })
+	bob := start("bob", func(CallInfo) (CallOptions, error) { return CallOptions{Sink: sink}, nil })
 
 	cases := []struct {
 		path, profile, tier string
@@ -76,7 +78,17 @@ func TestRelayTiers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer c.Hangup()
+			defer func() {
+				// Both ends finished before the next call, or bob is busy.
+				c.Hangup()
+				if bc, err := bob.FindCall(c.ID()); err == nil {
+					select {
+					case <-bc.Done():
+					case <-time.After(10 * time.Second):
+						t.Error("bob's side of the call did not end")
+					}
+				}
+			}()
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			if err := sink.Wait(ctx, 2*media.SampleRate); err != nil {
@@ -97,4 +109,73 @@ func TestRelayTiers(t *testing.T) {
 	if _, err := alice.Call(context.Background(), "bob", CallOptions{Path: PathDirect, Profile: ProfileMobile}); err == nil {
 		t.Fatal("mobile with --path direct was accepted")
 	}
+}
+
+// TestRelayFailover: a relayed call whose relay dies restarts ICE and goes
+// on through the other tier within 5 s.
+func TestRelayFailover(t *testing.T) {
+	sn, err := supernode.New(context.Background(), supernode.Config{Home: t.TempDir(), Listen: []string{"/ip4/127.0.0.1/tcp/0"},
+		Logger: quietLogger(), TURN: turnConfig("127.0.0.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sn.Close() })
+	cloud := startCloudRelay(t)
+	sink := media.NewCaptureSink(0)
+	mc := loopbackMedia
+	mc.DisconnectedTimeout = 2 * time.Second
+	mc.KeepaliveInterval = time.Second // the mobile default (10 s) checks the path too seldom for this test
+	start := func(handle string, auto func(CallInfo) (CallOptions, error)) *Node {
+		n, err := Start(context.Background(), Config{Home: initHome(t, handle), Listen: []string{"/ip4/127.0.0.1/tcp/0"},
+			Bootstrap: []peer.AddrInfo{sn.AddrInfo()}, CloudRelays: []peer.AddrInfo{{ID: cloud.ID(), Addrs: cloud.Host().Addrs()}},
+			Logger: quietLogger(), Media: mc, Profile: ProfileMobile, AutoAnswer: auto})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		return n
+	}
+	alice := start("alice", nil)
+	start("bob", func(CallInfo) (CallOptions, error) { return CallOptions{Sink: sink}, nil })
+	c, err := alice.Call(context.Background(), "bob", CallOptions{Source: media.SpeechLikeSource(4)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Hangup()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := sink.Wait(ctx, media.SampleRate); err != nil {
+		t.Fatal(err)
+	}
+	before := c.Info().Stats.Tier
+	want := TierSupernode
+	switch before {
+	case TierCloud:
+		cloud.Close()
+	case TierSupernode:
+		sn.TURN().Close()
+		want = TierCloud
+	default:
+		t.Fatalf("mobile call on tier %q", before)
+	}
+	killed := time.Now()
+	// The call moves to the other tier within 5 s...
+	for {
+		if st := c.Info().Stats; st != nil && st.Tier == want {
+			break
+		}
+		if time.Since(killed) > 5*time.Second {
+			t.Fatalf("%s relay killed: after %s the call is on %+v", before, time.Since(killed), c.Info().Stats)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	moved := time.Since(killed)
+	// ...and a second of audio follows through it.
+	heard := sink.Len()
+	wctx, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	if err := sink.Wait(wctx, heard+media.SampleRate); err != nil {
+		t.Fatalf("no audio after moving to %s: %v", want, err)
+	}
+	t.Logf("%s relay killed: on %s after %s, %d ICE restart(s)", before, want, moved.Round(time.Millisecond), c.Info().Stats.ICERestarts)
 }
