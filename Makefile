@@ -31,8 +31,11 @@ fuzz:
 	  done; \
 	done
 
+# The figures in BENCHMARKS.md.
 bench:
-	$(GO) test -run='^$$' -bench=. -benchtime=20x ./media/
+	$(GO) test -run='^$$' -bench=BenchmarkCallSetupNode -benchtime=20x ./node/
+	$(GO) test -run='^$$' -bench='BenchmarkCallSetup$$' -benchtime=20x ./media/
+	$(GO) test -run='^$$' -bench=BenchmarkRelayOpusStreams -benchtime=250x ./internal/turnrelay/
 
 clean:
 	rm -rf bin
