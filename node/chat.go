@@ -166,10 +166,16 @@ func (n *Node) receiveMessage(e *Envelope, p *Payload, mine, viaMailbox bool) er
 		if !p.Group.has(me) || !p.Group.has(e.From) {
 			return fmt.Errorf("group %s does not have both %s and me", p.Group.Name, e.From)
 		}
-		if err := n.store.SaveGroup(n.ctx, p.Group, now.UnixMilli()); err != nil {
+		// The first description of a group this device saw stands; the
+		// sender must be a member of that one.
+		g, err := n.store.SaveGroup(n.ctx, p.Group, now.UnixMilli())
+		if err != nil {
 			return err
 		}
-		peerName = "#" + p.Group.Name
+		if !g.has(e.From) || !g.has(me) {
+			return fmt.Errorf("%s is not a member of #%s", e.From, g.Name)
+		}
+		peerName = "#" + g.Name
 	} else {
 		members, err := convMembers(p.Conv)
 		if err != nil {
@@ -408,7 +414,7 @@ func (n *Node) CreateGroup(ctx context.Context, name string, members []string) (
 			}
 		}
 	}
-	if err := n.store.SaveGroup(ctx, g, n.cfg.Now().UnixMilli()); err != nil {
+	if _, err := n.store.SaveGroup(ctx, g, n.cfg.Now().UnixMilli()); err != nil {
 		return nil, err
 	}
 	_, err := n.Send(ctx, "#"+name, fmt.Sprintf("%s created #%s with %s", n.id.Handle(), name, strings.Join(g.Members, ", ")))

@@ -330,7 +330,7 @@ func (n *Node) syncFrom(ctx context.Context, id peer.ID) (int, error) {
 		}
 		for i := range f.Groups {
 			if err := f.Groups[i].check(); err == nil {
-				n.store.SaveGroup(ctx, &f.Groups[i], n.cfg.Now().UnixMilli())
+				n.store.SaveGroup(ctx, &f.Groups[i], n.cfg.Now().UnixMilli()) // first seen stands
 			}
 		}
 		for _, m := range f.Messages {

@@ -381,12 +381,18 @@ func (s *Store) MessageCount(ctx context.Context) (int, error) {
 	return n, err
 }
 
-// SaveGroup stores (or refreshes) a group's description.
-func (s *Store) SaveGroup(ctx context.Context, g *Group, nowMS int64) error {
+// SaveGroup stores a group the first time it is seen and returns the
+// group as stored: a later message cannot change who is in it.
+func (s *Store) SaveGroup(ctx context.Context, g *Group, nowMS int64) (*Group, error) {
 	members := strings.Join(g.Members, ",")
-	_, err := s.db.ExecContext(ctx, `INSERT INTO groups(id,name,members,created_ms) VALUES(?,?,?,?)
-		ON CONFLICT(id) DO UPDATE SET name=excluded.name, members=excluded.members`, g.ID, g.Name, members, nowMS)
-	return err
+	if _, err := s.db.ExecContext(ctx, `INSERT OR IGNORE INTO groups(id,name,members,created_ms) VALUES(?,?,?,?)`, g.ID, g.Name, members, nowMS); err != nil {
+		return nil, err
+	}
+	var out Group
+	var stored string
+	err := s.db.QueryRowContext(ctx, `SELECT id, name, members FROM groups WHERE id=?`, g.ID).Scan(&out.ID, &out.Name, &stored)
+	out.Members = strings.Split(stored, ",")
+	return &out, err
 }
 
 // Groups returns the groups this device knows, by name.
