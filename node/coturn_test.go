@@ -1,0 +1,178 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/parley-net/parley/interop/turnrest"
+	"github.com/parley-net/parley/media"
+	"github.com/parley-net/parley/supernode"
+)
+
+const coturnSecret = "coturn-stands-in-for-the-cloud-relay"
+
+// startCoturn runs Debian's coturn on ip with use-auth-secret, the TURN
+// REST scheme parley's cloud relay shares, and returns its turn: URL and a
+// function that SIGKILLs it.
+func startCoturn(t *testing.T, ip string) (string, func()) {
+	t.Helper()
+	bin, err := exec.LookPath("turnserver")
+	if err != nil {
+		t.Skip("coturn is not installed (Debian: coturn); skipping the coturn-as-cloud-relay test")
+	}
+	l, err := net.ListenPacket("udp", ip+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.LocalAddr().(*net.UDPAddr).Port
+	l.Close()
+	dir := t.TempDir()
+	conf := fmt.Sprintf(`listening-ip=%[1]s
+relay-ip=%[1]s
+listening-port=%[2]d
+min-port=44000
+max-port=44999
+realm=parley
+use-auth-secret
+static-auth-secret=%[3]s
+allow-loopback-peers
+allowed-peer-ip=127.0.0.0-127.255.255.255
+no-multicast-peers
+no-tls
+no-dtls
+no-tcp-relay
+no-cli
+no-rfc5780
+fingerprint
+userdb=%[4]s/turndb
+pidfile=%[4]s/turnserver.pid
+log-file=stdout
+simple-log
+`, ip, port, coturnSecret, dir)
+	path := filepath.Join(dir, "turnserver.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-c", path)
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(out)
+		once := false
+		for sc.Scan() {
+			if !once && strings.Contains(sc.Text(), "Total General servers") {
+				once = true
+				close(ready)
+			}
+		}
+	}()
+	var once sync.Once
+	kill := func() { once.Do(func() { cmd.Process.Kill(); cmd.Wait() }) }
+	t.Cleanup(kill)
+	select {
+	case <-ready:
+	case <-time.After(15 * time.Second):
+		t.Fatal("coturn did not start")
+	}
+	return fmt.Sprintf("turn:%s:%d?transport=udp", ip, port), kill
+}
+
+// TestCoturnAsCloudRelay: with coturn in place of parley relay, a call
+// forced onto the cloud tier is relayed by coturn with intact audio, and when
+// the relay carrying a relay-only call dies the call moves to the other tier
+// within 5 s.
+func TestCoturnAsCloudRelay(t *testing.T) {
+	url, killCoturn := startCoturn(t, "127.0.0.3")
+	cred, err := turnrest.Issue(coturnSecret, "parley-test", time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn, err := supernode.New(context.Background(), supernode.Config{Home: t.TempDir(), Listen: []string{"/ip4/127.0.0.1/tcp/0"},
+		Logger: quietLogger(), TURN: turnConfig("127.0.0.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sn.Close() })
+	mc := loopbackMedia
+	mc.ICEServers = []webrtc.ICEServer{{URLs: []string{url}, Username: cred.Username, Credential: cred.Password}}
+	mc.DisconnectedTimeout, mc.KeepaliveInterval = 2*time.Second, time.Second
+	var sink *media.CaptureSink
+	start := func(handle string, auto func(CallInfo) (CallOptions, error)) *Node {
+		n, err := Start(context.Background(), Config{Home: initHome(t, handle), Listen: []string{"/ip4/127.0.0.1/tcp/0"},
+			Bootstrap: []peer.AddrInfo{sn.AddrInfo()}, Logger: quietLogger(), Media: mc, AutoAnswer: auto})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		return n
+	}
+	alice := start("alice", nil)
+	bob := start("bob", func(CallInfo) (CallOptions, error) { return CallOptions{Sink: sink}, nil })
+
+	call := func(opts CallOptions) (*Call, *tee) {
+		sink = media.NewCaptureSink(0)
+		src := &tee{src: media.SpeechLikeSource(5)}
+		opts.Source = src
+		c, err := alice.Call(context.Background(), "bob", opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := sink.Wait(ctx, media.SampleRate); err != nil {
+			t.Fatalf("no audio: %v (%+v)", err, c.Info())
+		}
+		return c, src
+	}
+
+	c, src := call(CallOptions{Path: PathCloud})
+	if st := c.Info().Stats; st.Tier != TierCloud || !strings.Contains(st.PathDetail, "127.0.0.3") {
+		t.Fatalf("cloud call not relayed by coturn: %+v", st)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sink.Wait(ctx, 2*media.SampleRate)
+	if med := medianSegmentCorrelation(src.samples(), sink.Samples()); med < 0.9 {
+		t.Fatalf("audio through coturn correlates %.3f", med)
+	}
+	c.Hangup()
+	if bc, err := bob.FindCall(c.ID()); err == nil {
+		<-bc.Done()
+	}
+
+	// A relay-only call across both tiers; kill coturn when it carries the
+	// call (else the supernode's TURN), and the call moves over.
+	c, _ = call(CallOptions{Profile: ProfileMobile})
+	defer c.Hangup()
+	before, want := c.Info().Stats.Tier, TierSupernode
+	if before == TierCloud {
+		killCoturn()
+	} else {
+		sn.TURN().Close()
+		want = TierCloud
+	}
+	killed := time.Now()
+	for c.Info().Stats == nil || c.Info().Stats.Tier != want {
+		if time.Since(killed) > 5*time.Second {
+			t.Fatalf("%s relay killed: after 5 s the call is on %+v", before, c.Info().Stats)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("%s relay killed: on %s after %s", before, want, time.Since(killed).Round(time.Millisecond))
+}
