@@ -26,7 +26,6 @@ const ChatProtocol = "/parley/chat/1.0.0"
 const (
 	MaxChatFrame = MaxEnvelope*4/3 + 256 // an envelope, base64-encoded, plus the frame's fields
 	MaxBodyBytes = 16 << 10              // bytes of one message body
-	maxIDLen     = 64
 	maxConvLen   = 160
 )
 
@@ -87,17 +86,7 @@ func (m *wireMsg) checkFields() error {
 	return nil
 }
 
-func validID(s string) bool {
-	if len(s) == 0 || len(s) > maxIDLen {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
+func validID(s string) bool { return wire.ValidID(s) }
 
 // DMConv names the one-to-one conversation between two handles; both sides
 // compute the same name.

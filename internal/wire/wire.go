@@ -97,3 +97,20 @@ func DecodeJSON(b []byte, v any) error {
 	}
 	return nil
 }
+
+// MaxIDLen bounds the IDs the protocols exchange (message, envelope, call).
+const MaxIDLen = 64
+
+// ValidID reports whether s is a protocol ID: 1 to MaxIDLen lower-case hex
+// digits.
+func ValidID(s string) bool {
+	if len(s) == 0 || len(s) > MaxIDLen {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}

@@ -45,7 +45,6 @@ const (
 	MaxPerRecipient = 10000
 	MaxPerSender    = 5000
 	DefaultK        = 3
-	maxIDLen        = 64
 	maxReason       = 200
 )
 
@@ -160,14 +159,4 @@ func (it *Item) check() error {
 	return nil
 }
 
-func validID(s string) bool {
-	if len(s) == 0 || len(s) > maxIDLen {
-		return false
-	}
-	for _, c := range s {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
+func validID(s string) bool { return wire.ValidID(s) }
