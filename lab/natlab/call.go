@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -43,17 +44,24 @@ type Pair struct {
 	// "srflx", "prflx", "relay").
 	Candidate string  `json:"candidate,omitempty"`
 	SetupMS   float64 `json:"setup_ms"`
-	// AudioCorrelation is the peak normalised cross-correlation between
-	// the speech-like signal the caller sent and what the callee recorded.
+	// AudioCorrelation compares the speech-like signal the caller sent
+	// with what the callee recorded: the energy-weighted mean of the peak
+	// normalised cross-correlations of half-second segments, each aligned
+	// on its own near the overall alignment. WholeCorrelation is the peak
+	// for one alignment of the whole recording, which a jitter buffer
+	// shifting playout by a frame mid-call brings down although the audio
+	// is intact.
 	AudioCorrelation float64 `json:"audio_correlation"`
+	WholeCorrelation float64 `json:"whole_correlation"`
 	RTTMS            float64 `json:"rtt_ms,omitempty"`
 	LossPct          float64 `json:"loss_pct,omitempty"`
 	MOS              float64 `json:"mos,omitempty"`
 	// Error says why OK is false.
 	Error string `json:"error,omitempty"`
 
-	// Logs of the two daemons and the caller's CLI output, for diagnosis.
-	CallerLog, CalleeLog, CallOutput string `json:"-"`
+	// Logs of the two daemons, the caller's CLI output and the callee's
+	// recording, for diagnosis.
+	CallerLog, CalleeLog, CallOutput, Recording string `json:"-"`
 	// recording is the callee's WAV, kept for the fault analysis.
 	recording []int16
 }
@@ -69,14 +77,20 @@ type callResult struct {
 	LossPct     float64 `json:"loss_pct"`
 	MOS         float64 `json:"mos"`
 	ConcealedMS float64 `json:"concealed_ms"`
+	PathDetail  string  `json:"path_detail"`
+	ICERestarts int     `json:"ice_restarts"`
 	Reason      string  `json:"reason"`
 	Error       string  `json:"error"`
 }
 
 // maxLag bounds the correlation's search for the delay between the caller
-// starting to send and the callee's first decoded frame.
+// starting to send and the callee's first decoded frame. Each half-second
+// segment (segmentLen) is then aligned within segmentSlack of that delay:
+// an adaptive jitter buffer moves playout by a frame or two.
 const (
-	maxLag = 3 * media.SampleRate
+	maxLag       = 3 * media.SampleRate
+	segmentLen   = media.SampleRate / 2
+	segmentSlack = 4 * frame
 	// speechSeed is the seed of media.SpeechLikeSource that `--speech`
 	// sends (node.AudioSpec.Open).
 	speechSeed = 1
@@ -91,8 +105,9 @@ func (l *Lab) Call(ctx context.Context, spec CallSpec) Pair {
 }
 
 // call runs the call; during it, duringCall (if not nil) runs once the
-// caller reports the call active, with the time it did.
-func (l *Lab) call(ctx context.Context, spec CallSpec, duringCall func(active time.Time)) (Pair, *callResult) {
+// caller reports the call active, with the time it did and the running
+// `parley call`.
+func (l *Lab) call(ctx context.Context, spec CallSpec, duringCall func(active time.Time, caller *proc)) (Pair, *callResult) {
 	if spec.Audio == 0 {
 		spec.Audio = DefaultAudio
 	}
@@ -144,7 +159,7 @@ func (l *Lab) call(ctx context.Context, spec CallSpec, duringCall func(active ti
 	p.CallOutput = cp.outPath
 	if duringCall != nil {
 		if _, _, err := cp.waitLine(cctx, spec.Audio+callSlack, `"active"`, func(s string) bool { return strings.HasPrefix(s, "active") }); err == nil {
-			duringCall(time.Now())
+			duringCall(time.Now(), cp)
 		}
 	}
 	<-cp.done
@@ -176,8 +191,12 @@ func (l *Lab) call(ctx context.Context, spec CallSpec, duringCall func(active ti
 		return p, res
 	}
 	p.recording = rec
-	peak, _ := media.Correlation(reference(len(rec)+maxLag), rec, maxLag)
-	p.AudioCorrelation = round(peak, 3)
+	// Keep it next to the call's output for a listen or a second look.
+	if err := os.Rename(callee.heard, filepath.Join(l.dir, name+".wav")); err == nil {
+		p.Recording = filepath.Join(l.dir, name+".wav")
+	}
+	seg, whole := correlate(reference(len(rec)+maxLag), rec)
+	p.AudioCorrelation, p.WholeCorrelation = round(seg, 3), round(whole, 3)
 	p.OK = p.Error == ""
 	return p, res
 }
@@ -269,4 +288,29 @@ func relayed(tier string) bool { return tier == FaultCloud || tier == FaultSuper
 func reference(n int) []int16 {
 	ref, _ := media.ReadAll(media.SpeechLikeSource(speechSeed), n)
 	return ref
+}
+
+// correlate returns the segment correlation (see Pair.AudioCorrelation)
+// of received against sent, and the whole-recording one.
+func correlate(sent, received []int16) (segments, whole float64) {
+	whole, lag := media.Correlation(sent, received, maxLag)
+	var sum, weight float64
+	for start := 0; start+segmentLen <= len(sent); start += segmentLen {
+		at := start + lag // where this segment should be in received
+		if at < 0 || at+segmentLen > len(received) {
+			continue
+		}
+		lo, hi := max(0, at-segmentSlack), min(len(received), at+segmentLen+segmentSlack)
+		seg := sent[start : start+segmentLen]
+		// Lags up to 2*segmentSlack keep the whole segment inside the
+		// window; larger ones would judge a sliver.
+		peak, _ := media.Correlation(seg, received[lo:hi], 2*segmentSlack)
+		e := rms(seg)
+		sum += peak * e
+		weight += e
+	}
+	if weight == 0 {
+		return 0, whole
+	}
+	return sum / weight, whole
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"regexp"
 	"time"
 
 	"github.com/parley-net/parley/media"
@@ -29,8 +30,10 @@ type FaultReport struct {
 	// Call is the call, forced onto the killed server's tier with --path;
 	// its Path is the tier the caller reported at the end.
 	Call Pair `json:"call"`
-	// KilledAfterMS is when the kill came, after the call became active.
+	// KilledAfterMS is when the kill came, after the call became active,
+	// and TierAtKill the tier the caller last reported before it.
 	KilledAfterMS float64 `json:"killed_after_ms"`
+	TierAtKill    string  `json:"tier_at_kill"`
 	// GapMS is the longest run of silent 20 ms frames in the callee's
 	// recording (silence, or concealment that faded out), and GapStartMS
 	// where in the recording it begins. NaturalGapMS is the longest such
@@ -46,8 +49,13 @@ type FaultReport struct {
 	// RecordingMS is the length of the callee's recording.
 	RecordingMS float64 `json:"recording_ms"`
 	// ConcealedMS is the caller's count of audio made up by loss
-	// concealment, when it reports one.
-	ConcealedMS float64 `json:"concealed_ms,omitempty"`
+	// concealment, as it reports it.
+	ConcealedMS float64 `json:"concealed_ms"`
+	// EndPath is the candidate pair carrying the call when it ended, as
+	// the caller reported it; "none" when no pair was selected (the media
+	// path never came back). ICERestarts counts the caller's ICE restarts.
+	EndPath     string `json:"end_path"`
+	ICERestarts int    `json:"ice_restarts"`
 }
 
 // Fault makes the call spec with --path set to which ("cloud" or
@@ -69,18 +77,21 @@ func (l *Lab) Fault(ctx context.Context, which string, spec CallSpec) (*FaultRep
 	rep := &FaultReport{Killed: which}
 	var killErr error
 	l.progress("fault: %s, killing the %s %s after the call is active", spec, which, faultKillAfter)
-	p, res := l.call(ctx, spec, func(active time.Time) {
+	p, res := l.call(ctx, spec, func(active time.Time, caller *proc) {
 		select {
 		case <-time.After(faultKillAfter):
 		case <-ctx.Done():
 			return
 		}
+		lines, _ := caller.snapshot()
 		killErr = target.kill()
 		rep.KilledAfterMS = round(float64(time.Since(active).Milliseconds()), 0)
+		rep.TierAtKill = lastTier(lines)
 	})
 	rep.Call = p
 	if res != nil {
-		rep.ConcealedMS = round(res.ConcealedMS, 0)
+		rep.ConcealedMS, rep.ICERestarts = round(res.ConcealedMS, 0), res.ICERestarts
+		rep.EndPath = firstNonEmpty(res.PathDetail, "none")
 	}
 	if killErr != nil {
 		return rep, killErr
@@ -143,6 +154,20 @@ func (r *FaultReport) summary() string {
 	if r.Recovered {
 		rec = fmt.Sprintf("recovered (%.1f s heard after the gap)", r.HeardAfterMS/1000)
 	}
-	return fmt.Sprintf("%s killed %.1f s into the call: longest gap %.0f ms at %.1f s of the recording (the signal's own longest pause %.0f ms); %s; call ok=%v path %s at the end",
-		r.Killed, r.KilledAfterMS/1000, r.GapMS, r.GapStartMS/1000, r.NaturalGapMS, rec, r.Call.OK, r.Call.Path)
+	return fmt.Sprintf("%s killed %.1f s into a %s → %s call forced onto it (on tier %s): longest gap %.0f ms at %.1f s of the %.1f s recording (the signal's own longest pause %.0f ms); %s; %d ICE restart(s), pair at the end: %s (tier reported: %s)",
+		r.Killed, r.KilledAfterMS/1000, r.Call.Caller, r.Call.Callee, firstNonEmpty(r.TierAtKill, "unknown"), r.GapMS, r.GapStartMS/1000, r.RecordingMS/1000, r.NaturalGapMS, rec, r.ICERestarts, r.EndPath, r.Call.Path)
+}
+
+// statsLine matches the per-second line `parley call` prints while media
+// flows: "[  3s] supernode | path ...".
+var statsLine = regexp.MustCompile(`^\[\s*\d+s\] (\S+) \|`)
+
+// lastTier returns the tier of the last per-second line in lines.
+func lastTier(lines []string) string {
+	for i := len(lines) - 1; i >= 0; i-- {
+		if m := statsLine.FindStringSubmatch(lines[i]); m != nil {
+			return m[1]
+		}
+	}
+	return ""
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -72,8 +73,9 @@ type Options struct {
 	// call forced onto that tier. Anything else is an error.
 	Fault string
 	// FaultPair is the call the fault hits; its Path is set to Fault. The
-	// zero value means symmetric to symmetric when Types has symmetric,
-	// else the first type to itself.
+	// zero value means public to public when Types has public (signalling
+	// then goes direct, so only the media path is hit), else the first
+	// type to itself.
 	FaultPair CallSpec
 	// Dir holds the devices' homes, the recordings and every process's
 	// stdout (NAME.out) and stderr (NAME.log). Empty means a new temporary
@@ -563,13 +565,14 @@ func RunMatrix(ctx context.Context, opts Options) (m *Matrix, err error) {
 	return m, ctx.Err()
 }
 
+// defaultFaultPair is public to public when the lab has public hosts:
+// their signalling is direct, so the kill hits the media path alone.
 func (l *Lab) defaultFaultPair() CallSpec {
-	for _, t := range l.opts.Types {
-		if t == netlab.Symmetric {
-			return CallSpec{Caller: t, Callee: t}
-		}
+	t := l.opts.Types[0]
+	if slices.Contains(l.opts.Types, netlab.Public) {
+		t = netlab.Public
 	}
-	return CallSpec{Caller: l.opts.Types[0], Callee: l.opts.Types[0]}
+	return CallSpec{Caller: t, Callee: t}
 }
 
 func typeNames(ts []netlab.NATType) []string {

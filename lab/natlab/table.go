@@ -3,6 +3,7 @@ package natlab
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 )
 
@@ -26,10 +27,10 @@ func (m *Matrix) WriteTable(w io.Writer) error {
 			if _, ok := cells[[2]string{p.Caller, p.Callee}]; !ok {
 				continue
 			}
-			if p.Caller == t && !contains(rows, t) {
+			if p.Caller == t && !slices.Contains(rows, t) {
 				rows = append(rows, t)
 			}
-			if p.Callee == t && !contains(cols, t) {
+			if p.Callee == t && !slices.Contains(cols, t) {
 				cols = append(cols, t)
 			}
 		}
@@ -97,13 +98,4 @@ func (p Pair) cell() string {
 		return "FAIL"
 	}
 	return fmt.Sprintf("%s %.0fms %.2f", p.Path, p.SetupMS, p.AudioCorrelation)
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
