@@ -73,7 +73,7 @@ func newApp() *cli.App {
 		},
 		Commands: []*cli.Command{
 			supernodeCmd(), daemonCmd(), idCmd(), whoisCmd(), chatCmd(),
-			groupCmd(), callCmd(), callsCmd(), answerCmd(), relayCmd(),
+			groupCmd(), callCmd(), callsCmd(), answerCmd(), relayCmd(), labCmd(),
 			simpleCallVerb("reject", "decline a ringing call (the only one, or by ID)"),
 			simpleCallVerb("hangup", "end a call (the only one, or by ID)"),
 			statusCmd(), demoCmd(),
