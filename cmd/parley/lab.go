@@ -24,7 +24,7 @@ func labCmd() *cli.Command {
 				&cli.BoolFlag{Name: "matrix", Usage: "call every ordered pair of types (default: each type calls its own type)"},
 				&cli.StringFlag{Name: "types", Usage: "comma-separated NAT `TYPES` (default: all of public, full-cone, restricted, port-restricted, symmetric, udp-blocked)"},
 				&cli.BoolFlag{Name: "json", Usage: "print the result as JSON instead of a table"},
-				&cli.StringFlag{Name: "fault", Usage: "finally kill the cloud relay or the supernode in the middle of a call forced onto it: `cloud|supernode`"},
+				&cli.StringFlag{Name: "fault", Usage: "finally kill `SERVER` (cloud: the cloud relay, or supernode) in the middle of a call forced onto its tier, and report the audio gap"},
 				&cli.StringFlag{Name: "binary", Usage: "parley `BINARY` to run in the lab (default: this one)"},
 				&cli.DurationFlag{Name: "audio", Value: natlab.DefaultAudio, Usage: "audio sent by each call once connected"},
 				&cli.StringFlag{Name: "dir", Usage: "keep homes, recordings and logs in `DIR` (default: a temporary directory, removed)"},

@@ -101,6 +101,11 @@ const (
 // the callee's recording. A call that fails is reported in the Pair.
 func (l *Lab) Call(ctx context.Context, spec CallSpec) Pair {
 	p, _ := l.call(ctx, spec, nil)
+	if p.OK {
+		l.progress("%s: %s (%s), setup %.0f ms, correlation %.3f", spec, p.Path, p.Candidate, p.SetupMS, p.AudioCorrelation)
+	} else {
+		l.progress("%s: FAIL: %s", spec, p.Error)
+	}
 	return p
 }
 

@@ -59,9 +59,9 @@ type FaultReport struct {
 }
 
 // Fault makes the call spec with --path set to which ("cloud" or
-// "supernode"), SIGKILLs that server a few seconds after the call became
-// active, and reports the audio gap the callee heard. The killed server
-// stays down: call Fault last.
+// "supernode") and spec.Audio of audio (0 means 12 s), SIGKILLs that
+// server 3 s after the call became active, and reports the audio gap the
+// callee heard. The killed server stays down: call Fault last.
 func (l *Lab) Fault(ctx context.Context, which string, spec CallSpec) (*FaultReport, error) {
 	target := map[string]*proc{FaultCloud: l.relay, FaultSupernode: l.supernode}[which]
 	if target == nil {
@@ -71,8 +71,11 @@ func (l *Lab) Fault(ctx context.Context, which string, spec CallSpec) (*FaultRep
 		return nil, fmt.Errorf("natlab: %s already down (%v)", target.name, target.waitErr)
 	}
 	spec.Path = which
-	if spec.Audio < faultAudio {
+	if spec.Audio == 0 {
 		spec.Audio = faultAudio
+	}
+	if spec.Audio < faultKillAfter+2*time.Second {
+		return nil, fmt.Errorf("natlab: fault call of %s: needs at least %s of audio to kill the %s %s in", spec.Audio, faultKillAfter+2*time.Second, which, faultKillAfter)
 	}
 	rep := &FaultReport{Killed: which}
 	var killErr error
