@@ -27,7 +27,10 @@
 // --duration D --json` run from the default namespace (the control socket
 // is a file); natlab reads the JSON line it ends with, then the callee's
 // recording, and correlates it (media.Correlation) with the speech-like
-// signal `--speech` sends (media.SpeechLikeSource(1)).
+// signal `--speech` sends (media.SpeechLikeSource(1)), half a second at a
+// time, since an adaptive jitter buffer may shift playout by a frame
+// mid-call (Pair.AudioCorrelation). Recordings, every process's stdout and
+// stderr and each call's output stay in Options.Dir when one is given.
 //
 // # Faults
 //
