@@ -475,7 +475,7 @@ func (c *Call) invite(ctx context.Context, d peer.ID, mcfg media.Config) error {
 	if err := n.connect(ctx, d); err != nil {
 		return err
 	}
-	s, err := n.host.NewStream(ctx, d, CallProtocol)
+	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "parley signalling"), d, CallProtocol)
 	if err != nil {
 		return fmt.Errorf("open call stream to %s: %w", d.ShortString(), err)
 	}

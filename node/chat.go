@@ -626,7 +626,7 @@ func (n *Node) deliverDirect(ctx context.Context, id peer.ID, outs []Outgoing, e
 	if err := n.connect(ctx, id); err != nil {
 		return unreachableError{err}
 	}
-	s, err := n.host.NewStream(ctx, id, ChatProtocol)
+	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "parley signalling"), id, ChatProtocol)
 	if err != nil {
 		return unreachableError{fmt.Errorf("open chat stream to %s: %w", id.ShortString(), err)}
 	}

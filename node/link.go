@@ -312,7 +312,7 @@ func (n *Node) syncFrom(ctx context.Context, id peer.ID) (int, error) {
 	if err := n.connect(ctx, id); err != nil {
 		return 0, err
 	}
-	s, err := n.host.NewStream(ctx, id, SyncProtocol)
+	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "parley signalling"), id, SyncProtocol)
 	if err != nil {
 		return 0, err
 	}

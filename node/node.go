@@ -24,6 +24,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/parley-net/parley/discovery"
@@ -219,9 +220,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.publish(joinCtx); err != nil {
 		return nil, err
 	}
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.republishLoop()
 	go n.outboxLoop()
+	go n.reserveLoop()
 	if c, err := n.store.MessageCount(ctx); err == nil && c == 0 && len(n.Devices()) > 1 {
 		// A device linked after the account had history: copy it from a
 		// sibling that is online.
@@ -436,37 +438,73 @@ func (n *Node) cachedRecord(handle string) *discovery.HandleRecord {
 	return c.rec
 }
 
-// connect reaches a device: known addresses or a DHT lookup first, then a
-// fresh lookup, then circuits through the supernodes it may hold a
-// reservation at.
+// reserveLoop keeps a circuit relay v2 reservation at every bootstrap
+// supernode, so a device behind a NAT (or a firewall) can always be reached
+// at /p2p/<supernode>/p2p-circuit/p2p/<device> for signalling, whatever
+// AutoNAT has or has not concluded. A reservation costs the supernode one of
+// its capped slots and the device nothing but a refresh.
+func (n *Node) reserveLoop() {
+	defer n.wg.Done()
+	next := map[peer.ID]time.Time{}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		now := n.cfg.Now()
+		for _, sn := range n.cfg.Bootstrap {
+			if now.Before(next[sn.ID]) {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+			r, err := client.Reserve(ctx, n.host, sn)
+			cancel()
+			if err != nil {
+				n.log.Debug("relay reservation", "supernode", sn.ID, "err", err)
+				next[sn.ID] = now.Add(30 * time.Second)
+				continue
+			}
+			// Renew well before it lapses (the default lifetime is an hour).
+			next[sn.ID] = now.Add(max(time.Until(r.Expiration)*2/3, 30*time.Second))
+		}
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// connect reaches a device. Addresses the DHT knows and circuits through
+// every bootstrap supernode go into one dial, where libp2p tries the direct
+// ones first and the relayed ones half a second later, so a device behind a
+// NAT is reached through a supernode without first waiting out dials to its
+// unreachable private addresses. Hole punching (DCUtR) then tries to turn a
+// relayed connection into a direct one.
 func (n *Node) connect(ctx context.Context, id peer.ID) error {
+	if c := n.host.Network().Connectedness(id); c == network.Connected || c == network.Limited {
+		return nil
+	}
 	if sw, ok := n.host.Network().(*swarm.Swarm); ok {
 		sw.Backoff().Clear(id)
 	}
-	err := n.host.Connect(ctx, peer.AddrInfo{ID: id})
-	if err == nil {
-		return nil
+	pi := peer.AddrInfo{ID: id, Addrs: n.host.Peerstore().Addrs(id)}
+	fctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	if found, err := n.dht.FindPeer(fctx, id); err == nil {
+		pi.Addrs = append(pi.Addrs, found.Addrs...)
 	}
-	if pi, ferr := n.dht.FindPeer(ctx, id); ferr == nil && len(pi.Addrs) > 0 {
-		if sw, ok := n.host.Network().(*swarm.Swarm); ok {
-			sw.Backoff().Clear(id)
-		}
-		if err = n.host.Connect(ctx, pi); err == nil {
-			return nil
-		}
-	}
-	var circuits []peer.AddrInfo
+	cancel()
 	for _, sn := range n.cfg.Bootstrap {
-		if a, cerr := circuitAddr(sn.ID); cerr == nil {
-			circuits = append(circuits, peer.AddrInfo{ID: id, Addrs: a})
+		if sn.ID == id {
+			continue
+		}
+		if a, err := circuitAddr(sn.ID); err == nil {
+			pi.Addrs = append(pi.Addrs, a...)
 		}
 	}
-	for _, pi := range circuits {
-		if cerr := n.host.Connect(ctx, pi); cerr == nil {
-			return nil
-		}
+	// A relayed connection is enough: signalling and chat streams allow it.
+	if err := n.host.Connect(network.WithAllowLimitedConn(ctx, "parley signalling"), pi); err != nil {
+		return fmt.Errorf("reach device %s: %w", id.ShortString(), err)
 	}
-	return fmt.Errorf("reach device %s: %w", id.ShortString(), err)
+	return nil
 }
 
 func newMessageID(now time.Time) string {

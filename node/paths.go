@@ -121,6 +121,9 @@ func urlHost(u string) (string, string) {
 
 // tierOf names the tier of a media path.
 func (s *iceSet) tierOf(p media.Path) string {
+	if p.LocalType == "" {
+		return "" // no pair carries the call (yet, or any more)
+	}
 	if !p.Relayed() {
 		return TierDirect
 	}
