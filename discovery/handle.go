@@ -72,8 +72,9 @@ type HandleRecord struct {
 	Devices []Device `json:"devices"`
 	// Seq orders records of one account: a higher Seq replaces a lower one.
 	Seq uint64 `json:"seq"`
-	// Claimed is when the account first claimed the handle (Unix seconds); it
-	// never changes across updates and breaks ties between rival claims.
+	// Claimed is when the account first claimed the handle (Unix
+	// milliseconds); it never changes across updates and breaks ties between
+	// rival claims.
 	Claimed int64 `json:"claimed"`
 	// Expires is when the record stops being valid (Unix seconds).
 	Expires int64  `json:"expires"`
@@ -181,7 +182,7 @@ func ParseHandleRecord(b []byte) (*HandleRecord, error) {
 			return nil, fmt.Errorf("%w: device name too long", ErrBadRecord)
 		}
 	}
-	if r.Claimed <= 0 || r.Expires <= r.Claimed {
+	if r.Claimed <= 0 || r.Expires*1000 <= r.Claimed {
 		return nil, fmt.Errorf("%w: claimed %d, expires %d", ErrBadRecord, r.Claimed, r.Expires)
 	}
 	msg, err := r.signedBytes()

@@ -112,7 +112,7 @@ func InitIdentity(home, handle, deviceName string, now time.Time) (*Identity, er
 	}
 	id.Account = acct
 	id.AccountPub = acct.Public().(ed25519.PublicKey)
-	id.state = identityState{Handle: handle, DeviceName: deviceName, Claimed: now.Unix()}
+	id.state = identityState{Handle: handle, DeviceName: deviceName, Claimed: now.UnixMilli()}
 	id.state.Devices = []discovery.Device{id.Self()}
 	if _, err := id.resign(now); err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -299,23 +300,36 @@ func reference(n int) []int16 {
 // of received against sent, and the whole-recording one.
 func correlate(sent, received []int16) (segments, whole float64) {
 	whole, lag := media.Correlation(sent, received, maxLag)
-	var sum, weight float64
+	type seg struct{ peak, energy float64 }
+	var segs []seg
+	var total float64
 	for start := 0; start+segmentLen <= len(sent); start += segmentLen {
 		at := start + lag // where this segment should be in received
 		if at < 0 || at+segmentLen > len(received) {
 			continue
 		}
 		lo, hi := max(0, at-segmentSlack), min(len(received), at+segmentLen+segmentSlack)
-		seg := sent[start : start+segmentLen]
+		s := sent[start : start+segmentLen]
 		// Lags up to 2*segmentSlack keep the whole segment inside the
 		// window; larger ones would judge a sliver.
-		peak, _ := media.Correlation(seg, received[lo:hi], 2*segmentSlack)
-		e := rms(seg)
-		sum += peak * e
-		weight += e
+		peak, _ := media.Correlation(s, received[lo:hi], 2*segmentSlack)
+		e := rms(s)
+		segs = append(segs, seg{peak, e})
+		total += e
 	}
-	if weight == 0 {
+	if total == 0 {
 		return 0, whole
 	}
-	return sum / weight, whole
+	// The energy-weighted median: half the signal's energy is in segments
+	// that correlate at least this well. One segment a CPU stall concealed
+	// does not sink a call whose audio is otherwise intact; a call whose
+	// audio is mostly wrong still scores low.
+	sort.Slice(segs, func(i, j int) bool { return segs[i].peak > segs[j].peak })
+	acc := 0.0
+	for _, s := range segs {
+		if acc += s.energy; acc >= total/2 {
+			return s.peak, whole
+		}
+	}
+	return segs[len(segs)-1].peak, whole
 }
