@@ -27,6 +27,7 @@ const (
 	callIdleTimeout    = 10 * time.Minute       // a signalling stream with nothing to say
 	restartAfter       = 250 * time.Millisecond // disconnected this long: restart ICE
 	keepEndedCalls     = 20
+	hangupGrace        = time.Second // media closed: wait this long for the reason on the signalling stream
 )
 
 // Call errors.
@@ -728,7 +729,13 @@ func (c *Call) watchMedia(l *leg) {
 			timer, restart = nil, nil
 			c.restartICE(l)
 		case <-s.Done():
-			c.end("media closed")
+			// A hangup closes the peer's media and sends a hangup frame;
+			// the frame may come second. Give it a moment to say why.
+			select {
+			case <-c.done:
+			case <-time.After(hangupGrace):
+				c.end("media closed")
+			}
 			return
 		case <-c.done:
 			return
