@@ -59,7 +59,8 @@ type CallReport struct {
 	JitterMS          float64 `json:"jitter_ms"`
 	LossPct           float64 `json:"loss_pct"`
 	MOS               float64 `json:"mos"`
-	AudioCorrelation  float64 `json:"audio_correlation"`
+	AudioCorrelation  float64 `json:"audio_correlation"` // segment-aligned (media.SegmentCorrelation)
+	WholeCorrelation  float64 `json:"whole_correlation"` // one alignment of the whole
 	DevicesRang       int     `json:"devices_rang"`
 	AnsweredElsewhere bool    `json:"answered_elsewhere"`
 }

@@ -88,14 +88,16 @@ func demoCall(ctx context.Context, out io.Writer, dir string, alice, laptop, pho
 	if _, err := waitCallEvent(ctx, lapEv, func(c node.CallInfo) bool { return c.State == node.CallEnded }); err != nil {
 		return errors.New("laptop did not see the hangup")
 	}
-	peak, lag := media.Correlation(sent.samples(), heard.Samples(), 2*media.SampleRate)
+	peak, whole := media.SegmentCorrelation(sent.samples(), heard.Samples(), 2*media.SampleRate)
+	_, lag := media.Correlation(sent.samples(), heard.Samples(), 2*media.SampleRate)
 	rep.AudioCorrelation = float64(int64(peak*1000+0.5)) / 1000
+	rep.WholeCorrelation = float64(int64(whole*1000+0.5)) / 1000
 	recorded := int64(0)
 	if st, err := os.Stat(dir + "/bob-laptop.opus"); err == nil {
 		recorded = st.Size()
 	}
-	fmt.Fprintf(out, "  hung up; what bob heard correlates %.3f with what alice sent (aligned at %.0f ms); the laptop recorded %d KiB of Ogg Opus\n",
-		peak, float64(lag)*1000/media.SampleRate, recorded>>10)
+	fmt.Fprintf(out, "  hung up; what bob heard correlates %.3f with what alice sent (half-second segments; %.3f as one alignment at %.0f ms); the laptop recorded %d KiB of Ogg Opus\n",
+		peak, whole, float64(lag)*1000/media.SampleRate, recorded>>10)
 	return nil
 }
 

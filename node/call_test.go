@@ -152,7 +152,7 @@ func TestCallRingAllAnsweredElsewhere(t *testing.T) {
 	call.Hangup()
 	waitCall(t, lapEv, "laptop sees the hangup", func(c CallInfo) bool { return c.State == CallEnded && c.Reason == "remote hung up" })
 
-	peak, _ := media.Correlation(src.samples(), capture.Samples(), media.SampleRate)
+	peak, _ := media.SegmentCorrelation(src.samples(), capture.Samples(), media.SampleRate)
 	if peak < 0.9 {
 		t.Fatalf("received audio correlates %.3f with what was sent, want >= 0.9", peak)
 	}
