@@ -146,14 +146,14 @@ func fft(x []complex128, tw []complex128, inverse bool) {
 
 // SegmentCorrelation judges received audio against what was sent half a
 // second at a time: it aligns the whole, then re-aligns each half-second
-// segment of sent within ±50 ms of where the whole put it, and returns the
+// segment of sent within ±80 ms (four frames) of where the whole put it, and returns the
 // energy-weighted median of the segments' peaks — half of the signal's energy
 // lies in segments that correlate at least this well. A jitter buffer that
 // shifts playout by a frame mid-call, or one concealed frame, leaves it near
 // 1; audio that is mostly wrong or missing scores low. whole is Correlation
 // of the two as a single alignment.
 func SegmentCorrelation(sent, received []int16, maxLagSamples int) (segments, whole float64) {
-	const segLen, slack = SampleRate / 2, SampleRate / 20
+	const segLen, slack = SampleRate / 2, 4 * FrameSamples
 	whole, lag := Correlation(sent, received, maxLagSamples)
 	type seg struct{ peak, energy float64 }
 	var segs []seg

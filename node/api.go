@@ -104,8 +104,7 @@ func (n *Node) apiHandler() http.Handler {
 			To   string `json:"to"`
 			Text string `json:"text"`
 		}
-		if err := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody)).Decode(&req); err != nil {
-			writeJSON(w, http.StatusBadRequest, apiError{Error: "bad request: " + err.Error()})
+		if !readJSON(w, r, &req) {
 			return
 		}
 		res, err := n.Send(r.Context(), req.To, req.Text)

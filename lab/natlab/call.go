@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"time"
 
@@ -85,13 +84,11 @@ type callResult struct {
 }
 
 // maxLag bounds the correlation's search for the delay between the caller
-// starting to send and the callee's first decoded frame. Each half-second
-// segment (segmentLen) is then aligned within segmentSlack of that delay:
+// starting to send and the callee's first decoded frame; each half-second
+// segment is then aligned near that delay (media.SegmentCorrelation), since
 // an adaptive jitter buffer moves playout by a frame or two.
 const (
-	maxLag       = 3 * media.SampleRate
-	segmentLen   = media.SampleRate / 2
-	segmentSlack = 4 * frame
+	maxLag = 3 * media.SampleRate
 	// speechSeed is the seed of media.SpeechLikeSource that `--speech`
 	// sends (node.AudioSpec.Open).
 	speechSeed = 1
@@ -299,37 +296,5 @@ func reference(n int) []int16 {
 // correlate returns the segment correlation (see Pair.AudioCorrelation)
 // of received against sent, and the whole-recording one.
 func correlate(sent, received []int16) (segments, whole float64) {
-	whole, lag := media.Correlation(sent, received, maxLag)
-	type seg struct{ peak, energy float64 }
-	var segs []seg
-	var total float64
-	for start := 0; start+segmentLen <= len(sent); start += segmentLen {
-		at := start + lag // where this segment should be in received
-		if at < 0 || at+segmentLen > len(received) {
-			continue
-		}
-		lo, hi := max(0, at-segmentSlack), min(len(received), at+segmentLen+segmentSlack)
-		s := sent[start : start+segmentLen]
-		// Lags up to 2*segmentSlack keep the whole segment inside the
-		// window; larger ones would judge a sliver.
-		peak, _ := media.Correlation(s, received[lo:hi], 2*segmentSlack)
-		e := rms(s)
-		segs = append(segs, seg{peak, e})
-		total += e
-	}
-	if total == 0 {
-		return 0, whole
-	}
-	// The energy-weighted median: half the signal's energy is in segments
-	// that correlate at least this well. One segment a CPU stall concealed
-	// does not sink a call whose audio is otherwise intact; a call whose
-	// audio is mostly wrong still scores low.
-	sort.Slice(segs, func(i, j int) bool { return segs[i].peak > segs[j].peak })
-	acc := 0.0
-	for _, s := range segs {
-		if acc += s.energy; acc >= total/2 {
-			return s.peak, whole
-		}
-	}
-	return segs[len(segs)-1].peak, whole
+	return media.SegmentCorrelation(sent, received, maxLag)
 }
