@@ -245,9 +245,13 @@ func newAPI(cfg Config, log *slog.Logger) (*webrtc.API, error) {
 	}
 	se.SetICETimeouts(cfg.DisconnectedTimeout, cfg.FailedTimeout, cfg.KeepaliveInterval)
 	if cfg.RelayOnly {
-		// ICE holds a relay pair back (2 s by default) in case a more direct
-		// one succeeds; a relay-only session has nothing better to wait for.
+		// ICE holds a pair back (2 s for a relay, 1 s for a peer-reflexive
+		// remote) in case a more direct one succeeds; every pair of a
+		// relay-only session is relayed, so it has nothing better to wait for.
 		se.SetRelayAcceptanceMinWait(0)
+		se.SetPrflxAcceptanceMinWait(0)
+		se.SetSrflxAcceptanceMinWait(0)
+		se.SetHostAcceptanceMinWait(0)
 	}
 	if cfg.Net != nil {
 		se.SetNet(cfg.Net)
@@ -329,6 +333,9 @@ func (s *Session) SetICEServers(servers []webrtc.ICEServer) error {
 	if err := s.pc.SetConfiguration(c); err != nil {
 		return fmt.Errorf("media: set ICE servers: %w", err)
 	}
+	s.mu.Lock()
+	s.cfg.ICEServers = servers // for naming the relay a candidate came from
+	s.mu.Unlock()
 	return nil
 }
 

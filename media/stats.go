@@ -161,7 +161,10 @@ func (s *Session) path() (Path, time.Duration) {
 			}
 		}
 		if p.RelayServer == "" {
-			p.RelayServer = relayServerFor(pair.Local.Address, p.RelayProtocol, s.cfg.ICEServers)
+			s.mu.Lock()
+			servers := s.cfg.ICEServers
+			s.mu.Unlock()
+			p.RelayServer = relayServerFor(pair.Local.Address, p.RelayProtocol, servers)
 		}
 	}
 	return p, rtt

@@ -26,6 +26,9 @@ const (
 	callDialTimeout    = 10 * time.Second
 	callIdleTimeout    = 10 * time.Minute       // a signalling stream with nothing to say
 	restartAfter       = 250 * time.Millisecond // disconnected this long: restart ICE
+	setupFallback      = 5 * time.Second        // not connected this long after the answer: restart ICE with every tier
+	restartRetry       = 3 * time.Second        // an ICE restart not connected this long: restart again
+	maxFailedRestarts  = 5                      // restarts without media connecting in between: give up
 	keepEndedCalls     = 20
 	hangupGrace        = time.Second // media closed: wait this long for the reason on the signalling stream
 )
@@ -696,13 +699,41 @@ func (c *Call) watchMedia(l *leg) {
 		default:
 		}
 	})
-	var restart <-chan time.Time
-	var timer *time.Timer
+	outgoing := c.info.Direction == "outgoing"
+	// restart fires restartAfter into a disconnection. stuck fires when the
+	// media has not (re)connected in time: setupFallback after the answer,
+	// restartRetry after an ICE restart. Either way the caller restarts ICE,
+	// which offers every relay tier the policy allows.
+	var restart, stuck <-chan time.Time
+	var timer, stuckTimer *time.Timer
+	arm := func(d time.Duration) {
+		if stuckTimer != nil {
+			stuckTimer.Stop()
+		}
+		stuckTimer = time.NewTimer(d)
+		stuck = stuckTimer.C
+	}
 	defer func() {
 		if timer != nil {
 			timer.Stop()
 		}
+		if stuckTimer != nil {
+			stuckTimer.Stop()
+		}
 	}()
+	if outgoing {
+		arm(setupFallback)
+	}
+	failed := 0 // restarts since media last connected
+	doRestart := func() {
+		if failed++; failed > maxFailedRestarts {
+			l.send(callFrame{Type: sigHangup, Call: c.info.ID, Reason: "no media path"})
+			c.end("no media path")
+			return
+		}
+		c.restartICE(l)
+		arm(restartRetry)
+	}
 	first := s.FirstAudio()
 	for {
 		select {
@@ -715,19 +746,27 @@ func (c *Call) watchMedia(l *leg) {
 		case st := <-states:
 			switch st {
 			case media.StateDisconnected, media.StateFailed:
-				if timer == nil && c.info.Direction == "outgoing" {
+				if timer == nil && outgoing {
 					timer = time.NewTimer(restartAfter)
 					restart = timer.C
 				}
 			case media.StateConnected:
+				failed = 0
 				if timer != nil {
 					timer.Stop()
 					timer, restart = nil, nil
 				}
+				if stuckTimer != nil {
+					stuckTimer.Stop()
+					stuckTimer, stuck = nil, nil
+				}
 			}
 		case <-restart:
 			timer, restart = nil, nil
-			c.restartICE(l)
+			doRestart()
+		case <-stuck:
+			stuckTimer, stuck = nil, nil
+			doRestart()
 		case <-s.Done():
 			// A hangup closes the peer's media and sends a hangup frame;
 			// the frame may come second. Give it a moment to say why.

@@ -156,17 +156,15 @@ func TestCoturnAsCloudRelay(t *testing.T) {
 		<-bc.Done()
 	}
 
-	// A relay-only call across both tiers; kill coturn when it carries the
-	// call (else the supernode's TURN), and the call moves over.
-	c, _ = call(CallOptions{Profile: ProfileMobile})
+	// A relay-only call preferring the cloud tier: coturn carries it; kill
+	// coturn and the call moves to the supernode's relay.
+	c, _ = call(CallOptions{Profile: ProfileMobile, Path: "cloud,supernode"})
 	defer c.Hangup()
 	before, want := c.Info().Stats.Tier, TierSupernode
-	if before == TierCloud {
-		killCoturn()
-	} else {
-		sn.TURN().Close()
-		want = TierCloud
+	if before != TierCloud {
+		t.Fatalf("mobile call --path cloud,supernode on %+v, want coturn", c.Info().Stats)
 	}
+	killCoturn()
 	killed := time.Now()
 	for c.Info().Stats == nil || c.Info().Stats.Tier != want {
 		if time.Since(killed) > 5*time.Second {

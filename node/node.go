@@ -77,8 +77,9 @@ type Config struct {
 	// CloudRelays are operator-run TURN relays (parley relay) that hand this
 	// node credentials; nil means none: no cloud tier.
 	CloudRelays []peer.AddrInfo
-	// Path restricts calls to a tier: "" or "auto" (direct, else supernode
-	// relay, else cloud relay), "direct", "supernode" or "cloud".
+	// Path is the calls' path policy: "" or "auto" (direct, supernode
+	// relay, cloud relay), or tiers in the order preferred, such as
+	// "supernode,cloud" (relay-only); one tier forces it. See callMedia.
 	Path string
 	// Profile is "" or "desktop" (every path), or "mobile" (relay-only, low
 	// bitrate, FEC, DTX, longer keepalives).
@@ -220,10 +221,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.publish(joinCtx); err != nil {
 		return nil, err
 	}
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.republishLoop()
 	go n.outboxLoop()
 	go n.reserveLoop()
+	go n.cloudLoop()
 	if c, err := n.store.MessageCount(ctx); err == nil && c == 0 && len(n.Devices()) > 1 {
 		// A device linked after the account had history: copy it from a
 		// sibling that is online.
@@ -247,6 +249,7 @@ func (n *Node) startHost() error {
 		libp2p.EnableHolePunching(),
 		libp2p.EnableAutoRelayWithStaticRelays(n.cfg.Bootstrap),
 		libp2p.DisableMetrics(),
+		libp2p.SwarmOpts(swarm.WithDialRanker(dialRanker)),
 		libp2p.Routing(func(h host.Host) (routing.PeerRouting, error) {
 			var err error
 			d, err = discovery.NewDHT(n.ctx, h, discovery.DHTConfig{Bootstrap: n.cfg.Bootstrap, Now: n.cfg.Now})
@@ -473,12 +476,39 @@ func (n *Node) reserveLoop() {
 	}
 }
 
-// connect reaches a device. Addresses the DHT knows and circuits through
-// every bootstrap supernode go into one dial, where libp2p tries the direct
-// ones first and the relayed ones half a second later, so a device behind a
-// NAT is reached through a supernode without first waiting out dials to its
-// unreachable private addresses. Hole punching (DCUtR) then tries to turn a
-// relayed connection into a direct one.
+// dialRanker is libp2p's default ranking of a peer's addresses, except that
+// circuit addresses are dialled at once: connect adds them to a dial only
+// after circuitDelay, and must not wait out the default relay delay again
+// behind direct addresses that may never answer.
+func dialRanker(addrs []ma.Multiaddr) []network.AddrDelay {
+	var circuits, direct []ma.Multiaddr
+	for _, a := range addrs {
+		if _, err := a.ValueForProtocol(ma.P_CIRCUIT); err == nil {
+			circuits = append(circuits, a)
+		} else {
+			direct = append(direct, a)
+		}
+	}
+	res := swarm.DefaultDialRanker(direct)
+	for _, a := range circuits {
+		res = append(res, network.AddrDelay{Addr: a})
+	}
+	return res
+}
+
+// circuitDelay is how long connect tries direct addresses alone before it
+// also dials through the supernodes.
+const circuitDelay = 500 * time.Millisecond
+
+// connect reaches a device, preferring a direct connection: a relayed one
+// through a supernode's circuit is limited in time and bytes, so signalling
+// should ride on it only when nothing else works. It dials the addresses in
+// the peerstore at once and those a DHT lookup finds when the lookup ends;
+// after circuitDelay it adds a circuit through every bootstrap supernode.
+// A lookup of a device behind a NAT tries to reach the device itself and
+// can take seconds, which must not hold up the relayed dial. The first
+// connection wins; hole punching (DCUtR) then tries to turn a relayed one
+// into a direct one.
 func (n *Node) connect(ctx context.Context, id peer.ID) error {
 	if c := n.host.Network().Connectedness(id); c == network.Connected || c == network.Limited {
 		return nil
@@ -486,25 +516,57 @@ func (n *Node) connect(ctx context.Context, id peer.ID) error {
 	if sw, ok := n.host.Network().(*swarm.Swarm); ok {
 		sw.Backoff().Clear(id)
 	}
-	pi := peer.AddrInfo{ID: id, Addrs: n.host.Peerstore().Addrs(id)}
-	fctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	if found, err := n.dht.FindPeer(fctx, id); err == nil {
-		pi.Addrs = append(pi.Addrs, found.Addrs...)
-	}
-	cancel()
+	start := time.Now()
+	ctx, cancel := context.WithCancel(network.WithAllowLimitedConn(ctx, "parley signalling"))
+	defer cancel()
+	var circuits []ma.Multiaddr
 	for _, sn := range n.cfg.Bootstrap {
 		if sn.ID == id {
 			continue
 		}
 		if a, err := circuitAddr(sn.ID); err == nil {
-			pi.Addrs = append(pi.Addrs, a...)
+			circuits = append(circuits, a...)
 		}
 	}
-	// A relayed connection is enough: signalling and chat streams allow it.
-	if err := n.host.Connect(network.WithAllowLimitedConn(ctx, "parley signalling"), pi); err != nil {
-		return fmt.Errorf("reach device %s: %w", id.ShortString(), err)
+	// Buffered for all three, so none blocks once connect has returned.
+	results := make(chan error, 3)
+	dial := func(addrs []ma.Multiaddr) error {
+		if len(addrs) == 0 {
+			return errors.New("no addresses")
+		}
+		return n.host.Connect(ctx, peer.AddrInfo{ID: id, Addrs: addrs})
 	}
-	return nil
+	go func() { results <- dial(n.host.Peerstore().Addrs(id)) }()
+	go func() {
+		fctx, fcancel := context.WithTimeout(ctx, 3*time.Second)
+		defer fcancel()
+		found, err := n.dht.FindPeer(fctx, id)
+		if err != nil {
+			results <- fmt.Errorf("DHT lookup: %w", err)
+			return
+		}
+		results <- dial(found.Addrs)
+	}()
+	go func() {
+		t := time.NewTimer(circuitDelay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			results <- dial(circuits)
+		case <-ctx.Done():
+			results <- ctx.Err()
+		}
+	}()
+	var errs []error
+	for range 3 {
+		err := <-results
+		if err == nil {
+			n.log.Debug("device reached", "peer", id, "connectedness", n.host.Network().Connectedness(id), "took", time.Since(start))
+			return nil
+		}
+		errs = append(errs, err)
+	}
+	return fmt.Errorf("reach device %s: %w", id.ShortString(), errors.Join(errs...))
 }
 
 func newMessageID(now time.Time) string {

@@ -28,9 +28,11 @@ const (
 	TierCloud     = "cloud"
 )
 
-// Path policies (Config.Path, a call's path option).
+// Path policies (Config.Path, a call's path option). A policy is "auto"
+// or a comma-separated list of tiers in the order they are preferred, such
+// as "supernode,cloud"; a single tier forces it.
 const (
-	PathAuto      = "auto"
+	PathAuto      = "auto" // direct,supernode,cloud
 	PathDirect    = "direct"
 	PathSupernode = "supernode"
 	PathCloud     = "cloud"
@@ -48,19 +50,49 @@ const (
 // ErrNoRelay is returned when a policy needs a relay tier nobody offers.
 var ErrNoRelay = errors.New("no relay of that tier is available")
 
+// policy is a parsed path policy: whether direct candidates are allowed,
+// and the relay tiers in the order they are preferred.
+type policy struct {
+	direct bool
+	relays []string
+}
+
+func parsePath(path string) (policy, error) {
+	if path == "" || path == PathAuto {
+		return policy{direct: true, relays: []string{TierSupernode, TierCloud}}, nil
+	}
+	var p policy
+	seen := map[string]bool{}
+	for _, t := range strings.Split(path, ",") {
+		t = strings.TrimSpace(t)
+		if seen[t] {
+			return policy{}, fmt.Errorf("path %q: %s given twice", path, t)
+		}
+		seen[t] = true
+		switch t {
+		case PathDirect:
+			p.direct = true
+		case PathSupernode, PathCloud:
+			p.relays = append(p.relays, t)
+		default:
+			return policy{}, fmt.Errorf("path %q: use auto, or direct, supernode and cloud alone or in a list in the order preferred", path)
+		}
+	}
+	return p, nil
+}
+
 func checkPolicy(path, profile string) error {
-	switch path {
-	case "", PathAuto, PathDirect, PathSupernode, PathCloud:
-	default:
-		return fmt.Errorf("path %q: use auto, direct, supernode or cloud", path)
+	p, err := parsePath(path)
+	if err != nil {
+		return err
 	}
 	switch profile {
 	case "", ProfileDesktop, ProfileMobile:
 	default:
 		return fmt.Errorf("profile %q: use desktop or mobile", profile)
 	}
-	if profile == ProfileMobile && path == PathDirect {
-		return errors.New("the mobile profile is relay-only: it cannot use --path direct")
+	if profile == ProfileMobile && len(p.relays) == 0 {
+		return errors.New("the mobile profile is relay-only: it needs a relay tier, not --path direct")
 	}
 	return nil
 }
@@ -72,11 +104,11 @@ type relayCreds struct {
 	byPID map[peer.ID]*turnrelay.Credentials
 }
 
-func (n *Node) turnServer(ctx context.Context, relay peer.ID, fresh bool) (*webrtc.ICEServer, error) {
+func (n *Node) turnServer(ctx context.Context, relay peer.ID, refetch bool) (*webrtc.ICEServer, error) {
 	n.creds.mu.Lock()
 	c, ok := n.creds.byPID[relay]
 	n.creds.mu.Unlock()
-	if fresh || !ok || n.cfg.Now().After(c.Expires.Add(-10*time.Minute)) {
+	if refetch || !ok || n.cfg.Now().After(c.Expires.Add(-10*time.Minute)) {
 		var err error
 		if c, err = turnrelay.FetchCredentials(ctx, n.host, relay); err != nil {
 			return nil, err
@@ -161,8 +193,14 @@ func relayContext(ctx context.Context, fresh bool) (context.Context, context.Can
 // servers the path policy allows (the supernodes' STUN and TURN, the cloud
 // relays' TURN) and the profile's codec and keepalive settings.
 //
-// On an ICE restart (fresh) every relay is asked again, each for at most
-// restartFetchTimeout, so a relay that died is left out of the new attempt.
+// Relay tiers are offered in the policy's order: a call's first attempt
+// gets the relays of the first tier that offers any (so with auto, the
+// cloud relay only when no supernode relays), since ICE ranks all relayed
+// pairs alike and would otherwise pick a tier at random. An ICE restart
+// (fresh) offers every tier of the policy, so the call moves to whatever
+// still works: credentials come from the cache where it has them (a dead
+// relay then just yields no candidate, without delaying the others), and
+// each relay that must be asked gets at most restartFetchTimeout.
 func (n *Node) callMedia(ctx context.Context, path, profile string, fresh bool) (media.Config, *iceSet, error) {
 	if path == "" {
 		path = n.cfg.Path
@@ -173,69 +211,51 @@ func (n *Node) callMedia(ctx context.Context, path, profile string, fresh bool) 
 	if err := checkPolicy(path, profile); err != nil {
 		return media.Config{}, nil, err
 	}
+	pol, _ := parsePath(path)
+	relayOnly := profile == ProfileMobile || !pol.direct
 	cfg := n.cfg.Media
 	if cfg.Logger == nil {
 		cfg.Logger = n.log
 	}
 	set := &iceSet{tiers: map[string]string{}}
+	// Servers configured by hand are an operator's: STUN goes with the
+	// direct tier, TURN with the cloud tier.
+	var handTURN []webrtc.ICEServer
 	for _, s := range cfg.ICEServers {
-		set.add(s, TierCloud) // configured by hand: an operator's
+		if s.Username == "" {
+			if !relayOnly {
+				set.add(s, TierCloud)
+			}
+		} else {
+			handTURN = append(handTURN, s)
+		}
 	}
-	relayOnly := profile == ProfileMobile || path == PathSupernode || path == PathCloud
 	if !relayOnly {
 		for _, s := range n.supernodeICE(ctx) {
 			set.add(s, TierSupernode)
 		}
 	}
-	wantSN := path == PathAuto || path == "" || path == PathSupernode
-	wantCloud := path == PathAuto || path == "" || path == PathCloud
-	if wantSN {
-		for _, sn := range n.cfg.Bootstrap {
-			if n.host.Network().Connectedness(sn.ID) != network.Connected {
-				continue
-			}
-			sctx, cancel := relayContext(ctx, fresh)
-			srv, err := n.turnServer(sctx, sn.ID, fresh)
-			cancel()
-			if err == nil {
-				set.add(*srv, TierSupernode)
-			} else {
-				n.log.Debug("supernode TURN", "supernode", sn.ID, "err", err)
-			}
+	var offered []string
+	for _, tier := range pol.relays {
+		if len(offered) > 0 && !fresh {
+			break
+		}
+		var servers []webrtc.ICEServer
+		if tier == TierSupernode {
+			servers = n.supernodeTURN(ctx, fresh)
+		} else {
+			servers = append(n.cloudTURN(ctx, fresh), handTURN...)
+		}
+		for _, s := range servers {
+			set.add(s, tier)
+		}
+		if len(servers) > 0 {
+			offered = append(offered, tier)
 		}
 	}
-	if wantCloud {
-		for _, r := range n.cfg.CloudRelays {
-			cctx, cancel := relayContext(ctx, fresh)
-			err := n.host.Connect(cctx, r)
-			var srv *webrtc.ICEServer
-			if err == nil {
-				srv, err = n.turnServer(cctx, r.ID, fresh)
-			}
-			cancel()
-			if err != nil {
-				n.log.Info("cloud relay unavailable", "relay", r.ID, "err", err)
-				continue
-			}
-			set.add(*srv, TierCloud)
-		}
-	}
-	if relayOnly && len(set.servers) == 0 {
-		tier := path
-		if tier == "" || tier == PathAuto {
-			tier = "supernode or cloud"
-		}
-		return media.Config{}, nil, fmt.Errorf("%w: %s relay needed for --path %s --profile %s", ErrNoRelay, tier, path, profile)
-	}
-	if path == PathDirect {
-		// Direct only: host and server-reflexive candidates, no relay.
-		var stun []webrtc.ICEServer
-		for _, s := range set.servers {
-			if s.Username == "" {
-				stun = append(stun, s)
-			}
-		}
-		set.servers = stun
+	if relayOnly && len(offered) == 0 {
+		return media.Config{}, nil, fmt.Errorf("%w: %s relay needed for --path %s --profile %s", ErrNoRelay,
+			strings.Join(pol.relays, " or "), cmp.Or(path, PathAuto), cmp.Or(profile, ProfileDesktop))
 	}
 	cfg.ICEServers = set.servers
 	cfg.RelayOnly = relayOnly
@@ -252,4 +272,83 @@ func (n *Node) callMedia(ctx context.Context, path, profile string, fresh bool) 
 	// the call restarts ICE (see watchMedia).
 	cfg.DisconnectedTimeout = cmp.Or(cfg.DisconnectedTimeout, 2*time.Second)
 	return cfg, set, nil
+}
+
+// supernodeTURN returns the TURN servers of the supernodes this node is
+// connected to: the supernode relay tier.
+func (n *Node) supernodeTURN(ctx context.Context, fresh bool) []webrtc.ICEServer {
+	var out []webrtc.ICEServer
+	for _, sn := range n.cfg.Bootstrap {
+		if n.host.Network().Connectedness(sn.ID) != network.Connected {
+			continue
+		}
+		sctx, cancel := relayContext(ctx, fresh)
+		srv, err := n.turnServer(sctx, sn.ID, false)
+		cancel()
+		if err != nil {
+			n.log.Debug("supernode TURN", "supernode", sn.ID, "err", err)
+			continue
+		}
+		out = append(out, *srv)
+	}
+	return out
+}
+
+// cloudTURN returns the TURN servers of the configured cloud relays that
+// answer: the cloud relay tier. On an ICE restart (fresh) a relay this node
+// is not connected to is left out rather than waited for; cloudLoop keeps
+// reconnecting it.
+func (n *Node) cloudTURN(ctx context.Context, fresh bool) []webrtc.ICEServer {
+	var out []webrtc.ICEServer
+	for _, r := range n.cfg.CloudRelays {
+		connected := n.host.Network().Connectedness(r.ID) == network.Connected
+		if fresh && !connected {
+			continue
+		}
+		srv, err := n.cloudRelay(ctx, r, fresh)
+		if err != nil {
+			n.log.Info("cloud relay unavailable", "relay", r.ID, "err", err)
+			continue
+		}
+		out = append(out, *srv)
+	}
+	return out
+}
+
+// cloudRelay connects to a cloud relay and returns its TURN server with
+// credentials. A relay reached anew may have restarted: it is asked again
+// rather than trusted with credentials it handed out before.
+func (n *Node) cloudRelay(ctx context.Context, r peer.AddrInfo, fresh bool) (*webrtc.ICEServer, error) {
+	ctx, cancel := relayContext(ctx, fresh)
+	defer cancel()
+	reconnected := n.host.Network().Connectedness(r.ID) != network.Connected
+	if err := n.host.Connect(ctx, r); err != nil {
+		return nil, err
+	}
+	n.host.ConnManager().Protect(r.ID, "parley cloud relay")
+	return n.turnServer(ctx, r.ID, reconnected)
+}
+
+// cloudLoop keeps the node connected to its cloud relays with credentials
+// in hand, so the cloud tier is ready the moment a call's ICE restart
+// needs it.
+func (n *Node) cloudLoop() {
+	defer n.wg.Done()
+	if len(n.cfg.CloudRelays) == 0 {
+		return
+	}
+	t := time.NewTicker(15 * time.Second)
+	defer t.Stop()
+	for {
+		for _, r := range n.cfg.CloudRelays {
+			if _, err := n.cloudRelay(n.ctx, r, false); err != nil && n.ctx.Err() == nil {
+				n.log.Debug("cloud relay", "relay", r.ID, "err", err)
+			}
+		}
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

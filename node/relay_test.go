@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,6 +70,11 @@ func TestRelayTiers(t *testing.T) {
 		{PathCloud, "", TierCloud},
 		{PathSupernode, ProfileMobile, TierSupernode},
 		{PathCloud, ProfileMobile, TierCloud},
+		// Relay tiers in the policy's order: the first that offers a relay.
+		{PathAuto, ProfileMobile, TierSupernode},
+		{"supernode,cloud", ProfileMobile, TierSupernode},
+		{"cloud,supernode", "", TierCloud},
+		{"direct,cloud", "", TierDirect},
 	}
 	for _, tc := range cases {
 		t.Run(tc.path+"/"+tc.profile, func(t *testing.T) {
@@ -112,8 +118,19 @@ func TestRelayTiers(t *testing.T) {
 }
 
 // TestRelayFailover: a relayed call whose relay dies restarts ICE and goes
-// on through the other tier within 5 s.
+// on through the other tier within 5 s. With auto the call starts on the
+// supernode relay (the preferred relay tier); with cloud,supernode on the
+// cloud relay.
 func TestRelayFailover(t *testing.T) {
+	for _, tc := range []struct{ path, before, after string }{
+		{PathAuto, TierSupernode, TierCloud},
+		{"cloud,supernode", TierCloud, TierSupernode},
+	} {
+		t.Run(tc.path, func(t *testing.T) { relayFailover(t, tc.path, tc.before, tc.after) })
+	}
+}
+
+func relayFailover(t *testing.T, path, before, want string) {
 	sn, err := supernode.New(context.Background(), supernode.Config{Home: t.TempDir(), Listen: []string{"/ip4/127.0.0.1/tcp/0"},
 		Logger: quietLogger(), TURN: turnConfig("127.0.0.1")})
 	if err != nil {
@@ -137,7 +154,7 @@ func TestRelayFailover(t *testing.T) {
 	}
 	alice := start("alice", nil)
 	start("bob", func(CallInfo) (CallOptions, error) { return CallOptions{Sink: sink}, nil })
-	c, err := alice.Call(context.Background(), "bob", CallOptions{Source: media.SpeechLikeSource(4)})
+	c, err := alice.Call(context.Background(), "bob", CallOptions{Source: media.SpeechLikeSource(4), Path: path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,16 +164,13 @@ func TestRelayFailover(t *testing.T) {
 	if err := sink.Wait(ctx, media.SampleRate); err != nil {
 		t.Fatal(err)
 	}
-	before := c.Info().Stats.Tier
-	want := TierSupernode
-	switch before {
-	case TierCloud:
+	if got := c.Info().Stats.Tier; got != before {
+		t.Fatalf("mobile call --path %s on tier %q, want %s", path, got, before)
+	}
+	if before == TierCloud {
 		cloud.Close()
-	case TierSupernode:
+	} else {
 		sn.TURN().Close()
-		want = TierCloud
-	default:
-		t.Fatalf("mobile call on tier %q", before)
 	}
 	killed := time.Now()
 	// The call moves to the other tier within 5 s...
@@ -178,4 +192,38 @@ func TestRelayFailover(t *testing.T) {
 		t.Fatalf("no audio after moving to %s: %v", want, err)
 	}
 	t.Logf("%s relay killed: on %s after %s, %d ICE restart(s)", before, want, moved.Round(time.Millisecond), c.Info().Stats.ICERestarts)
+}
+
+func TestParsePath(t *testing.T) {
+	for _, tc := range []struct {
+		in     string
+		direct bool
+		relays string
+		bad    bool
+	}{
+		{in: "", direct: true, relays: "supernode,cloud"},
+		{in: "auto", direct: true, relays: "supernode,cloud"},
+		{in: "direct", direct: true},
+		{in: "cloud", relays: "cloud"},
+		{in: "cloud,supernode", relays: "cloud,supernode"},
+		{in: "direct, cloud", direct: true, relays: "cloud"},
+		{in: "cloud,cloud", bad: true},
+		{in: "auto,cloud", bad: true},
+		{in: "turn", bad: true},
+		{in: "supernode,", bad: true},
+	} {
+		p, err := parsePath(tc.in)
+		if tc.bad {
+			if err == nil {
+				t.Errorf("parsePath(%q) = %+v, want an error", tc.in, p)
+			}
+			continue
+		}
+		if err != nil || p.direct != tc.direct || strings.Join(p.relays, ",") != tc.relays {
+			t.Errorf("parsePath(%q) = %+v, %v; want direct %v, relays %q", tc.in, p, err, tc.direct, tc.relays)
+		}
+	}
+	if err := checkPolicy("direct", ProfileMobile); err == nil {
+		t.Error("the mobile profile accepted a policy without relays")
+	}
 }

@@ -60,7 +60,7 @@ func callCmd() *cli.Command {
 		ArgsUsage: "HANDLE",
 		Flags: append(append(sourceFlags(), sinkFlags()...),
 			&cli.DurationFlag{Name: "duration", Usage: "hang up this long after the call connects (0: until Ctrl-C or the other side hangs up)"},
-			&cli.StringFlag{Name: "path", Usage: "force the media path for this call: auto, direct, supernode or cloud (default: the daemon's)"},
+			&cli.StringFlag{Name: "path", Usage: "media path for this call: auto (direct, supernode, cloud), or tiers in the order preferred, such as supernode,cloud; one tier forces it (default: the daemon's)"},
 			&cli.StringFlag{Name: "profile", Usage: "desktop or mobile for this call (default: the daemon's)"},
 			&cli.BoolFlag{Name: "json", Usage: "end with one JSON line summing the call up"}),
 		Action: func(c *cli.Context) error {

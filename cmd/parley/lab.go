@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -24,7 +25,7 @@ func labCmd() *cli.Command {
 				&cli.BoolFlag{Name: "matrix", Usage: "call every ordered pair of types (default: each type calls its own type)"},
 				&cli.StringFlag{Name: "types", Usage: "comma-separated NAT `TYPES` (default: all of public, full-cone, restricted, port-restricted, symmetric, udp-blocked)"},
 				&cli.BoolFlag{Name: "json", Usage: "print the result as JSON instead of a table"},
-				&cli.StringFlag{Name: "fault", Usage: "finally kill `SERVER` (cloud: the cloud relay, or supernode) in the middle of a call forced onto its tier, and report the audio gap"},
+				&cli.StringFlag{Name: "fault", Usage: "finally kill `SERVER` (cloud: the cloud relay, or supernode) in the middle of two calls, one relayed through it that must move to the other relay tier, one direct that must not notice, and report the audio gaps (needs public in --types)"},
 				&cli.StringFlag{Name: "binary", Usage: "parley `BINARY` to run in the lab (default: this one)"},
 				&cli.DurationFlag{Name: "audio", Value: natlab.DefaultAudio, Usage: "audio sent by each call once connected"},
 				&cli.StringFlag{Name: "dir", Usage: "keep homes, recordings and logs in `DIR` (default: a temporary directory, removed)"},
@@ -76,9 +77,15 @@ func labCmd() *cli.Command {
 				case failed > 0:
 					return fmt.Errorf("%d of %d calls failed", failed, len(m.Pairs))
 				case m.Fault != nil && m.Fault.KilledAfterMS == 0:
-					return fmt.Errorf("fault call %s → %s never became active: %s", m.Fault.Call.Caller, m.Fault.Call.Callee, m.Fault.Call.Error)
+					return errors.New("fault: not every fault call became active, nothing was killed")
+				case m.Fault != nil:
+					for _, fc := range m.Fault.Calls {
+						if !fc.Held(m.Fault.Killed) {
+							return fmt.Errorf("fault: the %s → %s call did not do what it should (%s); see the fault lines above", fc.Call.Caller, fc.Call.Callee, fc.Expect)
+						}
+					}
 				}
-				return nil // whether a call recovers from a fault is a finding, in the output
+				return nil
 			},
 		}},
 	}

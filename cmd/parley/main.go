@@ -171,7 +171,7 @@ func daemonCmd() *cli.Command {
 				Usage: "offer 127.0.0.1 as a call candidate (for calls between daemons on one machine)"},
 			&cli.StringSliceFlag{Name: "cloud-relay", EnvVars: []string{"PARLEY_CLOUD_RELAY"},
 				Usage: "a cloud relay's libp2p multiaddr ending in /p2p/<id> (parley relay): the last-resort media path"},
-			&cli.StringFlag{Name: "path", Value: "auto", EnvVars: []string{"PARLEY_PATH"}, Usage: "calls' media path: auto, direct, supernode or cloud"},
+			&cli.StringFlag{Name: "path", Value: "auto", EnvVars: []string{"PARLEY_PATH"}, Usage: "calls' media path: auto (direct, supernode, cloud), or tiers in the order preferred, such as supernode,cloud; one tier forces it"},
 			&cli.StringFlag{Name: "profile", Value: "desktop", EnvVars: []string{"PARLEY_PROFILE"}, Usage: "desktop, or mobile (relay-only, 20 kb/s, FEC, DTX, longer keepalives)"},
 			&cli.BoolFlag{Name: "auto-answer", Usage: "answer every incoming call (for unattended devices), with the audio flags below"},
 		}, append(sourceFlags(), sinkFlags()...)...),

@@ -42,8 +42,11 @@ type Pair struct {
 	Path string `json:"path"`
 	// Candidate is the ICE candidate type of the less direct end ("host",
 	// "srflx", "prflx", "relay").
-	Candidate string  `json:"candidate,omitempty"`
-	SetupMS   float64 `json:"setup_ms"`
+	Candidate string `json:"candidate,omitempty"`
+	// PathDetail is the candidate pair at the end, as the caller reported
+	// it: "relay 203.0.113.10:61022 -> host 198.51.100.11:54314 (udp) via …".
+	PathDetail string  `json:"path_detail,omitempty"`
+	SetupMS    float64 `json:"setup_ms"`
 	// AudioCorrelation compares the speech-like signal the caller sent
 	// with what the callee recorded: the energy-weighted mean of the peak
 	// normalised cross-correlations of half-second segments, each aligned
@@ -178,7 +181,7 @@ func (l *Lab) call(ctx context.Context, spec CallSpec, duringCall func(active ti
 		}
 		return p, nil
 	}
-	p.Path, p.Candidate = res.Tier, res.Path
+	p.Path, p.Candidate, p.PathDetail = res.Tier, res.Path, res.PathDetail
 	p.SetupMS, p.RTTMS, p.LossPct, p.MOS = round(res.SetupMS, 1), round(res.RTTMS, 2), round(res.LossPct, 2), round(res.MOS, 2)
 	switch {
 	case !res.OK:

@@ -2,11 +2,15 @@ package natlab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
+	"sync"
 	"time"
 
+	"github.com/parley-net/parley/lab/netlab"
 	"github.com/parley-net/parley/media"
 )
 
@@ -22,18 +26,38 @@ const (
 	frame      = media.SampleRate / 50
 )
 
-// FaultReport is what happened to a call whose relay was killed.
+// What a fault call is there to show.
+const (
+	// ExpectUnaffected: a direct call, which the killed server does not
+	// carry; it must go on without a gap.
+	ExpectUnaffected = "unaffected"
+	// ExpectMoves: a call relayed through the killed server whose policy
+	// allows another relay tier; it must move there.
+	ExpectMoves = "moves"
+)
+
+// FaultReport is what one kill did to the calls running through the lab.
 type FaultReport struct {
 	// Killed is the server SIGKILLed: "cloud" (the cloud relay) or
 	// "supernode".
 	Killed string `json:"killed"`
-	// Call is the call, forced onto the killed server's tier with --path;
-	// its Path is the tier the caller reported at the end.
-	Call Pair `json:"call"`
-	// KilledAfterMS is when the kill came, after the call became active,
-	// and TierAtKill the tier the caller last reported before it.
+	// KilledAfterMS is when the kill came, after the last of the calls
+	// became active; 0 when some call never did and nothing was killed.
 	KilledAfterMS float64 `json:"killed_after_ms"`
-	TierAtKill    string  `json:"tier_at_kill"`
+	// Calls are the calls that ran through the kill.
+	Calls []FaultCall `json:"calls"`
+}
+
+// FaultCall is what happened to one call when the server was killed.
+type FaultCall struct {
+	// Expect is what the call is there to show: ExpectUnaffected or
+	// ExpectMoves.
+	Expect string `json:"expect"`
+	// Call is the call; its Path is the tier the caller reported at the
+	// end.
+	Call Pair `json:"call"`
+	// TierAtKill is the tier the caller last reported before the kill.
+	TierAtKill string `json:"tier_at_kill"`
 	// GapMS is the longest run of silent 20 ms frames in the callee's
 	// recording (silence, or concealment that faded out), and GapStartMS
 	// where in the recording it begins. NaturalGapMS is the longest such
@@ -58,11 +82,41 @@ type FaultReport struct {
 	ICERestarts int    `json:"ice_restarts"`
 }
 
-// Fault makes the call spec with --path set to which ("cloud" or
-// "supernode") and spec.Audio of audio (0 means 12 s), SIGKILLs that
-// server 3 s after the call became active, and reports the audio gap the
-// callee heard. The killed server stays down: call Fault last.
-func (l *Lab) Fault(ctx context.Context, which string, spec CallSpec) (*FaultReport, error) {
+// FaultCalls are the calls a kill of which ("cloud" or "supernode") is
+// tested with: a call from public to public relayed through the server
+// to kill, by a policy that prefers its tier and allows the other relay
+// tier ("cloud,supernode" or "supernode,cloud"), which must move; and,
+// beside it, a direct call between two hosts of the first other type
+// whose calls go direct (port-restricted, restricted or full-cone), which
+// must not notice. Public hosts signal each other directly, so the kill
+// hits the media path alone. Without public hosts in the lab there is no
+// fault call.
+func (l *Lab) FaultCalls(which string) []FaultSpec {
+	if !slices.Contains(l.opts.Types, netlab.Public) {
+		return nil
+	}
+	other := map[string]string{FaultCloud: FaultSupernode, FaultSupernode: FaultCloud}[which]
+	out := []FaultSpec{{Expect: ExpectMoves, Spec: CallSpec{Caller: netlab.Public, Callee: netlab.Public, Path: which + "," + other}}}
+	for _, t := range []netlab.NATType{netlab.PortRestricted, netlab.Restricted, netlab.FullCone} {
+		if slices.Contains(l.opts.Types, t) {
+			out = append(out, FaultSpec{Expect: ExpectUnaffected, Spec: CallSpec{Caller: t, Callee: t}})
+			break
+		}
+	}
+	return out
+}
+
+// FaultSpec is one call of a fault scenario and what it is there to show.
+type FaultSpec struct {
+	Expect string
+	Spec   CallSpec
+}
+
+// Fault makes the calls at once, each with its spec.Audio of audio (0
+// means 12 s), SIGKILLs the server (which: "cloud" or "supernode") 3 s
+// after the last became active, and reports the audio gap each callee
+// heard. The killed server stays down: call Fault last.
+func (l *Lab) Fault(ctx context.Context, which string, calls []FaultSpec) (*FaultReport, error) {
 	target := map[string]*proc{FaultCloud: l.relay, FaultSupernode: l.supernode}[which]
 	if target == nil {
 		return nil, fmt.Errorf("natlab: unknown fault %q (want %q or %q)", which, FaultCloud, FaultSupernode)
@@ -70,46 +124,96 @@ func (l *Lab) Fault(ctx context.Context, which string, spec CallSpec) (*FaultRep
 	if target.exited() {
 		return nil, fmt.Errorf("natlab: %s already down (%v)", target.name, target.waitErr)
 	}
-	spec.Path = which
-	if spec.Audio == 0 {
-		spec.Audio = faultAudio
+	if len(calls) == 0 {
+		return nil, errors.New("natlab: a fault needs a call (the lab has no public hosts)")
 	}
-	if spec.Audio < faultKillAfter+2*time.Second {
-		return nil, fmt.Errorf("natlab: fault call of %s: needs at least %s of audio to kill the %s %s in", spec.Audio, faultKillAfter+2*time.Second, which, faultKillAfter)
+	for i := range calls {
+		if calls[i].Spec.Audio == 0 {
+			calls[i].Spec.Audio = faultAudio
+		}
+		if a := calls[i].Spec.Audio; a < faultKillAfter+2*time.Second {
+			return nil, fmt.Errorf("natlab: fault call %s: needs at least %s of audio to kill the %s %s in", calls[i].Spec, faultKillAfter+2*time.Second, which, faultKillAfter)
+		}
 	}
-	rep := &FaultReport{Killed: which}
+	rep := &FaultReport{Killed: which, Calls: make([]FaultCall, len(calls))}
+	type active struct {
+		i    int
+		at   time.Time
+		call *proc
+	}
+	actives := make(chan active, len(calls))
+	ended := make(chan int, len(calls))
+	killed := make(chan struct{})
+	var closeKilled sync.Once
+	defer closeKilled.Do(func() { close(killed) })
+	results := make([]*callResult, len(calls))
+	var wg sync.WaitGroup
+	for i, c := range calls {
+		rep.Calls[i].Expect = c.Expect
+		l.progress("fault: %s (%s), killing the %s %s after the calls are active", c.Spec, c.Expect, which, faultKillAfter)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rep.Calls[i].Call, results[i] = l.call(ctx, c.Spec, func(at time.Time, caller *proc) {
+				actives <- active{i, at, caller}
+				<-killed
+			})
+			ended <- i
+		}()
+	}
+
+	// Every call active (or one ended before it was): kill, 3 s on.
 	var killErr error
-	l.progress("fault: %s, killing the %s %s after the call is active", spec, which, faultKillAfter)
-	p, res := l.call(ctx, spec, func(active time.Time, caller *proc) {
+	var up []active
+wait:
+	for len(up) < len(calls) {
+		select {
+		case a := <-actives:
+			up = append(up, a)
+		case <-ended:
+			break wait // a call ended without becoming active
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	if len(up) == len(calls) {
 		select {
 		case <-time.After(faultKillAfter):
 		case <-ctx.Done():
-			return
 		}
-		lines, _ := caller.snapshot()
-		killErr = target.kill()
-		rep.KilledAfterMS = round(float64(time.Since(active).Milliseconds()), 0)
-		rep.TierAtKill = lastTier(lines)
-	})
-	rep.Call = p
-	if res != nil {
-		rep.ConcealedMS, rep.ICERestarts = round(res.ConcealedMS, 0), res.ICERestarts
-		rep.EndPath = firstNonEmpty(res.PathDetail, "none")
+		if ctx.Err() == nil {
+			for _, a := range up {
+				lines, _ := a.call.snapshot()
+				rep.Calls[a.i].TierAtKill = lastTier(lines)
+			}
+			killErr = target.kill()
+			last := up[len(up)-1].at
+			rep.KilledAfterMS = round(float64(time.Since(last).Milliseconds()), 0)
+		}
+	} else {
+		l.progress("fault: not every call became active, nothing killed")
+	}
+	closeKilled.Do(func() { close(killed) })
+	wg.Wait()
+
+	for i := range rep.Calls {
+		fc := &rep.Calls[i]
+		if res := results[i]; res != nil {
+			fc.ConcealedMS, fc.ICERestarts = round(res.ConcealedMS, 0), res.ICERestarts
+			fc.EndPath = firstNonEmpty(res.PathDetail, "none")
+		}
+		fc.analyse(fc.Call.recording, reference(len(fc.Call.recording)))
+		l.progress("fault: %s", fc.summary(which, rep.KilledAfterMS))
 	}
 	if killErr != nil {
 		return rep, killErr
 	}
-	if rep.KilledAfterMS == 0 {
-		l.progress("fault: the call never became active, nothing killed: %s", p.Error)
-	}
-	rep.analyse(p.recording, reference(len(p.recording)))
-	l.progress("fault: %s", rep.summary())
 	return rep, ctx.Err()
 }
 
 // analyse finds the longest silent run in the recording and in the
 // reference.
-func (r *FaultReport) analyse(rec, ref []int16) {
+func (r *FaultCall) analyse(rec, ref []int16) {
 	r.RecordingMS = float64(len(rec)) * 1000 / media.SampleRate
 	start, n := longestSilence(rec)
 	_, natural := longestSilence(ref)
@@ -149,7 +253,24 @@ func rms(s []int16) float64 {
 	return math.Sqrt(sum / float64(len(s)))
 }
 
-func (r *FaultReport) summary() string {
+// Held reports whether the call did what it was there to show: an
+// unaffected call stayed direct with no gap beyond the signal's own
+// pauses (plus a frame or two of jitter); a moving call was on the killed
+// tier, came back within 5 s on another one and was heard after.
+func (r *FaultCall) Held(killed string) bool {
+	if !r.Call.OK {
+		return false
+	}
+	switch r.Expect {
+	case ExpectUnaffected:
+		return r.TierAtKill == "direct" && r.Call.Path == "direct" && r.GapMS <= r.NaturalGapMS+100
+	case ExpectMoves:
+		return r.TierAtKill == killed && relayed(r.Call.Path) && r.Call.Path != killed && r.Recovered && r.GapMS < 5000
+	}
+	return false
+}
+
+func (r *FaultCall) summary(killed string, afterMS float64) string {
 	if !r.Call.OK && r.RecordingMS == 0 {
 		return fmt.Sprintf("call %s → %s failed: %s", r.Call.Caller, r.Call.Callee, r.Call.Error)
 	}
@@ -157,8 +278,20 @@ func (r *FaultReport) summary() string {
 	if r.Recovered {
 		rec = fmt.Sprintf("recovered (%.1f s heard after the gap)", r.HeardAfterMS/1000)
 	}
-	return fmt.Sprintf("%s killed %.1f s into a %s → %s call forced onto it (on tier %s): longest gap %.0f ms at %.1f s of the %.1f s recording (the signal's own longest pause %.0f ms); %s; %d ICE restart(s), pair at the end: %s (tier reported: %s)",
-		r.Killed, r.KilledAfterMS/1000, r.Call.Caller, r.Call.Callee, firstNonEmpty(r.TierAtKill, "unknown"), r.GapMS, r.GapStartMS/1000, r.RecordingMS/1000, r.NaturalGapMS, rec, r.ICERestarts, r.EndPath, r.Call.Path)
+	verdict := "as expected"
+	if !r.Held(killed) {
+		verdict = "NOT as expected"
+	}
+	return fmt.Sprintf("%s killed %.1f s into %s → %s%s (expected: %s; %s): on tier %s at the kill, %s at the end; longest gap %.0f ms at %.1f s of the %.1f s recording (the signal's own longest pause %.0f ms); %s; %d ICE restart(s), pair at the end: %s",
+		killed, afterMS/1000, r.Call.Caller, r.Call.Callee, pathSuffix(r.Call.ForcedPath), r.Expect, verdict, firstNonEmpty(r.TierAtKill, "unknown"), firstNonEmpty(r.Call.Path, "none"),
+		r.GapMS, r.GapStartMS/1000, r.RecordingMS/1000, r.NaturalGapMS, rec, r.ICERestarts, r.EndPath)
+}
+
+func pathSuffix(path string) string {
+	if path == "" {
+		return ""
+	}
+	return " --path " + path
 }
 
 // statsLine matches the per-second line `parley call` prints while media

@@ -69,14 +69,10 @@ type Options struct {
 	// signal once connected; 0 means DefaultAudio.
 	Audio time.Duration
 	// Fault, when not empty, makes RunMatrix end with Lab.Fault: "cloud"
-	// kills the cloud relay, "supernode" the supernode, in the middle of a
-	// call forced onto that tier. Anything else is an error.
+	// kills the cloud relay, "supernode" the supernode, in the middle of
+	// the calls of Lab.FaultCalls. Anything else is an error, and so is a
+	// fault in a lab without public hosts.
 	Fault string
-	// FaultPair is the call the fault hits; its Path is set to Fault. The
-	// zero value means public to public when Types has public (signalling
-	// then goes direct, so only the media path is hit), else the first
-	// type to itself.
-	FaultPair CallSpec
 	// Dir holds the devices' homes, the recordings and every process's
 	// stdout (NAME.out) and stderr (NAME.log). Empty means a new temporary
 	// directory that Close removes; a directory given here is kept.
@@ -260,7 +256,10 @@ func (o *Options) check() error {
 	if o.Audio < 0 {
 		return fmt.Errorf("natlab: negative audio duration %s", o.Audio)
 	}
-	for _, p := range append(o.Pairs[:len(o.Pairs):len(o.Pairs)], o.FaultPair) {
+	if o.Fault != "" && !slices.Contains(o.Types, netlab.Public) {
+		return errors.New("natlab: a fault needs public hosts in the lab (--types with public)")
+	}
+	for _, p := range o.Pairs {
 		if p.Caller == "" && p.Callee == "" {
 			continue
 		}
@@ -333,7 +332,7 @@ func (l *Lab) startServers(ctx context.Context) error {
 		return err
 	}
 	sn, cloud := snHost.IP.String(), cloudHost.IP.String()
-	snArgs := []string{"--home", filepath.Join(l.dir, "sn"), "--log-level", "info", "supernode",
+	snArgs := []string{"--home", filepath.Join(l.dir, "sn"), "--log-level", l.logLevel(), "supernode",
 		"--listen", fmt.Sprintf("/ip4/%s/tcp/%d", sn, libp2pTCPPort),
 		"--listen", fmt.Sprintf("/ip4/%s/udp/%d/quic-v1", sn, quicPort),
 		"--stun", fmt.Sprintf("%s:%d", sn, stunPort),
@@ -343,7 +342,7 @@ func (l *Lab) startServers(ctx context.Context) error {
 	for _, c := range labCIDRs {
 		snArgs = append(snArgs, "--turn-allow-cidr", c)
 	}
-	relayArgs := []string{"--home", filepath.Join(l.dir, "cloud"), "--log-level", "info", "relay",
+	relayArgs := []string{"--home", filepath.Join(l.dir, "cloud"), "--log-level", l.logLevel(), "relay",
 		"--relay-ip", cloud, "--secret", randomSecret(),
 		"--listen-udp", fmt.Sprintf("%s:%d", cloud, turnUDPPort),
 		"--listen-tcp", fmt.Sprintf("%s:%d", cloud, turnTCPPort),
@@ -427,7 +426,7 @@ func (l *Lab) startDaemons(ctx context.Context) error {
 		}
 	}
 	for _, d := range all {
-		args := []string{"--home", d.home, "--log-level", "info", "daemon",
+		args := []string{"--home", d.home, "--log-level", l.logLevel(), "daemon",
 			"--listen", "/ip4/0.0.0.0/tcp/0", "--listen", "/ip4/0.0.0.0/udp/0/quic-v1"}
 		for _, b := range l.bootstrap {
 			args = append(args, "--bootstrap", b)
@@ -552,11 +551,11 @@ func RunMatrix(ctx context.Context, opts Options) (m *Matrix, err error) {
 		m.Pairs = append(m.Pairs, p)
 	}
 	if l.opts.Fault != "" {
-		spec := l.opts.FaultPair
-		if spec.Caller == "" {
-			spec = l.defaultFaultPair()
+		calls := l.FaultCalls(l.opts.Fault)
+		for i := range calls {
+			calls[i].Spec.Audio = max(l.opts.Audio, faultAudio)
 		}
-		f, err := l.Fault(ctx, l.opts.Fault, spec)
+		f, err := l.Fault(ctx, l.opts.Fault, calls)
 		m.Fault = f
 		if err != nil {
 			return m, err
@@ -565,20 +564,19 @@ func RunMatrix(ctx context.Context, opts Options) (m *Matrix, err error) {
 	return m, ctx.Err()
 }
 
-// defaultFaultPair is public to public when the lab has public hosts:
-// their signalling is direct, so the kill hits the media path alone.
-func (l *Lab) defaultFaultPair() CallSpec {
-	t := l.opts.Types[0]
-	if slices.Contains(l.opts.Types, netlab.Public) {
-		t = netlab.Public
-	}
-	return CallSpec{Caller: t, Callee: t}
-}
-
 func typeNames(ts []netlab.NATType) []string {
 	out := make([]string, len(ts))
 	for i, t := range ts {
 		out[i] = string(t)
 	}
 	return out
+}
+
+// logLevel is the --log-level of the lab's servers and daemons: info, or
+// PARLEY_LOG_LEVEL when set (debug shows every step of a call).
+func (l *Lab) logLevel() string {
+	if v := os.Getenv("PARLEY_LOG_LEVEL"); v != "" {
+		return v
+	}
+	return "info"
 }

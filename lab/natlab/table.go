@@ -87,7 +87,9 @@ func (m *Matrix) WriteTable(w io.Writer) error {
 		}
 	}
 	if f := m.Fault; f != nil {
-		fmt.Fprintf(&b, "fault: %s\n", f.summary())
+		for i := range f.Calls {
+			fmt.Fprintf(&b, "fault: %s\n", f.Calls[i].summary(f.Killed, f.KilledAfterMS))
+		}
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
