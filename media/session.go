@@ -356,6 +356,13 @@ func (s *Session) offer(ctx context.Context, restart bool) (string, error) {
 	if restart {
 		what = "restart ICE"
 		opts = &webrtc.OfferOptions{ICERestart: true}
+		if pending := s.pc.PendingLocalDescription(); pending != nil && s.pc.SignalingState() == webrtc.SignalingStateHaveLocalOffer {
+			// An earlier restart was never answered (its offer or the
+			// answer was lost). pion cannot roll a local offer back, so
+			// offer it again: its gathering is under way already.
+			s.log.Debug("offer re-sent", "ice_restart", restart)
+			return pending.SDP, nil
+		}
 	}
 	offer, err := s.pc.CreateOffer(opts)
 	if err != nil {

@@ -373,9 +373,18 @@ func TestRestartICE(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	offer, err := c.a.RestartICE(ctx)
+	// A first restart whose offer is lost on the way: the next one offers
+	// it again.
+	lost, err := c.a.RestartICE(ctx)
 	if err != nil {
 		t.Fatalf("RestartICE: %v", err)
+	}
+	offer, err := c.a.RestartICE(ctx)
+	if err != nil {
+		t.Fatalf("RestartICE after an unanswered one: %v", err)
+	}
+	if sdpValue(t, offer, "a=ice-ufrag:") != sdpValue(t, lost, "a=ice-ufrag:") {
+		t.Errorf("a second restart before an answer changed the credentials the peer may be answering")
 	}
 	oldUfrag, newUfrag := sdpValue(t, c.a.pc.CurrentLocalDescription().SDP, "a=ice-ufrag:"), sdpValue(t, offer, "a=ice-ufrag:")
 	if oldUfrag == newUfrag {

@@ -123,6 +123,7 @@ type Call struct {
 	started  time.Time
 	done     chan struct{}
 	ended    bool
+	gaveWay  bool // lost a glare: its audio ends went to the peer's call
 }
 
 // leg is the signalling stream to one device, with its media session.
@@ -208,6 +209,70 @@ type calls struct {
 	byID   map[string]*Call
 	ended  []*Call
 	active *Call // connecting or active: the one call a device takes part in
+	// glare holds, per peer handle, the audio ends of a call that lost a
+	// glare to a call of that peer's not yet here: answered with them when
+	// it comes, within glareWindow.
+	glare map[string]glareWait
+}
+
+type glareWait struct {
+	opts  CallOptions
+	until time.Time
+}
+
+// glareWindow is how long a device that lost a glare waits for the
+// winning call to arrive.
+const glareWindow = 10 * time.Second
+
+// rejectGlare is the reject reason of a call that lost a glare.
+const rejectGlare = "glare"
+
+// ActiveCall is the call this device is connecting or talking in, or nil.
+func (n *Node) ActiveCall() *Call {
+	n.calls.mu.Lock()
+	defer n.calls.mu.Unlock()
+	return n.calls.active
+}
+
+// lostGlare handles the peer's refusal of our call because its own call to
+// us has the lower ID: both sides wanted to talk, so our call ends on every
+// device and the peer's is answered with our audio ends, at once if it is
+// ringing here already, else when it arrives.
+func (c *Call) lostGlare() {
+	n := c.n
+	c.mu.Lock()
+	if c.ended || c.gaveWay {
+		// Our call gave way already: the peer's invite came first and was
+		// answered (admitIncoming).
+		c.mu.Unlock()
+		return
+	}
+	opts := c.opts
+	c.gaveWay = true
+	c.mu.Unlock()
+	n.calls.mu.Lock()
+	var ringing *Call
+	for _, o := range n.calls.byID {
+		o.mu.Lock()
+		if o.info.Direction == "incoming" && o.info.Peer == c.info.Peer && o.info.State == CallRinging && !o.ended {
+			ringing = o
+		}
+		o.mu.Unlock()
+	}
+	if ringing == nil {
+		if n.calls.glare == nil {
+			n.calls.glare = map[string]glareWait{}
+		}
+		if old, ok := n.calls.glare[c.info.Peer]; ok {
+			old.opts.Close()
+		}
+		n.calls.glare[c.info.Peer] = glareWait{opts: opts, until: n.cfg.Now().Add(glareWindow)}
+	}
+	n.calls.mu.Unlock()
+	c.hangup(rejectGlare)
+	if ringing != nil {
+		go ringing.Answer(n.ctx, opts)
+	}
 }
 
 // Info is a snapshot of the call, with statistics while it has media.
@@ -311,11 +376,14 @@ func (c *Call) end(reason string) {
 	for _, l := range c.legs {
 		legs = append(legs, l)
 	}
+	gaveWay := c.gaveWay
 	c.mu.Unlock()
 	for _, l := range legs {
 		l.close()
 	}
-	c.opts.Close()
+	if !gaveWay {
+		c.opts.Close() // else they went on to the call that won the glare
+	}
 	n := c.n
 	n.calls.mu.Lock()
 	if n.calls.active == c {
@@ -385,17 +453,33 @@ func (n *Node) FindCall(id string) (*Call, error) {
 	return nil, fmt.Errorf("%w: several calls; name one by ID (parley calls)", ErrNoSuchCall)
 }
 
-// supernodeICE asks the connected supernodes for their STUN servers.
-func (n *Node) supernodeICE(ctx context.Context) []webrtc.ICEServer {
+// supernodeICE asks the connected supernodes for their STUN servers; on an
+// ICE restart (fresh) it uses their last answers instead.
+func (n *Node) supernodeICE(ctx context.Context, fresh bool) []webrtc.ICEServer {
 	var out []webrtc.ICEServer
 	for _, sn := range n.cfg.Bootstrap {
 		if n.host.Network().Connectedness(sn.ID) != network.Connected {
 			continue
 		}
-		urls, err := discovery.QueryServices(ctx, n.host, sn.ID)
-		if err != nil {
-			n.log.Debug("supernode services", "supernode", sn.ID, "err", err)
-			continue
+		var urls []string
+		if fresh {
+			// An ICE restart does not wait on a supernode that may be the
+			// thing that died: it takes what the supernode said last.
+			n.creds.mu.Lock()
+			urls = n.creds.stun[sn.ID]
+			n.creds.mu.Unlock()
+		} else {
+			var err error
+			if urls, err = discovery.QueryServices(ctx, n.host, sn.ID); err != nil {
+				n.log.Debug("supernode services", "supernode", sn.ID, "err", err)
+				continue
+			}
+			n.creds.mu.Lock()
+			if n.creds.stun == nil {
+				n.creds.stun = map[peer.ID][]string{}
+			}
+			n.creds.stun[sn.ID] = urls
+			n.creds.mu.Unlock()
 		}
 		if len(urls) > 0 {
 			out = append(out, webrtc.ICEServer{URLs: urls})
@@ -443,7 +527,9 @@ func (n *Node) Call(ctx context.Context, handle string, opts CallOptions) (*Call
 		c.end("no path: " + err.Error())
 		return nil, err
 	}
+	c.mu.Lock()
 	c.ice = ice
+	c.mu.Unlock()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []string
@@ -628,6 +714,9 @@ func (c *Call) readOutgoing(l *leg) {
 			reason = f.Reason
 			if reason == "" {
 				reason = "declined"
+			}
+			if reason == rejectGlare {
+				c.lostGlare()
 			}
 			return
 		case sigHangup:
@@ -818,7 +907,11 @@ func (c *Call) restartICE(l *leg) {
 }
 
 // Hangup ends the call from this side, telling the peer.
-func (c *Call) Hangup() {
+func (c *Call) Hangup() { c.hangup("hung up") }
+
+// hangup ends the call from this side, telling the peer, with the reason
+// this side shows.
+func (c *Call) hangup(reason string) {
 	c.mu.Lock()
 	legs := c.legList()
 	answered := c.winner != nil
@@ -832,7 +925,7 @@ func (c *Call) Hangup() {
 			l.send(callFrame{Type: sigReject, Call: c.info.ID, Reason: "declined"})
 		}
 	}
-	c.end("hung up")
+	c.end(reason)
 }
 
 func readCallFrame(s network.Stream, callID string) (*callFrame, error) {
@@ -930,13 +1023,25 @@ func (n *Node) admitIncoming(c *Call) (reject string) {
 	}
 	if mine != nil && mine.info.ID < c.info.ID {
 		n.calls.mu.Unlock()
-		return "glare"
+		return rejectGlare
 	}
 	n.calls.byID[c.info.ID] = c
+	if g, ok := n.calls.glare[c.info.Peer]; ok {
+		delete(n.calls.glare, c.info.Peer)
+		if n.cfg.Now().Before(g.until) && mine == nil {
+			// Our call to this peer lost a glare before this one came.
+			n.calls.mu.Unlock()
+			go c.Answer(n.ctx, g.opts)
+			return ""
+		}
+		g.opts.Close()
+	}
 	n.calls.mu.Unlock()
 	if mine != nil {
+		mine.mu.Lock()
 		opts := mine.opts
-		mine.opts = CallOptions{}
+		mine.gaveWay = true
+		mine.mu.Unlock()
 		mine.Hangup()
 		go c.Answer(n.ctx, opts)
 	}
@@ -1070,9 +1175,13 @@ func (c *Call) readIncoming(l *leg) {
 				reason = "ICE restart before answer"
 				return
 			}
-			rctx, cancel := context.WithTimeout(c.n.ctx, 5*time.Second)
+			// Each step gets its own deadline: refreshing the ICE servers
+			// may wait on relays, which must not cost the answer.
+			rctx, cancel := context.WithTimeout(c.n.ctx, restartFetchTimeout)
 			c.refreshICE(rctx, s)
-			ans, err := s.Answer(rctx, f.SDP)
+			cancel()
+			actx, cancel := context.WithTimeout(c.n.ctx, 5*time.Second)
+			ans, err := s.Answer(actx, f.SDP)
 			cancel()
 			if err != nil {
 				reason = "bad ICE restart offer: " + err.Error()

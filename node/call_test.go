@@ -351,3 +351,75 @@ func medianSegmentCorrelation(sent, received []int16) float64 {
 	sort.Float64s(cs)
 	return cs[len(cs)/2]
 }
+
+// TestCallGlare: alice and bob call each other at the same moment. Both
+// wanted to talk, so they must end up in one call, the one with the lower
+// ID, with audio both ways; the other ends as "glare". Whichever invite
+// lands first, and whether they cross, the outcome is the same.
+func TestCallGlare(t *testing.T) {
+	sn := startSupernode(t)
+	alice := startCallNode(t, initHome(t, "alice"), sn, nil)
+	bob := startCallNode(t, initHome(t, "bob"), sn, nil)
+	for round := range 3 {
+		sinkA, sinkB := media.NewCaptureSink(0), media.NewCaptureSink(0)
+		var calls [2]*Call
+		var errs [2]error
+		var wg sync.WaitGroup
+		for i, n := range []*Node{alice, bob} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				peer, sink, tone := "bob", sinkA, 440.0
+				if n == bob {
+					peer, sink, tone = "alice", sinkB, 660
+				}
+				src, err := media.ToneSource(tone, 0.3)
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				calls[i], errs[i] = n.Call(context.Background(), peer, CallOptions{Source: src, Sink: sink})
+			}()
+		}
+		wg.Wait()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		for _, s := range []*media.CaptureSink{sinkA, sinkB} {
+			if err := s.Wait(ctx, media.SampleRate/2); err != nil {
+				cancel()
+				t.Fatalf("round %d: no audio both ways (alice called: %v %+v, bob called: %v %+v; alice is in %+v, bob in %+v): %v",
+					round, errs[0], info(calls[0]), errs[1], info(calls[1]), info(alice.ActiveCall()), info(bob.ActiveCall()), err)
+			}
+		}
+		cancel()
+		// One call carries both: the lower ID survives, the other ended.
+		a, b := alice.ActiveCall(), bob.ActiveCall()
+		if a == nil || b == nil || a.ID() != b.ID() {
+			t.Fatalf("round %d: alice in %+v, bob in %+v: want the same call", round, info(a), info(b))
+		}
+		for _, c := range calls {
+			if c != nil && c.ID() != a.ID() {
+				select {
+				case <-c.Done():
+				case <-time.After(10 * time.Second):
+					t.Fatalf("round %d: the losing call %s never ended", round, c.ID())
+				}
+				if c.ID() < a.ID() {
+					t.Errorf("round %d: call %s survived although %s is lower", round, a.ID(), c.ID())
+				}
+			}
+		}
+		a.Hangup()
+		select {
+		case <-b.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: bob's side did not end", round)
+		}
+	}
+}
+
+func info(c *Call) any {
+	if c == nil {
+		return nil
+	}
+	return c.Info()
+}

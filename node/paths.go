@@ -102,6 +102,7 @@ func checkPolicy(path, profile string) error {
 type relayCreds struct {
 	mu    sync.Mutex
 	byPID map[peer.ID]*turnrelay.Credentials
+	stun  map[peer.ID][]string // the STUN URLs each supernode announced
 }
 
 func (n *Node) turnServer(ctx context.Context, relay peer.ID, refetch bool) (*webrtc.ICEServer, error) {
@@ -231,7 +232,7 @@ func (n *Node) callMedia(ctx context.Context, path, profile string, fresh bool) 
 		}
 	}
 	if !relayOnly {
-		for _, s := range n.supernodeICE(ctx) {
+		for _, s := range n.supernodeICE(ctx, fresh) {
 			set.add(s, TierSupernode)
 		}
 	}

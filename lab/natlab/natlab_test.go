@@ -148,8 +148,15 @@ func checkPair(t *testing.T, spec CallSpec, p Pair) {
 		return
 	}
 	switch {
-	case spec.Caller == netlab.UDPBlocked || spec.Callee == netlab.UDPBlocked:
-		// Whatever the stack achieves (TURN over TCP); the table reports it.
+	case spec.Caller == netlab.UDPBlocked:
+		// Only TCP 80/443 leaves: its own relay, reached over TCP or TLS.
+		if !relayed(p.Path) || !(strings.HasSuffix(p.PathDetail, " over tcp") || strings.HasSuffix(p.PathDetail, " over tls")) {
+			t.Errorf("%s went %s (%s), want a relay reached over TCP or TLS", spec, p.Path, p.PathDetail)
+		}
+	case spec.Callee == netlab.UDPBlocked:
+		if !relayed(p.Path) {
+			t.Errorf("%s went %s (%s), want relayed: the callee sends no UDP", spec, p.Path, p.PathDetail)
+		}
 	case expectRelayed(spec.Caller, spec.Callee):
 		if !relayed(p.Path) {
 			t.Errorf("%s went %s (%s): these NATs cannot punch, want supernode or cloud\ncaller log (%s):\n%s\ncallee log (%s):\n%s",
