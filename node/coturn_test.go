@@ -94,9 +94,9 @@ simple-log
 }
 
 // TestCoturnAsCloudRelay: with coturn in place of parley relay, a call
-// forced onto the cloud tier is relayed by coturn with intact audio, and when
-// the relay carrying a relay-only call dies the call moves to the other tier
-// within 5 s.
+// forced onto the cloud tier is relayed by coturn with intact audio, and a
+// relay-only call preferring the cloud (cloud,supernode) moves to the
+// supernode's relay within 5 s of coturn's death.
 func TestCoturnAsCloudRelay(t *testing.T) {
 	url, killCoturn := startCoturn(t, "127.0.0.3")
 	cred, err := turnrest.Issue(coturnSecret, "parley-test", time.Hour, time.Now())

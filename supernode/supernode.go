@@ -45,10 +45,13 @@ import (
 const DefaultPort = 4100
 
 // RelayLimits are the circuit relay v2 limits a supernode enforces: enough
-// for signalling, never for media (media goes through TURN).
+// for signalling, never for media (media goes through TURN). A call's
+// signalling stream between two NATed devices may ride one circuit for the
+// whole call (hangup, ICE restarts), so a circuit may last an hour; the byte
+// cap keeps that cheap.
 var RelayLimits = relay.Resources{
 	Limit: &relay.RelayLimit{
-		Duration: 2 * time.Minute,
+		Duration: time.Hour,
 		Data:     1 << 17, // 128 KiB each way per circuit
 	},
 	ReservationTTL:         time.Hour,

@@ -34,10 +34,13 @@
 //
 // # Faults
 //
-// Lab.Fault forces one call onto the supernode or cloud tier with --path,
-// SIGKILLs that server a few seconds into the call and reports the
-// longest silence the callee recorded, next to the longest pause in the
-// signal itself.
+// Lab.Fault runs calls at once (Lab.FaultCalls: one relayed through the
+// server to kill by a policy that allows the other relay tier, such as
+// --path cloud,supernode, and one direct call beside it), SIGKILLs the
+// server a few seconds in and reports, per call, the longest silence the
+// callee recorded next to the longest pause in the signal itself, and the
+// tier before and after. FaultCall.Held says whether the relayed call
+// moved (back within 5 s) and the direct one did not notice.
 //
 // # Limits and cleanup
 //
