@@ -721,6 +721,9 @@ func (c *Call) readOutgoing(l *leg) {
 			return
 		case sigHangup:
 			reason = "remote hung up"
+			if f.Reason != "" {
+				reason += ": " + f.Reason
+			}
 			return
 		default:
 			reason = fmt.Sprintf("unexpected %s from callee", f.Type)
@@ -1204,6 +1207,9 @@ func (c *Call) readIncoming(l *leg) {
 			return
 		case sigHangup:
 			reason = "remote hung up"
+			if f.Reason != "" {
+				reason += ": " + f.Reason
+			}
 			return
 		default:
 			reason = fmt.Sprintf("unexpected %s from caller", f.Type)

@@ -227,3 +227,60 @@ func TestParsePath(t *testing.T) {
 		t.Error("the mobile profile accepted a policy without relays")
 	}
 }
+
+// TestNoMediaPathEnds: a call forced onto the supernode tier whose relay
+// dies has nowhere to go; after a bounded number of ICE restarts it ends,
+// on both sides, saying so, rather than staying up in silence.
+func TestNoMediaPathEnds(t *testing.T) {
+	sn, err := supernode.New(context.Background(), supernode.Config{Home: t.TempDir(), Listen: []string{"/ip4/127.0.0.1/tcp/0"},
+		Logger: quietLogger(), TURN: turnConfig("127.0.0.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sn.Close() })
+	mc := loopbackMedia
+	mc.DisconnectedTimeout, mc.KeepaliveInterval = 2*time.Second, time.Second
+	sink := media.NewCaptureSink(0)
+	start := func(handle string, auto func(CallInfo) (CallOptions, error)) *Node {
+		n, err := Start(context.Background(), Config{Home: initHome(t, handle), Listen: []string{"/ip4/127.0.0.1/tcp/0"},
+			Bootstrap: []peer.AddrInfo{sn.AddrInfo()}, Logger: quietLogger(), Media: mc, AutoAnswer: auto})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		return n
+	}
+	alice := start("alice", nil)
+	bob := start("bob", func(CallInfo) (CallOptions, error) { return CallOptions{Sink: sink}, nil })
+	c, err := alice.Call(context.Background(), "bob", CallOptions{Source: media.SpeechLikeSource(6), Path: PathSupernode, Profile: ProfileMobile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Hangup()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := sink.Wait(ctx, media.SampleRate/2); err != nil {
+		t.Fatal(err)
+	}
+	sn.TURN().Close()
+	select {
+	case <-c.Done():
+	case <-time.After(60 * time.Second):
+		t.Fatalf("a call with no path left is still up after a minute: %+v", c.Info())
+	}
+	if r := c.Info().Reason; r != "no media path" {
+		t.Fatalf("caller's call ended with %q, want no media path", r)
+	}
+	bc, err := bob.FindCall(c.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-bc.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("callee's side still up: %+v", bc.Info())
+	}
+	if r := bc.Info().Reason; !strings.Contains(r, "no media path") {
+		t.Errorf("callee's call ended with %q, want it to say no media path", r)
+	}
+}
