@@ -24,13 +24,20 @@ import (
 const (
 	DefaultRingTimeout = 30 * time.Second
 	callDialTimeout    = 10 * time.Second
-	callIdleTimeout    = 10 * time.Minute       // a signalling stream with nothing to say
 	restartAfter       = 250 * time.Millisecond // disconnected this long: restart ICE
 	setupFallback      = 5 * time.Second        // not connected this long after the answer: restart ICE with every tier
 	restartRetry       = 3 * time.Second        // an ICE restart not connected this long: restart again
 	maxFailedRestarts  = 5                      // restarts without media connecting in between: give up
 	keepEndedCalls     = 20
 	hangupGrace        = time.Second // media closed: wait this long for the reason on the signalling stream
+)
+
+// How long a call's signalling stream may say nothing before it counts as
+// dead, and how often each side of a connected call pings to keep it alive.
+// Variables so a test can shorten them.
+var (
+	callIdleTimeout  = 10 * time.Minute
+	callPingInterval = time.Minute
 )
 
 // Call errors.
@@ -826,9 +833,15 @@ func (c *Call) watchMedia(l *leg) {
 		c.restartICE(l)
 		arm(restartRetry)
 	}
+	ping := time.NewTicker(callPingInterval)
+	defer ping.Stop()
 	first := s.FirstAudio()
 	for {
 		select {
+		case <-ping.C:
+			if err := l.send(callFrame{Type: sigPing, Call: c.info.ID}); err != nil {
+				c.n.log.Debug("call ping", "call", c.info.ID, "err", err)
+			}
 		case <-first:
 			first = nil
 			c.mu.Lock()
@@ -931,20 +944,27 @@ func (c *Call) hangup(reason string) {
 	c.end(reason)
 }
 
+// readCallFrame reads the next frame of callID ("" for the invite), past
+// any pings.
 func readCallFrame(s network.Stream, callID string) (*callFrame, error) {
-	s.SetReadDeadline(time.Now().Add(callIdleTimeout))
-	b, err := wire.ReadFrame(s, MaxCallFrame)
-	if err != nil {
-		return nil, err
+	for {
+		s.SetReadDeadline(time.Now().Add(callIdleTimeout))
+		b, err := wire.ReadFrame(s, MaxCallFrame)
+		if err != nil {
+			return nil, err
+		}
+		f, err := decodeCallFrame(b)
+		if err != nil {
+			return nil, err
+		}
+		if callID != "" && f.Call != callID {
+			return nil, fmt.Errorf("%w: frame for call %s on the stream of %s", ErrBadFrame, f.Call, callID)
+		}
+		if f.Type == sigPing && callID != "" {
+			continue
+		}
+		return f, nil
 	}
-	f, err := decodeCallFrame(b)
-	if err != nil {
-		return nil, err
-	}
-	if callID != "" && f.Call != callID {
-		return nil, fmt.Errorf("%w: frame for call %s on the stream of %s", ErrBadFrame, f.Call, callID)
-	}
-	return f, nil
 }
 
 // handleCall serves an incoming call stream.

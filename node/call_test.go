@@ -423,3 +423,42 @@ func info(c *Call) any {
 	}
 	return c.Info()
 }
+
+// TestCallSignallingOutlivesIdle: a call whose signalling has nothing to
+// say for longer than the idle timeout keeps its stream (the pings), so a
+// hangup still travels on it and the other side hears "remote hung up",
+// not just its media closing.
+func TestCallSignallingOutlivesIdle(t *testing.T) {
+	idle, ping := callIdleTimeout, callPingInterval
+	callIdleTimeout, callPingInterval = 1500*time.Millisecond, 300*time.Millisecond
+	defer func() { callIdleTimeout, callPingInterval = idle, ping }()
+
+	sn := startSupernode(t)
+	sink := media.NewCaptureSink(0)
+	alice := startCallNode(t, initHome(t, "alice"), sn, nil)
+	bob := startCallNode(t, initHome(t, "bob"), sn, func(CallInfo) (CallOptions, error) { return CallOptions{Sink: sink}, nil })
+	c, err := alice.Call(context.Background(), "bob", CallOptions{Source: media.SpeechLikeSource(2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Hangup()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// Three idle timeouts of talking.
+	if err := sink.Wait(ctx, media.SampleRate*9/2); err != nil {
+		t.Fatal(err)
+	}
+	bc, err := bob.FindCall(c.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc.Hangup()
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("caller's side did not end")
+	}
+	if r := c.Info().Reason; r != "remote hung up" {
+		t.Fatalf("caller heard %q, want remote hung up (over the signalling stream)", r)
+	}
+}

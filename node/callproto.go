@@ -16,7 +16,9 @@ import (
 // trickle ICE candidates (candidate, empty at the end of gathering); either may send
 // restart (a new offer for an ICE restart), answered by restart-answer; either
 // ends the call with hangup. The caller tells the devices that lost the race
-// cancel with reason "answered elsewhere", or "timeout", "cancelled".
+// cancel with reason "answered elsewhere", or "timeout", "cancelled". During
+// the call both sides send ping now and then, so a stream with nothing else
+// to say is not taken for a dead one (and a NAT or relay keeps it open).
 //
 // Frames are wire frames of at most MaxCallFrame bytes; every frame names
 // its call ID, and a frame for another call resets the stream. The DTLS
@@ -43,6 +45,7 @@ const (
 	sigRestart       = "restart"
 	sigRestartAnswer = "restart-answer"
 	sigHangup        = "hangup"
+	sigPing          = "ping"
 )
 
 type callFrame struct {
@@ -79,7 +82,7 @@ func decodeCallFrame(b []byte) (*callFrame, error) {
 		needSDP = true
 	case sigCandidate:
 		// An empty candidate marks the end of candidates (RFC 8838 §8.2).
-	case sigRinging, sigReject, sigCancel, sigHangup:
+	case sigRinging, sigReject, sigCancel, sigHangup, sigPing:
 	default:
 		return nil, fmt.Errorf("%w: unknown call frame %q", ErrBadFrame, f.Type)
 	}

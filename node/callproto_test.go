@@ -21,6 +21,8 @@ func TestDecodeCallFrame(t *testing.T) {
 		{"restart", `{"t":"restart","call":"0a","sdp":"v=0"}`, true},
 		{"restart-answer", `{"t":"restart-answer","call":"0a","sdp":"v=0"}`, true},
 		{"hangup", `{"t":"hangup","call":"0a"}`, true},
+		{"ping", `{"t":"ping","call":"0a"}`, true},
+		{"ping with SDP", `{"t":"ping","call":"0a","sdp":"v=0"}`, false},
 		{"invite without sdp", `{"t":"invite","call":"0a","from":"alice","record":"AA=="}`, false},
 		{"invite without record", `{"t":"invite","call":"0a","from":"alice","sdp":"v=0"}`, false},
 		{"accept without sdp", `{"t":"accept","call":"0a"}`, false},
