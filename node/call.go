@@ -191,10 +191,13 @@ func (l *leg) sendFirst(f callFrame) error {
 }
 
 func (l *leg) close() {
-	if l.closed {
+	l.wmu.Lock()
+	closed := l.closed
+	l.closed = true
+	l.wmu.Unlock()
+	if closed {
 		return
 	}
-	l.closed = true
 	if l.session != nil {
 		l.session.Close()
 	}

@@ -57,10 +57,18 @@ type identityState struct {
 }
 
 // Handle is the account's handle.
-func (id *Identity) Handle() string { return id.state.Handle }
+func (id *Identity) Handle() string {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	return id.state.Handle
+}
 
 // DeviceName is this device's label.
-func (id *Identity) DeviceName() string { return id.state.DeviceName }
+func (id *Identity) DeviceName() string {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	return id.state.DeviceName
+}
 
 // Record is the latest signed handle record.
 func (id *Identity) Record() []byte {
@@ -275,7 +283,10 @@ func (id *Identity) AdoptRecord(b []byte) error {
 	if r.Seq < id.state.Seq {
 		return nil
 	}
-	id.AccountPub = ed25519.PublicKey(r.Account)
+	if id.AccountPub == nil {
+		// Readers take AccountPub without the lock: it is set once.
+		id.AccountPub = ed25519.PublicKey(r.Account)
+	}
 	id.state.Handle, id.state.Devices, id.state.Claimed = r.Handle, r.Devices, r.Claimed
 	id.state.Seq, id.state.Record = r.Seq, b
 	return id.save()
