@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,18 +107,19 @@ func TestMailboxPutFetchAck(t *testing.T) {
 }
 
 func TestMailboxExpiry(t *testing.T) {
-	now := time.Now()
-	clock := func() time.Time { return now }
+	start := time.Now()
+	var skew atomic.Int64 // the server's clock runs on another goroutine
+	clock := func() time.Time { return start.Add(time.Duration(skew.Load())) }
 	s, mb := newMailbox(t, Config{Now: clock, TTL: time.Hour, ReplicateInterval: 20 * time.Millisecond})
 	sender, device := newHost(t), newHost(t)
 	connect(t, sender, mb)
 	connect(t, device, mb)
 	it := item("0a", device.ID(), sender.ID())
-	it.ExpiresMS = now.Add(24 * time.Hour).UnixMilli() // asks for longer than the TTL
+	it.ExpiresMS = start.Add(24 * time.Hour).UnixMilli() // asks for longer than the TTL
 	if res, err := Put(context.Background(), sender, mb.ID(), []Item{it}, false); err != nil || res[0].Err != "" {
 		t.Fatalf("put: %+v %v", res, err)
 	}
-	now = now.Add(2 * time.Hour) // past the mailbox's TTL
+	skew.Store(int64(2 * time.Hour)) // past the mailbox's TTL
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if c, _ := s.Count(); c == 0 {
