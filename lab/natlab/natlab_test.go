@@ -105,10 +105,10 @@ func TestMatrix(t *testing.T) {
 	// The fault: the cloud relay dies in the middle of a call relayed
 	// through it, whose policy (cloud,supernode) allows the supernode tier,
 	// and of a direct call beside it.
+	// Each call gets faultAudio (12 s): the kill comes 3 s after the later
+	// of the two becomes active, and the moving call needs up to about 4 s
+	// to be heard again.
 	calls := l.FaultCalls(FaultCloud)
-	for i := range calls {
-		calls[i].Spec.Audio = 8 * time.Second
-	}
 	f, err := l.Fault(ctx, FaultCloud, calls)
 	if err != nil {
 		t.Fatalf("fault: %v", err)
