@@ -13,12 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/parley-net/parley/interop/turnrest"
 	"github.com/parley-net/parley/media"
-	"github.com/parley-net/parley/supernode"
 )
 
 const coturnSecret = "coturn-stands-in-for-the-cloud-relay"
@@ -103,27 +101,13 @@ func TestCoturnAsCloudRelay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sn, err := supernode.New(context.Background(), supernode.Config{Home: t.TempDir(), Listen: []string{"/ip4/127.0.0.1/tcp/0"},
-		Logger: quietLogger(), TURN: turnConfig("127.0.0.1")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sn.Close() })
+	net := newRelayNet(t, false) // coturn, configured by hand, is the cloud tier
 	mc := loopbackMedia
 	mc.ICEServers = []webrtc.ICEServer{{URLs: []string{url}, Username: cred.Username, Credential: cred.Password}}
-	mc.DisconnectedTimeout, mc.KeepaliveInterval = 2*time.Second, time.Second
+	mc.DisconnectedTimeout, mc.KeepaliveInterval = 1500*time.Millisecond, 500*time.Millisecond // a desktop call's, for the mobile call
 	var sink *media.CaptureSink
-	start := func(handle string, auto func(CallInfo) (CallOptions, error)) *Node {
-		n, err := Start(context.Background(), Config{Home: initHome(t, handle), Listen: []string{"/ip4/127.0.0.1/tcp/0"},
-			Bootstrap: []peer.AddrInfo{sn.AddrInfo()}, Logger: quietLogger(), Media: mc, AutoAnswer: auto})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		return n
-	}
-	alice := start("alice", nil)
-	bob := start("bob", func(CallInfo) (CallOptions, error) { return CallOptions{Sink: sink}, nil })
+	alice := net.start(t, "alice", mc, "", nil)
+	bob := net.start(t, "bob", mc, "", func(CallInfo) (CallOptions, error) { return CallOptions{Sink: sink}, nil })
 
 	call := func(opts CallOptions) (*Call, *tee) {
 		sink = media.NewCaptureSink(0)

@@ -38,29 +38,52 @@ func startCloudRelay(t *testing.T) *turnrelay.Cloud {
 	return c
 }
 
-// TestRelayTiers: a forced tier carries the call through that relay, with
-// audio intact; the mobile profile never goes direct.
-func TestRelayTiers(t *testing.T) {
+// relayNet is a supernode running TURN on 127.0.0.1 and, optionally, a
+// cloud relay on 127.0.0.2, for nodes that call through them.
+type relayNet struct {
+	sn    *supernode.Supernode
+	cloud *turnrelay.Cloud // nil: no cloud tier
+}
+
+func newRelayNet(t *testing.T, withCloud bool) *relayNet {
+	t.Helper()
 	sn, err := supernode.New(context.Background(), supernode.Config{Home: t.TempDir(), Listen: []string{"/ip4/127.0.0.1/tcp/0"},
 		Logger: quietLogger(), TURN: turnConfig("127.0.0.1")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sn.Close() })
-	cloud := startCloudRelay(t)
-	start := func(handle string, auto func(CallInfo) (CallOptions, error)) *Node {
-		n, err := Start(context.Background(), Config{Home: initHome(t, handle), Listen: []string{"/ip4/127.0.0.1/tcp/0"},
-			Bootstrap: []peer.AddrInfo{sn.AddrInfo()}, CloudRelays: []peer.AddrInfo{{ID: cloud.ID(), Addrs: cloud.Host().Addrs()}},
-			Logger: quietLogger(), Media: loopbackMedia, AutoAnswer: auto})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		return n
+	r := &relayNet{sn: sn}
+	if withCloud {
+		r.cloud = startCloudRelay(t)
 	}
+	return r
+}
+
+// start starts a node of handle on the net with the media base mc and
+// profile, answering calls with auto (nil: it rings).
+func (r *relayNet) start(t *testing.T, handle string, mc media.Config, profile string, auto func(CallInfo) (CallOptions, error)) *Node {
+	t.Helper()
+	cfg := Config{Home: initHome(t, handle), Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: []peer.AddrInfo{r.sn.AddrInfo()},
+		Logger: quietLogger(), Media: mc, Profile: profile, AutoAnswer: auto}
+	if r.cloud != nil {
+		cfg.CloudRelays = []peer.AddrInfo{{ID: r.cloud.ID(), Addrs: r.cloud.Host().Addrs()}}
+	}
+	n, err := Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// TestRelayTiers: a forced tier carries the call through that relay, with
+// audio intact; the mobile profile never goes direct.
+func TestRelayTiers(t *testing.T) {
+	net := newRelayNet(t, true)
 	var sink *media.CaptureSink
-	alice := start("alice", nil)
-	bob := start("bob", func(CallInfo) (CallOptions, error) { return CallOptions{Sink: sink}, nil })
+	alice := net.start(t, "alice", loopbackMedia, "", nil)
+	bob := net.start(t, "bob", loopbackMedia, "", func(CallInfo) (CallOptions, error) { return CallOptions{Sink: sink}, nil })
 
 	cases := []struct {
 		path, profile, tier string
@@ -131,29 +154,15 @@ func TestRelayFailover(t *testing.T) {
 }
 
 func relayFailover(t *testing.T, path, before, want string) {
-	sn, err := supernode.New(context.Background(), supernode.Config{Home: t.TempDir(), Listen: []string{"/ip4/127.0.0.1/tcp/0"},
-		Logger: quietLogger(), TURN: turnConfig("127.0.0.1")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sn.Close() })
-	cloud := startCloudRelay(t)
+	net := newRelayNet(t, true)
+	sn, cloud := net.sn, net.cloud
 	sink := media.NewCaptureSink(0)
 	mc := loopbackMedia
-	mc.DisconnectedTimeout = 2 * time.Second
-	mc.KeepaliveInterval = time.Second // the mobile default (10 s) checks the path too seldom for this test
-	start := func(handle string, auto func(CallInfo) (CallOptions, error)) *Node {
-		n, err := Start(context.Background(), Config{Home: initHome(t, handle), Listen: []string{"/ip4/127.0.0.1/tcp/0"},
-			Bootstrap: []peer.AddrInfo{sn.AddrInfo()}, CloudRelays: []peer.AddrInfo{{ID: cloud.ID(), Addrs: cloud.Host().Addrs()}},
-			Logger: quietLogger(), Media: mc, Profile: ProfileMobile, AutoAnswer: auto})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		return n
-	}
-	alice := start("alice", nil)
-	start("bob", func(CallInfo) (CallOptions, error) { return CallOptions{Sink: sink}, nil })
+	// A desktop call's path checks: the mobile defaults (10 s) are too slow
+	// for this test.
+	mc.DisconnectedTimeout, mc.KeepaliveInterval = 1500*time.Millisecond, 500*time.Millisecond
+	alice := net.start(t, "alice", mc, ProfileMobile, nil)
+	net.start(t, "bob", mc, ProfileMobile, func(CallInfo) (CallOptions, error) { return CallOptions{Sink: sink}, nil })
 	c, err := alice.Call(context.Background(), "bob", CallOptions{Source: media.SpeechLikeSource(4), Path: path})
 	if err != nil {
 		t.Fatal(err)
@@ -232,26 +241,13 @@ func TestParsePath(t *testing.T) {
 // dies has nowhere to go; after a bounded number of ICE restarts it ends,
 // on both sides, saying so, rather than staying up in silence.
 func TestNoMediaPathEnds(t *testing.T) {
-	sn, err := supernode.New(context.Background(), supernode.Config{Home: t.TempDir(), Listen: []string{"/ip4/127.0.0.1/tcp/0"},
-		Logger: quietLogger(), TURN: turnConfig("127.0.0.1")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sn.Close() })
+	net := newRelayNet(t, false)
+	sn := net.sn
 	mc := loopbackMedia
-	mc.DisconnectedTimeout, mc.KeepaliveInterval = 2*time.Second, time.Second
+	mc.DisconnectedTimeout, mc.KeepaliveInterval = 1500*time.Millisecond, 500*time.Millisecond
 	sink := media.NewCaptureSink(0)
-	start := func(handle string, auto func(CallInfo) (CallOptions, error)) *Node {
-		n, err := Start(context.Background(), Config{Home: initHome(t, handle), Listen: []string{"/ip4/127.0.0.1/tcp/0"},
-			Bootstrap: []peer.AddrInfo{sn.AddrInfo()}, Logger: quietLogger(), Media: mc, AutoAnswer: auto})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		return n
-	}
-	alice := start("alice", nil)
-	bob := start("bob", func(CallInfo) (CallOptions, error) { return CallOptions{Sink: sink}, nil })
+	alice := net.start(t, "alice", mc, "", nil)
+	bob := net.start(t, "bob", mc, "", func(CallInfo) (CallOptions, error) { return CallOptions{Sink: sink}, nil })
 	c, err := alice.Call(context.Background(), "bob", CallOptions{Source: media.SpeechLikeSource(6), Path: PathSupernode, Profile: ProfileMobile})
 	if err != nil {
 		t.Fatal(err)
