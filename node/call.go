@@ -261,14 +261,7 @@ func (c *Call) lostGlare() {
 	c.gaveWay = true
 	c.mu.Unlock()
 	n.calls.mu.Lock()
-	var ringing *Call
-	for _, o := range n.calls.byID {
-		o.mu.Lock()
-		if o.info.Direction == "incoming" && o.info.Peer == c.info.Peer && o.info.State == CallRinging && !o.ended {
-			ringing = o
-		}
-		o.mu.Unlock()
-	}
+	ringing := n.pendingCall(c.info.Peer, "incoming")
 	if ringing == nil {
 		if n.calls.glare == nil {
 			n.calls.glare = map[string]glareWait{}
@@ -730,10 +723,7 @@ func (c *Call) readOutgoing(l *leg) {
 			}
 			return
 		case sigHangup:
-			reason = "remote hung up"
-			if f.Reason != "" {
-				reason += ": " + f.Reason
-			}
+			reason = hungUpReason(f)
 			return
 		default:
 			reason = fmt.Sprintf("unexpected %s from callee", f.Type)
@@ -1029,6 +1019,28 @@ func (n *Node) handleCall(s network.Stream) {
 	c.readIncoming(l)
 }
 
+// pendingCall returns the call with peer in direction that nobody has
+// answered yet and that has not ended, or nil. The caller holds n.calls.mu.
+func (n *Node) pendingCall(peer, direction string) *Call {
+	var found *Call
+	for _, o := range n.calls.byID {
+		o.mu.Lock()
+		if o.info.Direction == direction && o.info.Peer == peer && o.winner == nil && !o.ended {
+			found = o
+		}
+		o.mu.Unlock()
+	}
+	return found
+}
+
+// hungUpReason is what this side shows for the peer's hangup frame.
+func hungUpReason(f *callFrame) string {
+	if f.Reason != "" {
+		return "remote hung up: " + f.Reason
+	}
+	return "remote hung up"
+}
+
 // admitIncoming registers a ringing call, or says why it is refused: busy,
 // or glare (both sides called each other at once: the call with the lower ID
 // survives on both sides, and the device whose own call died answers the
@@ -1039,14 +1051,7 @@ func (n *Node) admitIncoming(c *Call) (reject string) {
 		n.calls.mu.Unlock()
 		return "busy"
 	}
-	var mine *Call
-	for _, o := range n.calls.byID {
-		o.mu.Lock()
-		if o.info.Direction == "outgoing" && o.info.Peer == c.info.Peer && o.winner == nil && !o.ended {
-			mine = o
-		}
-		o.mu.Unlock()
-	}
+	mine := n.pendingCall(c.info.Peer, "outgoing")
 	if mine != nil && mine.info.ID < c.info.ID {
 		n.calls.mu.Unlock()
 		return rejectGlare
@@ -1229,10 +1234,7 @@ func (c *Call) readIncoming(l *leg) {
 			}
 			return
 		case sigHangup:
-			reason = "remote hung up"
-			if f.Reason != "" {
-				reason += ": " + f.Reason
-			}
+			reason = hungUpReason(f)
 			return
 		default:
 			reason = fmt.Sprintf("unexpected %s from caller", f.Type)

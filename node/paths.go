@@ -236,9 +236,9 @@ func (n *Node) callMedia(ctx context.Context, path, profile string, fresh bool) 
 			set.add(s, TierSupernode)
 		}
 	}
-	var offered []string
+	offered := false // a relay tier offered a server
 	for _, tier := range pol.relays {
-		if len(offered) > 0 && !fresh {
+		if offered && !fresh {
 			break
 		}
 		var servers []webrtc.ICEServer
@@ -250,11 +250,9 @@ func (n *Node) callMedia(ctx context.Context, path, profile string, fresh bool) 
 		for _, s := range servers {
 			set.add(s, tier)
 		}
-		if len(servers) > 0 {
-			offered = append(offered, tier)
-		}
+		offered = offered || len(servers) > 0
 	}
-	if relayOnly && len(offered) == 0 {
+	if relayOnly && !offered {
 		return media.Config{}, nil, fmt.Errorf("%w: %s relay needed for --path %s --profile %s", ErrNoRelay,
 			strings.Join(pol.relays, " or "), cmp.Or(path, PathAuto), cmp.Or(profile, ProfileDesktop))
 	}
