@@ -143,9 +143,7 @@ func (l *Lab) Fault(ctx context.Context, which string, calls []FaultSpec) (*Faul
 	}
 	actives := make(chan active, len(calls))
 	ended := make(chan int, len(calls))
-	killed := make(chan struct{})
-	var closeKilled sync.Once
-	defer closeKilled.Do(func() { close(killed) })
+	killed := make(chan struct{}) // closed once the kill is done (or given up)
 	results := make([]*callResult, len(calls))
 	var wg sync.WaitGroup
 	for i, c := range calls {
@@ -193,7 +191,7 @@ wait:
 	} else {
 		l.progress("fault: not every call became active, nothing killed")
 	}
-	closeKilled.Do(func() { close(killed) })
+	close(killed)
 	wg.Wait()
 
 	for i := range rep.Calls {
