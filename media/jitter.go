@@ -113,8 +113,12 @@ type jitterStats struct {
 	Resets    int64 // stream restarts (sequence number jumps)
 
 	ConcealedSamples int64 // output produced by concealment for loss or lateness
-	FECSamples       int64 // output rebuilt from in-band FEC
-	ComfortSamples   int64 // output produced for DTX pauses
+	// MissingSamples is the current open gap, when it is longer than a
+	// DTX pause (counted in ConcealedSamples too): the audio that has not
+	// come since the last packet.
+	MissingSamples int64
+	FECSamples     int64 // output rebuilt from in-band FEC
+	ComfortSamples int64 // output produced for DTX pauses
 
 	JitterSamples   float64 // RFC 3550 interarrival jitter
 	TargetSamples   int     // current target delay
@@ -403,5 +407,16 @@ func (j *jitterBuffer) stats() jitterStats {
 	}
 	s.TargetSamples = j.target()
 	s.BufferedSamples = j.buffered()
+	if j.pendingExpand > openGapSamples {
+		// Audio has not come for longer than any DTX pause: whatever
+		// arrives later, this much is missing now, and a call whose
+		// media died must not read as healthy.
+		s.ConcealedSamples += j.pendingExpand
+		s.MissingSamples = j.pendingExpand
+	}
 	return s
 }
+
+// openGapSamples is the longest open gap taken for a DTX pause: an Opus
+// encoder in DTX still sends a frame every 400 ms.
+const openGapSamples = SampleRate

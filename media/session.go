@@ -114,8 +114,9 @@ type Session struct {
 	closeErr   error
 	wg         sync.WaitGroup
 
-	sent sendCounters
-	rtt  rtcpRTT
+	sent     sendCounters
+	sendRate sendRate
+	rtt      rtcpRTT
 }
 
 type event struct {
@@ -295,6 +296,14 @@ func (s *Session) FirstAudio() <-chan struct{} { return s.firstAudio }
 // called, or the peer closed the connection) and every goroutine it started
 // has stopped.
 func (s *Session) Done() <-chan struct{} { return s.done }
+
+// PacketsReceived counts the RTP packets of the peer's audio received so
+// far: cheap enough to poll for whether the peer is still heard.
+func (s *Session) PacketsReceived() uint64 {
+	s.rx.mu.Lock()
+	defer s.rx.mu.Unlock()
+	return s.rx.packets
+}
 
 func (s *Session) checkOpen(ctx context.Context) error {
 	if ctx != nil {

@@ -4,6 +4,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pion/webrtc/v4"
@@ -55,6 +56,11 @@ type Stats struct {
 	Discarded      int64         // frames dropped to bring the delay down
 	Malformed      int64         // RTP or Opus packets that did not parse, or would not decode
 	ReceiveBitrate float64       // Opus payload bit/s over the last full second
+	SendBitrate    float64       // Opus payload bit/s sent, over the second before the last Stats call
+	// Missing is the audio that has not come since the last packet, once
+	// that is longer than a DTX pause (also counted in Concealed): a path
+	// that died shows here at once.
+	Missing time.Duration
 
 	PacketsSent, BytesSent         uint64 // Opus payload bytes, excluding RTP/SRTP headers
 	PacketsReceived, BytesReceived uint64
@@ -100,6 +106,8 @@ func (s *Session) Stats() Stats {
 	}
 	concealed := js.ConcealedSamples + int64(decodeErrs)*FrameSamples
 	st.Concealed = samplesDuration(concealed)
+	st.Missing = samplesDuration(js.MissingSamples)
+	st.SendBitrate = s.sendRate.update(s.cfg.Now(), st.BytesSent)
 	st.FECRecovered = samplesDuration(js.FECSamples)
 	st.Comfort = samplesDuration(js.ComfortSamples)
 	st.JitterBuffer = samplesDuration(js.TargetSamples)
@@ -227,4 +235,26 @@ func parseTURNURL(raw string) (host, proto string, ok bool) {
 	default:
 		return host, "dtls", true
 	}
+}
+
+// sendRate turns the sent-bytes counter into a bitrate: each Stats call at
+// least a second after the window began closes the window.
+type sendRate struct {
+	mu    sync.Mutex
+	start time.Time
+	bytes uint64
+	rate  float64
+}
+
+func (r *sendRate) update(now time.Time, total uint64) float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch el := now.Sub(r.start); {
+	case r.start.IsZero():
+		r.start, r.bytes = now, total
+	case el >= time.Second:
+		r.rate = float64(total-r.bytes) * 8 / el.Seconds()
+		r.start, r.bytes = now, total
+	}
+	return r.rate
 }

@@ -24,8 +24,13 @@ var loopbackMedia = media.Config{IncludeLoopback: true, IPFilter: func(ip net.IP
 
 func startCallNode(t testing.TB, home string, sn *supernode.Supernode, auto func(CallInfo) (CallOptions, error)) *Node {
 	t.Helper()
+	return startCallNodeWith(t, home, sn, auto, CallTimings{})
+}
+
+func startCallNodeWith(t testing.TB, home string, sn *supernode.Supernode, auto func(CallInfo) (CallOptions, error), timings CallTimings) *Node {
+	t.Helper()
 	n, err := Start(context.Background(), Config{Home: home, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: []peer.AddrInfo{sn.AddrInfo()},
-		Logger: quietLogger(), Media: loopbackMedia, AutoAnswer: auto})
+		Logger: quietLogger(), Media: loopbackMedia, AutoAnswer: auto, CallTimings: timings})
 	if err != nil {
 		t.Fatalf("start node: %v", err)
 	}
@@ -429,14 +434,11 @@ func info(c *Call) any {
 // hangup still travels on it and the other side hears "remote hung up",
 // not just its media closing.
 func TestCallSignallingOutlivesIdle(t *testing.T) {
-	idle, ping := callIdleTimeout, callPingInterval
-	callIdleTimeout, callPingInterval = 1500*time.Millisecond, 300*time.Millisecond
-	defer func() { callIdleTimeout, callPingInterval = idle, ping }()
-
+	timings := CallTimings{LinkIdle: 1500 * time.Millisecond, KeepAlive: 300 * time.Millisecond}
 	sn := startSupernode(t)
 	sink := media.NewCaptureSink(0)
-	alice := startCallNode(t, initHome(t, "alice"), sn, nil)
-	bob := startCallNode(t, initHome(t, "bob"), sn, func(CallInfo) (CallOptions, error) { return CallOptions{Sink: sink}, nil })
+	alice := startCallNodeWith(t, initHome(t, "alice"), sn, nil, timings)
+	bob := startCallNodeWith(t, initHome(t, "bob"), sn, func(CallInfo) (CallOptions, error) { return CallOptions{Sink: sink}, nil }, timings)
 	c, err := alice.Call(context.Background(), "bob", CallOptions{Source: media.SpeechLikeSource(2)})
 	if err != nil {
 		t.Fatal(err)

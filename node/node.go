@@ -28,6 +28,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/parley-net/parley/discovery"
+	"github.com/parley-net/parley/internal/clock"
 	"github.com/parley-net/parley/internal/homelock"
 	"github.com/parley-net/parley/media"
 	"github.com/parley-net/parley/supernode/mailbox"
@@ -89,7 +90,12 @@ type Config struct {
 	AutoAnswer func(CallInfo) (CallOptions, error)
 	// Logger receives the node's logs; nil means slog.Default().
 	Logger *slog.Logger
-	// Now is the clock; nil means time.Now.
+	// Clock drives the calls' state machines (timers and time); nil means
+	// the real clock.
+	Clock clock.Clock
+	// CallTimings are the calls' timers; each zero field is its default.
+	CallTimings CallTimings
+	// Now is the clock of everything else; nil means Clock.Now.
 	Now func() time.Time
 }
 
@@ -111,6 +117,8 @@ type Node struct {
 	inbound     *streamLimiter
 	callLimit   *streamLimiter
 	calls       calls
+	clock       clock.Clock
+	timings     CallTimings
 	links       linkCodes
 	creds       relayCreds
 	kick        chan struct{}
@@ -161,8 +169,11 @@ func (c *Config) setDefaults() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Clock == nil {
+		c.Clock = clock.Real{}
+	}
 	if c.Now == nil {
-		c.Now = time.Now
+		c.Now = c.Clock.Now
 	}
 	return nil
 }
@@ -179,7 +190,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, lock: lock, events: newEventBus(), inbound: newStreamLimiter(64, 4),
 		callLimit: newStreamLimiter(16, 2), calls: calls{byID: map[string]*Call{}}, links: linkCodes{codes: map[string]time.Time{}},
-		kick: make(chan struct{}, 1), resolved: map[string]resolvedRecord{}}
+		kick: make(chan struct{}, 1), resolved: map[string]resolvedRecord{},
+		clock: cfg.Clock, timings: cfg.CallTimings.withDefaults()}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -453,7 +465,7 @@ func (n *Node) reserveLoop() {
 	defer t.Stop()
 	for {
 		now := n.cfg.Now()
-		for _, sn := range n.cfg.Bootstrap {
+		for _, sn := range n.relays() {
 			if now.Before(next[sn.ID]) {
 				continue
 			}
@@ -510,6 +522,18 @@ const circuitDelay = 500 * time.Millisecond
 // connection wins; hole punching (DCUtR) then tries to turn a relayed one
 // into a direct one.
 func (n *Node) connect(ctx context.Context, id peer.ID) error {
+	return n.connectVia(ctx, id, circuitDelay)
+}
+
+// relays are the peers whose circuit relay can carry signalling: the
+// supernodes, then the cloud relays (when every supernode is gone).
+func (n *Node) relays() []peer.AddrInfo {
+	return append(append([]peer.AddrInfo(nil), n.cfg.Bootstrap...), n.cfg.CloudRelays...)
+}
+
+// connectVia is connect with circuits after delay (0: at once, as when
+// signalling must be re-opened because the path it rode died).
+func (n *Node) connectVia(ctx context.Context, id peer.ID, delay time.Duration) error {
 	if c := n.host.Network().Connectedness(id); c == network.Connected || c == network.Limited {
 		return nil
 	}
@@ -520,7 +544,7 @@ func (n *Node) connect(ctx context.Context, id peer.ID) error {
 	ctx, cancel := context.WithCancel(network.WithAllowLimitedConn(ctx, "parley signalling"))
 	defer cancel()
 	var circuits []ma.Multiaddr
-	for _, sn := range n.cfg.Bootstrap {
+	for _, sn := range n.relays() {
 		if sn.ID == id {
 			continue
 		}
@@ -548,7 +572,7 @@ func (n *Node) connect(ctx context.Context, id peer.ID) error {
 		results <- dial(found.Addrs)
 	}()
 	go func() {
-		t := time.NewTimer(circuitDelay)
+		t := time.NewTimer(delay)
 		defer t.Stop()
 		select {
 		case <-t.C:

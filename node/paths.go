@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/parley-net/parley/discovery"
 	"github.com/parley-net/parley/internal/turnrelay"
 	"github.com/parley-net/parley/media"
 )
@@ -353,4 +354,38 @@ func (n *Node) cloudLoop() {
 		case <-t.C:
 		}
 	}
+}
+// supernodeICE asks the connected supernodes for their STUN servers; on an
+// ICE restart (fresh) it uses their last answers instead.
+func (n *Node) supernodeICE(ctx context.Context, fresh bool) []webrtc.ICEServer {
+	var out []webrtc.ICEServer
+	for _, sn := range n.cfg.Bootstrap {
+		if n.host.Network().Connectedness(sn.ID) != network.Connected {
+			continue
+		}
+		var urls []string
+		if fresh {
+			// An ICE restart does not wait on a supernode that may be the
+			// thing that died: it takes what the supernode said last.
+			n.creds.mu.Lock()
+			urls = n.creds.stun[sn.ID]
+			n.creds.mu.Unlock()
+		} else {
+			var err error
+			if urls, err = discovery.QueryServices(ctx, n.host, sn.ID); err != nil {
+				n.log.Debug("supernode services", "supernode", sn.ID, "err", err)
+				continue
+			}
+			n.creds.mu.Lock()
+			if n.creds.stun == nil {
+				n.creds.stun = map[peer.ID][]string{}
+			}
+			n.creds.stun[sn.ID] = urls
+			n.creds.mu.Unlock()
+		}
+		if len(urls) > 0 {
+			out = append(out, webrtc.ICEServer{URLs: urls})
+		}
+	}
+	return out
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -87,7 +88,7 @@ func callCmd() *cli.Command {
 			}
 			err = followCall(cl, ci.ID, c.Duration("duration"), sum)
 			if sum != nil {
-				sum.OK = err == nil && sum.SetupMS > 0
+				sum.judge(err)
 				json.NewEncoder(os.Stdout).Encode(sum)
 			}
 			return err
@@ -188,6 +189,33 @@ type callSummary struct {
 	MOS      float64 `json:"mos"`
 	Restarts int     `json:"ice_restarts"`
 	Reason   string  `json:"reason"`
+	// SilentPct is the share of the active call whose audio was concealed
+	// or never came; over maxSilentPct the call is not ok, and Why says so.
+	SilentPct float64 `json:"silent_pct"`
+	RecvKbps  float64 `json:"recv_kbps"`
+	SendKbps  float64 `json:"send_kbps"`
+	Why       string  `json:"why,omitempty"`
+
+	activeMS float64 // how long the call had been active at the last stats
+}
+
+// maxSilentPct is the share of a call that may be missing before its
+// summary says it was not ok.
+const maxSilentPct = 20
+
+func (s *callSummary) judge(err error) {
+	if s.activeMS > 0 {
+		s.SilentPct = math.Round(1000*min(100, 100*s.Conceal/s.activeMS)) / 1000
+	}
+	switch {
+	case err != nil:
+		s.Why = err.Error()
+	case s.SetupMS == 0:
+		s.Why = "no audio was heard"
+	case s.SilentPct > maxSilentPct:
+		s.Why = fmt.Sprintf("%.0f%% of the call was silent from missing audio", s.SilentPct)
+	}
+	s.OK = s.Why == ""
 }
 
 // followCall prints a call's state changes and, every second while it has
@@ -210,6 +238,7 @@ func followCall(cl *node.Client, id string, duration time.Duration, sum *callSum
 	var hangupAt <-chan time.Time
 	last, wasActive, rang := "", false, false
 	start := time.Now()
+	var activeSince time.Time
 	show := func(ci node.CallInfo) (ended bool, err error) {
 		if !rang && ci.DevicesRang > 0 && ci.State != node.CallRinging {
 			// The answer came before we saw the ringing.
@@ -261,13 +290,20 @@ func followCall(cl *node.Client, id string, duration time.Duration, sum *callSum
 			if done, err := show(*ci); done {
 				return err
 			}
+			if ci.State == node.CallActive && activeSince.IsZero() {
+				activeSince = time.Now()
+			}
 			if s := ci.Stats; s != nil && sum != nil {
 				sum.SetupMS, sum.Tier, sum.Path, sum.Detail = ci.SetupMS, s.Tier, s.Path, s.PathDetail
 				sum.RTTMS, sum.JitterMS, sum.LossPct, sum.Conceal, sum.MOS, sum.Restarts = s.RTTMS, s.JitterMS, s.LossPct, s.ConcealedMS, s.MOS, s.ICERestarts
+				sum.RecvKbps, sum.SendKbps = s.RecvKbps, s.SendKbps
+				if !activeSince.IsZero() {
+					sum.activeMS = float64(time.Since(activeSince).Milliseconds())
+				}
 			}
 			if s := ci.Stats; s != nil && ci.State == node.CallActive {
-				fmt.Printf("[%3.0fs] %s | %s | rtt %.1f ms | jitter %.1f ms | loss %.1f%% | concealed %.0f ms | %.1f kb/s | MOS %.2f\n",
-					time.Since(start).Seconds(), s.Tier, pathLine(s), s.RTTMS, s.JitterMS, s.LossPct, s.ConcealedMS, s.BitrateKbps, s.MOS)
+				fmt.Printf("[%3.0fs] %s | %s | rtt %.1f ms | jitter %.1f ms | loss %.1f%% | concealed %.0f ms | rx %.1f kb/s tx %.1f kb/s | MOS %.2f\n",
+					time.Since(start).Seconds(), s.Tier, pathLine(s), s.RTTMS, s.JitterMS, s.LossPct, s.ConcealedMS, s.RecvKbps, s.SendKbps, s.MOS)
 			}
 		case <-hangupAt:
 			hangupAt = nil

@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -22,6 +23,26 @@ import (
 // DefaultCloudPort is the cloud relay's default libp2p port (TCP and QUIC),
 // next to the supernode's 4100.
 const DefaultCloudPort = 4101
+
+// CircuitLimits are the circuit relay v2 limits of the cloud relay's libp2p
+// host: signalling only, as at a supernode. When every supernode that
+// carried a call's signalling is gone, two NATed devices still reach each
+// other through the cloud relay's circuit, so their call can restart ICE
+// onto the cloud relay's TURN. A circuit may last an hour (a call) and
+// carry 128 KiB each way; media never rides it.
+var CircuitLimits = relay.Resources{
+	Limit: &relay.RelayLimit{
+		Duration: time.Hour,
+		Data:     1 << 17,
+	},
+	ReservationTTL:         time.Hour,
+	MaxReservations:        1024,
+	MaxCircuits:            16,
+	BufferSize:             2048,
+	MaxReservationsPerPeer: 1,
+	MaxReservationsPerIP:   8,
+	MaxReservationsPerASN:  32,
+}
 
 // CloudConfig configures the operator-run cloud relay: a TURN Server plus
 // a libp2p host that hands its credentials out over CredentialProtocol.
@@ -113,6 +134,10 @@ func StartCloud(cfg CloudConfig) (_ *Cloud, err error) {
 		libp2p.ListenAddrStrings(cfg.Listen...),
 		libp2p.ConnectionManager(cm),
 		libp2p.DisableRelay(), // credentials go over direct connections only
+		// Signalling between devices that lost their supernodes: the
+		// relay is public by its operator's word, like a supernode.
+		libp2p.ForceReachabilityPublic(),
+		libp2p.EnableRelayService(relay.WithResources(CircuitLimits)),
 	}
 	if reg != nil {
 		opts = append(opts, libp2p.PrometheusRegisterer(reg))
