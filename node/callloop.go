@@ -122,15 +122,15 @@ type Call struct {
 	restartN                  uint32 // the ICE restart offered last: older answers are stale
 	// answeringRestart: the callee is answering a restart; nextRestart is
 	// an offer that came meanwhile (a newer one replaces it).
-	answeringRestart bool
-	nextRestart      *callFrame
-	answerReply               chan error // the Answer waiting for the accept to go out
-	invitesDone               bool
-	lastReason                string // why the last leg went, for a call no leg is left of
-	reopening                 bool
-	reopenDelay               time.Duration
-	lastHeard, lastPacket     time.Time
-	packets                   uint64
+	answeringRestart      bool
+	nextRestart           *callFrame
+	answerReply           chan error // the Answer waiting for the accept to go out
+	invitesDone           bool
+	lastReason            string // why the last leg went, for a call no leg is left of
+	reopening             bool
+	reopenDelay           time.Duration
+	lastHeard, lastPacket time.Time
+	packets               uint64
 }
 
 // leg is one callee device (outgoing) or the caller (incoming): its

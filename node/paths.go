@@ -355,6 +355,7 @@ func (n *Node) cloudLoop() {
 		}
 	}
 }
+
 // supernodeICE asks the connected supernodes for their STUN servers; on an
 // ICE restart (fresh) it uses their last answers instead.
 func (n *Node) supernodeICE(ctx context.Context, fresh bool) []webrtc.ICEServer {
