@@ -256,6 +256,11 @@ type (
 		err error
 	}
 	evSync struct{ reply chan struct{} }
+	// evDo runs f on the loop (tests read loop-owned state with it).
+	evDo struct {
+		f    func()
+		done chan struct{}
+	}
 	evIce  struct{ ice *iceSet } // an outgoing call's first ICE servers
 	// evStartIncoming: an admitted incoming call rings.
 	evStartIncoming struct{}
@@ -403,6 +408,9 @@ func (c *Call) handle(e callEvent) {
 	switch e := e.(type) {
 	case evSync:
 		close(e.reply)
+	case evDo:
+		e.f()
+		close(e.done)
 	case evIce:
 		c.ice = e.ice
 	case evStartIncoming:

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -99,4 +100,44 @@ func goertzel(x []int16, hz float64) float64 {
 		s1, s2 = float64(v)+k*s1-s2, s1
 	}
 	return s1*s1 + s2*s2 - k*s1*s2
+}
+
+// TestCallerKilledCalleeEnds: the caller's daemon is SIGKILLed in the middle
+// of a call; the callee hears neither media nor signalling, ends the call
+// as "lost" within 12 s (10 s of silence, then a tick), is free for the next
+// call at once, and the restarted caller's new call connects.
+func TestCallerKilledCalleeEnds(t *testing.T) {
+	root := t.TempDir()
+	sn := startProc(t, "--home", root+"/sn", "supernode", "--stun", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0")
+	boot := strings.TrimSpace(sn.waitLine(t, "/p2p/", 30*time.Second))
+	mustRun(t, "--home", root+"/alice", "id", "init", "--handle", "alice")
+	mustRun(t, "--home", root+"/bob", "id", "init", "--handle", "bob")
+	aliceArgs := []string{"--home", root + "/alice", "daemon", "--media-loopback", "--bootstrap", boot, "--listen", "/ip4/127.0.0.1/tcp/0"}
+	alice := startProc(t, aliceArgs...)
+	bob := startProc(t, "--home", root+"/bob", "daemon", "--media-loopback", "--bootstrap", boot, "--listen", "/ip4/127.0.0.1/tcp/0", "--auto-answer")
+	alice.waitLine(t, "ready", 30*time.Second)
+	bob.waitLine(t, "ready", 30*time.Second)
+
+	call := startProc(t, "--home", root+"/alice", "call", "bob", "--tone", "440", "--duration", "60s")
+	call.waitLine(t, "MOS", 20*time.Second)
+	alice.cmd.Process.Signal(syscall.SIGKILL)
+	<-alice.done
+	killed := time.Now()
+	for {
+		calls := mustRun(t, "--home", root+"/bob", "calls")
+		if strings.Contains(calls, "incoming alice") && strings.Contains(calls, "(lost)") {
+			t.Logf("callee ended the call %s after the caller died", time.Since(killed).Round(10*time.Millisecond))
+			break
+		}
+		if time.Since(killed) > 12*time.Second {
+			t.Fatalf("callee's call not ended as lost 12 s after the caller died:\n%s", calls)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	alice = startProc(t, aliceArgs...)
+	alice.waitLine(t, "ready", 30*time.Second)
+	out := mustRun(t, "--home", root+"/alice", "call", "bob", "--tone", "440", "--duration", "2s", "--json")
+	if !strings.Contains(out, `"ok":true`) {
+		t.Fatalf("a new call to the callee whose last caller died:\n%s", out)
+	}
 }
