@@ -110,21 +110,29 @@ func (l *Lab) Call(ctx context.Context, spec CallSpec) Pair {
 	return p
 }
 
-// call runs the call; during it, duringCall (if not nil) runs once the
-// caller reports the call active, with the time it did and the running
-// `parley call`.
+// call runs the call from spec.Caller's -a host to spec.Callee's -b host;
+// during it, duringCall (if not nil) runs once the caller reports the
+// call active, with the time it did and the running `parley call`.
 func (l *Lab) call(ctx context.Context, spec CallSpec, duringCall func(active time.Time, caller *proc)) (Pair, *callResult) {
+	from, okA := l.devices[spec.Caller]
+	to, okB := l.devices[spec.Callee]
+	if !okA || !okB {
+		p := Pair{Caller: string(spec.Caller), Callee: string(spec.Callee), Profile: spec.Profile, ForcedPath: spec.Path}
+		p.Error = fmt.Sprintf("call %s: types must be among %v", spec, l.opts.Types)
+		return p, nil
+	}
+	return l.callBetween(ctx, spec, from[0], to[1], "", duringCall)
+}
+
+// callBetween runs the call of spec between two given devices (of
+// spec's types), as Lab.call does. A non-empty tag goes into the names of
+// the call's files, so that two calls between the same devices keep
+// theirs apart.
+func (l *Lab) callBetween(ctx context.Context, spec CallSpec, caller, callee *device, tag string, duringCall func(active time.Time, caller *proc)) (Pair, *callResult) {
 	if spec.Audio == 0 {
 		spec.Audio = DefaultAudio
 	}
 	p := Pair{Caller: string(spec.Caller), Callee: string(spec.Callee), Profile: spec.Profile, ForcedPath: spec.Path}
-	from, okA := l.devices[spec.Caller]
-	to, okB := l.devices[spec.Callee]
-	if !okA || !okB {
-		p.Error = fmt.Sprintf("call %s: types must be among %v", spec, l.opts.Types)
-		return p, nil
-	}
-	caller, callee := from[0], to[1]
 	p.CallerLog, p.CalleeLog = caller.daemon.logPath, callee.daemon.logPath
 	for _, d := range []*device{caller, callee} {
 		if d.daemon.exited() {
@@ -155,6 +163,9 @@ func (l *Lab) call(ctx context.Context, spec CallSpec, duringCall func(active ti
 	}
 	if spec.Profile != "" {
 		name += "-" + spec.Profile
+	}
+	if tag != "" {
+		name += "-" + tag
 	}
 	start := time.Now()
 	cp, err := startProc(cmd, l.dir, name)
