@@ -200,18 +200,29 @@ func (l *Lab) callBetween(ctx context.Context, spec CallSpec, caller, callee *de
 	case cp.waitErr != nil:
 		p.Error = fmt.Sprintf("parley call: %v: %s", cp.waitErr, oneLine(tailFile(cp.logPath, 3)))
 	}
+	kept := filepath.Join(l.dir, name+".wav")
 	rec, err := waitRecording(ctx, callee.heard)
 	if err != nil {
 		if p.Error == "" {
 			p.Error = fmt.Sprintf("callee %s: %v", callee.handle, err)
 		}
-		return p, res
+		// A callee that never ended the call never closed its recording
+		// either (a fault can do that). What it wrote, cut to the audio
+		// the caller sent, still shows what was heard.
+		raw, part := readUnclosedWAV(callee.heard, int(spec.Audio.Seconds()*media.SampleRate))
+		if len(part) == 0 {
+			return p, res
+		}
+		p.Error += fmt.Sprintf(" (judged on the %.1f s it had written)", float64(len(part))/media.SampleRate)
+		if os.WriteFile(kept, raw, 0o644) == nil {
+			p.Recording = kept
+		}
+		rec = part
+	} else if err := os.Rename(callee.heard, kept); err == nil {
+		// Keep it next to the call's output for a listen or a second look.
+		p.Recording = kept
 	}
 	p.recording = rec
-	// Keep it next to the call's output for a listen or a second look.
-	if err := os.Rename(callee.heard, filepath.Join(l.dir, name+".wav")); err == nil {
-		p.Recording = filepath.Join(l.dir, name+".wav")
-	}
 	seg, whole := correlate(reference(len(rec)+maxLag), rec)
 	p.AudioCorrelation, p.WholeCorrelation = round(seg, 3), round(whole, 3)
 	p.OK = p.Error == ""
@@ -261,6 +272,24 @@ func waitRecording(ctx context.Context, path string) ([]int16, error) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// readUnclosedWAV reads a WAV file its writer has not closed, whose
+// header still holds placeholder sizes: up to limit 16-bit samples after
+// the canonical 44-byte header. It returns the file's bytes so far (for a
+// copy) and the samples; nothing when the file is not such a WAV.
+func readUnclosedWAV(path string, limit int) (raw []byte, samples []int16) {
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) < 44 || string(b[:4]) != "RIFF" || string(b[36:40]) != "data" {
+		return nil, nil
+	}
+	data := b[44:]
+	n := min(len(data)/2, limit)
+	samples = make([]int16, n)
+	for i := range samples {
+		samples[i] = int16(binary.LittleEndian.Uint16(data[2*i:]))
+	}
+	return b, samples
 }
 
 // complete reports whether the canonical 44-byte WAV header at path

@@ -596,9 +596,13 @@ func (r *FaultCall) summary(killed string, afterMS float64) string {
 	if r.Recovered {
 		rec = fmt.Sprintf("recovered (%.1f s heard after the gap)", r.HeardAfterMS/1000)
 	}
-	return fmt.Sprintf("%s: on tier %s at the kill, %s after; longest gap %.0f ms at %.1f s of the %.1f s recording (the signal's own longest pause %.0f ms); %s; %d ICE restart(s), pair at the end: %s",
+	out := fmt.Sprintf("%s: on tier %s at the kill, %s after; longest gap %.0f ms at %.1f s of the %.1f s recording (the signal's own longest pause %.0f ms); %s; %d ICE restart(s), pair at the end: %s",
 		head, firstNonEmpty(r.TierAtKill, "unknown"), r.TierAfter,
 		r.GapMS, r.GapStartMS/1000, r.RecordingMS/1000, r.NaturalGapMS, rec, r.ICERestarts, r.EndPath)
+	if r.Call.Error != "" {
+		out += "; the call: " + r.Call.Error
+	}
+	return out
 }
 
 func pathSuffix(path string) string {

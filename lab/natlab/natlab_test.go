@@ -489,3 +489,27 @@ func TestIncomingFrom(t *testing.T) {
 		t.Error("incomingFrom found a call from nobody")
 	}
 }
+
+func TestReadUnclosedWAV(t *testing.T) {
+	// The canonical header as a writer leaves it before Close: RIFF and
+	// data sizes still placeholders.
+	hdr := []byte("RIFF\xff\xff\xff\xffWAVEfmt \x10\x00\x00\x00\x01\x00\x01\x00\x80\xbb\x00\x00\x00\x77\x01\x00\x02\x00\x10\x00data\xff\xff\xff\xff")
+	b := append(hdr, 0x01, 0x00, 0xff, 0xff, 0x00, 0x80, 0x07) // 1, -1, -32768 and half a sample
+	path := filepath.Join(t.TempDir(), "heard.wav")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if raw, s := readUnclosedWAV(path, 10); len(raw) != len(b) || fmt.Sprint(s) != "[1 -1 -32768]" {
+		t.Errorf("readUnclosedWAV = %d bytes, %v", len(raw), s)
+	}
+	if _, s := readUnclosedWAV(path, 2); fmt.Sprint(s) != "[1 -1]" {
+		t.Errorf("readUnclosedWAV with limit 2 = %v", s)
+	}
+	if complete(path) {
+		t.Error("complete() on an unclosed WAV")
+	}
+	os.WriteFile(path, []byte("not a wav"), 0o644)
+	if raw, s := readUnclosedWAV(path, 10); raw != nil || s != nil {
+		t.Errorf("readUnclosedWAV of a non-WAV = %v, %v", raw, s)
+	}
+}
