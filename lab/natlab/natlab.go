@@ -176,7 +176,7 @@ type Lab struct {
 	devices          map[netlab.NATType][2]*device
 	// spares are further devices of a type, <type>-c onwards, added when
 	// a fault runs more calls at once than -a and -b can take
-	// (Lab.spare).
+	// (Lab.sparesOf).
 	spares map[netlab.NATType][]*device
 
 	closeOnce sync.Once
