@@ -81,9 +81,9 @@ type FaultCall struct {
 	CallerHandle string `json:"caller_handle"`
 	CalleeHandle string `json:"callee_handle"`
 	// TierAtKill is the tier the caller last reported before the kill;
-	// TierAfter the tier it reported at the end (its summary's tier, else
-	// its last per-second line after the kill), "none" when it reported
-	// none.
+	// TierAfter the tier it reported at the end: its summary's, or, when
+	// it printed none, its last per-second line after the kill; "none"
+	// when that is empty (no pair carried the media at the end).
 	TierAtKill string `json:"tier_at_kill"`
 	TierAfter  string `json:"tier_after"`
 	// GapMS is the longest run of silent 20 ms frames in the callee's
@@ -364,7 +364,7 @@ wait:
 		if res := results[i]; res != nil {
 			fc.ConcealedMS, fc.ICERestarts = round(res.ConcealedMS, 0), res.ICERestarts
 			fc.EndPath = firstNonEmpty(res.PathDetail, "none")
-			after = firstNonEmpty(res.Tier, after)
+			after = res.Tier // "" in a summary: no pair carried the call at the end
 		}
 		fc.TierAfter = firstNonEmpty(after, "none")
 		fc.analyse(fc.Call.recording, reference(len(fc.Call.recording)))
