@@ -442,11 +442,12 @@ func waitCalleeEnd(ctx context.Context, caller string, callee *device, killedAt 
 		default:
 			ce.CalleeError, ce.CalleeState = "", c.State
 			if c.State == callEnded {
-				at := now
+				// In the daemon's milliseconds when it says when.
+				at := now.UnixMilli()
 				if c.EndedMS > 0 {
-					at = time.UnixMilli(c.EndedMS)
+					at = c.EndedMS
 				}
-				ce.CalleeEndedMS = max(0, round(float64(at.Sub(killedAt).Milliseconds()), 0))
+				ce.CalleeEndedMS = float64(max(0, at-killedAt.UnixMilli()))
 				ce.CalleeEndReason = c.Reason
 				return ce
 			}

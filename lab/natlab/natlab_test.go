@@ -5,14 +5,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/parley-net/parley/lab/netlab"
+	"github.com/parley-net/parley/node"
 )
 
 // parleyBin is the binary the lab runs: NATLAB_BINARY, or else built once
@@ -512,4 +516,62 @@ func TestReadUnclosedWAV(t *testing.T) {
 	if raw, s := readUnclosedWAV(path, 10); raw != nil || s != nil {
 		t.Errorf("readUnclosedWAV of a non-WAV = %v, %v", raw, s)
 	}
+}
+
+// TestWaitCalleeEnd runs waitCalleeEnd against a stand-in for a callee's
+// control API on a unix socket: a call that ends, timed by the daemon's
+// ended_ms, and one that never does.
+func TestWaitCalleeEnd(t *testing.T) {
+	home := t.TempDir()
+	ln, err := net.Listen("unix", filepath.Join(home, node.SocketFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var calls []daemonCall
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/calls" {
+			http.NotFound(w, r)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		json.NewEncoder(w).Encode(calls)
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	callee := &device{handle: "port-restricted-b", home: home}
+	set := func(cs ...daemonCall) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls = cs
+	}
+
+	t.Run("ends", func(t *testing.T) {
+		killedAt := time.Now()
+		k := killedAt.UnixMilli()
+		old := daemonCall{ID: "old", Peer: "port-restricted-a", Direction: "incoming", State: "ended", Reason: "hung up", StartedMS: k - 60000, EndedMS: k - 50000}
+		live := daemonCall{ID: "live", Peer: "port-restricted-a", Direction: "incoming", State: "active", StartedMS: k - 5000}
+		set(old, live)
+		time.AfterFunc(300*time.Millisecond, func() {
+			live.State, live.Reason, live.EndedMS = "ended", "lost", k+250
+			set(old, live)
+		})
+		ce := waitCalleeEnd(context.Background(), "port-restricted-a", callee, killedAt)
+		if ce.CalleeEndedMS != 250 || ce.CalleeEndReason != "lost" || ce.CalleeState != "ended" || ce.CalleeError != "" {
+			t.Errorf("waitCalleeEnd = %+v, want ended after 250 ms, reason lost", ce)
+		}
+	})
+	t.Run("never ends", func(t *testing.T) {
+		// A kill so long ago that the wait is nearly over.
+		killedAt := time.Now().Add(-calleeEndWait + 300*time.Millisecond)
+		set(daemonCall{ID: "stuck", Peer: "port-restricted-a", Direction: "incoming", State: "active", StartedMS: killedAt.UnixMilli() - 5000})
+		ce := waitCalleeEnd(context.Background(), "port-restricted-a", callee, killedAt)
+		if ce.CalleeEndedMS != -1 || ce.CalleeState != "active" || ce.CalleeEndReason != "" {
+			t.Errorf("waitCalleeEnd = %+v, want -1, still active", ce)
+		}
+		if !strings.Contains(ce.describe(), "had not ended") {
+			t.Errorf("describe() = %q", ce.describe())
+		}
+	})
 }
