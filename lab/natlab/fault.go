@@ -271,14 +271,14 @@ func (l *Lab) Fault(ctx context.Context, which string, calls []FaultSpec) (*Faul
 	ended := make(chan int, len(calls))
 	killed := make(chan struct{}) // closed once the kill is done (or given up)
 	results := make([]*callResult, len(calls))
+	victim := "the " + which
+	if which == FaultCaller {
+		victim = "the caller's daemon"
+	}
 	var wg sync.WaitGroup
 	for i, c := range calls {
 		fc := &rep.Calls[i]
 		fc.Expect, fc.CallerHandle, fc.CalleeHandle = c.Expect, devs[i][0].handle, devs[i][1].handle
-		victim := "the " + which
-		if which == FaultCaller {
-			victim = "the caller's daemon"
-		}
 		l.progress("fault: %s (%s → %s, %s), killing %s %s after the calls are active", c.Spec, fc.CallerHandle, fc.CalleeHandle, c.Expect, victim, faultKillAfter)
 		wg.Add(1)
 		go func() {
