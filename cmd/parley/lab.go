@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -25,7 +26,11 @@ func labCmd() *cli.Command {
 				&cli.BoolFlag{Name: "matrix", Usage: "call every ordered pair of types (default: each type calls its own type)"},
 				&cli.StringFlag{Name: "types", Usage: "comma-separated NAT `TYPES` (default: all of public, full-cone, restricted, port-restricted, symmetric, udp-blocked)"},
 				&cli.BoolFlag{Name: "json", Usage: "print the result as JSON instead of a table"},
-				&cli.StringFlag{Name: "fault", Usage: "finally kill `SERVER` (cloud: the cloud relay, or supernode) in the middle of two calls, one relayed through it that must move to the other relay tier, one direct that must not notice, and report the audio gaps (needs public in --types)"},
+				&cli.StringFlag{Name: "fault", Usage: "finally SIGKILL `WHAT` in the middle of calls running at once and report what each heard: " +
+					"cloud (the cloud relay) or supernode: calls relayed through it, public → public, symmetric → symmetric and public → port-restricted (as far as --types has them), " +
+					"must move to the other relay tier with at most 3 s of silence, and a direct call must not notice; " +
+					"caller: the caller's daemon of a direct call (port-restricted, else restricted, full-cone or public), " +
+					"whose callee must end the call within 12 s and then take a call from the restarted caller"},
 				&cli.StringFlag{Name: "binary", Usage: "parley `BINARY` to run in the lab (default: this one)"},
 				&cli.DurationFlag{Name: "audio", Value: natlab.DefaultAudio, Usage: "audio sent by each call once connected"},
 				&cli.StringFlag{Name: "dir", Usage: "keep homes, recordings and logs in `DIR` (default: a temporary directory, removed)"},
@@ -79,14 +84,25 @@ func labCmd() *cli.Command {
 				case m.Fault != nil && m.Fault.KilledAfterMS == 0:
 					return errors.New("fault: not every fault call became active, nothing was killed")
 				case m.Fault != nil:
+					var bad []string
 					for _, fc := range m.Fault.Calls {
 						if !fc.Held(m.Fault.Killed) {
-							return fmt.Errorf("fault: the %s → %s call did not do what it should (%s); see the fault lines above", fc.Call.Caller, fc.Call.Callee, fc.Expect)
+							bad = append(bad, fmt.Sprintf("%s → %s%s (%s)", fc.Call.Caller, fc.Call.Callee, pathFlag(fc.Call.ForcedPath), fc.Expect))
 						}
+					}
+					if len(bad) > 0 {
+						return fmt.Errorf("fault %s: %d of %d calls did not do what they should: %s; see the fault lines", m.Fault.Killed, len(bad), len(m.Fault.Calls), strings.Join(bad, ", "))
 					}
 				}
 				return nil
 			},
 		}},
 	}
+}
+
+func pathFlag(path string) string {
+	if path == "" {
+		return ""
+	}
+	return " --path " + path
 }

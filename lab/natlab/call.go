@@ -110,21 +110,29 @@ func (l *Lab) Call(ctx context.Context, spec CallSpec) Pair {
 	return p
 }
 
-// call runs the call; during it, duringCall (if not nil) runs once the
-// caller reports the call active, with the time it did and the running
-// `parley call`.
+// call runs the call from spec.Caller's -a host to spec.Callee's -b host;
+// during it, duringCall (if not nil) runs once the caller reports the
+// call active, with the time it did and the running `parley call`.
 func (l *Lab) call(ctx context.Context, spec CallSpec, duringCall func(active time.Time, caller *proc)) (Pair, *callResult) {
+	from, okA := l.devices[spec.Caller]
+	to, okB := l.devices[spec.Callee]
+	if !okA || !okB {
+		p := Pair{Caller: string(spec.Caller), Callee: string(spec.Callee), Profile: spec.Profile, ForcedPath: spec.Path}
+		p.Error = fmt.Sprintf("call %s: types must be among %v", spec, l.opts.Types)
+		return p, nil
+	}
+	return l.callBetween(ctx, spec, from[0], to[1], "", duringCall)
+}
+
+// callBetween runs the call of spec between two given devices (of
+// spec's types), as Lab.call does. A non-empty tag goes into the names of
+// the call's files, so that two calls between the same devices keep
+// theirs apart.
+func (l *Lab) callBetween(ctx context.Context, spec CallSpec, caller, callee *device, tag string, duringCall func(active time.Time, caller *proc)) (Pair, *callResult) {
 	if spec.Audio == 0 {
 		spec.Audio = DefaultAudio
 	}
 	p := Pair{Caller: string(spec.Caller), Callee: string(spec.Callee), Profile: spec.Profile, ForcedPath: spec.Path}
-	from, okA := l.devices[spec.Caller]
-	to, okB := l.devices[spec.Callee]
-	if !okA || !okB {
-		p.Error = fmt.Sprintf("call %s: types must be among %v", spec, l.opts.Types)
-		return p, nil
-	}
-	caller, callee := from[0], to[1]
 	p.CallerLog, p.CalleeLog = caller.daemon.logPath, callee.daemon.logPath
 	for _, d := range []*device{caller, callee} {
 		if d.daemon.exited() {
@@ -155,6 +163,9 @@ func (l *Lab) call(ctx context.Context, spec CallSpec, duringCall func(active ti
 	}
 	if spec.Profile != "" {
 		name += "-" + spec.Profile
+	}
+	if tag != "" {
+		name += "-" + tag
 	}
 	start := time.Now()
 	cp, err := startProc(cmd, l.dir, name)
@@ -189,18 +200,29 @@ func (l *Lab) call(ctx context.Context, spec CallSpec, duringCall func(active ti
 	case cp.waitErr != nil:
 		p.Error = fmt.Sprintf("parley call: %v: %s", cp.waitErr, oneLine(tailFile(cp.logPath, 3)))
 	}
+	kept := filepath.Join(l.dir, name+".wav")
 	rec, err := waitRecording(ctx, callee.heard)
 	if err != nil {
 		if p.Error == "" {
 			p.Error = fmt.Sprintf("callee %s: %v", callee.handle, err)
 		}
-		return p, res
+		// A callee that never ended the call never closed its recording
+		// either (a fault can do that). What it wrote, cut to the audio
+		// the caller sent, still shows what was heard.
+		raw, part := readUnclosedWAV(callee.heard, int(spec.Audio.Seconds()*media.SampleRate))
+		if len(part) == 0 {
+			return p, res
+		}
+		p.Error += fmt.Sprintf(" (judged on the %.1f s it had written)", float64(len(part))/media.SampleRate)
+		if os.WriteFile(kept, raw, 0o644) == nil {
+			p.Recording = kept
+		}
+		rec = part
+	} else if err := os.Rename(callee.heard, kept); err == nil {
+		// Keep it next to the call's output for a listen or a second look.
+		p.Recording = kept
 	}
 	p.recording = rec
-	// Keep it next to the call's output for a listen or a second look.
-	if err := os.Rename(callee.heard, filepath.Join(l.dir, name+".wav")); err == nil {
-		p.Recording = filepath.Join(l.dir, name+".wav")
-	}
 	seg, whole := correlate(reference(len(rec)+maxLag), rec)
 	p.AudioCorrelation, p.WholeCorrelation = round(seg, 3), round(whole, 3)
 	p.OK = p.Error == ""
@@ -250,6 +272,24 @@ func waitRecording(ctx context.Context, path string) ([]int16, error) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// readUnclosedWAV reads a WAV file its writer has not closed, whose
+// header still holds placeholder sizes: up to limit 16-bit samples after
+// the canonical 44-byte header. It returns the file's bytes so far (for a
+// copy) and the samples; nothing when the file is not such a WAV.
+func readUnclosedWAV(path string, limit int) (raw []byte, samples []int16) {
+	b, err := os.ReadFile(path)
+	if err != nil || len(b) < 44 || string(b[:4]) != "RIFF" || string(b[36:40]) != "data" {
+		return nil, nil
+	}
+	data := b[44:]
+	n := min(len(data)/2, limit)
+	samples = make([]int16, n)
+	for i := range samples {
+		samples[i] = int16(binary.LittleEndian.Uint16(data[2*i:]))
+	}
+	return b, samples
 }
 
 // complete reports whether the canonical 44-byte WAV header at path

@@ -34,13 +34,26 @@
 //
 // # Faults
 //
-// Lab.Fault runs calls at once (Lab.FaultCalls: one relayed through the
-// server to kill by a policy that allows the other relay tier, such as
-// --path cloud,supernode, and one direct call beside it), SIGKILLs the
-// server a few seconds in and reports, per call, the longest silence the
-// callee recorded next to the longest pause in the signal itself, and the
-// tier before and after. FaultCall.Held says whether the relayed call
-// moved (back within 5 s) and the direct one did not notice.
+// Lab.Fault runs calls at once (FaultCalls), SIGKILLs a process 3 s
+// after the last became active and reports, per call, the tier before
+// and after, the longest silence the callee recorded next to the longest
+// pause in the signal itself, and whether the call did what it was there
+// to show (FaultCall.Held):
+//   - "cloud" or "supernode": the server dies under calls relayed through
+//     it by a policy that allows the other relay tier (public → public,
+//     and the NATed symmetric → symmetric and public → port-restricted,
+//     whose signalling rides the supernode's circuit), which must move
+//     with at most 3 s of silence, and beside them a direct call, which
+//     must not notice;
+//   - "caller": the caller's daemon dies under a direct call; natlab asks
+//     the callee's control API until the call has ended (at most 30 s),
+//     then restarts the caller's daemon with the same home and calls
+//     again, which must connect with audio.
+//
+// A callee that never ends a call never closes its recording; natlab
+// then judges what it had written. A device takes one call at a time, so
+// a fault that needs more hosts of a type than -a and -b adds spares
+// (<type>-c…), each behind a NAT of its own.
 //
 // # Limits and cleanup
 //

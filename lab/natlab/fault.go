@@ -24,6 +24,22 @@ const (
 	// for at most a few hundred milliseconds (NaturalGapMS).
 	silenceRMS = 100
 	frame      = media.SampleRate / 50
+	// calleeEndWait caps the wait for a callee to end a call whose caller
+	// died, so that a callee that never does still lets the run finish;
+	// calleePoll is how often its control API is asked meanwhile.
+	calleeEndWait = 30 * time.Second
+	calleePoll    = 100 * time.Millisecond
+	// minCorrelation is the audio correlation from which a call counts as
+	// carrying the audio sent, as the matrix's calls must.
+	minCorrelation = 0.9
+)
+
+// The bounds a fault's calls must hold to (issue 9): a call that moves
+// is silent for at most MaxMoveGapMS; a callee whose caller died ends the
+// call within MaxCalleeEndMS (10 s without hearing the peer, plus slack).
+const (
+	MaxMoveGapMS   = 3000
+	MaxCalleeEndMS = 12000
 )
 
 // What a fault call is there to show.
@@ -34,12 +50,15 @@ const (
 	// ExpectMoves: a call relayed through the killed server whose policy
 	// allows another relay tier; it must move there.
 	ExpectMoves = "moves"
+	// ExpectCalleeEnds: a call whose caller's daemon is killed; the callee
+	// must end it and then take a call from the restarted caller.
+	ExpectCalleeEnds = "callee-ends"
 )
 
 // FaultReport is what one kill did to the calls running through the lab.
 type FaultReport struct {
-	// Killed is the server SIGKILLed: "cloud" (the cloud relay) or
-	// "supernode".
+	// Killed is what was SIGKILLed: "cloud" (the cloud relay),
+	// "supernode", or "caller" (each call's calling daemon).
 	Killed string `json:"killed"`
 	// KilledAfterMS is when the kill came, after the last of the calls
 	// became active; 0 when some call never did and nothing was killed.
@@ -50,14 +69,23 @@ type FaultReport struct {
 
 // FaultCall is what happened to one call when the server was killed.
 type FaultCall struct {
-	// Expect is what the call is there to show: ExpectUnaffected or
-	// ExpectMoves.
+	// Expect is what the call is there to show: ExpectUnaffected,
+	// ExpectMoves or ExpectCalleeEnds.
 	Expect string `json:"expect"`
 	// Call is the call; its Path is the tier the caller reported at the
 	// end.
 	Call Pair `json:"call"`
-	// TierAtKill is the tier the caller last reported before the kill.
+	// CallerHandle and CalleeHandle name the two devices: the types' -a
+	// and -b hosts, or spares (<type>-c…) when another call of the fault
+	// holds those.
+	CallerHandle string `json:"caller_handle"`
+	CalleeHandle string `json:"callee_handle"`
+	// TierAtKill is the tier the caller last reported before the kill;
+	// TierAfter the tier it reported at the end: its summary's, or, when
+	// it printed none, its last per-second line after the kill; "none"
+	// when that is empty (no pair carried the media at the end).
 	TierAtKill string `json:"tier_at_kill"`
+	TierAfter  string `json:"tier_after"`
 	// GapMS is the longest run of silent 20 ms frames in the callee's
 	// recording (silence, or concealment that faded out), and GapStartMS
 	// where in the recording it begins. NaturalGapMS is the longest such
@@ -80,30 +108,109 @@ type FaultCall struct {
 	// path never came back). ICERestarts counts the caller's ICE restarts.
 	EndPath     string `json:"end_path"`
 	ICERestarts int    `json:"ice_restarts"`
+	// CalleeEnd is set for the caller fault only; its fields are flat in
+	// the JSON.
+	*CalleeEnd
 }
 
-// FaultCalls are the calls a kill of which ("cloud" or "supernode") is
-// tested with: a call from public to public relayed through the server
-// to kill, by a policy that prefers its tier and allows the other relay
-// tier ("cloud,supernode" or "supernode,cloud"), which must move; and,
-// beside it, a direct call between two hosts of the first other type
-// whose calls go direct (port-restricted, restricted or full-cone), which
-// must not notice. Public hosts signal each other directly, so the kill
-// hits the media path alone. Without public hosts in the lab there is no
-// fault call.
-func (l *Lab) FaultCalls(which string) []FaultSpec {
-	if !slices.Contains(l.opts.Types, netlab.Public) {
-		return nil
+// CalleeEnd is what a callee did with a call whose caller's daemon was
+// SIGKILLed.
+type CalleeEnd struct {
+	// CalleeEndedMS is the time from the kill to the end of the call as
+	// the callee's daemon reports it (its ended_ms, else when natlab saw
+	// it ended); -1 when it had not ended 30 s after the kill.
+	CalleeEndedMS float64 `json:"callee_ended_ms"`
+	// CalleeEndReason is the reason the callee gave; CalleeState its
+	// call's state when natlab stopped looking ("ended", or e.g. "active"
+	// for a call that never ended).
+	CalleeEndReason string `json:"callee_end_reason"`
+	CalleeState     string `json:"callee_state"`
+	// CalleeAcceptsNewCall: after the wait, the caller's daemon was
+	// restarted with the same home and a new call to the callee connected
+	// and carried the audio (correlation ≥ 0.9). NewCall is that call.
+	CalleeAcceptsNewCall bool  `json:"callee_accepts_new_call"`
+	NewCall              *Pair `json:"new_call,omitempty"`
+	// CalleeError says why the callee's control API could not be read, if
+	// it could not.
+	CalleeError string `json:"callee_error,omitempty"`
+}
+
+// FaultCalls are the calls a fault is tested with, among those whose
+// types are all in types; nil when none of them shows the fault (only an
+// unaffected call would run).
+//
+// For "cloud" and "supernode", the kill of that server (policy P below
+// is "cloud,supernode" or "supernode,cloud": the killed tier first, the
+// other relay tier allowed):
+//   - public → public with --path P, relayed through the server; public
+//     hosts signal each other directly, so the kill hits the media path
+//     alone. It must move.
+//   - a direct call between two hosts of the first of port-restricted,
+//     restricted and full-cone in the lab, which must not notice.
+//   - symmetric → symmetric, which cannot punch: --path auto for
+//     "supernode" (relayed by the supernode, as the NATs require), --path
+//     P for "cloud". It must move.
+//   - public → port-restricted with --path P: the callee is reached
+//     through the supernode's circuit, so under "supernode" the kill
+//     takes the call's signalling too. It must move.
+//
+// For "caller", a direct call between two hosts of the first of
+// port-restricted, restricted, full-cone and public in the lab, whose
+// caller's daemon is killed: the callee must end the call.
+func FaultCalls(types []netlab.NATType, which string) []FaultSpec {
+	has := func(ts ...netlab.NATType) bool {
+		for _, t := range ts {
+			if !slices.Contains(types, t) {
+				return false
+			}
+		}
+		return true
 	}
-	other := map[string]string{FaultCloud: FaultSupernode, FaultSupernode: FaultCloud}[which]
-	out := []FaultSpec{{Expect: ExpectMoves, Spec: CallSpec{Caller: netlab.Public, Callee: netlab.Public, Path: which + "," + other}}}
-	for _, t := range []netlab.NATType{netlab.PortRestricted, netlab.Restricted, netlab.FullCone} {
-		if slices.Contains(l.opts.Types, t) {
+	direct := func(candidates ...netlab.NATType) (netlab.NATType, bool) {
+		for _, t := range candidates {
+			if has(t) {
+				return t, true
+			}
+		}
+		return "", false
+	}
+	var out []FaultSpec
+	switch which {
+	case FaultCloud, FaultSupernode:
+		other := map[string]string{FaultCloud: FaultSupernode, FaultSupernode: FaultCloud}[which]
+		policy := which + "," + other
+		if has(netlab.Public) {
+			out = append(out, FaultSpec{Expect: ExpectMoves, Spec: CallSpec{Caller: netlab.Public, Callee: netlab.Public, Path: policy}})
+		}
+		if t, ok := direct(netlab.PortRestricted, netlab.Restricted, netlab.FullCone); ok {
 			out = append(out, FaultSpec{Expect: ExpectUnaffected, Spec: CallSpec{Caller: t, Callee: t}})
-			break
+		}
+		if has(netlab.Symmetric) {
+			sym := CallSpec{Caller: netlab.Symmetric, Callee: netlab.Symmetric}
+			if which == FaultCloud {
+				sym.Path = policy
+			}
+			out = append(out, FaultSpec{Expect: ExpectMoves, Spec: sym})
+		}
+		if has(netlab.Public, netlab.PortRestricted) {
+			out = append(out, FaultSpec{Expect: ExpectMoves, Spec: CallSpec{Caller: netlab.Public, Callee: netlab.PortRestricted, Path: policy}})
+		}
+	case FaultCaller:
+		if t, ok := direct(netlab.PortRestricted, netlab.Restricted, netlab.FullCone, netlab.Public); ok {
+			out = append(out, FaultSpec{Expect: ExpectCalleeEnds, Spec: CallSpec{Caller: t, Callee: t}})
 		}
 	}
+	if !slices.ContainsFunc(out, func(f FaultSpec) bool { return f.Expect != ExpectUnaffected }) {
+		return nil
+	}
 	return out
+}
+
+// faultNeeds says, per fault, which types FaultCalls needs.
+var faultNeeds = map[string]string{
+	FaultCloud:     "public or symmetric",
+	FaultSupernode: "public or symmetric",
+	FaultCaller:    "one of port-restricted, restricted, full-cone or public",
 }
 
 // FaultSpec is one call of a fault scenario and what it is there to show.
@@ -113,19 +220,34 @@ type FaultSpec struct {
 }
 
 // Fault makes the calls at once, each with its spec.Audio of audio (0
-// means 12 s), SIGKILLs the server (which: "cloud" or "supernode") 3 s
-// after the last became active, and reports the audio gap each callee
-// heard. The killed server stays down: call Fault last.
+// means 12 s), SIGKILLs what which names 3 s after the last became
+// active, and reports the audio gap each callee heard:
+//   - "cloud" or "supernode": that server, which stays down (call Fault
+//     last);
+//   - "caller": each call's calling daemon. Then it watches each callee's
+//     control API until its call has ended (at most 30 s), restarts the
+//     caller's daemon with the same home and calls the callee again
+//     (FaultCall.CalleeEnd).
+//
+// A device takes one call at a time, so a call whose -a or -b host
+// another call of the fault holds gets a spare device of the same type
+// (<type>-c…, behind a NAT of its own), added on the first need.
 func (l *Lab) Fault(ctx context.Context, which string, calls []FaultSpec) (*FaultReport, error) {
-	target := map[string]*proc{FaultCloud: l.relay, FaultSupernode: l.supernode}[which]
-	if target == nil {
-		return nil, fmt.Errorf("natlab: unknown fault %q (want %q or %q)", which, FaultCloud, FaultSupernode)
+	var server *proc
+	switch which {
+	case FaultCloud:
+		server = l.relay
+	case FaultSupernode:
+		server = l.supernode
+	case FaultCaller:
+	default:
+		return nil, fmt.Errorf("natlab: unknown fault %q (want %q, %q or %q)", which, FaultCloud, FaultSupernode, FaultCaller)
 	}
-	if target.exited() {
-		return nil, fmt.Errorf("natlab: %s already down (%v)", target.name, target.waitErr)
+	if server != nil && server.exited() {
+		return nil, fmt.Errorf("natlab: %s already down (%v)", server.name, server.waitErr)
 	}
 	if len(calls) == 0 {
-		return nil, errors.New("natlab: a fault needs a call (the lab has no public hosts)")
+		return nil, fmt.Errorf("natlab: fault %s needs a call (the lab needs %s)", which, faultNeeds[which])
 	}
 	for i := range calls {
 		if calls[i].Spec.Audio == 0 {
@@ -134,6 +256,10 @@ func (l *Lab) Fault(ctx context.Context, which string, calls []FaultSpec) (*Faul
 		if a := calls[i].Spec.Audio; a < faultKillAfter+2*time.Second {
 			return nil, fmt.Errorf("natlab: fault call %s: needs at least %s of audio to kill the %s %s in", calls[i].Spec, faultKillAfter+2*time.Second, which, faultKillAfter)
 		}
+	}
+	devs, err := l.faultDevices(ctx, calls)
+	if err != nil {
+		return nil, fmt.Errorf("natlab: fault %s: %w", which, err)
 	}
 	rep := &FaultReport{Killed: which, Calls: make([]FaultCall, len(calls))}
 	type active struct {
@@ -145,14 +271,19 @@ func (l *Lab) Fault(ctx context.Context, which string, calls []FaultSpec) (*Faul
 	ended := make(chan int, len(calls))
 	killed := make(chan struct{}) // closed once the kill is done (or given up)
 	results := make([]*callResult, len(calls))
+	victim := "the " + which
+	if which == FaultCaller {
+		victim = "the caller's daemon"
+	}
 	var wg sync.WaitGroup
 	for i, c := range calls {
-		rep.Calls[i].Expect = c.Expect
-		l.progress("fault: %s (%s), killing the %s %s after the calls are active", c.Spec, c.Expect, which, faultKillAfter)
+		fc := &rep.Calls[i]
+		fc.Expect, fc.CallerHandle, fc.CalleeHandle = c.Expect, devs[i][0].handle, devs[i][1].handle
+		l.progress("fault: %s (%s → %s, %s), killing %s %s after the calls are active", c.Spec, fc.CallerHandle, fc.CalleeHandle, c.Expect, victim, faultKillAfter)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rep.Calls[i].Call, results[i] = l.call(ctx, c.Spec, func(at time.Time, caller *proc) {
+			fc.Call, results[i] = l.callBetween(ctx, c.Spec, devs[i][0], devs[i][1], "fault-"+which, func(at time.Time, caller *proc) {
 				actives <- active{i, at, caller}
 				<-killed
 			})
@@ -162,7 +293,10 @@ func (l *Lab) Fault(ctx context.Context, which string, calls []FaultSpec) (*Faul
 
 	// Every call active (or one ended before it was): kill, 3 s on.
 	var killErr error
+	var killedAt time.Time
 	var up []active
+	cli := make([]*proc, len(calls)) // each call's `parley call`, once active
+	killLine := make([]int, len(calls))
 wait:
 	for len(up) < len(calls) {
 		select {
@@ -183,23 +317,56 @@ wait:
 			for _, a := range up {
 				lines, _ := a.call.snapshot()
 				rep.Calls[a.i].TierAtKill = lastTier(lines)
+				cli[a.i], killLine[a.i] = a.call, len(lines)
 			}
-			killErr = target.kill()
-			last := up[len(up)-1].at
-			rep.KilledAfterMS = round(float64(time.Since(last).Milliseconds()), 0)
+			killedAt = time.Now()
+			if server != nil {
+				killErr = server.kill()
+			} else {
+				for i := range calls {
+					killErr = errors.Join(killErr, devs[i][0].daemon.kill())
+				}
+			}
+			rep.KilledAfterMS = round(float64(killedAt.Sub(up[len(up)-1].at).Milliseconds()), 0)
 		}
 	} else {
 		l.progress("fault: not every call became active, nothing killed")
 	}
 	close(killed)
+
+	// A callee is watched from the kill on, beside the calls' own ends.
+	ends := make([]CalleeEnd, len(calls))
+	if which == FaultCaller && !killedAt.IsZero() {
+		for i := range calls {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ends[i] = waitCalleeEnd(ctx, devs[i][0].handle, devs[i][1], killedAt)
+			}()
+		}
+	}
 	wg.Wait()
+	if which == FaultCaller && !killedAt.IsZero() {
+		for i := range calls {
+			l.progress("fault: %s: the callee's call %s", calls[i].Spec, ends[i].describe())
+			l.recall(ctx, calls[i].Spec, devs[i][0], devs[i][1], &ends[i])
+			rep.Calls[i].CalleeEnd = &ends[i]
+		}
+	}
 
 	for i := range rep.Calls {
 		fc := &rep.Calls[i]
+		var after string
+		if cli[i] != nil {
+			lines, _ := cli[i].snapshot()
+			after = lastTier(lines[killLine[i]:])
+		}
 		if res := results[i]; res != nil {
 			fc.ConcealedMS, fc.ICERestarts = round(res.ConcealedMS, 0), res.ICERestarts
 			fc.EndPath = firstNonEmpty(res.PathDetail, "none")
+			after = res.Tier // "" in a summary: no pair carried the call at the end
 		}
+		fc.TierAfter = firstNonEmpty(after, "none")
 		fc.analyse(fc.Call.recording, reference(len(fc.Call.recording)))
 		l.progress("fault: %s", fc.summary(which, rep.KilledAfterMS))
 	}
@@ -207,6 +374,135 @@ wait:
 		return rep, killErr
 	}
 	return rep, ctx.Err()
+}
+
+// faultDevices picks each call's caller and callee: its types' -a and -b
+// hosts, or spares where an earlier call of the fault holds those.
+func (l *Lab) faultDevices(ctx context.Context, calls []FaultSpec) ([][2]*device, error) {
+	type slot struct {
+		t netlab.NATType
+		i int // 0: -a, 1: -b, 2 on: spare i-2
+	}
+	taken := map[slot]bool{}
+	spares := map[netlab.NATType]int{}
+	pick := func(t netlab.NATType, def int) slot {
+		s := slot{t, def}
+		for n := 2; taken[s]; n++ {
+			s = slot{t, n}
+		}
+		taken[s] = true
+		if s.i >= 2 {
+			spares[t] = max(spares[t], s.i-1)
+		}
+		return s
+	}
+	slots := make([][2]slot, len(calls))
+	for i, c := range calls {
+		for _, t := range []netlab.NATType{c.Spec.Caller, c.Spec.Callee} {
+			if _, ok := l.devices[t]; !ok {
+				return nil, fmt.Errorf("call %s: types must be among %v", c.Spec, l.opts.Types)
+			}
+		}
+		slots[i] = [2]slot{pick(c.Spec.Caller, 0), pick(c.Spec.Callee, 1)}
+	}
+	for _, t := range l.opts.Types { // in order, for the names
+		if n := spares[t]; n > 0 {
+			if _, err := l.sparesOf(ctx, t, n); err != nil {
+				return nil, err
+			}
+		}
+	}
+	out := make([][2]*device, len(calls))
+	for i, pair := range slots {
+		for j, s := range pair {
+			if s.i < 2 {
+				out[i][j] = l.devices[s.t][s.i]
+			} else {
+				out[i][j] = l.spares[s.t][s.i-2]
+			}
+		}
+	}
+	return out, nil
+}
+
+// waitCalleeEnd asks the callee's control API, from the kill of the
+// caller's daemon on and for at most calleeEndWait, until its call from
+// caller has ended.
+func waitCalleeEnd(ctx context.Context, caller string, callee *device, killedAt time.Time) CalleeEnd {
+	ce := CalleeEnd{CalleeEndedMS: -1}
+	deadline := killedAt.Add(calleeEndWait)
+	for {
+		calls, err := daemonCalls(ctx, callee.home)
+		now := time.Now()
+		switch c, found := incomingFrom(calls, caller, killedAt.UnixMilli()); {
+		case err != nil:
+			ce.CalleeError = err.Error()
+		case !found:
+			ce.CalleeError = fmt.Sprintf("no call from %s in the callee's list", caller)
+		default:
+			ce.CalleeError, ce.CalleeState = "", c.State
+			if c.State == callEnded {
+				// In the daemon's milliseconds when it says when.
+				at := now.UnixMilli()
+				if c.EndedMS > 0 {
+					at = c.EndedMS
+				}
+				ce.CalleeEndedMS = float64(max(0, at-killedAt.UnixMilli()))
+				ce.CalleeEndReason = c.Reason
+				return ce
+			}
+		}
+		if now.After(deadline) {
+			return ce
+		}
+		select {
+		case <-ctx.Done():
+			ce.CalleeError = ctx.Err().Error()
+			return ce
+		case <-time.After(calleePoll):
+		}
+	}
+}
+
+// recall restarts the caller's daemon with its home and calls the callee
+// again, with the lab's audio length, to see whether the callee takes new
+// calls.
+func (l *Lab) recall(ctx context.Context, spec CallSpec, caller, callee *device, ce *CalleeEnd) {
+	if ctx.Err() != nil {
+		return
+	}
+	spec.Audio = l.opts.Audio
+	p := Pair{Caller: string(spec.Caller), Callee: string(spec.Callee), Profile: spec.Profile, ForcedPath: spec.Path}
+	start := time.Now()
+	err := l.startDaemon(caller, "daemon-"+caller.handle+"-restarted")
+	if err == nil {
+		err = waitReady(ctx, []*device{caller})
+	}
+	if err == nil {
+		err = waitAPI(ctx, caller.home, 5*time.Second)
+	}
+	if err != nil {
+		p.Error = fmt.Sprintf("restart the caller %s: %v", caller.handle, err)
+		ce.NewCall = &p
+		l.progress("fault: %s", p.Error)
+		return
+	}
+	l.progress("fault: caller %s restarted in %.1f s; calling %s again", caller.handle, time.Since(start).Seconds(), callee.handle)
+	p, _ = l.callBetween(ctx, spec, caller, callee, "after-caller-restart", nil)
+	ce.NewCall = &p
+	ce.CalleeAcceptsNewCall = p.OK && p.AudioCorrelation >= minCorrelation
+}
+
+// describe says in words what the callee did.
+func (ce *CalleeEnd) describe() string {
+	switch {
+	case ce.CalleeEndedMS >= 0:
+		return fmt.Sprintf("ended %.1f s after the kill (reason %q)", ce.CalleeEndedMS/1000, ce.CalleeEndReason)
+	case ce.CalleeError != "":
+		return fmt.Sprintf("was not seen to end within %s (%s)", calleeEndWait, ce.CalleeError)
+	default:
+		return fmt.Sprintf("had not ended %s after the kill (state %s)", calleeEndWait, firstNonEmpty(ce.CalleeState, "unknown"))
+	}
 }
 
 // analyse finds the longest silent run in the recording and in the
@@ -251,38 +547,63 @@ func rms(s []int16) float64 {
 	return math.Sqrt(sum / float64(len(s)))
 }
 
-// Held reports whether the call did what it was there to show: an
-// unaffected call stayed direct with no gap beyond the signal's own
-// pauses (plus a frame or two of jitter); a moving call was on the killed
-// tier, came back within 5 s on another one and was heard after.
+// Held reports whether the call did what it was there to show:
+//   - unaffected: it stayed direct with no gap beyond the signal's own
+//     pauses (plus a frame or two of jitter);
+//   - moves: it was on the killed tier, ended on the other relay tier,
+//     and was heard again after a gap of at most MaxMoveGapMS. The
+//     caller's own verdict (Call.OK) is not asked for: its summary may
+//     rightly call a call with a gap degraded;
+//   - callee-ends: the callee ended it within MaxCalleeEndMS of the kill
+//     and then took a call from the restarted caller, with audio.
 func (r *FaultCall) Held(killed string) bool {
-	if !r.Call.OK {
-		return false
-	}
 	switch r.Expect {
 	case ExpectUnaffected:
-		return r.TierAtKill == "direct" && r.Call.Path == "direct" && r.GapMS <= r.NaturalGapMS+100
+		return r.Call.OK && r.TierAtKill == "direct" && r.Call.Path == "direct" && r.GapMS <= r.NaturalGapMS+100
 	case ExpectMoves:
-		return r.TierAtKill == killed && relayed(r.Call.Path) && r.Call.Path != killed && r.Recovered && r.GapMS < 5000
+		return r.TierAtKill == killed && relayed(r.TierAfter) && r.TierAfter != killed && r.Recovered && r.GapMS <= MaxMoveGapMS
+	case ExpectCalleeEnds:
+		return r.CalleeEnd != nil && r.CalleeEndedMS >= 0 && r.CalleeEndedMS <= MaxCalleeEndMS && r.CalleeAcceptsNewCall
 	}
 	return false
 }
 
+// summary is the fault call in one line of text.
 func (r *FaultCall) summary(killed string, afterMS float64) string {
+	verdict := "as expected"
+	if !r.Held(killed) {
+		verdict = "NOT as expected"
+	}
+	head := fmt.Sprintf("%s killed %.1f s into %s → %s%s [%s → %s] (expected: %s; %s)",
+		killed, afterMS/1000, r.Call.Caller, r.Call.Callee, pathSuffix(r.Call.ForcedPath), r.CallerHandle, r.CalleeHandle, r.Expect, verdict)
+	if r.CalleeEnd != nil {
+		out := fmt.Sprintf("%s: on tier %s at the kill; the callee's call %s", head, firstNonEmpty(r.TierAtKill, "unknown"), r.describe())
+		switch nc := r.NewCall; {
+		case nc == nil:
+			out += "; the caller was not restarted"
+		case r.CalleeAcceptsNewCall:
+			out += fmt.Sprintf("; a new call from the restarted caller connected (%s, setup %.0f ms, correlation %.3f)", nc.Path, nc.SetupMS, nc.AudioCorrelation)
+		case nc.OK:
+			out += fmt.Sprintf("; a new call from the restarted caller connected without the audio sent (correlation %.3f)", nc.AudioCorrelation)
+		default:
+			out += fmt.Sprintf("; a new call from the restarted caller failed: %s", nc.Error)
+		}
+		return out
+	}
 	if !r.Call.OK && r.RecordingMS == 0 {
-		return fmt.Sprintf("call %s → %s failed: %s", r.Call.Caller, r.Call.Callee, r.Call.Error)
+		return fmt.Sprintf("%s: the call failed: %s", head, r.Call.Error)
 	}
 	rec := "did not recover"
 	if r.Recovered {
 		rec = fmt.Sprintf("recovered (%.1f s heard after the gap)", r.HeardAfterMS/1000)
 	}
-	verdict := "as expected"
-	if !r.Held(killed) {
-		verdict = "NOT as expected"
-	}
-	return fmt.Sprintf("%s killed %.1f s into %s → %s%s (expected: %s; %s): on tier %s at the kill, %s at the end; longest gap %.0f ms at %.1f s of the %.1f s recording (the signal's own longest pause %.0f ms); %s; %d ICE restart(s), pair at the end: %s",
-		killed, afterMS/1000, r.Call.Caller, r.Call.Callee, pathSuffix(r.Call.ForcedPath), r.Expect, verdict, firstNonEmpty(r.TierAtKill, "unknown"), firstNonEmpty(r.Call.Path, "none"),
+	out := fmt.Sprintf("%s: on tier %s at the kill, %s after; longest gap %.0f ms at %.1f s of the %.1f s recording (the signal's own longest pause %.0f ms); %s; %d ICE restart(s), pair at the end: %s",
+		head, firstNonEmpty(r.TierAtKill, "unknown"), r.TierAfter,
 		r.GapMS, r.GapStartMS/1000, r.RecordingMS/1000, r.NaturalGapMS, rec, r.ICERestarts, r.EndPath)
+	if r.Call.Error != "" {
+		out += "; the call: " + r.Call.Error
+	}
+	return out
 }
 
 func pathSuffix(path string) string {

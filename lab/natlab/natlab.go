@@ -69,9 +69,10 @@ type Options struct {
 	// signal once connected; 0 means DefaultAudio.
 	Audio time.Duration
 	// Fault, when not empty, makes RunMatrix end with Lab.Fault: "cloud"
-	// kills the cloud relay, "supernode" the supernode, in the middle of
-	// the calls of Lab.FaultCalls. Anything else is an error, and so is a
-	// fault in a lab without public hosts.
+	// kills the cloud relay, "supernode" the supernode, "caller" the
+	// caller's daemon, in the middle of the calls of FaultCalls. Anything
+	// else is an error, and so is a fault for which Types hold none of
+	// the calls that show it (FaultCalls).
 	Fault string
 	// Dir holds the devices' homes, the recordings and every process's
 	// stdout (NAME.out) and stderr (NAME.log). Empty means a new temporary
@@ -151,10 +152,12 @@ func ParseTypes(s string) ([]netlab.NATType, error) {
 	return out, nil
 }
 
-// Fault names accepted by Options.Fault and Lab.Fault.
+// Fault names accepted by Options.Fault and Lab.Fault: the process
+// SIGKILLed mid-call.
 const (
-	FaultCloud     = "cloud"
-	FaultSupernode = "supernode"
+	FaultCloud     = "cloud"     // the cloud relay
+	FaultSupernode = "supernode" // the supernode
+	FaultCaller    = "caller"    // the caller's daemon
 )
 
 // Lab is a running NAT lab with parley in it: a supernode (with STUN and
@@ -171,6 +174,10 @@ type Lab struct {
 	bootstrap        []string // the supernode's multiaddrs
 	cloudRelay       string   // the cloud relay's libp2p TCP multiaddr
 	devices          map[netlab.NATType][2]*device
+	// spares are further devices of a type, <type>-c onwards, added when
+	// a fault runs more calls at once than -a and -b can take
+	// (Lab.sparesOf).
+	spares map[netlab.NATType][]*device
 
 	closeOnce sync.Once
 	closeErr  error
@@ -195,7 +202,7 @@ func Start(ctx context.Context, opts Options) (l *Lab, err error) {
 	if err := opts.check(); err != nil {
 		return nil, err
 	}
-	l = &Lab{opts: opts, devices: map[netlab.NATType][2]*device{}}
+	l = &Lab{opts: opts, devices: map[netlab.NATType][2]*device{}, spares: map[netlab.NATType][]*device{}}
 	if l.binary, err = binaryPath(opts.Binary); err != nil {
 		return nil, err
 	}
@@ -256,9 +263,6 @@ func (o *Options) check() error {
 	if o.Audio < 0 {
 		return fmt.Errorf("natlab: negative audio duration %s", o.Audio)
 	}
-	if o.Fault != "" && !slices.Contains(o.Types, netlab.Public) {
-		return errors.New("natlab: a fault needs public hosts in the lab (--types with public)")
-	}
 	for _, p := range o.Pairs {
 		if p.Caller == "" && p.Callee == "" {
 			continue
@@ -268,9 +272,13 @@ func (o *Options) check() error {
 		}
 	}
 	switch o.Fault {
-	case "", FaultCloud, FaultSupernode:
+	case "":
+	case FaultCloud, FaultSupernode, FaultCaller:
+		if !slices.ContainsFunc(FaultCalls(o.Types, o.Fault), func(f FaultSpec) bool { return f.Expect != ExpectUnaffected }) {
+			return fmt.Errorf("natlab: --fault %s needs %s in the lab's types", o.Fault, faultNeeds[o.Fault])
+		}
 	default:
-		return fmt.Errorf("natlab: unknown fault %q (want %q or %q)", o.Fault, FaultCloud, FaultSupernode)
+		return fmt.Errorf("natlab: unknown fault %q (want %q, %q or %q)", o.Fault, FaultCloud, FaultSupernode, FaultCaller)
 	}
 	return nil
 }
@@ -418,29 +426,56 @@ func (l *Lab) startDaemons(ctx context.Context) error {
 		all = append(all, l.devices[t][0], l.devices[t][1])
 	}
 	for _, d := range all {
-		if err := os.MkdirAll(d.home, 0o700); err != nil {
+		if err := l.initDevice(ctx, d); err != nil {
 			return err
-		}
-		if out, err := l.cli(ctx, commandTimeout, "--home", d.home, "id", "init", "--handle", d.handle); err != nil {
-			return fmt.Errorf("id init %s: %w: %s", d.handle, err, out)
 		}
 	}
 	for _, d := range all {
-		args := []string{"--home", d.home, "--log-level", l.logLevel(), "daemon",
-			"--listen", "/ip4/0.0.0.0/tcp/0", "--listen", "/ip4/0.0.0.0/udp/0/quic-v1"}
-		for _, b := range l.bootstrap {
-			args = append(args, "--bootstrap", b)
-		}
-		args = append(args, "--cloud-relay", l.cloudRelay, "--auto-answer", "--speech", "--out", d.heard)
-		p, err := startProc(d.host.Command(context.Background(), l.binary, args...), l.dir, "daemon-"+d.handle)
-		if err != nil {
+		if err := l.startDaemon(d, "daemon-"+d.handle); err != nil {
 			return err
 		}
-		d.daemon = p
 	}
 	start := time.Now()
-	errs := make(chan error, len(all))
-	for _, d := range all {
+	if err := waitReady(ctx, all); err != nil {
+		return err
+	}
+	l.progress("%d daemons ready in %.1f s", len(all), time.Since(start).Seconds())
+	return nil
+}
+
+// initDevice makes the device's home and identity.
+func (l *Lab) initDevice(ctx context.Context, d *device) error {
+	if err := os.MkdirAll(d.home, 0o700); err != nil {
+		return err
+	}
+	if out, err := l.cli(ctx, commandTimeout, "--home", d.home, "id", "init", "--handle", d.handle); err != nil {
+		return fmt.Errorf("id init %s: %w: %s", d.handle, err, out)
+	}
+	return nil
+}
+
+// startDaemon starts the device's daemon in its host's namespace, its
+// output in the files named name (a restarted daemon gets a new name, so
+// the first one's logs stay).
+func (l *Lab) startDaemon(d *device, name string) error {
+	args := []string{"--home", d.home, "--log-level", l.logLevel(), "daemon",
+		"--listen", "/ip4/0.0.0.0/tcp/0", "--listen", "/ip4/0.0.0.0/udp/0/quic-v1"}
+	for _, b := range l.bootstrap {
+		args = append(args, "--bootstrap", b)
+	}
+	args = append(args, "--cloud-relay", l.cloudRelay, "--auto-answer", "--speech", "--out", d.heard)
+	p, err := startProc(d.host.Command(context.Background(), l.binary, args...), l.dir, name)
+	if err != nil {
+		return err
+	}
+	d.daemon = p
+	return nil
+}
+
+// waitReady waits until every device's daemon has printed "ready".
+func waitReady(ctx context.Context, ds []*device) error {
+	errs := make(chan error, len(ds))
+	for _, d := range ds {
 		go func(d *device) {
 			_, _, err := d.daemon.waitLine(ctx, daemonReadyTimeout, `"ready"`, func(s string) bool { return strings.TrimSpace(s) == "ready" })
 			if err != nil {
@@ -450,14 +485,42 @@ func (l *Lab) startDaemons(ctx context.Context) error {
 		}(d)
 	}
 	var err error
-	for range all {
+	for range ds {
 		err = errors.Join(err, <-errs)
 	}
-	if err != nil {
-		return err
+	return err
+}
+
+// sparesOf returns n spare devices of type t (see Lab.spares), adding the
+// missing ones: each behind a router of its own, its daemon started and
+// ready.
+func (l *Lab) sparesOf(ctx context.Context, t netlab.NATType, n int) ([]*device, error) {
+	var added []*device
+	for i := len(l.spares[t]); i < n; i++ {
+		name := fmt.Sprintf("%s-%c", t, 'c'+i)
+		h, err := l.net.AddNATHost(ctx, name, t)
+		if err != nil {
+			return nil, err
+		}
+		home := filepath.Join(l.dir, name)
+		d := &device{host: h, handle: name, home: home, heard: filepath.Join(home, "heard.wav")}
+		l.spares[t] = append(l.spares[t], d)
+		if err := l.initDevice(ctx, d); err != nil {
+			return nil, err
+		}
+		if err := l.startDaemon(d, "daemon-"+d.handle); err != nil {
+			return nil, err
+		}
+		added = append(added, d)
 	}
-	l.progress("%d daemons ready in %.1f s", len(all), time.Since(start).Seconds())
-	return nil
+	if len(added) > 0 {
+		start := time.Now()
+		if err := waitReady(ctx, added); err != nil {
+			return nil, err
+		}
+		l.progress("%d spare %s daemon(s) ready in %.1f s", len(added), t, time.Since(start).Seconds())
+	}
+	return l.spares[t][:n], nil
 }
 
 // cli runs a short parley command in the default namespace (the control
@@ -477,6 +540,22 @@ func (l *Lab) cli(ctx context.Context, timeout time.Duration, args ...string) (s
 	return strings.TrimSpace(out.String()), err
 }
 
+// allDevices returns every device of the lab, spares included.
+func (l *Lab) allDevices() []*device {
+	var out []*device
+	for _, pair := range l.devices {
+		for _, d := range pair {
+			if d != nil {
+				out = append(out, d)
+			}
+		}
+	}
+	for _, ds := range l.spares {
+		out = append(out, ds...)
+	}
+	return out
+}
+
 // Dir returns the directory holding homes, recordings and logs.
 func (l *Lab) Dir() string { return l.dir }
 
@@ -486,11 +565,9 @@ func (l *Lab) Dir() string { return l.dir }
 func (l *Lab) Close() error {
 	l.closeOnce.Do(func() {
 		var procs []*proc
-		for _, pair := range l.devices {
-			for _, d := range pair {
-				if d != nil && d.daemon != nil {
-					procs = append(procs, d.daemon)
-				}
+		for _, d := range l.allDevices() {
+			if d.daemon != nil {
+				procs = append(procs, d.daemon)
 			}
 		}
 		for _, p := range []*proc{l.supernode, l.relay} {
@@ -551,7 +628,7 @@ func RunMatrix(ctx context.Context, opts Options) (m *Matrix, err error) {
 		m.Pairs = append(m.Pairs, p)
 	}
 	if l.opts.Fault != "" {
-		calls := l.FaultCalls(l.opts.Fault)
+		calls := FaultCalls(l.opts.Types, l.opts.Fault)
 		for i := range calls {
 			calls[i].Spec.Audio = max(l.opts.Audio, faultAudio)
 		}
