@@ -261,7 +261,7 @@ type (
 		f    func()
 		done chan struct{}
 	}
-	evIce  struct{ ice *iceSet } // an outgoing call's first ICE servers
+	evIce struct{ ice *iceSet } // an outgoing call's first ICE servers
 	// evStartIncoming: an admitted incoming call rings.
 	evStartIncoming struct{}
 	// evRefuse: an incoming call the device cannot take.
