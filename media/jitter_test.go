@@ -384,3 +384,27 @@ func TestJitterBufferAdapts(t *testing.T) {
 		t.Errorf("concealed %v of 15 s", samplesDuration(sj.ConcealedSamples))
 	}
 }
+
+// TestJitterDeadPathCountsAsMissing: when packets stop for good (a path
+// that died), the open gap counts as concealed and missing once it is
+// longer than a DTX pause, so a call silent for seconds cannot look healthy.
+func TestJitterDeadPathCountsAsMissing(t *testing.T) {
+	var pkts []jbPkt
+	for i := range 50 { // one second of audio, then nothing
+		pkts = append(pkts, jbPkt{seq: uint16(i), tsFrames: i, arriveMs: 20 * i})
+	}
+	cfg := jitterConfig{minDelay: FrameSamples, maxDelay: 10 * FrameSamples, startDelay: 2 * FrameSamples}
+	_, j := runJitter(cfg, pkts, 1500)
+	if st := j.stats(); st.MissingSamples != 0 {
+		t.Fatalf("half a second after the last packet (a DTX pause is up to 0.4 s): missing %d samples, want 0", st.MissingSamples)
+	}
+	_, j = runJitter(cfg, pkts, 4000)
+	st := j.stats()
+	missingMS := st.MissingSamples * 1000 / SampleRate
+	if missingMS < 2800 || missingMS > 3100 {
+		t.Fatalf("3 s after the last packet: missing %d ms, want about 3000", missingMS)
+	}
+	if st.ConcealedSamples < st.MissingSamples {
+		t.Fatalf("concealed %d < missing %d: a dead path must count as concealed", st.ConcealedSamples, st.MissingSamples)
+	}
+}

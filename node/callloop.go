@@ -75,6 +75,8 @@ type callEnv interface {
 	// reopen opens a new signalling link to device for call id, telling
 	// it ack (the last frame received), and returns the peer's ack.
 	reopen(ctx context.Context, device peer.ID, callID string, ack uint64) (sigLink, uint64, error)
+	// direct says whether an unlimited connection to device is open.
+	direct(device peer.ID) bool
 	// spawn runs f on a goroutine the node waits for at Close.
 	spawn(f func())
 }
@@ -128,6 +130,7 @@ type Call struct {
 	invitesDone           bool
 	lastReason            string // why the last leg went, for a call no leg is left of
 	reopening             bool
+	nextUpgrade           time.Time // not before: move signalling off a relay circuit
 	reopenDelay           time.Duration
 	lastHeard, lastPacket time.Time
 	packets               uint64
@@ -470,7 +473,7 @@ func (c *Call) handle(e callEvent) {
 	case evReopenFailed:
 		c.reopening = false
 		if c.winner != e.l || e.l.link != nil {
-			return
+			return // an upgrade that failed: the old link carries on
 		}
 		c.log.Debug("signalling not re-opened", "err", e.err)
 		c.reopenDelay = min(max(2*c.reopenDelay, 250*time.Millisecond), 2*time.Second)
@@ -848,7 +851,9 @@ func (c *Call) timer(kind int) {
 			c.after(tTick, c.t.Tick)
 		}
 	case tReopen:
-		c.reopen()
+		if c.winner != nil && c.winner.link == nil {
+			c.reopen()
+		}
 	}
 }
 
@@ -881,6 +886,15 @@ func (c *Call) tick() {
 		l.link.reset(true)
 		c.linkDown(l, fmt.Errorf("no answer to pings for %v", c.t.LinkDead))
 		return
+	}
+	if c.dir == CallOutgoing && !c.reopening && !now.Before(c.nextUpgrade) && l.link.limited() && c.env.direct(l.device) {
+		// Hole punching (or a device that became reachable) opened a
+		// direct connection: signalling moves there off the relay's
+		// circuit, which is capped in time and bytes and dies with the
+		// relay.
+		c.nextUpgrade = now.Add(5 * time.Second)
+		c.log.Info("moving call signalling off the relay circuit")
+		c.reopen()
 	}
 	if (stale && now.Sub(l.lastSent) >= c.t.StalePing) || now.Sub(l.lastSent) >= c.t.KeepAlive {
 		if l.pingSent.IsZero() {
@@ -1009,10 +1023,11 @@ func (c *Call) linkDown(l *leg, err error) {
 	// media comes, the call ends as lost.
 }
 
-// reopen starts one attempt to re-open the winner's signalling.
+// reopen starts one attempt to open the winner's signalling anew: after
+// the link broke, or to move it onto a direct connection.
 func (c *Call) reopen() {
 	l := c.winner
-	if l == nil || l.link != nil || c.reopening || c.state == stEnded {
+	if l == nil || c.reopening || c.state == stEnded {
 		return
 	}
 	c.reopening = true

@@ -89,6 +89,8 @@ func (l *fakeLink) types() string {
 	return strings.Join(out, " ")
 }
 
+func (l *fakeLink) limited() bool { return false }
+
 func (l *fakeLink) isClosed() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -243,6 +245,8 @@ func (e *fakeEnv) reopen(ctx context.Context, _ peer.ID, _ string, ack uint64) (
 		return nil, 0, ctx.Err()
 	}
 }
+func (e *fakeEnv) direct(peer.ID) bool { return false }
+
 func (e *fakeEnv) spawn(f func()) {
 	e.wg.Add(1)
 	go func() {

@@ -30,6 +30,9 @@ type sigLink interface {
 	// reset drops the stream at once; closeConn also closes the connection
 	// under it, so a dial that follows makes a new one.
 	reset(closeConn bool)
+	// limited says whether the stream rides a relay's circuit (limited in
+	// time and bytes).
+	limited() bool
 }
 
 // streamLink is a sigLink on a libp2p stream.
@@ -111,6 +114,8 @@ func (l *streamLink) start(onFrame func(*callFrame), onDown func(error)) {
 
 func (l *streamLink) close() { l.once.Do(func() { close(l.quit) }) }
 
+func (l *streamLink) limited() bool { return l.s.Conn().Stat().Limited }
+
 func (l *streamLink) reset(closeConn bool) {
 	l.once.Do(func() { close(l.quit) })
 	l.s.Reset()
@@ -150,6 +155,17 @@ func (e nodeEnv) publish(c *Call)                               { e.n.publishCal
 func (e nodeEnv) activate(c *Call) bool                         { return e.n.activate(c) }
 func (e nodeEnv) ended(c *Call)                                 { e.n.callEnded(c) }
 func (e nodeEnv) lostGlare(peerHandle string, opts CallOptions) { e.n.lostGlare(peerHandle, opts) }
+
+// direct says whether a connection to device that no relay limits is
+// open (hole punching made one, or the device became reachable).
+func (e nodeEnv) direct(device peer.ID) bool {
+	for _, c := range e.n.host.Network().ConnsToPeer(device) {
+		if !c.Stat().Limited {
+			return true
+		}
+	}
+	return false
+}
 
 func (e nodeEnv) spawn(f func()) {
 	e.n.wg.Add(1)
