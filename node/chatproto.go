@@ -36,10 +36,10 @@ const (
 var ErrBadFrame = errors.New("malformed frame")
 
 type chatFrame struct {
-	Type string `json:"t"`             // "env" or "ack"
-	Env  []byte `json:"env,omitempty"` // env: an encoded Envelope
-	ID   string `json:"id,omitempty"`  // ack: the envelope acknowledged
-	Err  string `json:"err,omitempty"` // ack: why the envelope was refused
+	Type string `json:"t"`              // "env" or "ack"
+	Env  []byte `json:"env,omitempty"`  // env: an encoded Envelope
+	ID   string `json:"id,omitempty"`   // ack: the envelope acknowledged
+	Err  string `json:"err,omitempty"`  // ack: why the envelope was refused
 	Held bool   `json:"held,omitempty"` // ack with err: not committed, try again later
 }
 
