@@ -287,6 +287,9 @@ func (s *Supernode) isSupernode(p peer.ID) bool {
 // Mailbox is the supernode's mailbox.
 func (s *Supernode) Mailbox() *mailbox.Server { return s.mailbox }
 
+// DHT is the supernode's DHT (server mode).
+func (s *Supernode) DHT() *dht.IpfsDHT { return s.dht }
+
 // Claims is the supernode's claim witness service.
 func (s *Supernode) Claims() *ClaimServer { return s.claims }
 
