@@ -258,7 +258,7 @@ func TestForgedCallInviteRefused(t *testing.T) {
 // permissive is a rogue DHT server's validator: it stores anything.
 type permissive struct{}
 
-func (permissive) Validate(string, []byte) error         { return nil }
+func (permissive) Validate(string, []byte) error        { return nil }
 func (permissive) Select(string, [][]byte) (int, error) { return 0, nil }
 
 // startRogue starts a DHT server that joins the supernodes' DHT and serves
