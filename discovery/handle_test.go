@@ -298,6 +298,8 @@ func FuzzHandleValidate(f *testing.F) {
 	acct := newAccount(f)
 	good := signed(f, acct, "alice", 1, t0.Add(-time.Hour), newDevice(f))
 	f.Add("alice", good)
+	k, _ := supernodeKey(f)
+	f.Add("alice", witnessed(f, acct, "alice", 2, t0.Add(-time.Hour), []Witness{witness(f, k, acct, "alice", t0.Add(-time.Hour))}, newDevice(f)))
 	f.Add("alice", []byte(`{"v":1}`))
 	f.Add("bob", []byte(`{"v":1,"handle":"bob","account":"","devices":[]}`))
 	v := HandleValidator{Now: func() time.Time { return t0 }}
