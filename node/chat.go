@@ -132,8 +132,12 @@ func (n *Node) verifySender(ctx context.Context, rec *discovery.HandleRecord) er
 		return fmt.Errorf("%w: %v", ErrHeld, err)
 	}
 	if pinned == nil {
+		if n.lookupFailedRecently(rec.Handle) {
+			return fmt.Errorf("%w: %s could not be looked up a moment ago", ErrHeld, rec.Handle)
+		}
 		cur, err := n.resolve(ctx, rec.Handle, false)
 		if err != nil {
+			n.noteLookupFailed(rec.Handle)
 			return fmt.Errorf("%w: look %s up: %v", ErrHeld, rec.Handle, err)
 		}
 		pinned = cur.Account
@@ -144,6 +148,32 @@ func (n *Node) verifySender(ctx context.Context, rec *discovery.HandleRecord) er
 	}
 	n.noteRecord(rec)
 	return nil
+}
+
+// Limits of the memory of failed verifying lookups: a sender whose handle
+// could not be looked up is held without another lookup for
+// failedLookupFor, so a flood of envelopes in an unknown handle's name costs
+// one DHT lookup per handle and interval, and at most maxFailedLookups
+// handles are remembered.
+const (
+	failedLookupFor  = 10 * time.Second
+	maxFailedLookups = 1024
+)
+
+func (n *Node) lookupFailedRecently(handle string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	t, ok := n.failed[handle]
+	return ok && n.cfg.Now().Sub(t) < failedLookupFor
+}
+
+func (n *Node) noteLookupFailed(handle string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.failed == nil || len(n.failed) >= maxFailedLookups {
+		n.failed = map[string]time.Time{}
+	}
+	n.failed[handle] = n.cfg.Now()
 }
 
 // receiveEnvelope checks, opens and commits one envelope. relayedBy is the

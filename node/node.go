@@ -121,6 +121,7 @@ type Node struct {
 	mu         sync.Mutex
 	resolved   map[string]resolvedRecord
 	refreshing map[string]bool
+	failed     map[string]time.Time // handle -> when a verifying lookup of it last failed
 }
 
 type resolvedRecord struct {
