@@ -5,6 +5,11 @@
 //
 // Handle records are JSON (see HandleRecord), at most MaxRecordSize bytes,
 // signed by the account's Ed25519 key and valid for at most MaxRecordTTL.
+// They carry supernodes' signed witnesses of when the claim was first seen
+// (ClaimProtocol, at most MaxWitnesses); rival claims rank by the time a
+// quorum of trusted supernodes attests, never by a time the claimant wrote.
+// A lookup (LookupHandle) asks up to 20 DHT servers and compares their
+// answers rather than taking the first.
 // discovery knows nothing of WebRTC or chat.
 package discovery
 

@@ -1,8 +1,10 @@
 // Package node is a parley device: its libp2p host, identity and keystore,
 // handle publishing, chat delivery with a durable outbox, and the control API
 // the CLI talks to. A node never trusts what a frame says about who sent it:
-// the sender is the Noise-authenticated peer, bound to a handle by the
-// account-signed record it presents.
+// the sender is the Noise-authenticated peer, listed as a device in an
+// account-signed record, of the account this node pinned for the handle from
+// a verified DHT lookup (see verifySender and SECURITY.md); a record the
+// peer presents never binds a handle to an account by itself.
 package node
 
 import (
