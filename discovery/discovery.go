@@ -5,6 +5,11 @@
 //
 // Handle records are JSON (see HandleRecord), at most MaxRecordSize bytes,
 // signed by the account's Ed25519 key and valid for at most MaxRecordTTL.
+// They carry supernodes' signed witnesses of when the claim was first seen
+// (ClaimProtocol, at most MaxWitnesses); rival claims rank by the time a
+// quorum of trusted supernodes attests, never by a time the claimant wrote.
+// A lookup (LookupHandle) asks up to 20 DHT servers and compares their
+// answers rather than taking the first.
 // discovery knows nothing of WebRTC or chat.
 package discovery
 
@@ -19,7 +24,6 @@ import (
 	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/routing"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -40,6 +44,12 @@ type DHTConfig struct {
 	Bootstrap []peer.AddrInfo
 	// Now is the clock for record validity; nil means time.Now.
 	Now func() time.Time
+	// Trusted are the supernodes whose claim witnesses count (see
+	// HandleValidator); nil means the Bootstrap peers, and on a server
+	// itself too.
+	Trusted []peer.ID
+	// Quorum is HandleValidator.Quorum; 0 means DefaultQuorum.
+	Quorum int
 }
 
 // NewDHT starts a parley DHT on h.
@@ -48,8 +58,17 @@ func NewDHT(ctx context.Context, h host.Host, cfg DHTConfig) (*dht.IpfsDHT, erro
 	if cfg.Server {
 		mode = dht.ModeServer
 	}
+	trusted := cfg.Trusted
+	if trusted == nil {
+		for _, pi := range cfg.Bootstrap {
+			trusted = append(trusted, pi.ID)
+		}
+		if cfg.Server {
+			trusted = append(trusted, h.ID())
+		}
+	}
 	validator := record.NamespacedValidator{
-		HandleNamespace: HandleValidator{Now: cfg.Now, PreferExisting: cfg.Server},
+		HandleNamespace: HandleValidator{Now: cfg.Now, PreferExisting: cfg.Server, Trusted: trusted, Quorum: cfg.Quorum},
 	}
 	opts := []dht.Option{
 		dht.Mode(mode),
@@ -169,21 +188,11 @@ func Publish(ctx context.Context, d *dht.IpfsDHT, rec []byte) error {
 	return nil
 }
 
-// Resolve looks a handle up in the DHT.
+// Resolve looks a handle up in the DHT: the record LookupHandle ranks best.
 func Resolve(ctx context.Context, d *dht.IpfsDHT, handle string) (*HandleRecord, []byte, error) {
-	if err := ValidHandle(handle); err != nil {
+	l, err := LookupHandle(ctx, d, handle)
+	if err != nil {
 		return nil, nil, err
 	}
-	b, err := d.GetValue(ctx, HandleKey(handle))
-	if err != nil {
-		if errors.Is(err, routing.ErrNotFound) {
-			return nil, nil, fmt.Errorf("%w: %s", ErrNoSuchHandle, handle)
-		}
-		return nil, nil, fmt.Errorf("resolve handle %s: %w", handle, err)
-	}
-	r, err := ParseHandleRecord(b)
-	if err != nil {
-		return nil, nil, fmt.Errorf("resolve handle %s: %w", handle, err)
-	}
-	return r, b, nil
+	return l.Best, l.Raw, nil
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/big"
 	"regexp"
+	"sort"
 	"strings"
 	"time"
 
@@ -72,13 +73,17 @@ type HandleRecord struct {
 	Devices []Device `json:"devices"`
 	// Seq orders records of one account: a higher Seq replaces a lower one.
 	Seq uint64 `json:"seq"`
-	// Claimed is when the account first claimed the handle (Unix
-	// milliseconds); it never changes across updates and breaks ties between
-	// rival claims.
+	// Claimed is when the account says it first claimed the handle (Unix
+	// milliseconds). The signer writes it itself, so it ranks nothing:
+	// Witnesses do.
 	Claimed int64 `json:"claimed"`
 	// Expires is when the record stops being valid (Unix seconds).
-	Expires int64  `json:"expires"`
-	Sig     []byte `json:"sig"`
+	Expires int64 `json:"expires"`
+	// Witnesses are supernodes' signed first-seen times of this account's
+	// claim of the handle (see ClaimProtocol); at most MaxWitnesses. An
+	// invalid witness is not an error: it just does not count.
+	Witnesses []Witness `json:"witnesses,omitempty"`
+	Sig       []byte    `json:"sig"`
 }
 
 func (r *HandleRecord) signedBytes() ([]byte, error) {
@@ -182,6 +187,9 @@ func ParseHandleRecord(b []byte) (*HandleRecord, error) {
 			return nil, fmt.Errorf("%w: device name too long", ErrBadRecord)
 		}
 	}
+	if len(r.Witnesses) > MaxWitnesses {
+		return nil, fmt.Errorf("%w: %d witnesses (limit %d)", ErrBadRecord, len(r.Witnesses), MaxWitnesses)
+	}
 	if r.Claimed <= 0 || r.Expires*1000 <= r.Claimed {
 		return nil, fmt.Errorf("%w: claimed %d, expires %d", ErrBadRecord, r.Claimed, r.Expires)
 	}
@@ -223,16 +231,26 @@ func Fingerprint(account []byte) string {
 
 // HandleValidator validates and orders handle records for the DHT.
 //
-// Between records of one account the higher Seq wins. Between rival accounts a
-// DHT server (PreferExisting) keeps the claim it already holds: the DHT's PUT
-// handler calls Select with {incoming, stored}, so index 1 is the first claim
-// it saw and a later claim by another key is refused. A client choosing among
-// answers from several servers prefers the earliest Claimed.
+// Between records of one account the higher Seq wins. Between rival accounts
+// the better ClaimRank wins: the claim a quorum of trusted supernodes saw
+// first (see ClaimProtocol). A self-written time counts for nothing, and a
+// witness of a supernode outside Trusted counts for nothing, so neither a
+// record's signer nor a rogue DHT server can back-date a claim. On equal
+// ranks a DHT server (PreferExisting) keeps the claim it already holds: the
+// DHT's PUT handler calls Select with {incoming, stored}, so index 1 is the
+// stored one; a client breaks the tie by account key.
 type HandleValidator struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// PreferExisting is set on DHT servers; see the type comment.
 	PreferExisting bool
+	// Trusted are the supernodes whose witnesses count; nil means none
+	// count, and every rival claim ranks equal.
+	Trusted []peer.ID
+	// Quorum is how many distinct trusted witnesses make a claim attested;
+	// 0 means DefaultQuorum. It is capped at len(Trusted), so a node that
+	// knows one supernode takes that one's word.
+	Quorum int
 }
 
 func (v HandleValidator) now() time.Time {
@@ -240,6 +258,43 @@ func (v HandleValidator) now() time.Time {
 		return time.Now()
 	}
 	return v.Now()
+}
+
+// Rank is how r's claim ranks against rivals, counting only valid witnesses
+// of distinct trusted supernodes.
+func (v HandleValidator) Rank(r *HandleRecord) ClaimRank {
+	trusted := make(map[peer.ID]bool, len(v.Trusted))
+	for _, p := range v.Trusted {
+		trusted[p] = true
+	}
+	q := v.Quorum
+	if q <= 0 {
+		q = DefaultQuorum
+	}
+	q = min(q, len(trusted))
+	seen := map[peer.ID]int64{}
+	for i := range r.Witnesses {
+		id, err := r.Witnesses[i].Verify(r.Handle, r.Account)
+		if err != nil || !trusted[id] {
+			continue
+		}
+		if t, ok := seen[id]; !ok || r.Witnesses[i].Seen < t {
+			seen[id] = r.Witnesses[i].Seen
+		}
+	}
+	times := make([]int64, 0, len(seen))
+	for _, t := range seen {
+		times = append(times, t)
+	}
+	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+	rank := ClaimRank{Witnesses: len(times)}
+	if len(times) > 0 {
+		rank.First = times[0]
+	}
+	if q > 0 && len(times) >= q {
+		rank.Attested, rank.At = true, times[q-1]
+	}
+	return rank
 }
 
 func handleFromKey(key string) (string, error) {
@@ -298,11 +353,11 @@ func (v HandleValidator) better(a *HandleRecord, ai int, b *HandleRecord, bi int
 		// server refreshes its stored time.
 		return bytes.Equal(values[ai], values[bi]) && ai < bi
 	}
+	if c := v.Rank(a).Compare(v.Rank(b)); c != 0 {
+		return c < 0
+	}
 	if v.PreferExisting {
 		return ai > bi
-	}
-	if a.Claimed != b.Claimed {
-		return a.Claimed < b.Claimed
 	}
 	return bytes.Compare(a.Account, b.Account) < 0
 }

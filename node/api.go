@@ -315,7 +315,7 @@ func writeErr(w http.ResponseWriter, err error) {
 		code = http.StatusConflict
 	case errors.Is(err, ErrNoDevice), errors.Is(err, ErrNoRelay):
 		code = http.StatusServiceUnavailable
-	case errors.Is(err, ErrContactKeyChanged), errors.Is(err, discovery.ErrExpired):
+	case errors.Is(err, ErrContactKeyChanged), errors.Is(err, discovery.ErrExpired), errors.Is(err, ErrHeld), errors.Is(err, ErrUnverified):
 		code = http.StatusConflict
 	case errors.Is(err, context.DeadlineExceeded):
 		code = http.StatusGatewayTimeout

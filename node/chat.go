@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -70,8 +71,8 @@ func (n *Node) serveChat(s network.Stream, remote peer.ID) error {
 			if id == "" {
 				return err // not even an envelope we can name
 			}
-			ack.Err = err.Error()
-			n.log.Warn("envelope refused", "peer", remote, "id", id, "err", err)
+			ack.Err, ack.Held = err.Error(), errors.Is(err, ErrHeld)
+			n.log.Warn("envelope refused", "peer", remote, "id", id, "held", ack.Held, "err", err)
 		}
 		if err := wire.WriteJSON(s, ack, MaxChatFrame); err != nil {
 			return fmt.Errorf("write ack: %w", err)
@@ -79,31 +80,100 @@ func (n *Node) serveChat(s network.Stream, remote peer.ID) error {
 	}
 }
 
+// ErrHeld is returned for an envelope or invite whose sender cannot be
+// verified now: its record's account is not the one pinned here or named by
+// a verified DHT lookup. It is not accepted and not shown; it is not refused
+// for good either, so an honest sender (or a mailbox) keeps it and tries
+// again, and nobody is locked out by a forger.
+var ErrHeld = errors.New("held: sender not verified")
+
+// verifyTimeout bounds the DHT lookup that verifies a first-time sender.
+const verifyTimeout = 10 * time.Second
+
 // checkHello verifies a signed handle record presented by an authenticated
-// peer: valid now, listing that peer as a device, of the account we pinned
-// for the handle.
+// peer: valid now, listing that peer as a device, and of the account that is
+// the handle's by the rules of verifySender.
 func (n *Node) checkHello(record []byte, remote peer.ID) (*discovery.HandleRecord, error) {
 	rec, err := discovery.ParseHandleRecord(record)
 	if err != nil {
 		return nil, err
 	}
-	now := n.cfg.Now()
-	if err := rec.CheckFresh(now); err != nil {
+	if err := rec.CheckFresh(n.cfg.Now()); err != nil {
 		return nil, err
 	}
 	if !rec.HasDevice(remote) {
 		return nil, fmt.Errorf("peer %s is not a device of %s", remote.ShortString(), rec.Handle)
 	}
-	if rec.Handle == n.id.Handle() {
-		if !n.id.AccountPub.Equal(ed25519.PublicKey(rec.Account)) {
-			return nil, fmt.Errorf("%w for my own handle %s", ErrContactKeyChanged, rec.Handle)
-		}
-		return rec, nil
-	}
-	if err := n.store.CheckContact(n.ctx, rec.Handle, rec.Account, now.UnixMilli()); err != nil {
+	ctx, cancel := context.WithTimeout(n.ctx, verifyTimeout)
+	defer cancel()
+	if err := n.verifySender(ctx, rec); err != nil {
 		return nil, err
 	}
 	return rec, nil
+}
+
+// verifySender checks that rec, a record a sending device presented (it is
+// signed by its account and lists the device), is of the account that owns
+// the handle: the account pinned here from an earlier verified lookup, or
+// else the one a verified DHT lookup names now (which it then pins). The
+// presented record itself is never trusted for the binding of handle to
+// account; once the account checks out it may carry a newer device list.
+// It fails with ErrHeld when the account is not (or not yet) the handle's,
+// and with ErrContactKeyChanged when it claims this device's own handle.
+func (n *Node) verifySender(ctx context.Context, rec *discovery.HandleRecord) error {
+	if rec.Handle == n.id.Handle() {
+		if !n.id.AccountPub.Equal(ed25519.PublicKey(rec.Account)) {
+			return fmt.Errorf("%w for my own handle %s", ErrContactKeyChanged, rec.Handle)
+		}
+		return nil
+	}
+	pinned, err := n.store.Contact(ctx, rec.Handle)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrHeld, err)
+	}
+	if pinned == nil {
+		if n.lookupFailedRecently(rec.Handle) {
+			return fmt.Errorf("%w: %s could not be looked up a moment ago", ErrHeld, rec.Handle)
+		}
+		cur, err := n.resolve(ctx, rec.Handle, false)
+		if err != nil {
+			n.noteLookupFailed(rec.Handle)
+			return fmt.Errorf("%w: look %s up: %v", ErrHeld, rec.Handle, err)
+		}
+		pinned = cur.Account
+	}
+	if !bytes.Equal(pinned, rec.Account) {
+		return fmt.Errorf("%w: %s's record is signed by account %s, but %s is the account of %s here",
+			ErrHeld, rec.Handle, rec.Fingerprint(), discovery.Fingerprint(pinned), rec.Handle)
+	}
+	n.noteRecord(rec)
+	return nil
+}
+
+// Limits of the memory of failed verifying lookups: a sender whose handle
+// could not be looked up is held without another lookup for
+// failedLookupFor, so a flood of envelopes in an unknown handle's name costs
+// one DHT lookup per handle and interval, and at most maxFailedLookups
+// handles are remembered.
+const (
+	failedLookupFor  = 10 * time.Second
+	maxFailedLookups = 1024
+)
+
+func (n *Node) lookupFailedRecently(handle string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	t, ok := n.failed[handle]
+	return ok && n.cfg.Now().Sub(t) < failedLookupFor
+}
+
+func (n *Node) noteLookupFailed(handle string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.failed == nil || len(n.failed) >= maxFailedLookups {
+		n.failed = map[string]time.Time{}
+	}
+	n.failed[handle] = n.cfg.Now()
 }
 
 // receiveEnvelope checks, opens and commits one envelope. relayedBy is the
@@ -122,13 +192,14 @@ func (n *Node) receiveEnvelope(b []byte, handedBy peer.ID, viaMailbox bool) (str
 	}
 	now := n.cfg.Now()
 	mine := e.From == n.id.Handle()
-	if mine {
-		if !n.id.AccountPub.Equal(ed25519.PublicKey(rec.Account)) {
-			return e.ID, fmt.Errorf("%w for my own handle %s", ErrContactKeyChanged, e.From)
-		}
-		n.id.AdoptRecord(e.Record) // a newer device list of my own account
-	} else if err := n.store.CheckContact(n.ctx, e.From, rec.Account, now.UnixMilli()); err != nil {
+	vctx, cancel := context.WithTimeout(n.ctx, verifyTimeout)
+	err = n.verifySender(vctx, rec)
+	cancel()
+	if err != nil {
 		return e.ID, err
+	}
+	if mine {
+		n.id.AdoptRecord(e.Record) // a newer device list of my own account
 	}
 	// The record in the envelope proves the device was the account's when it
 	// signed; a device since unlinked must not speak for the account now.
@@ -663,6 +734,11 @@ func (n *Node) deliverDirect(ctx context.Context, id peer.ID, outs []Outgoing, e
 			<-werr
 			return fmt.Errorf("bad ack from %s: %v", id.ShortString(), err)
 		}
+		if f.Held {
+			// Not taken, not refused for good: deliver retries it later.
+			refused = fmt.Errorf("%s held %s: %s", id.ShortString(), f.ID, f.Err)
+			continue
+		}
 		if f.Err != "" {
 			refused = fmt.Errorf("%s refused %s: %s", id.ShortString(), f.ID, f.Err)
 			state[f.ID] = outRefused
@@ -782,6 +858,11 @@ func (n *Node) FetchMailbox(ctx context.Context) int {
 				_, err := n.receiveEnvelope(it.Env, h, true)
 				if err != nil && n.ctx.Err() != nil {
 					return mailbox.ErrRetryLater
+				}
+				if errors.Is(err, ErrHeld) {
+					// The holder keeps it until its sender can be verified.
+					n.log.Warn("mailbox envelope held", "holder", h, "id", it.ID, "err", err)
+					return fmt.Errorf("%w: %w", mailbox.ErrRetryLater, err)
 				}
 				if err != nil {
 					n.log.Warn("mailbox envelope refused", "holder", h, "id", it.ID, "err", err)

@@ -15,7 +15,10 @@ import (
 // The dialing device sends env frames, each carrying one encoded envelope;
 // the listener answers each with an ack frame naming the envelope's ID once
 // the payload is committed to its store, or with err set when it refuses the
-// envelope (it will never accept it: the sender should not retry). Frames are
+// envelope (it will never accept it: the sender should not retry), or with
+// err and held set when it cannot verify the sender now (see ErrHeld): the
+// envelope is neither committed nor refused for good, and the sender keeps
+// it and tries again later. Frames are
 // wire frames of at most MaxChatFrame bytes. A stream idle for
 // chatIdleTimeout or carrying a malformed frame is reset. The envelope's
 // sender is checked against its signature and the sender's account-signed
@@ -33,10 +36,11 @@ const (
 var ErrBadFrame = errors.New("malformed frame")
 
 type chatFrame struct {
-	Type string `json:"t"`             // "env" or "ack"
-	Env  []byte `json:"env,omitempty"` // env: an encoded Envelope
-	ID   string `json:"id,omitempty"`  // ack: the envelope acknowledged
-	Err  string `json:"err,omitempty"` // ack: why the envelope was refused
+	Type string `json:"t"`              // "env" or "ack"
+	Env  []byte `json:"env,omitempty"`  // env: an encoded Envelope
+	ID   string `json:"id,omitempty"`   // ack: the envelope acknowledged
+	Err  string `json:"err,omitempty"`  // ack: why the envelope was refused
+	Held bool   `json:"held,omitempty"` // ack with err: not committed, try again later
 }
 
 // decodeChatFrame parses and checks one frame payload.
@@ -47,11 +51,11 @@ func decodeChatFrame(b []byte) (*chatFrame, error) {
 	}
 	switch f.Type {
 	case "env":
-		if len(f.Env) == 0 || len(f.Env) > MaxEnvelope || f.ID != "" || f.Err != "" {
+		if len(f.Env) == 0 || len(f.Env) > MaxEnvelope || f.ID != "" || f.Err != "" || f.Held {
 			return nil, fmt.Errorf("%w: bad env", ErrBadFrame)
 		}
 	case "ack":
-		if !validID(f.ID) || f.Env != nil || len(f.Err) > 200 {
+		if !validID(f.ID) || f.Env != nil || len(f.Err) > 200 || (f.Held && f.Err == "") {
 			return nil, fmt.Errorf("%w: bad ack", ErrBadFrame)
 		}
 	default:

@@ -15,6 +15,9 @@ func TestDecodeChatFrame(t *testing.T) {
 		{"env", `{"t":"env","env":"eyJ2IjoxfQ=="}`, true},
 		{"ack", `{"t":"ack","id":"0a1b"}`, true},
 		{"ack with refusal", `{"t":"ack","id":"0a1b","err":"no"}`, true},
+		{"ack held", `{"t":"ack","id":"0a1b","err":"held: sender not verified","held":true}`, true},
+		{"ack held without reason", `{"t":"ack","id":"0a1b","held":true}`, false},
+		{"env held", `{"t":"env","env":"AA==","held":true}`, false},
 		{"unknown type", `{"t":"boom"}`, false},
 		{"env without envelope", `{"t":"env"}`, false},
 		{"env with id", `{"t":"env","env":"AA==","id":"0a"}`, false},
@@ -73,12 +76,13 @@ func TestConversations(t *testing.T) {
 func FuzzDecodeChatFrame(f *testing.F) {
 	f.Add([]byte(`{"t":"env","env":"eyJ2IjoxfQ=="}`))
 	f.Add([]byte(`{"t":"ack","id":"0a1b"}`))
+	f.Add([]byte(`{"t":"ack","id":"0a1b","err":"held","held":true}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fr, err := decodeChatFrame(b)
 		if err != nil {
 			return
 		}
-		if len(fr.Env) > MaxEnvelope || (fr.Type == "ack" && !validID(fr.ID)) {
+		if len(fr.Env) > MaxEnvelope || (fr.Type == "ack" && !validID(fr.ID)) || (fr.Held && (fr.Type != "ack" || fr.Err == "")) {
 			t.Fatalf("accepted an invalid frame")
 		}
 	})

@@ -54,6 +54,10 @@ type identityState struct {
 	Claimed    int64              `json:"claimed"`
 	Seq        uint64             `json:"seq"`
 	Record     []byte             `json:"record"`
+	// Witnesses are supernodes' first-seen times of the account's claim of
+	// the handle: kept here, and in every record signed, so the claim
+	// outlives every supernode's memory of it.
+	Witnesses []discovery.Witness `json:"witnesses,omitempty"`
 }
 
 // Handle is the account's handle.
@@ -213,7 +217,7 @@ func (id *Identity) resign(now time.Time) ([]byte, error) {
 	}
 	r := &discovery.HandleRecord{
 		V: 1, Handle: id.state.Handle, Devices: id.state.Devices, Seq: seq,
-		Claimed: id.state.Claimed, Expires: now.Add(RecordLifetime).Unix(),
+		Claimed: id.state.Claimed, Expires: now.Add(RecordLifetime).Unix(), Witnesses: id.state.Witnesses,
 	}
 	if err := r.Sign(id.Account); err != nil {
 		return nil, err
@@ -289,7 +293,29 @@ func (id *Identity) AdoptRecord(b []byte) error {
 	}
 	id.state.Handle, id.state.Devices, id.state.Claimed = r.Handle, r.Devices, r.Claimed
 	id.state.Seq, id.state.Record = r.Seq, b
+	id.state.Witnesses, _ = discovery.MergeWitnesses(id.state.Witnesses, r.Witnesses, r.Handle, r.Account, nil)
 	return id.save()
+}
+
+// Witnesses are the claim witnesses this device keeps.
+func (id *Identity) Witnesses() []discovery.Witness {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	return append([]discovery.Witness(nil), id.state.Witnesses...)
+}
+
+// AddWitnesses merges fresh claim witnesses into the kept ones (the earliest
+// of each supernode stays; those of preferred supernodes first) and reports
+// whether they changed. The next Resign carries them.
+func (id *Identity) AddWitnesses(fresh []discovery.Witness, preferred []peer.ID) (bool, error) {
+	id.mu.Lock()
+	defer id.mu.Unlock()
+	ws, changed := discovery.MergeWitnesses(id.state.Witnesses, fresh, id.state.Handle, id.AccountPub, preferred)
+	if !changed {
+		return false, nil
+	}
+	id.state.Witnesses = ws
+	return true, id.save()
 }
 
 // JoinIdentity creates a device under home that belongs to an existing

@@ -1,11 +1,14 @@
 // Package node is a parley device: its libp2p host, identity and keystore,
 // handle publishing, chat delivery with a durable outbox, and the control API
 // the CLI talks to. A node never trusts what a frame says about who sent it:
-// the sender is the Noise-authenticated peer, bound to a handle by the
-// account-signed record it presents.
+// the sender is the Noise-authenticated peer, listed as a device in an
+// account-signed record, of the account this node pinned for the handle from
+// a verified DHT lookup (see verifySender and SECURITY.md); a record the
+// peer presents never binds a handle to an account by itself.
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -128,6 +131,7 @@ type Node struct {
 	mu         sync.Mutex
 	resolved   map[string]resolvedRecord
 	refreshing map[string]bool
+	failed     map[string]time.Time // handle -> when a verifying lookup of it last failed
 }
 
 type resolvedRecord struct {
@@ -314,9 +318,16 @@ func (n *Node) Identity() *Identity { return n.id }
 // Store is the device's database.
 func (n *Node) Store() *Store { return n.store }
 
-// publish signs (when this device holds the account key) and stores the
-// handle record, then reads it back to catch a rival claim.
+// publish gathers claim witnesses from the supernodes and signs a new
+// record (when this device holds the account key), stores it, then reads
+// the handle back from several DHT servers to catch a rival claim. A rival
+// with a claim witnessed earlier than ours wins (ErrHandleTaken); a later
+// rival never stops us: our earlier-witnessed record replaces it wherever
+// servers rank claims, and the rival is logged.
 func (n *Node) publish(ctx context.Context) error {
+	if n.id.Account != nil {
+		n.gatherWitnesses(ctx)
+	}
 	rec, err := n.id.Resign(n.cfg.Now())
 	if err != nil {
 		return err
@@ -324,22 +335,73 @@ func (n *Node) publish(ctx context.Context) error {
 	if err := discovery.Publish(ctx, n.dht, rec); err != nil {
 		return err
 	}
-	got, _, err := discovery.Resolve(ctx, n.dht, n.id.Handle())
+	mine, err := discovery.ParseHandleRecord(rec)
+	if err != nil {
+		return err
+	}
+	l, err := discovery.LookupHandle(ctx, n.dht, n.id.Handle())
 	if err != nil {
 		return fmt.Errorf("check published handle: %w", err)
 	}
-	if !n.id.AccountPub.Equal(ed25519.PublicKey(got.Account)) {
-		return fmt.Errorf("%w: %s belongs to the account with fingerprint %s", discovery.ErrHandleTaken, n.id.Handle(), got.Fingerprint())
+	v := discovery.ValidatorOf(n.dht)
+	for _, c := range l.Claims {
+		if n.id.AccountPub.Equal(ed25519.PublicKey(c.Account)) {
+			continue
+		}
+		if c.Rank.Compare(v.Rank(mine)) < 0 {
+			return fmt.Errorf("%w: %s belongs to the account with fingerprint %s", discovery.ErrHandleTaken, n.id.Handle(), c.Fingerprint)
+		}
+		n.log.Warn("a later claim of my handle by another account is in the DHT; my earlier claim stands",
+			"handle", n.id.Handle(), "rival", c.Fingerprint, "servers", len(c.Servers))
 	}
-	if got.Seq > n.id.Seq() {
+	got := mine
+	if c := l.Of(n.id.AccountPub); c != nil && c.Record.Seq > mine.Seq {
 		// Another device of the account signed a newer device list.
-		b, _ := got.Marshal()
-		if err := n.id.AdoptRecord(b); err != nil {
+		got = c.Record
+		if err := n.id.AdoptRecord(c.Raw); err != nil {
 			n.log.Warn("newer record of my account not adopted", "err", err)
 		}
 	}
-	n.log.Info("handle published", "handle", n.id.Handle(), "seq", got.Seq)
+	n.log.Info("handle published", "handle", n.id.Handle(), "seq", got.Seq, "witnesses", len(got.Witnesses))
 	return nil
+}
+
+// gatherWitnesses asks the bootstrap supernodes, then other DHT servers,
+// up to discovery.MaxWitnesses in all, to witness this account's claim of
+// its handle, and keeps the earliest witness of each.
+func (n *Node) gatherWitnesses(ctx context.Context) {
+	var ask, boot []peer.ID
+	seen := map[peer.ID]bool{}
+	for _, pi := range n.cfg.Bootstrap {
+		boot = append(boot, pi.ID)
+	}
+	for _, p := range append(boot, n.dht.RoutingTable().ListPeers()...) {
+		if !seen[p] && len(ask) < discovery.MaxWitnesses {
+			seen[p] = true
+			ask = append(ask, p)
+		}
+	}
+	var mu sync.Mutex
+	var fresh []discovery.Witness
+	var wg sync.WaitGroup
+	for _, p := range ask {
+		wg.Add(1)
+		go func(p peer.ID) {
+			defer wg.Done()
+			w, err := discovery.RequestWitness(ctx, n.host, p, n.id.Handle(), n.id.AccountPub)
+			if err != nil {
+				n.log.Debug("claim witness", "supernode", p, "err", err)
+				return
+			}
+			mu.Lock()
+			fresh = append(fresh, *w)
+			mu.Unlock()
+		}(p)
+	}
+	wg.Wait()
+	if _, err := n.id.AddWitnesses(fresh, boot); err != nil {
+		n.log.Warn("keep claim witnesses", "err", err)
+	}
 }
 
 func (n *Node) republishLoop() {
@@ -362,13 +424,20 @@ func (n *Node) republishLoop() {
 
 // Whois is what a handle lookup found.
 type Whois struct {
-	Handle      string                  `json:"handle"`
-	Fingerprint string                  `json:"fingerprint"`
-	Devices     []WhoisDevice           `json:"devices"`
-	Seq         uint64                  `json:"seq"`
-	Expires     time.Time               `json:"expires"`
-	LookupMS    float64                 `json:"lookup_ms"`
-	Record      *discovery.HandleRecord `json:"-"`
+	Handle      string        `json:"handle"`
+	Fingerprint string        `json:"fingerprint"`
+	Devices     []WhoisDevice `json:"devices"`
+	Seq         uint64        `json:"seq"`
+	Expires     time.Time     `json:"expires"`
+	LookupMS    float64       `json:"lookup_ms"`
+	// Verified is set when the account was pinned here from an earlier
+	// verified lookup, or a quorum of trusted supernodes witnessed its claim.
+	Verified bool `json:"verified"`
+	// Disagree is set when DHT servers named more than one account for the
+	// handle; Claims then lists every account named, the chosen one first.
+	Disagree bool                    `json:"disagree,omitempty"`
+	Claims   []WhoisClaim            `json:"claims,omitempty"`
+	Record   *discovery.HandleRecord `json:"-"`
 }
 
 // WhoisDevice is one device of a looked-up handle.
@@ -377,49 +446,127 @@ type WhoisDevice struct {
 	Name   string `json:"name,omitempty"`
 }
 
+// WhoisClaim is one account DHT servers named for a handle.
+type WhoisClaim struct {
+	Fingerprint string `json:"fingerprint"`
+	// Servers is how many DHT servers answered with this account.
+	Servers int `json:"servers"`
+	// Witnesses counts its valid claim witnesses from trusted supernodes.
+	Witnesses int `json:"witnesses"`
+	// AttestedMS is the claim time a quorum of them attests (Unix ms); 0
+	// when there is no quorum.
+	AttestedMS int64 `json:"attested_ms,omitempty"`
+	// Chosen marks the account this device uses for the handle.
+	Chosen bool `json:"chosen,omitempty"`
+}
+
+// ErrUnverified is returned for a handle whose record no quorum of trusted
+// supernodes has witnessed and that is not pinned here.
+var ErrUnverified = errors.New("handle claim not verified by a quorum of supernodes")
+
 // Resolve looks a handle up in the DHT (always fresh) and pins its key.
 func (n *Node) Resolve(ctx context.Context, handle string) (*Whois, error) {
 	start := n.cfg.Now()
-	rec, err := n.resolve(ctx, handle, true)
+	rec, l, err := n.lookup(ctx, handle, true)
 	if err != nil {
 		return nil, err
 	}
 	w := &Whois{Handle: rec.Handle, Fingerprint: rec.Fingerprint(), Seq: rec.Seq,
-		Expires: time.Unix(rec.Expires, 0).UTC(), Record: rec,
+		Expires: time.Unix(rec.Expires, 0).UTC(), Record: rec, Verified: true,
 		LookupMS: float64(n.cfg.Now().Sub(start).Microseconds()) / 1000}
 	for _, d := range rec.Devices {
 		w.Devices = append(w.Devices, WhoisDevice{PeerID: d.PeerID, Name: d.Name})
+	}
+	if l != nil && l.Disagree() {
+		w.Disagree = true
+		for _, c := range l.Claims {
+			wc := WhoisClaim{Fingerprint: c.Fingerprint, Servers: len(c.Servers), Witnesses: c.Rank.Witnesses,
+				Chosen: bytes.Equal(c.Account, rec.Account)}
+			if c.Rank.Attested {
+				wc.AttestedMS = c.Rank.At
+			}
+			if wc.Chosen {
+				w.Claims = append([]WhoisClaim{wc}, w.Claims...)
+			} else {
+				w.Claims = append(w.Claims, wc)
+			}
+		}
 	}
 	return w, nil
 }
 
 func (n *Node) resolve(ctx context.Context, handle string, fresh bool) (*discovery.HandleRecord, error) {
+	rec, _, err := n.lookup(ctx, handle, fresh)
+	return rec, err
+}
+
+// lookup returns the record of a handle's account, verified: the account
+// pinned here if one is (its record as the DHT has it; a rival account does
+// not replace it), else the account whose claim a quorum of trusted
+// supernodes witnessed first, which it then pins. Only verified records
+// enter the cache. It returns the DHT lookup too, nil when none was made.
+func (n *Node) lookup(ctx context.Context, handle string, fresh bool) (*discovery.HandleRecord, *discovery.Lookup, error) {
 	now := n.cfg.Now()
 	if handle == n.id.Handle() {
-		return discovery.ParseHandleRecord(n.id.Record())
+		rec, err := discovery.ParseHandleRecord(n.id.Record())
+		return rec, nil, err
 	}
 	n.mu.Lock()
 	c, ok := n.resolved[handle]
 	n.mu.Unlock()
 	if ok && !fresh && now.Sub(c.at) < resolveCacheTTL {
-		return c.rec, nil
+		return c.rec, nil, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	rec, _, err := discovery.Resolve(ctx, n.dht, handle)
+	l, err := discovery.LookupHandle(ctx, n.dht, handle)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	pinned, err := n.store.Contact(ctx, handle)
+	if err != nil {
+		return nil, nil, err
+	}
+	var rec *discovery.HandleRecord
+	switch claim := l.Of(pinned); {
+	case pinned != nil && claim == nil:
+		return nil, l, fmt.Errorf("%w for %s: someone else may be using this handle: the DHT names %s, pinned here is %s",
+			ErrContactKeyChanged, handle, l.Best.Fingerprint(), discovery.Fingerprint(pinned))
+	case pinned != nil:
+		rec = claim.Record
+		if l.Disagree() {
+			n.log.Warn("DHT servers disagree on a handle; keeping the pinned account", "handle", handle,
+				"pinned", discovery.Fingerprint(pinned), "accounts", len(l.Claims))
+		}
+	case !l.Verified:
+		return nil, l, fmt.Errorf("%w: %s (%d witnesses of trusted supernodes)", ErrUnverified, handle, l.Claims[0].Rank.Witnesses)
+	default:
+		rec = l.Best
 	}
 	if err := rec.CheckFresh(now); err != nil {
-		return nil, err
+		return nil, l, err
 	}
 	if err := n.store.CheckContact(ctx, handle, rec.Account, now.UnixMilli()); err != nil {
-		return nil, err
+		return nil, l, err
 	}
 	n.mu.Lock()
+	if c, ok := n.resolved[handle]; ok && bytes.Equal(c.rec.Account, rec.Account) && c.rec.Seq > rec.Seq {
+		rec = c.rec // a newer record a device of the account carried
+	}
 	n.resolved[handle] = resolvedRecord{rec: rec, at: now}
 	n.mu.Unlock()
-	return rec, nil
+	return rec, l, nil
+}
+
+// noteRecord keeps a record a verified device of a pinned account carried,
+// when it is newer than the cached one: that is how a contact's newly
+// linked devices become known before the DHT is asked again.
+func (n *Node) noteRecord(rec *discovery.HandleRecord) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if c, ok := n.resolved[rec.Handle]; ok && bytes.Equal(c.rec.Account, rec.Account) && c.rec.Seq < rec.Seq {
+		n.resolved[rec.Handle] = resolvedRecord{rec: rec, at: c.at}
+	}
 }
 
 // cachedRecord returns the last record resolved for a handle, if any, and

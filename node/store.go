@@ -419,8 +419,19 @@ func (s *Store) Groups(ctx context.Context) ([]Group, error) {
 // other than the one first seen for it.
 var ErrContactKeyChanged = errors.New("account key changed")
 
-// CheckContact pins a handle's account key on first sight (trust on first
-// use) and refuses a different key later.
+// Contact returns the account key pinned for a handle, or nil.
+func (s *Store) Contact(ctx context.Context, handle string) ([]byte, error) {
+	var have []byte
+	err := s.db.QueryRowContext(ctx, `SELECT account FROM contacts WHERE handle=?`, handle).Scan(&have)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	return have, err
+}
+
+// CheckContact pins a handle's account key on first sight and refuses a
+// different key later. Callers pin only keys a verified DHT lookup found,
+// never one a peer presented.
 func (s *Store) CheckContact(ctx context.Context, handle string, account []byte, nowMS int64) error {
 	var have []byte
 	err := s.db.QueryRowContext(ctx, `SELECT account FROM contacts WHERE handle=?`, handle).Scan(&have)

@@ -3,7 +3,8 @@
 // circuit relay v2 for signalling between nodes that cannot dial each other,
 // AutoNAT so nodes learn whether they are reachable, a STUN server for
 // server-reflexive ICE candidates (announced over discovery.ServicesProtocol),
-// and the offline mailbox (package mailbox).
+// the offline mailbox (package mailbox), and claim witnesses: signed
+// first-seen times of handle claims (discovery.ClaimProtocol, ClaimServer).
 //
 // A supernode relays only what v2 allows (see RelayLimits) and never sees
 // plaintext: every stream it relays is end-to-end encrypted by libp2p.
@@ -103,6 +104,7 @@ type Supernode struct {
 	mailbox *mailbox.Server
 	turn    *turnrelay.Server
 	creds   *turnrelay.CredentialService
+	claims  *ClaimServer
 }
 
 // New starts a supernode.
@@ -175,6 +177,9 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 		svc.STUNPort = s.stun.Addr().Port
 	}
 	discovery.ServeServices(s.host, svc)
+	if s.claims, err = newClaimServer(s.host, key, filepath.Join(cfg.Home, claimsFile), cfg.Now, cfg.Logger.With("service", "claims")); err != nil {
+		return nil, err
+	}
 	if cfg.TURN != nil {
 		tc := *cfg.TURN
 		if tc.Secret == "" {
@@ -282,6 +287,12 @@ func (s *Supernode) isSupernode(p peer.ID) bool {
 // Mailbox is the supernode's mailbox.
 func (s *Supernode) Mailbox() *mailbox.Server { return s.mailbox }
 
+// DHT is the supernode's DHT (server mode).
+func (s *Supernode) DHT() *dht.IpfsDHT { return s.dht }
+
+// Claims is the supernode's claim witness service.
+func (s *Supernode) Claims() *ClaimServer { return s.claims }
+
 // TURN is the supernode's TURN server, or nil.
 func (s *Supernode) TURN() *turnrelay.Server { return s.turn }
 
@@ -301,6 +312,9 @@ func (s *Supernode) Close() error {
 	}
 	if s.mailbox != nil {
 		s.mailbox.Close()
+	}
+	if s.claims != nil {
+		s.claims.Close()
 	}
 	if s.stun != nil {
 		s.stun.Close()

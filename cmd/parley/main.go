@@ -431,6 +431,20 @@ func whoisCmd() *cli.Command {
 			for _, d := range w.Devices {
 				fmt.Printf("  %s  %s\n", d.PeerID, d.Name)
 			}
+			if w.Disagree {
+				fmt.Printf("WARNING: supernodes disagree on who %s is; accounts named:\n", w.Handle)
+				for _, cl := range w.Claims {
+					mark := " "
+					if cl.Chosen {
+						mark = "*"
+					}
+					attested := "no quorum"
+					if cl.AttestedMS > 0 {
+						attested = "claimed " + time.UnixMilli(cl.AttestedMS).UTC().Format(time.RFC3339)
+					}
+					fmt.Printf("%s %s  (%d servers, %d witnesses, %s)\n", mark, cl.Fingerprint, cl.Servers, cl.Witnesses, attested)
+				}
+			}
 			return nil
 		},
 	}
