@@ -216,7 +216,7 @@ func invite(t *testing.T, h host.Host, n *Node, handle string, rec []byte) *call
 	t.Cleanup(func() { s.Reset() })
 	s.SetDeadline(time.Now().Add(20 * time.Second))
 	call := newMessageID(time.Now())
-	if err := wire.WriteJSON(s, callFrame{Type: sigInvite, Call: call, From: handle, Record: rec, SDP: testSDP}, MaxCallFrame); err != nil {
+	if err := wire.WriteJSON(s, callFrame{Type: sigInvite, Call: call, Seq: 1, From: handle, Record: rec, SDP: testSDP}, MaxCallFrame); err != nil {
 		t.Fatal(err)
 	}
 	b, err := wire.ReadFrame(s, MaxCallFrame)
