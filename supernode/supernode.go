@@ -198,6 +198,9 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 	if mb.Now == nil {
 		mb.Now = cfg.Now
 	}
+	if reg != nil && mb.Registerer == nil {
+		mb.Registerer = reg
+	}
 	if s.mailbox, err = mailbox.NewServer(mb); err != nil {
 		return nil, err
 	}
