@@ -973,7 +973,7 @@ func (n *Node) handleCall(s network.Stream) {
 		err = fmt.Errorf("%w: expected invite, got %s", ErrBadFrame, f.Type)
 	}
 	if err != nil {
-		n.log.Warn("call stream reset", "peer", remote, "err", err)
+		n.badInput.Warn("call stream reset", "peer", remote, "err", err)
 		s.Reset()
 		return
 	}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -33,14 +34,15 @@ const (
 // handleChat serves one inbound chat stream: envelopes in, acks out.
 func (n *Node) handleChat(s network.Stream) {
 	remote := s.Conn().RemotePeer()
-	if !n.inbound.acquire(remote) {
-		n.log.Warn("chat stream refused: too many open", "peer", remote)
+	ip := remoteIP(s.Conn())
+	if !n.inbound.acquireFrom(remote, ip) {
+		n.badInput.Warn("chat stream refused: too many open", "peer", remote, "ip", ip)
 		s.Reset()
 		return
 	}
-	defer n.inbound.release(remote)
+	defer n.inbound.releaseFrom(remote, ip)
 	if err := n.serveChat(s, remote); err != nil {
-		n.log.Warn("chat stream reset", "peer", remote, "err", err)
+		n.badInput.Warn("chat stream reset", "peer", remote, "err", err)
 		s.Reset()
 		return
 	}
@@ -49,11 +51,19 @@ func (n *Node) handleChat(s network.Stream) {
 
 func (n *Node) serveChat(s network.Stream, remote peer.ID) error {
 	for {
+		// A stream may wait chatIdleTimeout for its next frame, but a frame
+		// that has begun must arrive whole within ChatFrameTimeout: a
+		// half-sent frame holds a slot for seconds, not a minute.
 		s.SetReadDeadline(n.cfg.Now().Add(chatIdleTimeout))
-		b, err := wire.ReadFrame(s, MaxChatFrame)
-		if errors.Is(err, io.EOF) {
-			return nil
+		var first [1]byte
+		if _, err := io.ReadFull(s, first[:]); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("read envelope: %w", err)
 		}
+		s.SetReadDeadline(n.cfg.Now().Add(n.cfg.ChatFrameTimeout))
+		b, err := wire.ReadFrame(io.MultiReader(bytes.NewReader(first[:]), s), MaxChatFrame)
 		if err != nil {
 			return fmt.Errorf("read envelope: %w", err)
 		}
@@ -71,7 +81,7 @@ func (n *Node) serveChat(s network.Stream, remote peer.ID) error {
 				return err // not even an envelope we can name
 			}
 			ack.Err = err.Error()
-			n.log.Warn("envelope refused", "peer", remote, "id", id, "err", err)
+			n.badInput.Warn("envelope refused", "peer", remote, "id", id, "err", err)
 		}
 		if err := wire.WriteJSON(s, ack, MaxChatFrame); err != nil {
 			return fmt.Errorf("write ack: %w", err)

@@ -37,12 +37,19 @@ import (
 	"github.com/parley-net/parley/discovery"
 	"github.com/parley-net/parley/internal/homelock"
 	"github.com/parley-net/parley/internal/keyfile"
+	"github.com/parley-net/parley/internal/p2plimits"
 	"github.com/parley-net/parley/internal/turnrelay"
 	"github.com/parley-net/parley/supernode/mailbox"
 )
 
 // DefaultPort is the supernode's default TCP and UDP (QUIC) port.
 const DefaultPort = 4100
+
+// Connection limits per address of a supernode (see Config.Limits).
+const (
+	SupernodeConnsPerIP     = 32
+	SupernodeConnsPerSubnet = 256
+)
 
 // RelayLimits are the circuit relay v2 limits a supernode enforces: enough
 // for signalling, never for media (media goes through TURN). A call's
@@ -85,6 +92,11 @@ type Config struct {
 	// Mailbox configures the offline mailbox; Home, Host, Closest and
 	// IsSupernode are filled in. Its zero value is the mailbox's defaults.
 	Mailbox mailbox.Config
+	// Limits narrow the host's resource manager per peer and per address;
+	// zero fields mean SupernodeConnsPerIP and SupernodeConnsPerSubnet for
+	// connections (a supernode serves whole NATs and carrier-grade NATs
+	// behind one address) and p2plimits' defaults for streams.
+	Limits p2plimits.Config
 	// Logger receives the supernode's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock for record validity; nil means time.Now.
@@ -137,7 +149,19 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 	if err != nil {
 		return nil, err
 	}
+	lim := cfg.Limits
+	if lim.ConnsPerIP == 0 {
+		lim.ConnsPerIP = SupernodeConnsPerIP
+	}
+	if lim.ConnsPerSubnet == 0 {
+		lim.ConnsPerSubnet = SupernodeConnsPerSubnet
+	}
+	limits, err := p2plimits.Option(lim)
+	if err != nil {
+		return nil, err
+	}
 	opts := []libp2p.Option{
+		limits,
 		libp2p.Identity(key),
 		libp2p.ListenAddrStrings(cfg.Listen...),
 		libp2p.ConnectionManager(cm),
