@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -316,5 +318,35 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestMailboxFilesPrivate: the mailbox database and its WAL are 0600 even
+// when the home and an old database were readable by others.
+func TestMailboxFilesPrivate(t *testing.T) {
+	home := t.TempDir()
+	os.Chmod(home, 0o755)
+	os.WriteFile(filepath.Join(home, "mailbox.db"), nil, 0o644)
+	os.Chmod(filepath.Join(home, "mailbox.db"), 0o644)
+	h := newHost(t)
+	s, err := NewServer(Config{Home: home, Host: h, Logger: quietLog(), IsSupernode: func(peer.ID) bool { return false },
+		Closest: func(context.Context, string, int) ([]peer.ID, error) { return []peer.ID{h.ID()}, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	sender := newHost(t)
+	connect(t, sender, h)
+	if res, err := Put(context.Background(), sender, h.ID(), []Item{item("0f", newRandomPeer(t), sender.ID())}, false); err != nil || res[0].Err != "" {
+		t.Fatalf("put: %+v %v", res, err)
+	}
+	for _, f := range []string{"mailbox.db", "mailbox.db-wal", "mailbox.db-shm"} {
+		info, err := os.Stat(filepath.Join(home, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Mode().Perm() != 0o600 {
+			t.Errorf("%s is %o, want 600", f, info.Mode().Perm())
+		}
 	}
 }
