@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -50,20 +51,27 @@ func (n *Node) handleChat(s network.Stream) {
 }
 
 func (n *Node) serveChat(s network.Stream, remote peer.ID) error {
+	// A stream may wait chatIdleTimeout for its next frame, but a frame
+	// that has begun must arrive whole within ChatFrameTimeout: a half-sent
+	// frame holds a slot for seconds, not a minute. Deadlines are only
+	// moved when a read may block (nothing buffered, or a frame only partly
+	// buffered), so a burst of frames costs no timer per frame.
+	br := bufio.NewReaderSize(s, 16<<10)
 	for {
-		// A stream may wait chatIdleTimeout for its next frame, but a frame
-		// that has begun must arrive whole within ChatFrameTimeout: a
-		// half-sent frame holds a slot for seconds, not a minute.
-		s.SetReadDeadline(n.cfg.Now().Add(chatIdleTimeout))
-		var first [1]byte
-		if _, err := io.ReadFull(s, first[:]); err != nil {
+		if br.Buffered() == 0 {
+			s.SetReadDeadline(n.cfg.Now().Add(chatIdleTimeout))
+		}
+		first, err := br.ReadByte()
+		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return fmt.Errorf("read envelope: %w", err)
 		}
-		s.SetReadDeadline(n.cfg.Now().Add(n.cfg.ChatFrameTimeout))
-		b, err := wire.ReadFrame(io.MultiReader(bytes.NewReader(first[:]), s), MaxChatFrame)
+		if !frameBuffered(first, br) {
+			s.SetReadDeadline(n.cfg.Now().Add(n.cfg.ChatFrameTimeout))
+		}
+		b, err := wire.ReadFrame(io.MultiReader(bytes.NewReader([]byte{first}), br), MaxChatFrame)
 		if err != nil {
 			return fmt.Errorf("read envelope: %w", err)
 		}
@@ -87,6 +95,17 @@ func (n *Node) serveChat(s network.Stream, remote peer.ID) error {
 			return fmt.Errorf("write ack: %w", err)
 		}
 	}
+}
+
+// frameBuffered reports whether the rest of the frame whose first byte was
+// first is already in br, so reading it cannot block.
+func frameBuffered(first byte, br *bufio.Reader) bool {
+	if br.Buffered() < 3 {
+		return false
+	}
+	rest, _ := br.Peek(3)
+	n := int(first)<<24 | int(rest[0])<<16 | int(rest[1])<<8 | int(rest[2])
+	return br.Buffered() >= 3+n
 }
 
 // checkHello verifies a signed handle record presented by an authenticated

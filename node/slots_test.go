@@ -1,6 +1,8 @@
 package node
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -133,5 +135,28 @@ func TestHalfSentFrameTimesOut(t *testing.T) {
 	s.SetReadDeadline(time.Now().Add(time.Second))
 	if _, err := s.Read(make([]byte, 1)); !isTimeout(err) {
 		t.Fatalf("an idle stream was cut before the idle timeout: %v", err)
+	}
+}
+
+func TestFrameBuffered(t *testing.T) {
+	cases := []struct {
+		name  string
+		bytes []byte // what is buffered after the first byte (0x00)
+		want  bool
+	}{
+		{"header only partly", []byte{0, 2}, false},
+		{"header, no payload", []byte{0, 0, 2}, false},
+		{"header, part of payload", []byte{0, 0, 2, 'a'}, false},
+		{"whole frame", []byte{0, 0, 2, 'a', 'b'}, true},
+		{"whole frame and more", []byte{0, 0, 2, 'a', 'b', 0, 0}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			br := bufio.NewReader(bytes.NewReader(tc.bytes))
+			br.Peek(len(tc.bytes)) // fill the buffer
+			if got := frameBuffered(0, br); got != tc.want {
+				t.Fatalf("frameBuffered = %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
