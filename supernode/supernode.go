@@ -45,12 +45,6 @@ import (
 // DefaultPort is the supernode's default TCP and UDP (QUIC) port.
 const DefaultPort = 4100
 
-// Connection limits per address of a supernode (see Config.Limits).
-const (
-	SupernodeConnsPerIP     = 32
-	SupernodeConnsPerSubnet = 256
-)
-
 // RelayLimits are the circuit relay v2 limits a supernode enforces: enough
 // for signalling, never for media (media goes through TURN). A call's
 // signalling stream between two NATed devices may ride one circuit for the
@@ -93,9 +87,7 @@ type Config struct {
 	// IsSupernode are filled in. Its zero value is the mailbox's defaults.
 	Mailbox mailbox.Config
 	// Limits narrow the host's resource manager per peer and per address;
-	// zero fields mean SupernodeConnsPerIP and SupernodeConnsPerSubnet for
-	// connections (a supernode serves whole NATs and carrier-grade NATs
-	// behind one address) and p2plimits' defaults for streams.
+	// its zero value is p2plimits' defaults.
 	Limits p2plimits.Config
 	// Logger receives the supernode's logs; nil means slog.Default().
 	Logger *slog.Logger
@@ -149,14 +141,7 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 	if err != nil {
 		return nil, err
 	}
-	lim := cfg.Limits
-	if lim.ConnsPerIP == 0 {
-		lim.ConnsPerIP = SupernodeConnsPerIP
-	}
-	if lim.ConnsPerSubnet == 0 {
-		lim.ConnsPerSubnet = SupernodeConnsPerSubnet
-	}
-	limits, err := p2plimits.Option(lim)
+	limits, err := p2plimits.Option(cfg.Limits)
 	if err != nil {
 		return nil, err
 	}

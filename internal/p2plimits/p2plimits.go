@@ -11,8 +11,9 @@
 // in-process tests run every host on 127.0.0.1); application limits such as
 // the node's chat slots apply to loopback too.
 //
-// It must never make a limit higher than go-libp2p's scaled default for the
-// whole host: it only narrows what one peer or one address may take.
+// It must never raise a per-peer stream limit above go-libp2p's scaled
+// default, nor touch the host-wide limits: it only narrows what one peer or
+// one address may take. (A caller may set ConnsPerIP above go-libp2p's 8.)
 package p2plimits
 
 import (
