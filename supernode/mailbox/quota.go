@@ -149,6 +149,10 @@ func (s *Server) registerMetrics(reg prometheus.Registerer) error {
 	s.metrics.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "parley_mailbox_refused_total", Help: "Envelopes the mailbox refused, by reason.",
 	}, []string{"reason"})
+	for _, r := range []string{ReasonGlobal, ReasonSourceIP, ReasonSourcePrefix, ReasonRecipientSrc,
+		ReasonRecipientFull, ReasonSender, ReasonNotSender, ReasonExpired} {
+		s.metrics.refused.WithLabelValues(r) // exported as 0 before the first refusal
+	}
 	if reg == nil {
 		return nil
 	}
