@@ -83,9 +83,14 @@ func (l *Limiter) Info(msg string, args ...any) { l.Log(slog.LevelInfo, msg, arg
 // Log writes msg at level if msg's budget for the current interval allows,
 // else counts it.
 func (l *Limiter) Log(level slog.Level, msg string, args ...any) {
+	l.LogKeyed(level, msg, msg, args...)
+}
+
+// LogKeyed is Log with the budget of key, for a msg that varies (a
+// formatted line whose format string is the key).
+func (l *Limiter) LogKeyed(level slog.Level, key, msg string, args ...any) {
 	now := l.cfg.Now()
 	l.mu.Lock()
-	key := msg
 	w := l.wins[key]
 	if w == nil && len(l.wins) >= maxKeys {
 		key = overflowKey

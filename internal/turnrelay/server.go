@@ -105,7 +105,7 @@ func New(cfg Config) (_ *Server, err error) {
 		AllocationLifetime: st.AllocationLifetime,
 		PermissionTimeout:  permissionLifetime,
 		ChannelBindTimeout: channelBindLifetime,
-		LoggerFactory:      pionLogs{s.log},
+		LoggerFactory:      newPionLogs(s.log, st.Now),
 	}
 	gen := &relayAllocator{s: s}
 	if st.UDPAddr != "" {
