@@ -305,6 +305,7 @@ func (n *Node) Close() error {
 	}
 	n.cancel()
 	n.wg.Wait()
+	n.badInput.Flush()
 	n.events.close()
 	if n.dht != nil {
 		n.dht.Close()
