@@ -273,6 +273,9 @@ func (s *Server) servePut(st network.Stream, remote peer.ID, f *Frame) error {
 		}
 		if err := s.store(now, remote, src, it, f.Replica); err != nil {
 			res.Err = err.Error()
+			if len(res.Err) > maxReason { // the client refuses a longer one
+				res.Err = res.Err[:maxReason]
+			}
 			reason := "error"
 			var qe *QuotaError
 			if errors.As(err, &qe) {
