@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -274,7 +275,7 @@ func (s *Server) servePut(st network.Stream, remote peer.ID, f *Frame) error {
 		if err := s.store(now, remote, src, it, f.Replica); err != nil {
 			res.Err = err.Error()
 			if len(res.Err) > maxReason { // the client refuses a longer one
-				res.Err = res.Err[:maxReason]
+				res.Err = strings.ToValidUTF8(res.Err[:maxReason], "")
 			}
 			reason := "error"
 			var qe *QuotaError
