@@ -356,7 +356,7 @@ func (n *Node) handleCall(s network.Stream) {
 	}
 	if err != nil {
 		release()
-		n.log.Warn("call stream reset", "peer", remote, "err", err)
+		n.badInput.Warn("call stream reset", "peer", remote, "err", err)
 		s.Reset()
 		return
 	}

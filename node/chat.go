@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -34,14 +35,15 @@ const (
 // handleChat serves one inbound chat stream: envelopes in, acks out.
 func (n *Node) handleChat(s network.Stream) {
 	remote := s.Conn().RemotePeer()
-	if !n.inbound.acquire(remote) {
-		n.log.Warn("chat stream refused: too many open", "peer", remote)
+	ip := remoteIP(s.Conn())
+	if !n.inbound.acquireFrom(remote, ip) {
+		n.badInput.Warn("chat stream refused: too many open", "peer", remote, "ip", ip)
 		s.Reset()
 		return
 	}
-	defer n.inbound.release(remote)
+	defer n.inbound.releaseFrom(remote, ip)
 	if err := n.serveChat(s, remote); err != nil {
-		n.log.Warn("chat stream reset", "peer", remote, "err", err)
+		n.badInput.Warn("chat stream reset", "peer", remote, "err", err)
 		s.Reset()
 		return
 	}
@@ -49,12 +51,27 @@ func (n *Node) handleChat(s network.Stream) {
 }
 
 func (n *Node) serveChat(s network.Stream, remote peer.ID) error {
+	// A stream may wait chatIdleTimeout for its next frame, but a frame
+	// that has begun must arrive whole within ChatFrameTimeout: a half-sent
+	// frame holds a slot for seconds, not a minute. Deadlines are only
+	// moved when a read may block (nothing buffered, or a frame only partly
+	// buffered), so a burst of frames costs no timer per frame.
+	br := bufio.NewReaderSize(s, 16<<10)
 	for {
-		s.SetReadDeadline(n.cfg.Now().Add(chatIdleTimeout))
-		b, err := wire.ReadFrame(s, MaxChatFrame)
-		if errors.Is(err, io.EOF) {
-			return nil
+		if br.Buffered() == 0 {
+			s.SetReadDeadline(n.cfg.Now().Add(chatIdleTimeout))
 		}
+		first, err := br.ReadByte()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("read envelope: %w", err)
+		}
+		if !frameBuffered(first, br) {
+			s.SetReadDeadline(n.cfg.Now().Add(n.cfg.ChatFrameTimeout))
+		}
+		b, err := wire.ReadFrame(io.MultiReader(bytes.NewReader([]byte{first}), br), MaxChatFrame)
 		if err != nil {
 			return fmt.Errorf("read envelope: %w", err)
 		}
@@ -72,7 +89,7 @@ func (n *Node) serveChat(s network.Stream, remote peer.ID) error {
 				return err // not even an envelope we can name
 			}
 			ack.Err, ack.Held = err.Error(), errors.Is(err, ErrHeld)
-			n.log.Warn("envelope refused", "peer", remote, "id", id, "held", ack.Held, "err", err)
+			n.badInput.Warn("envelope refused", "peer", remote, "id", id, "held", ack.Held, "err", err)
 		}
 		if err := wire.WriteJSON(s, ack, MaxChatFrame); err != nil {
 			return fmt.Errorf("write ack: %w", err)
@@ -89,6 +106,17 @@ var ErrHeld = errors.New("held: sender not verified")
 
 // verifyTimeout bounds the DHT lookup that verifies a first-time sender.
 const verifyTimeout = 10 * time.Second
+
+// frameBuffered reports whether the rest of the frame whose first byte was
+// first is already in br, so reading it cannot block.
+func frameBuffered(first byte, br *bufio.Reader) bool {
+	if br.Buffered() < 3 {
+		return false
+	}
+	rest, _ := br.Peek(3)
+	n := int(first)<<24 | int(rest[0])<<16 | int(rest[1])<<8 | int(rest[2])
+	return br.Buffered() >= 3+n
+}
 
 // checkHello verifies a signed handle record presented by an authenticated
 // peer: valid now, listing that peer as a device, and of the account that is

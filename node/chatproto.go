@@ -20,7 +20,10 @@ import (
 // envelope is neither committed nor refused for good, and the sender keeps
 // it and tries again later. Frames are
 // wire frames of at most MaxChatFrame bytes. A stream idle for
-// chatIdleTimeout or carrying a malformed frame is reset. The envelope's
+// chatIdleTimeout, a frame not whole within Config.ChatFrameTimeout (5 s) of
+// its first byte, or a malformed frame is reset. A device serves at most 64
+// chat streams at once, 4 per peer and Config.ChatStreamsPerIP (16) per IP
+// address. The envelope's
 // sender is checked against its signature and the sender's account-signed
 // record, never taken from the frame alone.
 const ChatProtocol = "/parley/chat/1.0.0"

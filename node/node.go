@@ -33,6 +33,8 @@ import (
 	"github.com/parley-net/parley/discovery"
 	"github.com/parley-net/parley/internal/clock"
 	"github.com/parley-net/parley/internal/homelock"
+	"github.com/parley-net/parley/internal/lograte"
+	"github.com/parley-net/parley/internal/p2plimits"
 	"github.com/parley-net/parley/media"
 	"github.com/parley-net/parley/supernode/mailbox"
 )
@@ -44,6 +46,8 @@ const (
 	DefaultRepublishInterval = time.Hour
 	DefaultDeliveryTimeout   = 10 * time.Second
 	DefaultFetchInterval     = 30 * time.Second
+	DefaultChatStreamsPerIP  = 16
+	DefaultChatFrameTimeout  = 5 * time.Second
 	maxRetryBackoff          = 60 * time.Second
 	resolveCacheTTL          = 30 * time.Second
 )
@@ -91,6 +95,17 @@ type Config struct {
 	// AutoAnswer, when set, answers every incoming call with the audio ends
 	// it returns; nil means calls ring until a client answers.
 	AutoAnswer func(CallInfo) (CallOptions, error)
+	// Limits narrow the host's resource manager per peer and per address;
+	// its zero value is p2plimits' defaults.
+	Limits p2plimits.Config
+	// ChatStreamsPerIP caps the inbound chat streams open at once from one
+	// IP address (of the connection: a relay's for a relayed one), below
+	// the 64 in total, so one attacker's many identities cannot hold every
+	// chat slot; 0 means DefaultChatStreamsPerIP.
+	ChatStreamsPerIP int
+	// ChatFrameTimeout is how long a chat frame may take to arrive once its
+	// first byte has; 0 means DefaultChatFrameTimeout.
+	ChatFrameTimeout time.Duration
 	// Logger receives the node's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Clock drives the calls' state machines (timers and time); nil means
@@ -118,6 +133,7 @@ type Node struct {
 
 	events      *eventBus
 	inbound     *streamLimiter
+	badInput    *lograte.Limiter // warnings about what peers send: a count per interval, not a line per stream
 	callLimit   *streamLimiter
 	calls       calls
 	clock       clock.Clock
@@ -170,6 +186,12 @@ func (c *Config) setDefaults() error {
 	if c.MailboxK == 0 {
 		c.MailboxK = mailbox.DefaultK
 	}
+	if c.ChatStreamsPerIP == 0 {
+		c.ChatStreamsPerIP = DefaultChatStreamsPerIP
+	}
+	if c.ChatFrameTimeout == 0 {
+		c.ChatFrameTimeout = DefaultChatFrameTimeout
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -192,10 +214,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("start daemon: %w", err)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger, lock: lock, events: newEventBus(), inbound: newStreamLimiter(64, 4),
+	n := &Node{cfg: cfg, log: cfg.Logger, lock: lock, events: newEventBus(), inbound: newStreamLimiter(64, 4).perIP(cfg.ChatStreamsPerIP),
 		callLimit: newStreamLimiter(16, 2), calls: calls{byID: map[string]*Call{}}, links: linkCodes{codes: map[string]time.Time{}},
 		kick: make(chan struct{}, 1), resolved: map[string]resolvedRecord{},
 		clock: cfg.Clock, timings: cfg.CallTimings.withDefaults()}
+	n.badInput = lograte.New(cfg.Logger, lograte.Config{Now: cfg.Now})
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
@@ -259,7 +282,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 
 func (n *Node) startHost() error {
 	var d *dht.IpfsDHT
+	limits, err := p2plimits.Option(n.cfg.Limits)
+	if err != nil {
+		return err
+	}
 	opts := []libp2p.Option{
+		limits,
 		libp2p.Identity(n.id.DeviceKey),
 		libp2p.ListenAddrStrings(n.cfg.Listen...),
 		libp2p.EnableHolePunching(),
@@ -293,6 +321,7 @@ func (n *Node) Close() error {
 	}
 	n.cancel()
 	n.wg.Wait()
+	n.badInput.Flush()
 	n.events.close()
 	if n.dht != nil {
 		n.dht.Close()

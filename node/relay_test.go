@@ -19,10 +19,12 @@ import (
 var loopbackNet = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
 
 // turnConfig is a TURN server on ip, relaying from ip: two relays on two
-// loopback addresses can be told apart by their relayed addresses.
+// loopback addresses can be told apart by their relayed addresses. Every
+// node here is on 127.0.0.1, an address of the relay's own host, hence the
+// test-only AllowOwnAddrs.
 func turnConfig(ip string) *turnrelay.Config {
 	return &turnrelay.Config{UDPAddr: ip + ":0", TCPAddr: ip + ":0", RelayIPs: []netip.Addr{netip.MustParseAddr(ip)},
-		AllowCIDRs: loopbackNet}
+		AllowCIDRs: loopbackNet, AllowOwnAddrs: true}
 }
 
 func startCloudRelay(t *testing.T) *turnrelay.Cloud {

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver, pure Go
+
+	"github.com/parley-net/parley/internal/homelock"
 )
 
 const storeFile = "parley.db"
@@ -96,6 +98,9 @@ CREATE TABLE IF NOT EXISTS groups(
 // OpenStore opens (creating if needed) the database under home.
 func OpenStore(home string) (*Store, error) {
 	path := filepath.Join(home, storeFile)
+	if err := homelock.PrivateFile(path); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {

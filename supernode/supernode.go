@@ -38,6 +38,7 @@ import (
 	"github.com/parley-net/parley/discovery"
 	"github.com/parley-net/parley/internal/homelock"
 	"github.com/parley-net/parley/internal/keyfile"
+	"github.com/parley-net/parley/internal/p2plimits"
 	"github.com/parley-net/parley/internal/turnrelay"
 	"github.com/parley-net/parley/supernode/mailbox"
 )
@@ -86,6 +87,9 @@ type Config struct {
 	// Mailbox configures the offline mailbox; Home, Host, Closest and
 	// IsSupernode are filled in. Its zero value is the mailbox's defaults.
 	Mailbox mailbox.Config
+	// Limits narrow the host's resource manager per peer and per address;
+	// its zero value is p2plimits' defaults.
+	Limits p2plimits.Config
 	// Logger receives the supernode's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock for record validity; nil means time.Now.
@@ -139,7 +143,12 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 	if err != nil {
 		return nil, err
 	}
+	limits, err := p2plimits.Option(cfg.Limits)
+	if err != nil {
+		return nil, err
+	}
 	opts := []libp2p.Option{
+		limits,
 		libp2p.Identity(key),
 		libp2p.ListenAddrStrings(cfg.Listen...),
 		libp2p.ConnectionManager(cm),
@@ -202,6 +211,9 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 	}
 	if mb.Now == nil {
 		mb.Now = cfg.Now
+	}
+	if reg != nil && mb.Registerer == nil {
+		mb.Registerer = reg
 	}
 	if s.mailbox, err = mailbox.NewServer(mb); err != nil {
 		return nil, err

@@ -1,5 +1,7 @@
 // Package homelock makes sure one process at a time owns a parley home
-// directory, so two daemons never share keys, a database or a socket.
+// directory, so two daemons never share keys, a database or a socket, and
+// that only its owner can read it: the home is 0700 and every file in it
+// 0600, whatever existed before (see MakePrivate, PrivateFile).
 package homelock
 
 import (
@@ -19,9 +21,10 @@ var ErrLocked = errors.New("already in use")
 // process dies, so a killed daemon never leaves a stale lock behind.
 type Lock struct{ f *os.File }
 
-// Acquire takes an exclusive, non-blocking lock on dir/name.
+// Acquire takes an exclusive, non-blocking lock on dir/name, and makes dir
+// private (see MakePrivate): every role takes its home's lock first.
 func Acquire(dir, name string) (*Lock, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := MakePrivate(dir); err != nil {
 		return nil, err
 	}
 	path := filepath.Join(dir, name)

@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 func benchServer() int {
 	s, err := New(Config{
 		UDPAddr: "127.0.0.1:0", RelayIPs: []netip.Addr{loopback4}, Secret: testSecret,
-		AllowCIDRs: allowLoop, MaxAllocations: NoLimit, MaxAllocationsPerUser: NoLimit, MaxAllocationsPerIP: NoLimit,
+		AllowCIDRs: allowLoop, AllowOwnAddrs: true, MaxAllocations: NoLimit, MaxAllocationsPerUser: NoLimit, MaxAllocationsPerIP: NoLimit,
 		Logger: testLogger(),
 	})
 	if err != nil {

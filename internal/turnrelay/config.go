@@ -80,6 +80,13 @@ type Config struct {
 	// AllowCIDRs are peer prefixes allowed although they are in a refused
 	// range (see PeerPolicy); nil allows none.
 	AllowCIDRs []netip.Prefix
+	// AllowOwnAddrs lets allocations send to ports of the relay's own
+	// addresses (its interface addresses and relay and bind IPs) other than
+	// its listeners. false, the only safe setting, refuses them whatever
+	// AllowCIDRs says, except for another allocation's relayed port. Only
+	// for tests that run their peers on the relay's own loopback address:
+	// it exposes every service on the host to the relay's clients.
+	AllowOwnAddrs bool
 
 	// MaxAllocations caps live allocations on the server; 0 means
 	// DefaultMaxAllocations, NoLimit none. It also caps open connections on

@@ -18,7 +18,14 @@
 //     CreatePermission and ChannelBind toward them are refused (403 and
 //     401 from pion), so a Send indication toward them has no permission
 //     and is dropped, and the relayed socket re-checks every datagram;
-//   - send to its own listeners, or relay over TCP (RFC 6062 is refused);
+//   - send to any port of its own addresses (every interface address of
+//     the host, the relay and bind IPs), even where the operator allowed
+//     the prefix: not to its listeners, its libp2p ports or any co-located
+//     service. The one exception is another allocation's relayed port on
+//     this server (two clients of one relay reaching each other); tests
+//     that run every peer on the relay's own 127.0.0.1 opt in with
+//     AllowOwnAddrs, and even then the listeners stay refused;
+//   - relay over TCP (RFC 6062 is refused);
 //   - exceed its quotas: allocations in total, per credential id and per
 //     client IP (Allocate gets 486), TCP/TLS connections likewise, and per
 //     allocation a byte and a packet rate in each direction (excess

@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/pion/logging"
+
+	"github.com/parley-net/parley/internal/lograte"
 )
 
 // pionLogs adapts slog to pion's logging. pion logs per packet at Info
@@ -13,26 +16,50 @@ import (
 // so its levels are shifted one down: a remote party must not be able to
 // fill the operator's log at the default level. Trace and Debug become
 // slog Debug, Info becomes Debug, Warn becomes Info and Error becomes Warn.
-type pionLogs struct{ log *slog.Logger }
-
-func (f pionLogs) NewLogger(scope string) logging.LeveledLogger {
-	return pionLogger{f.log.With("pion", scope)}
+//
+// What is still logged at Info or above (pion's warnings and errors) goes
+// through a lograte.Limiter keyed by scope and format string: a few lines
+// and a count per interval, never a line per bad packet.
+type pionLogs struct {
+	log   *slog.Logger
+	limit *lograte.Limiter
 }
 
-type pionLogger struct{ log *slog.Logger }
+func newPionLogs(log *slog.Logger, now func() time.Time) pionLogs {
+	return pionLogs{log: log, limit: lograte.New(log, lograte.Config{Now: now})}
+}
+
+func (f pionLogs) NewLogger(scope string) logging.LeveledLogger {
+	return pionLogger{log: f.log.With("pion", scope), scope: scope, limit: f.limit}
+}
+
+type pionLogger struct {
+	log   *slog.Logger
+	scope string
+	limit *lograte.Limiter // nil: no rate limit
+}
 
 func (l pionLogger) print(level slog.Level, msg string) {
-	if ctx := context.Background(); l.log.Enabled(ctx, level) {
-		l.log.Log(ctx, level, msg)
-	}
+	l.printf(level, "%s", msg)
 }
 
 // printf checks the level before formatting: pion logs on the hot path,
 // and formatting costs more than relaying.
 func (l pionLogger) printf(level slog.Level, format string, args ...any) {
-	if ctx := context.Background(); l.log.Enabled(ctx, level) {
-		l.log.Log(ctx, level, fmt.Sprintf(format, args...))
+	ctx := context.Background()
+	if !l.log.Enabled(ctx, level) {
+		return
 	}
+	msg := fmt.Sprintf(format, args...)
+	if level >= slog.LevelInfo && l.limit != nil {
+		key := l.scope + ": " + format
+		if format == "%s" {
+			key = l.scope + ": " + msg
+		}
+		l.limit.LogKeyed(level, key, msg, "pion", l.scope)
+		return
+	}
+	l.log.Log(ctx, level, msg)
 }
 
 const levelTrace = slog.LevelDebug - 4

@@ -103,7 +103,8 @@ func (b budget) allow(now time.Time, n int) bool {
 // and writes client data through it, so it is where the relay counts,
 // rate-limits and re-checks what it relays:
 //   - WriteTo (client to peer) drops datagrams to a refused address or to
-//     one of our own listeners, whatever pion's permission state says;
+//     any port of our own addresses but another allocation's (see toSelf),
+//     whatever pion's permission state says;
 //   - ReadFrom (peer to client) drops datagrams from addresses with no
 //     permission before they cost the allocation any budget, so a stranger
 //     spraying the relayed port cannot starve the real peer.
@@ -206,7 +207,7 @@ func (r *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
 func (r *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	ap := listenerAddr(addr)
 	ip := ap.Addr().Unmap()
-	if r.s.s.policy.Check(ip) != nil || r.s.self[netip.AddrPortFrom(ip, ap.Port())] {
+	if r.s.s.policy.Check(ip) != nil || r.s.toSelf(netip.AddrPortFrom(ip, ap.Port())) {
 		r.s.stats.dropped[dropPolicy].Add(1)
 		return len(p), nil
 	}

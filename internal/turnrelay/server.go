@@ -39,6 +39,7 @@ type Server struct {
 	tcp, tlsL *connLimiter    // nil without TCP / TLS
 	tlsOuter  net.Listener
 	self      map[netip.AddrPort]bool // our listeners: never a peer
+	ownIPs    map[netip.Addr]bool     // this host's addresses: no port of them is a peer, but our allocations
 	unreg     func()
 
 	mu      sync.Mutex
@@ -74,6 +75,7 @@ func New(cfg Config) (_ *Server, err error) {
 	s := &Server{
 		s: st, log: st.Logger,
 		self:    map[netip.AddrPort]bool{},
+		ownIPs:  ownAddrs(st),
 		live:    map[string]*allocation{},
 		pending: map[string]pendingAlloc{},
 		users:   map[string]int{},
@@ -103,7 +105,7 @@ func New(cfg Config) (_ *Server, err error) {
 		AllocationLifetime: st.AllocationLifetime,
 		PermissionTimeout:  permissionLifetime,
 		ChannelBindTimeout: channelBindLifetime,
-		LoggerFactory:      pionLogs{s.log},
+		LoggerFactory:      newPionLogs(s.log, st.Now),
 	}
 	gen := &relayAllocator{s: s}
 	if st.UDPAddr != "" {
@@ -191,6 +193,9 @@ func (s *Server) listenTCP(addr string) (*connLimiter, error) {
 // looping into its own listeners).
 func (s *Server) addSelf(a net.Addr) {
 	ap := listenerAddr(a)
+	if ip := ap.Addr().Unmap(); ip.IsValid() && !ip.IsUnspecified() {
+		s.ownIPs[ip] = true
+	}
 	for _, ip := range []netip.Addr{ap.Addr().Unmap(), s.s.relay4, s.s.relay6, s.s.bind4, s.s.bind6,
 		netip.IPv6Loopback(), netip.AddrFrom4([4]byte{127, 0, 0, 1})} {
 		if ip.IsValid() {
@@ -421,6 +426,48 @@ func (s *Server) events() turn.EventHandler {
 			}
 		},
 	}
+}
+
+// ownAddrs are the addresses a relay refuses every port of: every
+// interface address of the host (read once at start), its relay and bind
+// IPs, and both loopback addresses.
+func ownAddrs(st *settings) map[netip.Addr]bool {
+	own := map[netip.Addr]bool{netip.IPv6Loopback(): true, netip.AddrFrom4([4]byte{127, 0, 0, 1}): true}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(n.IP); ok {
+					own[ip.Unmap()] = true
+				}
+			}
+		}
+	}
+	for _, ip := range []netip.Addr{st.relay4, st.relay6, st.bind4, st.bind6} {
+		if ip.IsValid() && !ip.IsUnspecified() {
+			own[ip.Unmap()] = true
+		}
+	}
+	return own
+}
+
+// toSelf reports whether a datagram to ap would stay on this host outside
+// the relay: a listener of ours, or any port of our own addresses that is
+// not another allocation's relayed port.
+func (s *Server) toSelf(ap netip.AddrPort) bool {
+	if s.self[ap] {
+		return true
+	}
+	if !s.ownIPs[ap.Addr()] || s.s.AllowOwnAddrs {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.relays {
+		if la, ok := r.LocalAddr().(*net.UDPAddr); ok && la.Port == int(ap.Port()) {
+			return false // two clients of this relay reaching each other
+		}
+	}
+	return true
 }
 
 func (s *Server) relayFor(a net.Addr) *relayConn {

@@ -301,7 +301,8 @@ func TestSendTowardRefusedPeerNeverArrives(t *testing.T) {
 	cred := issue(t, "mallory")
 
 	t.Run("control: allowed", func(t *testing.T) {
-		srv := startServer(t, func(c *Config) { c.AllowCIDRs = allowLoop })
+		// The victim is on the relay's own 127.0.0.1: the test-only opt-in.
+		srv := startServer(t, func(c *Config) { c.AllowCIDRs = allowLoop; c.AllowOwnAddrs = true })
 		c := newRawClient(t, srv.UDPAddr(), cred.Username, cred.Password)
 		if code := errorCode(t, c.allocate(4)); code != 0 {
 			t.Fatalf("allocate: %d", code)
@@ -408,7 +409,7 @@ func TestQuotas(t *testing.T) {
 // second of burst); the rest is dropped and counted.
 func TestRateCap(t *testing.T) {
 	const pps = 50
-	srv := startServer(t, func(c *Config) { c.AllowCIDRs = allowLoop; c.MaxPacketsPerSecond = pps })
+	srv := startServer(t, func(c *Config) { c.AllowCIDRs = allowLoop; c.AllowOwnAddrs = true; c.MaxPacketsPerSecond = pps })
 	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -500,5 +501,55 @@ func TestTLSFromFiles(t *testing.T) {
 	if _, err := New(Config{TLSAddr: "127.0.0.1:0", TLSCertFile: keyFile, TLSKeyFile: certFile,
 		RelayIPs: []netip.Addr{loopback4}, Secret: testSecret, Logger: testLogger()}); err == nil {
 		t.Fatal("swapped certificate and key files accepted")
+	}
+}
+
+// TestRelayRefusesEveryPortOfItsOwnAddrs: a client must not reach a
+// co-located service (here a UDP socket standing for the host's libp2p QUIC
+// port) on the relay's own address, even with loopback allowed; another
+// allocation's relayed port on the same address stays reachable. With the
+// test-only AllowOwnAddrs opt-in the service is reachable, the listener
+// still is not.
+func TestRelayRefusesEveryPortOfItsOwnAddrs(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		allowOwn    bool
+		wantRelayed bool
+		wantDropped uint64
+	}{
+		{"default", false, false, 1},
+		{"test-only opt-in", true, true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := startServer(t, func(c *Config) { c.AllowCIDRs = allowLoop; c.AllowOwnAddrs = tc.allowOwn })
+			service, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer service.Close()
+			cred := issue(t, "prober")
+			c := newRawClient(t, srv.UDPAddr(), cred.Username, cred.Password)
+			if code := errorCode(t, c.allocate(4)); code != 0 {
+				t.Fatalf("allocate: %d", code)
+			}
+			svc := peerAddr{ip: loopback4, port: uint16(service.LocalAddr().(*net.UDPAddr).Port)}
+			if code := errorCode(t, c.request(stun.MethodCreatePermission, svc)); code != 0 {
+				t.Fatalf("CreatePermission: %d", code)
+			}
+			c.sendIndication(svc, []byte("probe"))
+			if tc.wantRelayed {
+				if got, _ := readWithin(t, service, 3*time.Second); string(got) != "probe" {
+					t.Fatalf("service got %q", got)
+				}
+			} else {
+				eventually(t, 2*time.Second, "a policy drop", func() bool { return srv.Stats().DroppedPolicy == tc.wantDropped })
+				expectSilence(t, service, 300*time.Millisecond)
+			}
+			// The relay's own listener is refused either way.
+			self := peerAddr{ip: loopback4, port: uint16(srv.UDPAddr().Port)}
+			c.request(stun.MethodCreatePermission, self)
+			c.sendIndication(self, []byte("loop"))
+			eventually(t, 2*time.Second, "a policy drop", func() bool { return srv.Stats().DroppedPolicy == tc.wantDropped+1 })
+		})
 	}
 }

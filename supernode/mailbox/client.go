@@ -44,8 +44,14 @@ func Put(ctx context.Context, h host.Host, holder peer.ID, items []Item, replica
 
 // Fetch takes this device's envelopes from one holder. commit is called for
 // each item and must make it durable (or refuse it, returning an error); the
-// holder deletes exactly the items committed.
+// holder deletes exactly the items committed. device must be h's own ID: the
+// acknowledgement is signed with h's private key (see AckDomain), the only
+// thing that lets any holder delete the device's mail.
 func Fetch(ctx context.Context, h host.Host, holder, device peer.ID, commit func(Item) error) (int, error) {
+	priv := h.Peerstore().PrivKey(h.ID())
+	if device != h.ID() || priv == nil {
+		return 0, fmt.Errorf("mailbox fetch for %s: only the device itself can fetch and acknowledge its mail", device.ShortString())
+	}
 	s, err := h.NewStream(ctx, holder, Protocol)
 	if err != nil {
 		return 0, fmt.Errorf("mailbox %s: %w", holder.ShortString(), err)
@@ -81,9 +87,14 @@ func Fetch(ctx context.Context, h host.Host, holder, device peer.ID, commit func
 	}
 	n := len(done)
 	for len(done) > 0 {
-		batch := done[:min(len(done), 1024)]
+		batch := done[:min(len(done), MaxAckIDs)]
 		done = done[len(batch):]
-		if err := wire.WriteJSON(s, Frame{Type: "ack", IDs: batch}, MaxFrame); err != nil {
+		ts, sig, err := SignAck(priv, time.Now(), batch)
+		if err != nil {
+			s.Reset()
+			return 0, fmt.Errorf("sign mailbox ack: %w", err)
+		}
+		if err := wire.WriteJSON(s, Frame{Type: "ack", IDs: batch, TS: ts, Sig: sig}, MaxFrame); err != nil {
 			return 0, err
 		}
 	}
@@ -96,13 +107,22 @@ func Fetch(ctx context.Context, h host.Host, holder, device peer.ID, commit func
 // for a passing reason (a full disk, a closing store).
 var ErrRetryLater = errors.New("retry later")
 
-// Del tells a holder that a device acknowledged envelopes.
-func Del(ctx context.Context, h host.Host, holder, device peer.ID, ids []string) error {
+// Ack is a device's signed acknowledgement of envelopes (see AckDomain).
+type Ack struct {
+	Device string   // the recipient device's peer ID
+	IDs    []string // the envelopes it committed
+	TS     int64    // when it signed, Unix milliseconds
+	Sig    []byte   // its Ed25519 signature over ackBytes
+}
+
+// Del passes a device's signed acknowledgement on to a holder, which checks
+// it before deleting anything.
+func Del(ctx context.Context, h host.Host, holder peer.ID, ack Ack) error {
 	s, err := h.NewStream(ctx, holder, Protocol)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
 	s.SetDeadline(time.Now().Add(streamTimeout))
-	return wire.WriteJSON(s, Frame{Type: "del", Device: device.String(), IDs: ids}, MaxFrame)
+	return wire.WriteJSON(s, Frame{Type: "del", Device: ack.Device, IDs: ack.IDs, TS: ack.TS, Sig: ack.Sig}, MaxFrame)
 }

@@ -3,6 +3,7 @@ package mailbox
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"io"
 	"log/slog"
@@ -16,9 +17,14 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
-func newHost(t *testing.T) host.Host {
+func newHost(t *testing.T) host.Host { return newHostOn(t, "127.0.0.1") }
+
+// newHostOn starts a host listening on ip, a loopback address: on Linux
+// all of 127.0.0.0/8 is loopback, and a host listening on one dials from
+// it, so tests can show a mailbox peers from distinct addresses.
+func newHostOn(t *testing.T, ip string) host.Host {
 	t.Helper()
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/"+ip+"/tcp/0"), libp2p.DisableMetrics())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +38,9 @@ func newMailbox(t *testing.T, cfg Config) (*Server, host.Host) {
 	h := newHost(t)
 	cfg.Home, cfg.Host = t.TempDir(), h
 	cfg.Closest = func(context.Context, string, int) ([]peer.ID, error) { return []peer.ID{h.ID()}, nil }
-	cfg.IsSupernode = func(peer.ID) bool { return false }
+	if cfg.IsSupernode == nil {
+		cfg.IsSupernode = func(peer.ID) bool { return false }
+	}
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	s, err := NewServer(cfg)
 	if err != nil {
@@ -56,7 +64,7 @@ func item(id string, to, from peer.ID) Item {
 }
 
 func TestMailboxPutFetchAck(t *testing.T) {
-	_, mb := newMailbox(t, Config{MaxPerRecipient: 3, MaxPerSender: 4})
+	_, mb := newMailbox(t, Config{MaxPerRecipient: 3, MaxPerRecipientSrc: 3, MaxPerSender: 4})
 	sender, device, stranger := newHost(t), newHost(t), newHost(t)
 	for _, h := range []host.Host{sender, device, stranger} {
 		connect(t, h, mb)
@@ -132,6 +140,9 @@ func TestMailboxExpiry(t *testing.T) {
 	}
 }
 
+// sig64 is 64 zero bytes in base64: a signature of the right length.
+var sig64 = base64.StdEncoding.EncodeToString(make([]byte, 64))
+
 func TestDecodeFrame(t *testing.T) {
 	cases := []struct {
 		name string
@@ -141,7 +152,11 @@ func TestDecodeFrame(t *testing.T) {
 		{"end", `{"t":"end"}`, true},
 		{"fetch", `{"t":"fetch","device":"12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo"}`, true},
 		{"fetch bad device", `{"t":"fetch","device":"x"}`, false},
-		{"ack", `{"t":"ack","ids":["0a"]}`, true},
+		{"ack", `{"t":"ack","ids":["0a"],"ts_ms":1,"sig":"` + sig64 + `"}`, true},
+		{"ack unsigned", `{"t":"ack","ids":["0a"]}`, false},
+		{"ack short sig", `{"t":"ack","ids":["0a"],"ts_ms":1,"sig":"AAAA"}`, false},
+		{"del", `{"t":"del","device":"12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo","ids":["0a"],"ts_ms":1,"sig":"` + sig64 + `"}`, true},
+		{"del unsigned", `{"t":"del","device":"12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo","ids":["0a"]}`, false},
 		{"ack none", `{"t":"ack","ids":[]}`, false},
 		{"put none", `{"t":"put","items":[]}`, false},
 		{"put bad item", `{"t":"put","items":[{"id":"zz"}]}`, false},
@@ -164,10 +179,22 @@ func TestDecodeFrame(t *testing.T) {
 func FuzzDecodeFrame(f *testing.F) {
 	f.Add([]byte(`{"t":"put","items":[{"id":"0a","to":"12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo","account":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","from":"12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo","expires_ms":1,"env":"AA=="}]}`))
 	f.Add([]byte(`{"t":"ack","ids":["0a"]}`))
+	f.Add([]byte(`{"t":"ack","ids":["0a"],"ts_ms":1,"sig":"` + sig64 + `"}`))
+	f.Add([]byte(`{"t":"del","device":"12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo","ids":["0a","0b"],"ts_ms":1,"sig":"` + sig64 + `"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fr, err := DecodeFrame(b)
 		if err != nil {
 			return
+		}
+		if fr.Type == "ack" || fr.Type == "del" {
+			if len(fr.IDs) > MaxAckIDs || len(fr.Sig) != ackSigLen {
+				t.Fatal("accepted an out-of-bounds proof")
+			}
+			// Checking a proof of any shape must not panic; a zero or
+			// random signature never verifies.
+			if VerifyAck(fr.Device, fr.TS, fr.IDs, fr.Sig, time.UnixMilli(fr.TS), DefaultTTL) == nil {
+				t.Fatal("a fuzzed proof verified")
+			}
 		}
 		for _, it := range fr.Items {
 			if len(it.Env) > MaxEnvelope || len(it.Account) != 32 {

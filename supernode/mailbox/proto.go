@@ -14,15 +14,28 @@
 //	put   {items}          -> put-ok {results}: each item stored (synced to
 //	                          disk) or refused with a reason
 //	fetch {device}         -> item frames, then end; the dialing peer must be
-//	                          that device. The client then sends ack {ids} for
-//	                          what it committed, and the mailbox deletes those
-//	                          and remembers them (a tombstone) until they would
-//	                          have expired, so replication cannot bring them back.
-//	del   {device, ids}    -> (between holders) the device acknowledged these
+//	                          that device. The client then sends
+//	                          ack {ids, ts_ms, sig} for what it committed,
+//	                          signed by the device (see AckDomain), and the
+//	                          mailbox deletes those and remembers them (a
+//	                          tombstone) until they would have expired, so
+//	                          replication cannot bring them back.
+//	del   {device, ids, ts_ms, sig}
+//	                       -> (between holders) the device's signed
+//	                          acknowledgement, passed on unchanged; the
+//	                          receiving holder checks the signature against
+//	                          the key in the device's peer ID. Nothing else
+//	                          deletes mail: being a supernode, or in anyone's
+//	                          routing table, gives no right to.
 //
 // Limits: an envelope is at most MaxEnvelope bytes and lives at most
 // DefaultTTL; a recipient device holds at most MaxPerRecipient envelopes and a
-// sender device may leave at most MaxPerSender across all recipients.
+// sender device may leave at most MaxPerSender across all recipients. Bytes
+// are capped per source IP, per source prefix (/24 for IPv4, /48 for IPv6),
+// per (recipient, source prefix) and in total (see Config), so identities,
+// which are free, buy an attacker nothing: it fills only its own prefix's
+// share of a recipient's mailbox and of the disk. An ack or del carries at
+// most MaxAckIDs IDs and a 64-byte Ed25519 signature.
 package mailbox
 
 import (
@@ -59,6 +72,10 @@ type Item struct {
 	From      string `json:"from"`       // sender device peer ID
 	ExpiresMS int64  `json:"expires_ms"` // when the mailbox may drop it
 	Env       []byte `json:"env"`        // the encoded envelope, opaque here
+	// Src is the IP address the first holder took the item from, so that
+	// replicas are charged to the original sender's quotas. Only a replica
+	// put from a supernode sets it; it is never handed to the recipient.
+	Src string `json:"src,omitempty"`
 }
 
 // Result says what became of one put item.
@@ -76,6 +93,8 @@ type Frame struct {
 	Device  string   `json:"device,omitempty"`  // fetch, del
 	IDs     []string `json:"ids,omitempty"`     // ack, del
 	Replica bool     `json:"replica,omitempty"` // put: a copy from another holder
+	TS      int64    `json:"ts_ms,omitempty"`   // ack, del: when the device signed
+	Sig     []byte   `json:"sig,omitempty"`     // ack, del: the device's signature
 }
 
 // Key is the DHT key whose closest supernodes keep an account's mail.
@@ -119,8 +138,11 @@ func DecodeFrame(b []byte) (*Frame, error) {
 			return bad("fetch for a bad device")
 		}
 	case "ack", "del":
-		if len(f.IDs) == 0 || len(f.IDs) > 1024 {
+		if len(f.IDs) == 0 || len(f.IDs) > MaxAckIDs {
 			return bad(f.Type + " of 1 to 1024 ids")
+		}
+		if len(f.Sig) != ackSigLen || f.TS <= 0 {
+			return bad(f.Type + " without a device signature")
 		}
 		for _, id := range f.IDs {
 			if !validID(id) {
@@ -149,6 +171,8 @@ func (it *Item) check() error {
 		return fmt.Errorf("%w: envelope of %d bytes (limit %d)", ErrBadFrame, len(it.Env), MaxEnvelope)
 	case it.ExpiresMS <= 0:
 		return fmt.Errorf("%w: no expiry", ErrBadFrame)
+	case len(it.Src) > 64:
+		return fmt.Errorf("%w: bad source address", ErrBadFrame)
 	}
 	if _, err := peer.Decode(it.To); err != nil {
 		return fmt.Errorf("%w: bad recipient", ErrBadFrame)

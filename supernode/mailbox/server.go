@@ -8,14 +8,18 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 
+	"github.com/parley-net/parley/internal/homelock"
+	"github.com/parley-net/parley/internal/lograte"
 	"github.com/parley-net/parley/internal/wire"
 )
 
@@ -47,6 +51,23 @@ type Config struct {
 	ReplicateInterval time.Duration
 	// MaxPerRecipient and MaxPerSender are quotas; 0 means the package limits.
 	MaxPerRecipient, MaxPerSender int
+	// MaxPerRecipientSrc is how many envelopes one source prefix may leave
+	// for one device; 0 means MaxPerRecipient/DefaultRecipientShare.
+	MaxPerRecipientSrc int
+	// MaxBytes caps all envelopes together; 0 means DefaultMaxBytes.
+	MaxBytes int64
+	// MaxBytesPerIP caps the envelopes from one source IP; 0 means
+	// DefaultMaxBytesPerIP.
+	MaxBytesPerIP int64
+	// MaxBytesPerPrefix caps the envelopes from one /24 (IPv4) or /48 (IPv6);
+	// 0 means DefaultMaxBytesPerPrefix.
+	MaxBytesPerPrefix int64
+	// MaxBytesPerRecipientSrc caps the envelopes one source prefix may leave
+	// for one device; 0 means DefaultMaxBytesPerRecipientSrc.
+	MaxBytesPerRecipientSrc int64
+	// Registerer receives the mailbox's metrics (refusals by reason, bytes
+	// stored); nil means none are exported.
+	Registerer prometheus.Registerer
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger; nil means slog.Default().
@@ -69,6 +90,9 @@ type Server struct {
 	mu        sync.Mutex
 	confirmed map[peer.ID]map[string]bool // holder -> item keys it is known to have
 	tapMu     sync.Mutex
+
+	metrics metrics
+	warn    *lograte.Limiter // bad streams: a count per interval, not a line each
 }
 
 const schema = `
@@ -112,6 +136,21 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.MaxPerSender == 0 {
 		cfg.MaxPerSender = MaxPerSender
 	}
+	if cfg.MaxPerRecipientSrc == 0 {
+		cfg.MaxPerRecipientSrc = max(1, cfg.MaxPerRecipient/DefaultRecipientShare)
+	}
+	if cfg.MaxBytes == 0 {
+		cfg.MaxBytes = DefaultMaxBytes
+	}
+	if cfg.MaxBytesPerIP == 0 {
+		cfg.MaxBytesPerIP = DefaultMaxBytesPerIP
+	}
+	if cfg.MaxBytesPerPrefix == 0 {
+		cfg.MaxBytesPerPrefix = DefaultMaxBytesPerPrefix
+	}
+	if cfg.MaxBytesPerRecipientSrc == 0 {
+		cfg.MaxBytesPerRecipientSrc = DefaultMaxBytesPerRecipientSrc
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -119,6 +158,9 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg.Logger = slog.Default()
 	}
 	path := filepath.Join(cfg.Home, "mailbox.db")
+	if err := homelock.PrivateFile(path); err != nil {
+		return nil, fmt.Errorf("open mailbox: %w", err)
+	}
 	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(5000)")
 	if err != nil {
 		return nil, err
@@ -128,7 +170,16 @@ func NewServer(cfg Config) (*Server, error) {
 		db.Close()
 		return nil, fmt.Errorf("open mailbox %s: %w", path, err)
 	}
+	if err := migrate(db); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open mailbox %s: %w", path, err)
+	}
 	s := &Server{cfg: cfg, db: db, log: cfg.Logger, confirmed: map[peer.ID]map[string]bool{}}
+	s.warn = lograte.New(cfg.Logger, lograte.Config{Now: cfg.Now})
+	if err := s.registerMetrics(cfg.Registerer); err != nil {
+		db.Close()
+		return nil, err
+	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	cfg.Host.SetStreamHandler(Protocol, s.handle)
 	s.wg.Add(1)
@@ -141,6 +192,7 @@ func (s *Server) Close() error {
 	s.cfg.Host.RemoveStreamHandler(Protocol)
 	s.cancel()
 	s.wg.Wait()
+	s.warn.Flush()
 	return s.db.Close()
 }
 
@@ -181,13 +233,13 @@ func (s *Server) handle(st network.Stream) {
 		case "fetch":
 			err = s.serveFetch(st, r, remote, f)
 		case "del":
-			err = s.serveDel(remote, f)
+			err = s.serveDel(f)
 		default:
 			err = fmt.Errorf("%w: %s is not a request", ErrBadFrame, f.Type)
 		}
 	}
 	if err != nil {
-		s.log.Info("mailbox stream reset", "peer", remote, "err", err)
+		s.warn.Info("mailbox stream reset", "peer", remote, "err", err)
 		st.Reset()
 		return
 	}
@@ -207,24 +259,43 @@ func (s *Server) servePut(st network.Stream, remote peer.ID, f *Frame) error {
 		return fmt.Errorf("replica put from %s, not a supernode", remote.ShortString())
 	}
 	now := s.cfg.Now()
+	ip := sourceIP(st.Conn())
 	results := make([]Result, 0, len(f.Items))
 	for _, it := range f.Items {
 		res := Result{ID: it.ID}
-		if err := s.store(now, remote, it, f.Replica); err != nil {
+		// A replica is charged to the address its first holder took it
+		// from, which only a supernode may name; anything else to the
+		// address the stream comes from.
+		src := ip
+		if !f.Replica || !validSrc(it.Src) {
+			it.Src = ""
+		} else {
+			src = it.Src
+		}
+		if err := s.store(now, remote, src, it, f.Replica); err != nil {
 			res.Err = err.Error()
+			if len(res.Err) > maxReason { // the client refuses a longer one
+				res.Err = strings.ToValidUTF8(res.Err[:maxReason], "")
+			}
+			reason := "error"
+			var qe *QuotaError
+			if errors.As(err, &qe) {
+				reason = qe.Reason
+			}
+			s.metrics.refused.WithLabelValues(reason).Inc()
 		}
 		results = append(results, res)
 	}
 	return wire.WriteJSON(st, Frame{Type: "put-ok", Results: results}, MaxFrame)
 }
 
-// store commits one item, or says why not.
-func (s *Server) store(now time.Time, remote peer.ID, it Item, replica bool) error {
+// store commits one item coming from the address src, or says why not.
+func (s *Server) store(now time.Time, remote peer.ID, src string, it Item, replica bool) error {
 	if !replica && it.From != remote.String() {
-		return fmt.Errorf("sender %s is not the peer putting it", it.From)
+		return refuse(ReasonNotSender, "sender %s is not the peer putting it", it.From)
 	}
 	if it.ExpiresMS <= now.UnixMilli() {
-		return errors.New("already expired")
+		return refuse(ReasonExpired, "already expired")
 	}
 	if max := now.Add(s.cfg.TTL).UnixMilli(); it.ExpiresMS > max {
 		it.ExpiresMS = max
@@ -241,16 +312,11 @@ func (s *Server) store(now time.Time, remote peer.ID, it Item, replica bool) err
 	if tx.QueryRow(`SELECT COUNT(*) FROM items WHERE id=? AND to_device=?`, it.ID, it.To).Scan(&n); n > 0 {
 		return nil
 	}
-	if tx.QueryRow(`SELECT COUNT(*) FROM items WHERE to_device=?`, it.To).Scan(&n); n >= s.cfg.MaxPerRecipient {
-		return fmt.Errorf("mailbox of %s is full (%d envelopes)", shortID(it.To), s.cfg.MaxPerRecipient)
+	if err := s.checkQuota(tx, it, src, replica); err != nil {
+		return err
 	}
-	if !replica {
-		if tx.QueryRow(`SELECT COUNT(*) FROM items WHERE from_device=?`, it.From).Scan(&n); n >= s.cfg.MaxPerSender {
-			return fmt.Errorf("sender quota reached (%d envelopes waiting)", s.cfg.MaxPerSender)
-		}
-	}
-	if _, err := tx.Exec(`INSERT INTO items(id,to_device,account,from_device,env,expires_ms,stored_ms) VALUES(?,?,?,?,?,?,?)`,
-		it.ID, it.To, it.Account, it.From, it.Env, it.ExpiresMS, now.UnixMilli()); err != nil {
+	if _, err := tx.Exec(`INSERT INTO items(id,to_device,account,from_device,env,expires_ms,stored_ms,size,src_ip,src_prefix) VALUES(?,?,?,?,?,?,?,?,?,?)`,
+		it.ID, it.To, it.Account, it.From, it.Env, it.ExpiresMS, now.UnixMilli(), len(it.Env), src, sourcePrefix(src)); err != nil {
 		return err
 	}
 	return tx.Commit()
@@ -296,19 +362,28 @@ func (s *Server) serveFetch(st network.Stream, r io.Reader, remote peer.ID, f *F
 		if a.Type != "ack" {
 			return fmt.Errorf("%w: expected ack, got %s", ErrBadFrame, a.Type)
 		}
-		if err := s.remove(f.Device, a.IDs); err != nil {
+		ack := Ack{Device: f.Device, IDs: a.IDs, TS: a.TS, Sig: a.Sig}
+		if err := s.removeAcked(ack); err != nil {
 			return err
 		}
 		s.wg.Add(1)
-		go s.tellHolders(f.Device, a.IDs, items)
+		go s.tellHolders(ack, items)
 	}
 }
 
-func (s *Server) serveDel(remote peer.ID, f *Frame) error {
-	if !s.cfg.IsSupernode(remote) {
-		return fmt.Errorf("del from %s, not a supernode", remote.ShortString())
+// serveDel takes a device's acknowledgement passed on by another holder.
+// Who passes it on does not matter; the device's signature does.
+func (s *Server) serveDel(f *Frame) error {
+	return s.removeAcked(Ack{Device: f.Device, IDs: f.IDs, TS: f.TS, Sig: f.Sig})
+}
+
+// removeAcked deletes what the device acknowledged, once its signature
+// holds.
+func (s *Server) removeAcked(a Ack) error {
+	if err := VerifyAck(a.Device, a.TS, a.IDs, a.Sig, s.cfg.Now(), s.cfg.TTL); err != nil {
+		return err
 	}
-	return s.remove(f.Device, f.IDs)
+	return s.remove(a.Device, a.IDs)
 }
 
 // remove deletes delivered envelopes and leaves tombstones behind.
@@ -330,8 +405,9 @@ func (s *Server) remove(device string, ids []string) error {
 	return tx.Commit()
 }
 
-// tellHolders passes a device's acknowledgement on to the other holders.
-func (s *Server) tellHolders(device string, ids []string, items []Item) {
+// tellHolders passes a device's signed acknowledgement on to the other
+// holders, unchanged.
+func (s *Server) tellHolders(ack Ack, items []Item) {
 	defer s.wg.Done()
 	if len(items) == 0 {
 		return
@@ -342,10 +418,9 @@ func (s *Server) tellHolders(device string, ids []string, items []Item) {
 	if err != nil {
 		return
 	}
-	dev, _ := peer.Decode(device)
 	for _, h := range holders {
 		if h != s.cfg.Host.ID() {
-			if err := Del(ctx, s.cfg.Host, h, dev, ids); err != nil {
+			if err := Del(ctx, s.cfg.Host, h, ack); err != nil {
 				s.log.Debug("tell holder", "holder", h, "err", err)
 			}
 		}
@@ -411,7 +486,7 @@ func (s *Server) replicate() error {
 }
 
 func (s *Server) itemsOf(account []byte) ([]Item, error) {
-	rows, err := s.db.Query(`SELECT id, to_device, account, from_device, env, expires_ms FROM items WHERE account=? ORDER BY stored_ms, id`, account)
+	rows, err := s.db.Query(`SELECT id, to_device, account, from_device, env, expires_ms, src_ip FROM items WHERE account=? ORDER BY stored_ms, id`, account)
 	if err != nil {
 		return nil, err
 	}
@@ -419,7 +494,7 @@ func (s *Server) itemsOf(account []byte) ([]Item, error) {
 	var out []Item
 	for rows.Next() {
 		var it Item
-		if err := rows.Scan(&it.ID, &it.To, &it.Account, &it.From, &it.Env, &it.ExpiresMS); err != nil {
+		if err := rows.Scan(&it.ID, &it.To, &it.Account, &it.From, &it.Env, &it.ExpiresMS, &it.Src); err != nil {
 			return nil, err
 		}
 		out = append(out, it)

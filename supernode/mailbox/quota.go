@@ -1,0 +1,211 @@
+package mailbox
+
+import (
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Byte quotas, the defaults of Config. Each is checked with the envelope
+// being stored counted in.
+const (
+	DefaultMaxBytes                = 2 << 30   // all envelopes together
+	DefaultMaxBytesPerIP           = 64 << 20  // from one source IP
+	DefaultMaxBytesPerPrefix       = 128 << 20 // from one /24 (IPv4) or /48 (IPv6)
+	DefaultMaxBytesPerRecipientSrc = 16 << 20  // for one device from one prefix
+	// DefaultRecipientShare is the part of MaxPerRecipient one source prefix
+	// may fill: 1/8, so it takes eight prefixes to fill a mailbox.
+	DefaultRecipientShare = 8
+)
+
+// Refusal reasons: the label of parley_mailbox_refused_total and the word in
+// parentheses of a put result's error.
+const (
+	ReasonGlobal        = "global"           // MaxBytes reached
+	ReasonSourceIP      = "source-ip"        // MaxBytesPerIP reached
+	ReasonSourcePrefix  = "source-prefix"    // MaxBytesPerPrefix reached
+	ReasonRecipientSrc  = "recipient-source" // this prefix's share of the recipient's mailbox used up
+	ReasonRecipientFull = "recipient-full"   // MaxPerRecipient reached
+	ReasonSender        = "sender"           // MaxPerSender reached
+	ReasonNotSender     = "not-sender"       // put in another device's name
+	ReasonExpired       = "expired"          // expired before it arrived
+)
+
+// ErrQuota is wrapped by every quota refusal.
+var ErrQuota = errors.New("mailbox quota")
+
+// QuotaError says which quota refused an envelope.
+type QuotaError struct {
+	Reason string // one of the Reason constants
+	Detail string
+}
+
+func (e *QuotaError) Error() string { return fmt.Sprintf("refused (%s): %s", e.Reason, e.Detail) }
+func (e *QuotaError) Unwrap() error { return ErrQuota }
+
+func refuse(reason, format string, args ...any) error {
+	return &QuotaError{Reason: reason, Detail: fmt.Sprintf(format, args...)}
+}
+
+// sourceIP is the IP address a stream's connection comes from; a relayed
+// connection counts as its relay's address. "" when there is none.
+func sourceIP(c network.Conn) string {
+	if c == nil || c.RemoteMultiaddr() == nil {
+		return ""
+	}
+	var ip string
+	ma.ForEach(c.RemoteMultiaddr(), func(comp ma.Component) bool {
+		switch comp.Protocol().Code {
+		case ma.P_IP4, ma.P_IP6:
+			if a, ok := netip.AddrFromSlice(comp.RawValue()); ok {
+				ip = a.Unmap().String()
+			}
+			return false
+		}
+		return true
+	})
+	return ip
+}
+
+// sourcePrefix is the /24 (IPv4) or /48 (IPv6) that holds ip: what one
+// operator can be assumed to have many of at no cost.
+func sourcePrefix(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ""
+	}
+	bits := 48
+	if a.Is4() {
+		bits = 24
+	}
+	p, _ := a.Prefix(bits)
+	return p.String()
+}
+
+func validSrc(s string) bool { return net.ParseIP(s) != nil }
+
+func human(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// checkQuota refuses it, coming from ip, when storing it would break a
+// quota. It runs inside the storing transaction.
+func (s *Server) checkQuota(tx *sql.Tx, it Item, ip string, replica bool) error {
+	size := int64(len(it.Env))
+	prefix := sourcePrefix(ip)
+	sum := func(q string, args ...any) int64 {
+		var n sql.NullInt64
+		tx.QueryRow(q, args...).Scan(&n)
+		return n.Int64
+	}
+	var n int
+	if tx.QueryRow(`SELECT COUNT(*) FROM items WHERE to_device=?`, it.To).Scan(&n); n >= s.cfg.MaxPerRecipient {
+		return refuse(ReasonRecipientFull, "mailbox of %s is full (%d envelopes)", shortID(it.To), s.cfg.MaxPerRecipient)
+	}
+	if !replica {
+		if tx.QueryRow(`SELECT COUNT(*) FROM items WHERE from_device=?`, it.From).Scan(&n); n >= s.cfg.MaxPerSender {
+			return refuse(ReasonSender, "sender quota reached (%d envelopes waiting)", s.cfg.MaxPerSender)
+		}
+	}
+	if tot := sum(`SELECT SUM(size) FROM items`); tot+size > s.cfg.MaxBytes {
+		return refuse(ReasonGlobal, "mailbox storage is full (%s)", human(s.cfg.MaxBytes))
+	}
+	if ip != "" {
+		if b := sum(`SELECT SUM(size) FROM items WHERE src_ip=?`, ip); b+size > s.cfg.MaxBytesPerIP {
+			return refuse(ReasonSourceIP, "%s has %s waiting (limit %s)", ip, human(b), human(s.cfg.MaxBytesPerIP))
+		}
+		if b := sum(`SELECT SUM(size) FROM items WHERE src_prefix=?`, prefix); b+size > s.cfg.MaxBytesPerPrefix {
+			return refuse(ReasonSourcePrefix, "%s has %s waiting (limit %s)", prefix, human(b), human(s.cfg.MaxBytesPerPrefix))
+		}
+		var cnt int
+		var b sql.NullInt64
+		tx.QueryRow(`SELECT COUNT(*), SUM(size) FROM items WHERE to_device=? AND src_prefix=?`, it.To, prefix).Scan(&cnt, &b)
+		if cnt >= s.cfg.MaxPerRecipientSrc || b.Int64+size > s.cfg.MaxBytesPerRecipientSrc {
+			return refuse(ReasonRecipientSrc, "%s has used its share of the mailbox of %s (%d envelopes, %s)",
+				prefix, shortID(it.To), cnt, human(b.Int64))
+		}
+	}
+	return nil
+}
+
+// metrics are the mailbox's Prometheus collectors.
+type metrics struct {
+	refused *prometheus.CounterVec
+}
+
+func (s *Server) registerMetrics(reg prometheus.Registerer) error {
+	s.metrics.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "parley_mailbox_refused_total", Help: "Envelopes the mailbox refused, by reason.",
+	}, []string{"reason"})
+	for _, r := range []string{ReasonGlobal, ReasonSourceIP, ReasonSourcePrefix, ReasonRecipientSrc,
+		ReasonRecipientFull, ReasonSender, ReasonNotSender, ReasonExpired} {
+		s.metrics.refused.WithLabelValues(r) // exported as 0 before the first refusal
+	}
+	if reg == nil {
+		return nil
+	}
+	for _, c := range []prometheus.Collector{
+		s.metrics.refused,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "parley_mailbox_bytes_stored", Help: "Bytes of envelopes the mailbox keeps.",
+		}, func() float64 { b, _ := s.Bytes(); return float64(b) }),
+	} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("mailbox metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+// Bytes is how many bytes of envelopes the mailbox keeps.
+func (s *Server) Bytes() (int64, error) {
+	var n sql.NullInt64
+	err := s.db.QueryRow(`SELECT SUM(size) FROM items`).Scan(&n)
+	return n.Int64, err
+}
+
+// migrate adds the columns quotas need to a database made before them.
+func migrate(db *sql.DB) error {
+	cols := map[string]bool{}
+	rows, err := db.Query(`SELECT name FROM pragma_table_info('items')`)
+	if err != nil {
+		return err
+	}
+	for rows.Next() {
+		var c string
+		rows.Scan(&c)
+		cols[c] = true
+	}
+	rows.Close()
+	for _, c := range []struct{ name, def string }{
+		{"size", "INTEGER NOT NULL DEFAULT 0"},
+		{"src_ip", "TEXT NOT NULL DEFAULT ''"},
+		{"src_prefix", "TEXT NOT NULL DEFAULT ''"},
+	} {
+		if !cols[c.name] {
+			if _, err := db.Exec(`ALTER TABLE items ADD COLUMN ` + c.name + ` ` + c.def); err != nil {
+				return err
+			}
+		}
+	}
+	if _, err := db.Exec(`UPDATE items SET size=length(env) WHERE size=0`); err != nil {
+		return err
+	}
+	_, err = db.Exec(`
+CREATE INDEX IF NOT EXISTS items_src_ip ON items(src_ip, size);
+CREATE INDEX IF NOT EXISTS items_src_prefix ON items(src_prefix, size);
+CREATE INDEX IF NOT EXISTS items_to_src ON items(to_device, src_prefix, size);`)
+	return err
+}
