@@ -14,7 +14,10 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
+
+	kb "github.com/libp2p/go-libp2p-kbucket"
 
 	"github.com/parley-net/parley/discovery"
 )
@@ -104,7 +107,7 @@ func (n *Node) apiHandler() http.Handler {
 			To   string `json:"to"`
 			Text string `json:"text"`
 		}
-		if !readJSON(w, r, &req) {
+		if !readJSONLimit(w, r, &req, maxSendRequest) {
 			return
 		}
 		res, err := n.Send(r.Context(), req.To, req.Text)
@@ -203,7 +206,7 @@ func (n *Node) apiHandler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"code": code})
 	})
 	mux.HandleFunc("GET /v1/devices", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, n.Devices())
+		writeJSON(w, http.StatusOK, n.publishedDevices(r.Context()))
 	})
 	mux.HandleFunc("POST /v1/devices/unlink", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
@@ -274,6 +277,24 @@ func (n *Node) apiHandler() http.Handler {
 	return mux
 }
 
+// publishedDevices is the account's device list as the DHT has it, when
+// that is newer than this device's copy: a device unlinked from another one
+// learns it here, and does not list itself any more. The local copy answers
+// when the DHT does not, within a few seconds.
+func (n *Node) publishedDevices(ctx context.Context) []discovery.Device {
+	mine, err := discovery.ParseHandleRecord(n.id.Record())
+	if err != nil {
+		return n.Devices()
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rec, _, err := discovery.Resolve(ctx, n.dht, mine.Handle)
+	if err != nil || !bytes.Equal(rec.Account, mine.Account) || rec.Seq <= mine.Seq {
+		return mine.Devices
+	}
+	return rec.Devices
+}
+
 type callRequest struct {
 	ID      string    `json:"id"`
 	To      string    `json:"to"`
@@ -282,11 +303,40 @@ type callRequest struct {
 	Profile string    `json:"profile,omitempty"`
 }
 
+// errRequestTooLarge is a request body over its handler's limit.
+var errRequestTooLarge = errors.New("request body too large")
+
+// maxSendRequest bounds a chat send request: a message of MaxBodyBytes with
+// every byte escaped in JSON (at most 6 bytes each), and room for the rest.
+const maxSendRequest = 6*MaxBodyBytes + 1<<10
+
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: "bad request: " + err.Error()})
+	return readJSONLimit(w, r, v, maxRequestBody)
+}
+
+// readJSONLimit decodes a request body of at most limit bytes into v, or
+// answers the request with the error. A chat send over the limit holds a
+// message over MaxBodyBytes, and says so.
+func readJSONLimit(w http.ResponseWriter, r *http.Request, v any, limit int) bool {
+	b, err := io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
+	if err == nil && len(b) > limit {
+		if limit == maxSendRequest {
+			writeErr(w, fmt.Errorf("%w: the request is over %d KiB, and a message is at most %d bytes (16 KiB)", ErrBadMessage, limit>>10, MaxBodyBytes))
+			return false
+		}
+		err = fmt.Errorf("%w: over %d KiB", errRequestTooLarge, limit>>10)
+	}
+	if err == nil {
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		err = dec.Decode(v)
+	}
+	if err != nil {
+		code := http.StatusBadRequest
+		if errors.Is(err, errRequestTooLarge) {
+			code = http.StatusRequestEntityTooLarge
+		}
+		writeJSON(w, code, apiError{Error: "bad request: " + err.Error()})
 		return false
 	}
 	return true
@@ -319,8 +369,21 @@ func writeErr(w http.ResponseWriter, err error) {
 		code = http.StatusConflict
 	case errors.Is(err, context.DeadlineExceeded):
 		code = http.StatusGatewayTimeout
+	case errors.Is(err, kb.ErrLookupFailure):
+		code = http.StatusServiceUnavailable
 	}
-	writeJSON(w, code, apiError{Error: err.Error()})
+	writeJSON(w, code, apiError{Error: userText(err)})
+}
+
+// userText is an error as a person reads it: the words of libraries below
+// us that mean nothing to a user are replaced by what they mean here.
+func userText(err error) string {
+	s := err.Error()
+	if errors.Is(err, kb.ErrLookupFailure) {
+		s = strings.Replace(s, kb.ErrLookupFailure.Error(),
+			"no DHT peer to ask: this daemon is connected to no supernode (check its --bootstrap addresses and the network)", 1)
+	}
+	return s
 }
 
 // ErrNoDaemon is returned by Dial when no daemon serves the home.
@@ -368,7 +431,8 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		var e apiError
 		json.NewDecoder(io.LimitReader(resp.Body, maxRequestBody)).Decode(&e)
 		if e.Error == "" {
-			e.Error = resp.Status
+			// Not an answer of ours (no such route): name the request.
+			e.Error = fmt.Sprintf("daemon answered %s %s with %q", method, path, resp.Status)
 		}
 		return errors.New(e.Error)
 	}
@@ -383,18 +447,27 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 
 // Whois resolves a handle.
 func (c *Client) Whois(ctx context.Context, handle string) (*Whois, error) {
+	if err := discovery.ValidHandle(handle); err != nil {
+		return nil, err
+	}
 	var w Whois
 	return &w, c.do(ctx, http.MethodGet, "/v1/whois/"+url.PathEscape(handle), nil, &w)
 }
 
 // Send sends a chat message.
 func (c *Client) Send(ctx context.Context, to, text string) (*SendResult, error) {
+	if len(text) > MaxBodyBytes {
+		return nil, errTooLong(len(text))
+	}
 	var r SendResult
 	return &r, c.do(ctx, http.MethodPost, "/v1/chat/send", map[string]string{"to": to, "text": text}, &r)
 }
 
 // History returns the conversation with a handle.
 func (c *Client) History(ctx context.Context, with string, limit int) ([]Message, error) {
+	if with == "" {
+		return nil, fmt.Errorf("%w \"\": name a handle or #group", discovery.ErrBadHandle)
+	}
 	var h []Message
 	return h, c.do(ctx, http.MethodGet, "/v1/chat/history/"+url.PathEscape(with)+"?limit="+strconv.Itoa(limit), nil, &h)
 }

@@ -234,6 +234,11 @@ type QueuedEntry struct {
 // ErrBadMessage is returned for a message that cannot be sent.
 var ErrBadMessage = errors.New("message cannot be sent")
 
+// errTooLong is the error for a message body of n bytes, over the limit.
+func errTooLong(n int) error {
+	return fmt.Errorf("%w: %d bytes, and a message is at most %d bytes (16 KiB)", ErrBadMessage, n, MaxBodyBytes)
+}
+
 // ErrNoSuchGroup is returned for a group name this device does not know.
 var ErrNoSuchGroup = errors.New("no such group")
 
@@ -242,7 +247,10 @@ var ErrNoSuchGroup = errors.New("no such group")
 // "#group") and my other devices. Devices not reached get it through their
 // mailboxes or later retries; Send never loses a message it returned for.
 func (n *Node) Send(ctx context.Context, to, body string) (*SendResult, error) {
-	if len(body) == 0 || len(body) > MaxBodyBytes || !utf8.ValidString(body) {
+	switch {
+	case len(body) > MaxBodyBytes:
+		return nil, errTooLong(len(body))
+	case len(body) == 0 || !utf8.ValidString(body):
 		return nil, fmt.Errorf("%w: body must be 1 to %d bytes of UTF-8", ErrBadMessage, MaxBodyBytes)
 	}
 	var conv string

@@ -208,22 +208,21 @@ func followCall(cl *node.Client, id string, duration time.Duration, sum *callSum
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var hangupAt <-chan time.Time
-	last, wasActive, rang := "", false, false
+	last, wasActive, rang := "", false, 0
+	var txPackets uint64 // packets sent as of the last tick
 	start := time.Now()
 	show := func(ci node.CallInfo) (ended bool, err error) {
-		if !rang && ci.DevicesRang > 0 && ci.State != node.CallRinging {
-			// The answer came before we saw the ringing.
-			rang = true
-			fmt.Printf("ringing (%d device(s))\n", ci.DevicesRang)
+		// Devices ring one after another: say so each time another one does,
+		// and also when the answer came before we saw the ringing.
+		if ci.DevicesRang > rang && (ci.State == node.CallRinging || rang == 0) {
+			rang = ci.DevicesRang
+			fmt.Printf("ringing (%d device(s))\n", rang)
 		}
 		if ci.State != last {
 			last = ci.State
 			switch ci.State {
 			case node.CallRinging:
-				if ci.DevicesRang > 0 {
-					rang = true
-					fmt.Printf("ringing (%d device(s))\n", ci.DevicesRang)
-				} else {
+				if ci.DevicesRang == 0 {
 					last = ""
 				}
 			case node.CallConnecting:
@@ -266,8 +265,10 @@ func followCall(cl *node.Client, id string, duration time.Duration, sum *callSum
 				sum.RTTMS, sum.JitterMS, sum.LossPct, sum.Conceal, sum.MOS, sum.Restarts = s.RTTMS, s.JitterMS, s.LossPct, s.ConcealedMS, s.MOS, s.ICERestarts
 			}
 			if s := ci.Stats; s != nil && ci.State == node.CallActive {
-				fmt.Printf("[%3.0fs] %s | %s | rtt %.1f ms | jitter %.1f ms | loss %.1f%% | concealed %.0f ms | %.1f kb/s | MOS %.2f\n",
-					time.Since(start).Seconds(), s.Tier, pathLine(s), s.RTTMS, s.JitterMS, s.LossPct, s.ConcealedMS, s.BitrateKbps, s.MOS)
+				txRate := s.PacketsOut - min(txPackets, s.PacketsOut)
+				txPackets = s.PacketsOut
+				fmt.Printf("[%3.0fs] %s | %s | rtt %.1f ms | jitter %.1f ms | loss %.1f%% | concealed %.0f ms | %s | MOS %.2f\n",
+					time.Since(start).Seconds(), s.Tier, pathLine(s), s.RTTMS, s.JitterMS, s.LossPct, s.ConcealedMS, bitrateLine(s, txRate), s.MOS)
 			}
 		case <-hangupAt:
 			hangupAt = nil
@@ -287,4 +288,17 @@ func pathLine(s *node.CallStats) string {
 		return "path " + s.MediaState
 	}
 	return "path " + strings.ReplaceAll(s.PathDetail, "->", "→")
+}
+
+// bitrateLine labels what a call receives and sends. CallStats carries only
+// the received bitrate (over the last full second, so none until a second of
+// audio has arrived); the sent bitrate needs a CallStats field of its own,
+// and until it has one, tx is the Opus packets sent in the last second (50
+// for 20 ms frames, fewer in DTX silence).
+func bitrateLine(s *node.CallStats, txPackets uint64) string {
+	rx := fmt.Sprintf("rx %.1f kb/s", s.BitrateKbps)
+	if s.BitrateKbps == 0 && s.PacketsIn > 0 {
+		rx = "rx -- kb/s"
+	}
+	return fmt.Sprintf("%s, tx %d pkt/s", rx, txPackets)
 }

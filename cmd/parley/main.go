@@ -424,12 +424,16 @@ func idCmd() *cli.Command {
 					if err != nil {
 						return err
 					}
+					listed := false
 					for _, d := range devs {
 						me := ""
 						if d.PeerID == st.PeerID {
-							me = "  (this device)"
+							me, listed = "  (this device)", true
 						}
 						fmt.Printf("%s  %s%s\n", d.PeerID, d.Name, me)
+					}
+					if !listed {
+						return fmt.Errorf("this device (%s) was unlinked from %s: it no longer sends or receives as %s", shortID(st.PeerID), st.Handle, st.Handle)
 					}
 					return nil
 				},
@@ -557,7 +561,7 @@ func chatCmd() *cli.Command {
 						return err
 					}
 					printSendResult(res)
-					return nil
+					return sendFailure(res)
 				},
 			},
 			{
@@ -593,6 +597,20 @@ func chatCmd() *cli.Command {
 			return interactiveChat(c, h)
 		},
 	}
+}
+
+// sendFailure is the error (and non-zero exit) of a send that reached no
+// device at all or was refused by one: the message stays in this device's
+// history, but someone it was for will never get it.
+func sendFailure(res *node.SendResult) error {
+	reached := len(res.Delivered) + len(res.Mailbox) + len(res.Queued)
+	switch {
+	case len(res.Refused) > 0:
+		return fmt.Errorf("refused by %d device(s): %s", len(res.Refused), oneLine(res.Refused[0].Error))
+	case reached == 0:
+		return errors.New("sent to no device: the conversation has no device but this one")
+	}
+	return nil
 }
 
 func printSendResult(res *node.SendResult) {
@@ -733,6 +751,11 @@ func interactiveChat(c *cli.Context, with string) error {
 			if err != nil {
 				failed++
 				fmt.Fprintf(os.Stderr, "parley: line %d not sent: %s\n", l.N, oneLine(err.Error()))
+				continue
+			}
+			if err := sendFailure(res); err != nil {
+				failed++
+				fmt.Fprintf(os.Stderr, "parley: line %d: %s\n", l.N, err)
 				continue
 			}
 			sent++
