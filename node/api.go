@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -115,7 +116,7 @@ func (n *Node) apiHandler() http.Handler {
 			writeErr(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, res)
+		writeJSON(w, http.StatusOK, userResult(res))
 	})
 	mux.HandleFunc("GET /v1/chat/history/{handle}", func(w http.ResponseWriter, r *http.Request) {
 		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
@@ -151,7 +152,7 @@ func (n *Node) apiHandler() http.Handler {
 			writeErr(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, c.Info())
+		writeJSON(w, http.StatusOK, userCall(c.Info()))
 	})
 	mux.HandleFunc("GET /v1/calls", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, n.Calls())
@@ -162,7 +163,7 @@ func (n *Node) apiHandler() http.Handler {
 			writeErr(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, c.Info())
+		writeJSON(w, http.StatusOK, userCall(c.Info()))
 	})
 	mux.HandleFunc("POST /v1/call/{verb}", func(w http.ResponseWriter, r *http.Request) {
 		var req callRequest
@@ -195,7 +196,7 @@ func (n *Node) apiHandler() http.Handler {
 			writeJSON(w, http.StatusNotFound, apiError{Error: "unknown call verb " + r.PathValue("verb")})
 			return
 		}
-		writeJSON(w, http.StatusOK, c.Info())
+		writeJSON(w, http.StatusOK, userCall(c.Info()))
 	})
 	mux.HandleFunc("POST /v1/link", func(w http.ResponseWriter, r *http.Request) {
 		code, err := n.LinkCode()
@@ -264,6 +265,10 @@ func (n *Node) apiHandler() http.Handler {
 			case e, ok := <-ch:
 				if !ok {
 					return
+				}
+				if e.Call != nil {
+					ci := userCall(*e.Call)
+					e.Call = &ci
 				}
 				if enc.Encode(e) != nil {
 					return
@@ -383,7 +388,31 @@ func userText(err error) string {
 		s = strings.Replace(s, kb.ErrLookupFailure.Error(),
 			"no DHT peer to ask: this daemon is connected to no supernode (check its --bootstrap addresses and the network)", 1)
 	}
-	return s
+	return peerText(s)
+}
+
+// shortPeerID matches peer.ID.ShortString ("<peer.ID 12*abcdef>"), which
+// error texts below us use.
+var shortPeerID = regexp.MustCompile(`<peer\.ID [^*>]*\*([^>]*)>`)
+
+// peerText writes the peer IDs in an error text as the rest of the CLI
+// does: "…" and the end of the ID.
+func peerText(s string) string { return shortPeerID.ReplaceAllString(s, "…$1") }
+
+// userCall is a CallInfo with its reason as a person reads it.
+func userCall(ci CallInfo) CallInfo {
+	ci.Reason = peerText(ci.Reason)
+	return ci
+}
+
+// userResult is a SendResult with its error texts as a person reads them.
+func userResult(r *SendResult) *SendResult {
+	for _, l := range [][]QueuedEntry{r.Queued, r.Refused} {
+		for i := range l {
+			l[i].Error = peerText(l[i].Error)
+		}
+	}
+	return r
 }
 
 // ErrNoDaemon is returned by Dial when no daemon serves the home.

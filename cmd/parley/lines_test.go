@@ -23,7 +23,9 @@ func TestReadLines(t *testing.T) {
 		{"exactly max", "12345678\n", []inputLine{{1, "12345678", 8}}},
 		{"exactly max, crlf", "12345678\r\n", []inputLine{{1, "12345678", 8}}},
 		{"one over max", "123456789\nok\n", []inputLine{{1, "12345678", 9}, {2, "ok", 2}}},
-		{"over the buffer, lines after it kept", "a\n" + long + "\nb\nc", []inputLine{{1, "a", 1}, {2, long[:max], len(long) + 1}, {3, "b", 1}, {4, "c", 1}}},
+		{"over the buffer, lines after it kept", "a\n" + long + "\nb\nc", []inputLine{{1, "a", 1}, {2, long[:max], len(long)}, {3, "b", 1}, {4, "c", 1}}},
+		{"over the buffer, crlf", long + "\r\nb\r\n", []inputLine{{1, long[:max], len(long)}, {2, "b", 1}}},
+		{"lone cr kept", "a\rb\n", []inputLine{{1, "a\rb", 3}}},
 		{"nothing", "", nil},
 	}
 	for _, tc := range cases {

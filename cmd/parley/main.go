@@ -796,6 +796,7 @@ func readLines(r io.Reader, max int, fn func(inputLine)) error {
 	keep := max + 2 // room for a line of max bytes and its "\r\n"
 	var buf []byte
 	size, n := 0, 0
+	var prev byte // the byte before the current fragment
 	for {
 		frag, err := br.ReadSlice('\n')
 		size += len(frag)
@@ -803,20 +804,22 @@ func readLines(r io.Reader, max int, fn func(inputLine)) error {
 			buf = append(buf, frag[:min(room, len(frag))]...)
 		}
 		if err == bufio.ErrBufferFull {
+			prev = frag[len(frag)-1]
 			continue
 		}
 		if size > 0 {
 			n++
 			l := inputLine{N: n, Size: size}
-			if len(buf) == size { // the whole line is held: drop its end
-				t := strings.TrimSuffix(string(buf), "\n")
-				t = strings.TrimSuffix(t, "\r")
-				l.Size = len(t)
+			if err == nil { // the line ends in "\n", or "\r\n"
+				l.Size--
+				if len(frag) >= 2 && frag[len(frag)-2] == '\r' || len(frag) == 1 && prev == '\r' {
+					l.Size--
+				}
 			}
 			l.Text = string(buf[:min(len(buf), l.Size, max)])
 			fn(l)
 		}
-		buf, size = buf[:0], 0
+		buf, size, prev = buf[:0], 0, 0
 		if err == io.EOF {
 			return nil
 		}
