@@ -832,7 +832,7 @@ func readLines(r io.Reader, max int, fn func(inputLine)) error {
 func demoCmd() *cli.Command {
 	return &cli.Command{
 		Name:  "demo",
-		Usage: "run a supernode and two nodes on 127.0.0.1 in this process and chat between them",
+		Usage: "run 4 supernodes and 3 devices (alice, bob's laptop and phone) on 127.0.0.1 in this process: chat, a call that rings both of bob's devices, mail for the offline phone",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON summary instead of the transcript"},
 			&cli.IntFlag{Name: "messages", Value: 10, Usage: "messages each way"},
