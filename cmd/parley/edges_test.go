@@ -1,7 +1,9 @@
 package main
 
 import (
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +31,10 @@ func checkOneLine(t *testing.T, out, errOut string, code, wantCode int, want str
 // and exit 2, with no daemon needed.
 func TestUsageErrors(t *testing.T) {
 	home := t.TempDir()
+	badConfig := filepath.Join(home, "bad.toml")
+	if err := os.WriteFile(badConfig, []byte("[supernode]\nturn-udpp = \"0.0.0.0:3479\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name string
 		args []string
@@ -42,6 +48,8 @@ func TestUsageErrors(t *testing.T) {
 		{"unknown flag", []string{"chat", "send", "--bogus", "bob", "hi"}, "flag provided but not defined: -bogus"},
 		{"missing argument", []string{"whois"}, "usage: parley whois HANDLE"},
 		{"chat send without text", []string{"chat", "send", "bob"}, "usage: parley chat send"},
+		{"typo in the config file", []string{"--config", badConfig, "status"}, `unknown key "supernode.turn-udpp": 'parley supernode' has no --turn-udpp`},
+		{"bad log format", []string{"--log-format", "xml", "status"}, `--log-format "xml": use text or json`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -75,12 +75,17 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "home", Value: defaultHome(), EnvVars: []string{"PARLEY_HOME"}, Usage: "directory holding keys, database and control socket"},
 			&cli.StringFlag{Name: "log-level", EnvVars: []string{"PARLEY_LOG_LEVEL"},
 				Usage: "debug, info, warn or error (default: info for daemon, supernode and relay; warn for the lab; error for the demo)"},
+			&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: []string{"PARLEY_LOG_FORMAT"}, Usage: "text (key=value) or json (one object a line)"},
+			configFlag,
 		},
 		Before: func(c *cli.Context) error {
 			if c.IsSet("log-level") {
 				if _, err := parseLevel(c.String("log-level")); err != nil {
 					return err
 				}
+			}
+			if err := checkFormat(c.String("log-format")); err != nil {
+				return err
 			}
 			return checkCommand(c)
 		},
@@ -115,8 +120,12 @@ func usageError(c *cli.Context, err error, _ bool) error {
 func setUsageErrors(cmds []*cli.Command) {
 	for _, c := range cmds {
 		c.OnUsageError = usageError
-		if len(c.Subcommands) > 0 && c.Action == nil && c.Before == nil {
+		switch {
+		case c.Before != nil:
+		case len(c.Subcommands) > 0 && c.Action == nil:
 			c.Before = checkCommand
+		default:
+			c.Before = applyConfig
 		}
 		setUsageErrors(c.Subcommands)
 	}
@@ -163,7 +172,18 @@ func logger(c *cli.Context, def string) (*slog.Logger, error) {
 	if err != nil {
 		return nil, err
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})), nil
+	opts := &slog.HandlerOptions{Level: level}
+	if c.String("log-format") == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+}
+
+func checkFormat(f string) error {
+	if f != "text" && f != "json" {
+		return cli.Exit(fmt.Sprintf("--log-format %q: use text or json", f), exitUsage)
+	}
+	return nil
 }
 
 func signalContext() (context.Context, context.CancelFunc) {
