@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/BurntSushi/toml"
 	"github.com/urfave/cli/v2"
 )
 
@@ -109,6 +110,27 @@ matrix = true
 			}
 			if !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("got  %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestDeployConfigs: the example config files in deploy/ name only flags
+// that exist.
+func TestDeployConfigs(t *testing.T) {
+	files, err := filepath.Glob("../../deploy/*.toml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no deploy/*.toml: %v", err)
+	}
+	app := newApp()
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			var doc map[string]any
+			if _, err := toml.DecodeFile(f, &doc); err != nil {
+				t.Fatal(err)
+			}
+			if err := checkConfig(doc, "", app.Flags, app.Commands, true); err != nil {
+				t.Fatal(err)
 			}
 		})
 	}
