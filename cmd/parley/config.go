@@ -54,11 +54,7 @@ func applyConfig(c *cli.Context) error {
 		return fail("%v", err)
 	}
 	// The command being run: its table, if any.
-	var table map[string]any
-	if c.Command != nil && c.Command.Name != "" {
-		t, _ := lookupTable(doc, strings.Fields(c.Command.FullName()))
-		table = t
-	}
+	table, _ := lookupTable(doc, strings.Fields(cmdPath(c)))
 	for _, set := range []struct {
 		ctx   *cli.Context
 		flags []cli.Flag

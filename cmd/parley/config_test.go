@@ -135,3 +135,24 @@ func TestDeployConfigs(t *testing.T) {
 		})
 	}
 }
+
+// TestConfigSubcommandTable: `parley outer inner` reads [outer.inner].
+func TestConfigSubcommandTable(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "parley.toml")
+	if err := os.WriteFile(path, []byte("[outer.inner]\nname = \"deep\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var got string
+	app := newApp()
+	outer := &cli.Command{Name: "outer", Subcommands: []*cli.Command{{Name: "inner",
+		Flags:  []cli.Flag{&cli.StringFlag{Name: "name"}},
+		Action: func(c *cli.Context) error { got = c.String("name"); return nil }}}}
+	app.Commands = append(app.Commands, outer)
+	setUsageErrors([]*cli.Command{outer})
+	if err := app.Run([]string{"parley", "--config", path, "outer", "inner"}); err != nil {
+		t.Fatal(err)
+	}
+	if got != "deep" {
+		t.Fatalf("name %q, want %q from [outer.inner]", got, "deep")
+	}
+}

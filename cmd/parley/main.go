@@ -32,7 +32,12 @@ func main() {
 		os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
 	}
 	app := newApp()
-	if err := app.Run(permuteArgs(app, os.Args)); err != nil {
+	err := app.Run(permuteArgs(app, os.Args))
+	if topic, ok := strings.CutPrefix(errText(err), "No help topic for "); ok {
+		// 'parley help nosuch': urfave/cli's own words and exit code 3.
+		err = cli.Exit(fmt.Sprintf("unknown command %s (see 'parley --help')", topic), exitUsage)
+	}
+	if err != nil {
 		if msg := oneLine(err.Error()); msg != "" {
 			fmt.Fprintln(os.Stderr, "parley: "+msg)
 		}
@@ -42,6 +47,13 @@ func main() {
 		}
 		os.Exit(1)
 	}
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 func oneLine(s string) string {
@@ -107,10 +119,7 @@ func newApp() *cli.App {
 
 // usageError turns a flag parsing error into one line and exit code 2.
 func usageError(c *cli.Context, err error, _ bool) error {
-	name := "parley"
-	if c.Command != nil && c.Command.Name != "" {
-		name = "parley " + c.Command.FullName()
-	}
+	name := strings.TrimSpace("parley " + cmdPath(c))
 	return cli.Exit(fmt.Sprintf("%v (see '%s --help')", err, name), exitUsage)
 }
 
@@ -131,6 +140,18 @@ func setUsageErrors(cmds []*cli.Command) {
 	}
 }
 
+// cmdPath is the words of the command being run ("id init"; "" for the
+// app itself). urfave/cli's FullName drops the parents of a subcommand.
+func cmdPath(c *cli.Context) string {
+	var words []string
+	for _, l := range c.Lineage() {
+		if l.Command != nil && l.Command.Name != "" && l.Command.Name != c.App.Name {
+			words = append([]string{l.Command.Name}, words...)
+		}
+	}
+	return strings.Join(words, " ")
+}
+
 // checkCommand refuses an unknown command or subcommand name.
 func checkCommand(c *cli.Context) error {
 	first := c.Args().First()
@@ -139,7 +160,7 @@ func checkCommand(c *cli.Context) error {
 	}
 	known, where := c.App.Command(first) != nil, "parley"
 	if c.Command != nil && c.Command.Name != "" {
-		known, where = c.Command.Command(first) != nil, "parley "+c.Command.FullName()
+		known, where = c.Command.Command(first) != nil, "parley "+cmdPath(c)
 	}
 	if known {
 		return nil
@@ -504,7 +525,7 @@ func dial(c *cli.Context) (*node.Client, error) { return node.Dial(c.String("hom
 
 func oneArg(c *cli.Context, what string) (string, error) {
 	if c.NArg() != 1 {
-		return "", cli.Exit(fmt.Sprintf("usage: parley %s %s", c.Command.FullName(), what), exitUsage)
+		return "", cli.Exit(fmt.Sprintf("usage: parley %s %s", cmdPath(c), what), exitUsage)
 	}
 	return c.Args().First(), nil
 }
