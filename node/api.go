@@ -380,8 +380,12 @@ func writeErr(w http.ResponseWriter, err error) {
 	writeJSON(w, code, apiError{Error: userText(err)})
 }
 
-// userText is an error as a person reads it: the words of libraries below
-// us that mean nothing to a user are replaced by what they mean here.
+// ErrorText is an error as a person reads it: the words of libraries below
+// us that mean nothing to a user (an empty DHT routing table, peer.ID's
+// "<peer.ID 12*abcdef>") are replaced by what they mean here. The control
+// API answers with it, and the CLI prints it.
+func ErrorText(err error) string { return userText(err) }
+
 func userText(err error) string {
 	s := err.Error()
 	if errors.Is(err, kb.ErrLookupFailure) {

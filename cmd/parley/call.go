@@ -212,11 +212,8 @@ func followCall(cl *node.Client, id string, duration time.Duration, sum *callSum
 	var txPackets uint64 // packets sent as of the last tick
 	start := time.Now()
 	show := func(ci node.CallInfo) (ended bool, err error) {
-		// Devices ring one after another: say so each time another one does,
-		// and also when the answer came before we saw the ringing.
-		if ci.DevicesRang > rang && (ci.State == node.CallRinging || rang == 0) {
-			rang = ci.DevicesRang
-			fmt.Printf("ringing (%d device(s))\n", rang)
+		if line := ringLine(&rang, ci); line != "" {
+			fmt.Println(line)
 		}
 		if ci.State != last {
 			last = ci.State
@@ -281,6 +278,18 @@ func followCall(cl *node.Client, id string, duration time.Duration, sum *callSum
 			return nil
 		}
 	}
+}
+
+// ringLine is what to print about ringing devices given the call's latest
+// state, and *rang the count printed so far: devices ring one after another,
+// so it says so each time another one does, and also when the answer came
+// before any ringing was seen.
+func ringLine(rang *int, ci node.CallInfo) string {
+	if ci.DevicesRang <= *rang || (ci.State != node.CallRinging && *rang > 0) {
+		return ""
+	}
+	*rang = ci.DevicesRang
+	return fmt.Sprintf("ringing (%d device(s))", *rang)
 }
 
 func pathLine(s *node.CallStats) string {

@@ -38,7 +38,7 @@ func main() {
 		err = cli.Exit(fmt.Sprintf("unknown command %s (see 'parley --help')", topic), exitUsage)
 	}
 	if err != nil {
-		if msg := oneLine(err.Error()); msg != "" {
+		if msg := oneLine(node.ErrorText(err)); msg != "" {
 			fmt.Fprintln(os.Stderr, "parley: "+msg)
 		}
 		var ec cli.ExitCoder
