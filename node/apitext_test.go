@@ -3,6 +3,9 @@ package node
 import (
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 
 	kb "github.com/libp2p/go-libp2p-kbucket"
@@ -29,6 +32,40 @@ func TestUserText(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := userText(tc.err); got != tc.want {
 				t.Fatalf("got  %q\nwant %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestReadJSONLimit(t *testing.T) {
+	msg := func(n int) string { return `{"to":"bob","text":"` + strings.Repeat("x", n) + `"}` }
+	cases := []struct {
+		name     string
+		body     string
+		limit    int
+		wantCode int
+		wantErr  string
+	}{
+		{"fits", msg(10), maxSendRequest, http.StatusOK, ""},
+		{"a send over the limit names the message limit", msg(200 << 10), maxSendRequest, http.StatusBadRequest, "a message is at most 16384 bytes (16 KiB)"},
+		{"another request over the limit", msg(100 << 10), maxRequestBody, http.StatusRequestEntityTooLarge, "request body too large: over 64 KiB"},
+		{"not JSON", "{", maxRequestBody, http.StatusBadRequest, "bad request: unexpected EOF"},
+		{"unknown field", `{"to":"bob","txet":"hi"}`, maxRequestBody, http.StatusBadRequest, "unknown field"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			w := httptest.NewRecorder()
+			r := httptest.NewRequest(http.MethodPost, "/v1/chat/send", strings.NewReader(tc.body))
+			var req struct {
+				To   string `json:"to"`
+				Text string `json:"text"`
+			}
+			ok := readJSONLimit(w, r, &req, tc.limit)
+			if ok != (tc.wantCode == http.StatusOK) {
+				t.Fatalf("ok %v; answer %d %s", ok, w.Code, w.Body)
+			}
+			if !ok && (w.Code != tc.wantCode || !strings.Contains(w.Body.String(), tc.wantErr)) {
+				t.Fatalf("answer %d %s, want %d with %q", w.Code, w.Body, tc.wantCode, tc.wantErr)
 			}
 		})
 	}
