@@ -2,12 +2,23 @@ GO      ?= go
 BIN     := bin/parley
 PKGS    := ./...
 
-.PHONY: all build demo test lint fuzz bench clean
+.PHONY: all build build-audio image demo test lint fuzz bench clean
 
 all: build
 
+# A static binary (pure Go: SQLite is modernc.org/sqlite, Opus is gopus),
+# for any Linux of the architecture, a scratch container or a systemd unit.
+# The microphone and speaker need cgo: make build-audio.
 build:
-	$(GO) build -o $(BIN) ./cmd/parley
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/parley
+
+build-audio:
+	CGO_ENABLED=1 $(GO) build -trimpath -tags malgo -o $(BIN) ./cmd/parley
+
+# The container image of deploy/Dockerfile (a static binary on scratch).
+IMAGE ?= parley
+image:
+	docker build -f deploy/Dockerfile -t $(IMAGE) .
 
 # The embedded default: a supernode and nodes on 127.0.0.1 in one process.
 demo: build

@@ -201,6 +201,9 @@ func (c Config) normalized() (Config, error) {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if _, ok := c.Recorder.(*oggPager); c.Recorder != nil && !ok {
+		c.Recorder = newOggPager(c.Recorder)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

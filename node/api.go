@@ -13,8 +13,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
+	"strings"
 	"time"
+
+	kb "github.com/libp2p/go-libp2p-kbucket"
 
 	"github.com/parley-net/parley/discovery"
 )
@@ -104,7 +108,7 @@ func (n *Node) apiHandler() http.Handler {
 			To   string `json:"to"`
 			Text string `json:"text"`
 		}
-		if !readJSON(w, r, &req) {
+		if !readJSONLimit(w, r, &req, maxSendRequest) {
 			return
 		}
 		res, err := n.Send(r.Context(), req.To, req.Text)
@@ -112,7 +116,7 @@ func (n *Node) apiHandler() http.Handler {
 			writeErr(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, res)
+		writeJSON(w, http.StatusOK, userResult(res))
 	})
 	mux.HandleFunc("GET /v1/chat/history/{handle}", func(w http.ResponseWriter, r *http.Request) {
 		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
@@ -148,7 +152,7 @@ func (n *Node) apiHandler() http.Handler {
 			writeErr(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, c.Info())
+		writeJSON(w, http.StatusOK, userCall(c.Info()))
 	})
 	mux.HandleFunc("GET /v1/calls", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, n.Calls())
@@ -159,7 +163,7 @@ func (n *Node) apiHandler() http.Handler {
 			writeErr(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, c.Info())
+		writeJSON(w, http.StatusOK, userCall(c.Info()))
 	})
 	mux.HandleFunc("POST /v1/call/{verb}", func(w http.ResponseWriter, r *http.Request) {
 		var req callRequest
@@ -192,7 +196,7 @@ func (n *Node) apiHandler() http.Handler {
 			writeJSON(w, http.StatusNotFound, apiError{Error: "unknown call verb " + r.PathValue("verb")})
 			return
 		}
-		writeJSON(w, http.StatusOK, c.Info())
+		writeJSON(w, http.StatusOK, userCall(c.Info()))
 	})
 	mux.HandleFunc("POST /v1/link", func(w http.ResponseWriter, r *http.Request) {
 		code, err := n.LinkCode()
@@ -203,7 +207,7 @@ func (n *Node) apiHandler() http.Handler {
 		writeJSON(w, http.StatusOK, map[string]string{"code": code})
 	})
 	mux.HandleFunc("GET /v1/devices", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, n.Devices())
+		writeJSON(w, http.StatusOK, n.publishedDevices(r.Context()))
 	})
 	mux.HandleFunc("POST /v1/devices/unlink", func(w http.ResponseWriter, r *http.Request) {
 		var req struct {
@@ -262,6 +266,10 @@ func (n *Node) apiHandler() http.Handler {
 				if !ok {
 					return
 				}
+				if e.Call != nil {
+					ci := userCall(*e.Call)
+					e.Call = &ci
+				}
 				if enc.Encode(e) != nil {
 					return
 				}
@@ -274,6 +282,24 @@ func (n *Node) apiHandler() http.Handler {
 	return mux
 }
 
+// publishedDevices is the account's device list as the DHT has it, when
+// that is newer than this device's copy: a device unlinked from another one
+// learns it here, and does not list itself any more. The local copy answers
+// when the DHT does not, within a few seconds.
+func (n *Node) publishedDevices(ctx context.Context) []discovery.Device {
+	mine, err := discovery.ParseHandleRecord(n.id.Record())
+	if err != nil {
+		return n.Devices()
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rec, _, err := discovery.Resolve(ctx, n.dht, mine.Handle)
+	if err != nil || !bytes.Equal(rec.Account, mine.Account) || rec.Seq <= mine.Seq {
+		return mine.Devices
+	}
+	return rec.Devices
+}
+
 type callRequest struct {
 	ID      string    `json:"id"`
 	To      string    `json:"to"`
@@ -282,11 +308,40 @@ type callRequest struct {
 	Profile string    `json:"profile,omitempty"`
 }
 
+// errRequestTooLarge is a request body over its handler's limit.
+var errRequestTooLarge = errors.New("request body too large")
+
+// maxSendRequest bounds a chat send request: a message of MaxBodyBytes with
+// every byte escaped in JSON (at most 6 bytes each), and room for the rest.
+const maxSendRequest = 6*MaxBodyBytes + 1<<10
+
 func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: "bad request: " + err.Error()})
+	return readJSONLimit(w, r, v, maxRequestBody)
+}
+
+// readJSONLimit decodes a request body of at most limit bytes into v, or
+// answers the request with the error. A chat send over the limit holds a
+// message over MaxBodyBytes, and says so.
+func readJSONLimit(w http.ResponseWriter, r *http.Request, v any, limit int) bool {
+	b, err := io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
+	if err == nil && len(b) > limit {
+		if limit == maxSendRequest {
+			writeErr(w, fmt.Errorf("%w: the request is over %d KiB, and a message is at most %d bytes (16 KiB)", ErrBadMessage, limit>>10, MaxBodyBytes))
+			return false
+		}
+		err = fmt.Errorf("%w: over %d KiB", errRequestTooLarge, limit>>10)
+	}
+	if err == nil {
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		err = dec.Decode(v)
+	}
+	if err != nil {
+		code := http.StatusBadRequest
+		if errors.Is(err, errRequestTooLarge) {
+			code = http.StatusRequestEntityTooLarge
+		}
+		writeJSON(w, code, apiError{Error: "bad request: " + err.Error()})
 		return false
 	}
 	return true
@@ -319,8 +374,49 @@ func writeErr(w http.ResponseWriter, err error) {
 		code = http.StatusConflict
 	case errors.Is(err, context.DeadlineExceeded):
 		code = http.StatusGatewayTimeout
+	case errors.Is(err, kb.ErrLookupFailure):
+		code = http.StatusServiceUnavailable
 	}
-	writeJSON(w, code, apiError{Error: err.Error()})
+	writeJSON(w, code, apiError{Error: userText(err)})
+}
+
+// ErrorText is an error as a person reads it: the words of libraries below
+// us that mean nothing to a user (an empty DHT routing table, peer.ID's
+// "<peer.ID 12*abcdef>") are replaced by what they mean here. The control
+// API answers with it, and the CLI prints it.
+func ErrorText(err error) string { return userText(err) }
+
+func userText(err error) string {
+	s := err.Error()
+	if errors.Is(err, kb.ErrLookupFailure) {
+		s = strings.Replace(s, kb.ErrLookupFailure.Error(),
+			"no DHT peer to ask: this daemon is connected to no supernode (check its --bootstrap addresses and the network)", 1)
+	}
+	return peerText(s)
+}
+
+// shortPeerID matches peer.ID.ShortString ("<peer.ID 12*abcdef>"), which
+// error texts below us use.
+var shortPeerID = regexp.MustCompile(`<peer\.ID [^*>]*\*([^>]*)>`)
+
+// peerText writes the peer IDs in an error text as the rest of the CLI
+// does: "…" and the end of the ID.
+func peerText(s string) string { return shortPeerID.ReplaceAllString(s, "…$1") }
+
+// userCall is a CallInfo with its reason as a person reads it.
+func userCall(ci CallInfo) CallInfo {
+	ci.Reason = peerText(ci.Reason)
+	return ci
+}
+
+// userResult is a SendResult with its error texts as a person reads them.
+func userResult(r *SendResult) *SendResult {
+	for _, l := range [][]QueuedEntry{r.Queued, r.Refused} {
+		for i := range l {
+			l[i].Error = peerText(l[i].Error)
+		}
+	}
+	return r
 }
 
 // ErrNoDaemon is returned by Dial when no daemon serves the home.
@@ -368,7 +464,8 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		var e apiError
 		json.NewDecoder(io.LimitReader(resp.Body, maxRequestBody)).Decode(&e)
 		if e.Error == "" {
-			e.Error = resp.Status
+			// Not an answer of ours (no such route): name the request.
+			e.Error = fmt.Sprintf("daemon answered %s %s with %q", method, path, resp.Status)
 		}
 		return errors.New(e.Error)
 	}
@@ -383,18 +480,27 @@ func (c *Client) Status(ctx context.Context) (*Status, error) {
 
 // Whois resolves a handle.
 func (c *Client) Whois(ctx context.Context, handle string) (*Whois, error) {
+	if err := discovery.ValidHandle(handle); err != nil {
+		return nil, err
+	}
 	var w Whois
 	return &w, c.do(ctx, http.MethodGet, "/v1/whois/"+url.PathEscape(handle), nil, &w)
 }
 
 // Send sends a chat message.
 func (c *Client) Send(ctx context.Context, to, text string) (*SendResult, error) {
+	if len(text) > MaxBodyBytes {
+		return nil, errTooLong(len(text))
+	}
 	var r SendResult
 	return &r, c.do(ctx, http.MethodPost, "/v1/chat/send", map[string]string{"to": to, "text": text}, &r)
 }
 
 // History returns the conversation with a handle.
 func (c *Client) History(ctx context.Context, with string, limit int) ([]Message, error) {
+	if with == "" {
+		return nil, fmt.Errorf("%w \"\": name a handle or #group", discovery.ErrBadHandle)
+	}
 	var h []Message
 	return h, c.do(ctx, http.MethodGet, "/v1/chat/history/"+url.PathEscape(with)+"?limit="+strconv.Itoa(limit), nil, &h)
 }

@@ -333,6 +333,11 @@ type QueuedEntry struct {
 // ErrBadMessage is returned for a message that cannot be sent.
 var ErrBadMessage = errors.New("message cannot be sent")
 
+// errTooLong is the error for a message body of n bytes, over the limit.
+func errTooLong(n int) error {
+	return fmt.Errorf("%w: %d bytes, and a message is at most %d bytes (16 KiB)", ErrBadMessage, n, MaxBodyBytes)
+}
+
 // ErrNoSuchGroup is returned for a group name this device does not know.
 var ErrNoSuchGroup = errors.New("no such group")
 
@@ -341,7 +346,10 @@ var ErrNoSuchGroup = errors.New("no such group")
 // "#group") and my other devices. Devices not reached get it through their
 // mailboxes or later retries; Send never loses a message it returned for.
 func (n *Node) Send(ctx context.Context, to, body string) (*SendResult, error) {
-	if len(body) == 0 || len(body) > MaxBodyBytes || !utf8.ValidString(body) {
+	switch {
+	case len(body) > MaxBodyBytes:
+		return nil, errTooLong(len(body))
+	case len(body) == 0 || !utf8.ValidString(body):
 		return nil, fmt.Errorf("%w: body must be 1 to %d bytes of UTF-8", ErrBadMessage, MaxBodyBytes)
 	}
 	var conv string
@@ -379,37 +387,70 @@ func (n *Node) Send(ctx context.Context, to, body string) (*SendResult, error) {
 		return nil, err
 	}
 	res := &SendResult{Message: m, Delivered: []string{}, Mailbox: []string{}, Queued: []QueuedEntry{}, Refused: []QueuedEntry{}}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
+	// The message is durable now. Each device gets one delivery attempt,
+	// owned by the node (it outlives this request); Send reports what the
+	// attempts achieved within sendWait, and a device still being tried
+	// (one that just went offline costs a dial timeout) as queued.
+	type outcome struct {
+		t     Target
+		state int
+		err   error
+	}
+	done := make(chan outcome, len(targets))
 	for _, t := range targets {
-		wg.Add(1)
+		n.wg.Add(1)
 		go func(t Target) {
-			defer wg.Done()
-			state, err := n.deliver(ctx, t.Device, []Outgoing{{ID: m.ID, Device: t.Device, Handle: t.Handle, Kind: kindMessage, Payload: payload}})
-			mu.Lock()
-			defer mu.Unlock()
-			e := QueuedEntry{Handle: t.Handle, Device: t.Device}
-			if err != nil {
-				e.Error = err.Error()
-			}
-			switch state[m.ID] {
-			case outDelivered:
-				res.Delivered = append(res.Delivered, t.Device)
-			case outMailbox:
-				res.Mailbox = append(res.Mailbox, t.Device)
-			case outRefused:
-				res.Refused = append(res.Refused, e)
-			default:
-				res.Queued = append(res.Queued, e)
-			}
+			defer n.wg.Done()
+			state, err := n.deliver(n.ctx, t.Device, []Outgoing{{ID: m.ID, Device: t.Device, Handle: t.Handle, Kind: kindMessage, Payload: payload}})
+			done <- outcome{t, state[m.ID], err}
 		}(t)
 	}
-	wg.Wait()
+	wait := time.NewTimer(sendWait)
+	defer wait.Stop()
+	pending := map[string]Target{}
+	for _, t := range targets {
+		pending[t.Device] = t
+	}
+	for len(pending) > 0 {
+		var o outcome
+		select {
+		case o = <-done:
+		case <-wait.C:
+		case <-ctx.Done():
+		}
+		if o.t.Device == "" {
+			break
+		}
+		delete(pending, o.t.Device)
+		e := QueuedEntry{Handle: o.t.Handle, Device: o.t.Device}
+		if o.err != nil {
+			e.Error = o.err.Error()
+		}
+		switch o.state {
+		case outDelivered:
+			res.Delivered = append(res.Delivered, o.t.Device)
+		case outMailbox:
+			res.Mailbox = append(res.Mailbox, o.t.Device)
+		case outRefused:
+			res.Refused = append(res.Refused, e)
+		default:
+			res.Queued = append(res.Queued, e)
+		}
+	}
 	if len(res.Queued) > 0 {
-		n.kickOutbox()
+		n.kickOutbox() // an attempt that failed; those in progress go on
+	}
+	for _, t := range targets {
+		if _, ok := pending[t.Device]; ok {
+			res.Queued = append(res.Queued, QueuedEntry{Handle: t.Handle, Device: t.Device, Error: "delivery still in progress"})
+		}
 	}
 	return res, nil
 }
+
+// sendWait is how long Send waits for its delivery attempts before it
+// returns with what they achieved so far; the attempts go on.
+const sendWait = 1 * time.Second
 
 // targets lists every device of the handles, and my own other devices.
 func (n *Node) targets(ctx context.Context, handles []string) ([]Target, error) {

@@ -9,12 +9,25 @@ import (
 // permuteArgs lets flags follow positional arguments ("parley call bob
 // --tone 440"), which urfave/cli v2 does not parse: for the command being
 // run, it moves every flag (with its value) ahead of the positional
-// arguments. Everything after "--" stays positional.
+// arguments, and every global flag ("parley whois bob --home X") ahead of
+// the command name. A command's own flag wins over a global one of the same
+// name. Everything after "--" stays positional.
 func permuteArgs(app *cli.App, args []string) []string {
 	if len(args) < 2 {
 		return args
 	}
-	out := []string{args[0]}
+	var global []string
+	out := []string{}
+	// take moves the flag at args[i] (and its value) to dst; it returns the
+	// index of the last argument used.
+	take := func(dst *[]string, flags []cli.Flag, i int) int {
+		*dst = append(*dst, args[i])
+		if takesValue(flags, args[i]) && i+1 < len(args) {
+			*dst = append(*dst, args[i+1])
+			i++
+		}
+		return i
+	}
 	i := 1
 	// Global flags, then the command and subcommand names.
 	cmds := app.Commands
@@ -23,15 +36,14 @@ func permuteArgs(app *cli.App, args []string) []string {
 	for i < len(args) {
 		a := args[i]
 		if a == "--" {
-			return append(out, args[i:]...)
+			return join(args[0], global, append(out, args[i:]...))
 		}
 		if strings.HasPrefix(a, "-") {
-			out = append(out, a)
-			if takesValue(flags, a) && i+1 < len(args) {
-				out = append(out, args[i+1])
-				i++
+			if leaf != nil && !isFlag(flags, a) && isFlag(app.Flags, a) {
+				i = take(&global, app.Flags, i) + 1
+				continue
 			}
-			i++
+			i = take(&out, flags, i) + 1
 			continue
 		}
 		c := findCommand(cmds, a)
@@ -43,7 +55,7 @@ func permuteArgs(app *cli.App, args []string) []string {
 		i++
 	}
 	if leaf == nil {
-		return append(out, args[i:]...)
+		return join(args[0], global, append(out, args[i:]...))
 	}
 	var pos []string
 	for ; i < len(args); i++ {
@@ -53,11 +65,9 @@ func permuteArgs(app *cli.App, args []string) []string {
 			pos = append(pos, args[i+1:]...)
 			i = len(args)
 		case strings.HasPrefix(a, "-") && len(a) > 1 && isFlag(flags, a):
-			out = append(out, a)
-			if takesValue(flags, a) && i+1 < len(args) {
-				out = append(out, args[i+1])
-				i++
-			}
+			i = take(&out, flags, i)
+		case strings.HasPrefix(a, "-") && len(a) > 1 && lookupFlag(app.Flags, a) != nil:
+			i = take(&global, app.Flags, i)
 		default:
 			pos = append(pos, a)
 		}
@@ -66,7 +76,11 @@ func permuteArgs(app *cli.App, args []string) []string {
 		out = append(out, "--")
 		out = append(out, pos...)
 	}
-	return out
+	return join(args[0], global, out)
+}
+
+func join(prog string, global, rest []string) []string {
+	return append(append([]string{prog}, global...), rest...)
 }
 
 func findCommand(cmds []*cli.Command, name string) *cli.Command {

@@ -25,6 +25,16 @@ func TestPermuteArgs(t *testing.T) {
 		{"inline value", []string{"parley", "chat", "history", "bob", "--limit=3"},
 			[]string{"parley", "chat", "history", "--limit=3", "--", "bob"}},
 		{"no command", []string{"parley", "--help"}, []string{"parley", "--help"}},
+		{"global flag after the argument", []string{"parley", "whois", "bob", "--home", "/h"},
+			[]string{"parley", "--home", "/h", "whois", "--", "bob"}},
+		{"global flag between command and argument", []string{"parley", "whois", "--home=/h", "bob"},
+			[]string{"parley", "--home=/h", "whois", "--", "bob"}},
+		{"global and command flags mixed", []string{"parley", "chat", "history", "bob", "--log-level", "debug", "--limit", "3", "--home", "/h"},
+			[]string{"parley", "--log-level", "debug", "--home", "/h", "chat", "history", "--limit", "3", "--", "bob"}},
+		{"command flag wins over a global of the same name", []string{"parley", "daemon", "--path", "direct"},
+			[]string{"parley", "daemon", "--path", "direct"}},
+		{"subcommand group with global flag", []string{"parley", "id", "show", "--home", "/h"},
+			[]string{"parley", "--home", "/h", "id", "show"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -236,23 +236,18 @@ func followCall(cl *node.Client, id string, duration time.Duration, sum *callSum
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var hangupAt <-chan time.Time
-	last, wasActive, rang := "", false, false
+	last, wasActive, rang := "", false, 0
 	start := time.Now()
 	var activeSince time.Time
 	show := func(ci node.CallInfo) (ended bool, err error) {
-		if !rang && ci.DevicesRang > 0 && ci.State != node.CallRinging {
-			// The answer came before we saw the ringing.
-			rang = true
-			fmt.Printf("ringing (%d device(s))\n", ci.DevicesRang)
+		if line := ringLine(&rang, ci); line != "" {
+			fmt.Println(line)
 		}
 		if ci.State != last {
 			last = ci.State
 			switch ci.State {
 			case node.CallRinging:
-				if ci.DevicesRang > 0 {
-					rang = true
-					fmt.Printf("ringing (%d device(s))\n", ci.DevicesRang)
-				} else {
+				if ci.DevicesRang == 0 {
 					last = ""
 				}
 			case node.CallConnecting:
@@ -302,8 +297,8 @@ func followCall(cl *node.Client, id string, duration time.Duration, sum *callSum
 				}
 			}
 			if s := ci.Stats; s != nil && ci.State == node.CallActive {
-				fmt.Printf("[%3.0fs] %s | %s | rtt %.1f ms | jitter %.1f ms | loss %.1f%% | concealed %.0f ms | rx %.1f kb/s tx %.1f kb/s | MOS %.2f\n",
-					time.Since(start).Seconds(), s.Tier, pathLine(s), s.RTTMS, s.JitterMS, s.LossPct, s.ConcealedMS, s.RecvKbps, s.SendKbps, s.MOS)
+				fmt.Printf("[%3.0fs] %s | %s | rtt %.1f ms | jitter %.1f ms | loss %.1f%% | concealed %.0f ms | %s | MOS %.2f\n",
+					time.Since(start).Seconds(), s.Tier, pathLine(s), s.RTTMS, s.JitterMS, s.LossPct, s.ConcealedMS, bitrateLine(s), s.MOS)
 			}
 		case <-hangupAt:
 			hangupAt = nil
@@ -318,9 +313,37 @@ func followCall(cl *node.Client, id string, duration time.Duration, sum *callSum
 	}
 }
 
+// ringLine is what to print about ringing devices given the call's latest
+// state, and *rang the count printed so far: devices ring one after another,
+// so it says so each time another one does, and also when the answer came
+// before any ringing was seen.
+func ringLine(rang *int, ci node.CallInfo) string {
+	if ci.DevicesRang <= *rang || (ci.State != node.CallRinging && *rang > 0) {
+		return ""
+	}
+	*rang = ci.DevicesRang
+	return fmt.Sprintf("ringing (%d device(s))", *rang)
+}
+
 func pathLine(s *node.CallStats) string {
 	if s.PathDetail == "" {
 		return "path " + s.MediaState
 	}
 	return "path " + strings.ReplaceAll(s.PathDetail, "->", "→")
+}
+
+// bitrateLine labels what a call receives and sends. CallStats carries only
+// the received bitrate (over the last full second, so none until a second of
+// audio has arrived); the sent bitrate needs a CallStats field of its own,
+// and until it has one, tx is the Opus packets sent in the last second (50
+// for 20 ms frames, fewer in DTX silence).
+func bitrateLine(s *node.CallStats) string {
+	// A rate is known once a full second has been counted.
+	rate := func(kbps float64, packets uint64) string {
+		if kbps == 0 && packets > 0 {
+			return "--"
+		}
+		return fmt.Sprintf("%.1f", kbps)
+	}
+	return fmt.Sprintf("rx %s kb/s, tx %s kb/s", rate(s.RecvKbps, s.PacketsIn), rate(s.SendKbps, s.PacketsOut))
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -31,14 +32,28 @@ func main() {
 		os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
 	}
 	app := newApp()
-	if err := app.Run(permuteArgs(app, os.Args)); err != nil {
-		fmt.Fprintln(os.Stderr, "parley: "+oneLine(err.Error()))
+	err := app.Run(permuteArgs(app, os.Args))
+	if topic, ok := strings.CutPrefix(errText(err), "No help topic for "); ok {
+		// 'parley help nosuch': urfave/cli's own words and exit code 3.
+		err = cli.Exit(fmt.Sprintf("unknown command %s (see 'parley --help')", topic), exitUsage)
+	}
+	if err != nil {
+		if msg := oneLine(node.ErrorText(err)); msg != "" {
+			fmt.Fprintln(os.Stderr, "parley: "+msg)
+		}
 		var ec cli.ExitCoder
 		if errors.As(err, &ec) && ec.ExitCode() != 0 {
 			os.Exit(ec.ExitCode())
 		}
 		os.Exit(1)
 	}
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
 
 func oneLine(s string) string {
@@ -59,18 +74,36 @@ func defaultHome() string {
 	return ".parley"
 }
 
+// exitUsage is the exit code of a command line parley cannot make sense of
+// (an unknown command or flag, a missing argument); 1 is every other failure.
+const exitUsage = 2
+
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:                 "parley",
 		Usage:                "peer-to-peer voice and chat that keeps working when the cloud does not",
 		EnableBashCompletion: true,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "home", Value: defaultHome(), EnvVars: []string{"PARLEY_HOME"}, Usage: "directory holding keys, database and control socket"},
-			&cli.StringFlag{Name: "log-level", Value: "warn", EnvVars: []string{"PARLEY_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "log-level", EnvVars: []string{"PARLEY_LOG_LEVEL"},
+				Usage: "debug, info, warn or error (default: info for daemon, supernode and relay; warn for the lab; error for the demo)"},
+			&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: []string{"PARLEY_LOG_FORMAT"}, Usage: "text (key=value) or json (one object a line)"},
+			configFlag,
 		},
-		OnUsageError: func(c *cli.Context, err error, _ bool) error {
-			return fmt.Errorf("%v (see 'parley %s --help')", err, c.Command.FullName())
+		Before: func(c *cli.Context) error {
+			if c.IsSet("log-level") {
+				if _, err := parseLevel(c.String("log-level")); err != nil {
+					return err
+				}
+			}
+			if err := checkFormat(c.String("log-format")); err != nil {
+				return err
+			}
+			return checkCommand(c)
 		},
+		// main prints every error as one line and picks the exit code;
+		// urfave/cli must not print or exit on its own.
+		ExitErrHandler: func(*cli.Context, error) {},
 		Commands: []*cli.Command{
 			supernodeCmd(), daemonCmd(), idCmd(), whoisCmd(), chatCmd(),
 			groupCmd(), callCmd(), callsCmd(), answerCmd(), relayCmd(), labCmd(),
@@ -79,18 +112,99 @@ func newApp() *cli.App {
 			statusCmd(), demoCmd(),
 		},
 	}
+	app.OnUsageError = usageError
+	setUsageErrors(app.Commands)
+	return app
 }
 
+// usageError turns a flag parsing error into one line and exit code 2.
+func usageError(c *cli.Context, err error, _ bool) error {
+	name := strings.TrimSpace("parley " + cmdPath(c))
+	return cli.Exit(fmt.Sprintf("%v (see '%s --help')", err, name), exitUsage)
+}
+
+// setUsageErrors gives every command the one-line usage error, and every
+// command that only groups subcommands a check for an unknown subcommand
+// (urfave/cli would print "No help topic" and exit 3).
+func setUsageErrors(cmds []*cli.Command) {
+	for _, c := range cmds {
+		c.OnUsageError = usageError
+		switch {
+		case c.Before != nil:
+		case len(c.Subcommands) > 0 && c.Action == nil:
+			c.Before = checkCommand
+		default:
+			c.Before = applyConfig
+		}
+		setUsageErrors(c.Subcommands)
+	}
+}
+
+// cmdPath is the words of the command being run ("id init"; "" for the
+// app itself). urfave/cli's FullName drops the parents of a subcommand.
+func cmdPath(c *cli.Context) string {
+	var words []string
+	for _, l := range c.Lineage() {
+		if l.Command != nil && l.Command.Name != "" && l.Command.Name != c.App.Name {
+			words = append([]string{l.Command.Name}, words...)
+		}
+	}
+	return strings.Join(words, " ")
+}
+
+// checkCommand refuses an unknown command or subcommand name.
+func checkCommand(c *cli.Context) error {
+	first := c.Args().First()
+	if first == "" || strings.HasPrefix(first, "-") {
+		return nil
+	}
+	known, where := c.App.Command(first) != nil, "parley"
+	if c.Command != nil && c.Command.Name != "" {
+		known, where = c.Command.Command(first) != nil, "parley "+cmdPath(c)
+	}
+	if known {
+		return nil
+	}
+	return cli.Exit(fmt.Sprintf("unknown command %q (see '%s --help')", first, where), exitUsage)
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, cli.Exit(fmt.Sprintf("--log-level %q: use debug, info, warn or error", s), exitUsage)
+}
+
+// logger is the command's logger: at --log-level, or at def when the flag
+// is not given.
 func logger(c *cli.Context, def string) (*slog.Logger, error) {
 	lv := c.String("log-level")
-	if !c.IsSet("log-level") && def != "" {
+	if !c.IsSet("log-level") {
 		lv = def
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(lv)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: use debug, info, warn or error", lv)
+	level, err := parseLevel(lv)
+	if err != nil {
+		return nil, err
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})), nil
+	opts := &slog.HandlerOptions{Level: level}
+	if c.String("log-format") == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+}
+
+func checkFormat(f string) error {
+	if f != "text" && f != "json" {
+		return cli.Exit(fmt.Sprintf("--log-format %q: use text or json", f), exitUsage)
+	}
+	return nil
 }
 
 func signalContext() (context.Context, context.CancelFunc) {
@@ -273,10 +387,13 @@ func idCmd() *cli.Command {
 				Name:  "init",
 				Usage: "create the device key and the account key for a handle",
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "handle", Required: true, Usage: "the name others reach you by (2-32 of a-z 0-9 _ . -)"},
+					&cli.StringFlag{Name: "handle", Usage: "the name others reach you by (2-32 of a-z 0-9 _ . -); required"},
 					&cli.StringFlag{Name: "device", Usage: "a name for this device (default: the host name)"},
 				},
 				Action: func(c *cli.Context) error {
+					if c.String("handle") == "" {
+						return cli.Exit("id init needs --handle NAME: the name others reach you by", exitUsage)
+					}
 					id, err := node.InitIdentity(c.String("home"), c.String("handle"), c.String("device"), time.Now())
 					if err != nil {
 						return err
@@ -348,12 +465,16 @@ func idCmd() *cli.Command {
 					if err != nil {
 						return err
 					}
+					listed := false
 					for _, d := range devs {
 						me := ""
 						if d.PeerID == st.PeerID {
-							me = "  (this device)"
+							me, listed = "  (this device)", true
 						}
 						fmt.Printf("%s  %s%s\n", d.PeerID, d.Name, me)
+					}
+					if !listed {
+						return fmt.Errorf("this device (%s) was unlinked from %s: it no longer sends or receives as %s", shortID(st.PeerID), st.Handle, st.Handle)
 					}
 					return nil
 				},
@@ -404,7 +525,7 @@ func dial(c *cli.Context) (*node.Client, error) { return node.Dial(c.String("hom
 
 func oneArg(c *cli.Context, what string) (string, error) {
 	if c.NArg() != 1 {
-		return "", fmt.Errorf("usage: parley %s %s", c.Command.FullName(), what)
+		return "", cli.Exit(fmt.Sprintf("usage: parley %s %s", cmdPath(c), what), exitUsage)
 	}
 	return c.Args().First(), nil
 }
@@ -484,7 +605,7 @@ func chatCmd() *cli.Command {
 				ArgsUsage: "HANDLE|#GROUP TEXT",
 				Action: func(c *cli.Context) error {
 					if c.NArg() < 2 {
-						return errors.New("usage: parley chat send HANDLE TEXT")
+						return cli.Exit("usage: parley chat send HANDLE|#GROUP TEXT", exitUsage)
 					}
 					cl, err := dial(c)
 					if err != nil {
@@ -495,7 +616,7 @@ func chatCmd() *cli.Command {
 						return err
 					}
 					printSendResult(res)
-					return nil
+					return sendFailure(res)
 				},
 			},
 			{
@@ -531,6 +652,20 @@ func chatCmd() *cli.Command {
 			return interactiveChat(c, h)
 		},
 	}
+}
+
+// sendFailure is the error (and non-zero exit) of a send that reached no
+// device at all or was refused by one: the message stays in this device's
+// history, but someone it was for will never get it.
+func sendFailure(res *node.SendResult) error {
+	reached := len(res.Delivered) + len(res.Mailbox) + len(res.Queued)
+	switch {
+	case len(res.Refused) > 0:
+		return fmt.Errorf("refused by %d device(s): %s", len(res.Refused), oneLine(res.Refused[0].Error))
+	case reached == 0:
+		return errors.New("sent to no device: the conversation has no device but this one")
+	}
+	return nil
 }
 
 func printSendResult(res *node.SendResult) {
@@ -582,7 +717,7 @@ func groupCmd() *cli.Command {
 				ArgsUsage: "NAME HANDLE…",
 				Action: func(c *cli.Context) error {
 					if c.NArg() < 2 {
-						return errors.New("usage: parley group create NAME HANDLE…")
+						return cli.Exit("usage: parley group create NAME HANDLE…", exitUsage)
 					}
 					cl, err := dial(c)
 					if err != nil {
@@ -644,30 +779,41 @@ func interactiveChat(c *cli.Context, with string) error {
 		}
 		return nil
 	})
-	lines := make(chan string)
+	lines := make(chan inputLine)
+	readErr := make(chan error, 1)
 	go func() {
-		sc := bufio.NewScanner(os.Stdin)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
+		readErr <- readLines(os.Stdin, node.MaxBodyBytes, func(l inputLine) { lines <- l })
 		close(lines)
 	}()
+	sent, failed := 0, 0
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return chatOutcome(sent, failed, nil)
 		case l, ok := <-lines:
 			if !ok {
-				return nil
+				return chatOutcome(sent, failed, <-readErr)
 			}
-			if strings.TrimSpace(l) == "" {
+			if l.Size > len(l.Text) {
+				failed++
+				fmt.Fprintf(os.Stderr, "parley: line %d not sent: %d bytes, and a message is at most %d bytes (16 KiB)\n", l.N, l.Size, node.MaxBodyBytes)
 				continue
 			}
-			res, err := cl.Send(ctx, with, l)
+			if strings.TrimSpace(l.Text) == "" {
+				continue
+			}
+			res, err := cl.Send(ctx, with, l.Text)
 			if err != nil {
-				fmt.Fprintln(os.Stderr, "parley: "+oneLine(err.Error()))
+				failed++
+				fmt.Fprintf(os.Stderr, "parley: line %d not sent: %s\n", l.N, oneLine(err.Error()))
 				continue
 			}
+			if err := sendFailure(res); err != nil {
+				failed++
+				fmt.Fprintf(os.Stderr, "parley: line %d: %s\n", l.N, err)
+				continue
+			}
+			sent++
 			if len(res.Queued) > 0 {
 				fmt.Printf("  (queued for %d device(s); will retry)\n", len(res.Queued))
 			}
@@ -675,10 +821,73 @@ func interactiveChat(c *cli.Context, with string) error {
 	}
 }
 
+// chatOutcome is how an interactive chat ends: an error (and a non-zero
+// exit) when a line typed was not sent or stdin could not be read.
+func chatOutcome(sent, failed int, readErr error) error {
+	switch {
+	case readErr != nil:
+		return fmt.Errorf("read input: %w (%d line(s) sent, %d not sent)", readErr, sent, failed)
+	case failed > 0:
+		return fmt.Errorf("%d line(s) not sent (see above); %d sent", failed, sent)
+	}
+	return nil
+}
+
+// inputLine is one line typed: its number, its text without the line end,
+// and its full size in bytes. A line longer than the reader's limit keeps
+// only its first limit+1 bytes, so Size > len(Text) marks it too long.
+type inputLine struct {
+	N    int
+	Text string
+	Size int
+}
+
+// readLines calls fn for every line of r, however long: a line of more than
+// max bytes is reported (Size > len(Text)) without holding all of it in
+// memory, and the lines after it are read as usual. It returns r's error,
+// never io.EOF.
+func readLines(r io.Reader, max int, fn func(inputLine)) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	keep := max + 2 // room for a line of max bytes and its "\r\n"
+	var buf []byte
+	size, n := 0, 0
+	var prev byte // the byte before the current fragment
+	for {
+		frag, err := br.ReadSlice('\n')
+		size += len(frag)
+		if room := keep - len(buf); room > 0 {
+			buf = append(buf, frag[:min(room, len(frag))]...)
+		}
+		if err == bufio.ErrBufferFull {
+			prev = frag[len(frag)-1]
+			continue
+		}
+		if size > 0 {
+			n++
+			l := inputLine{N: n, Size: size}
+			if err == nil { // the line ends in "\n", or "\r\n"
+				l.Size--
+				if len(frag) >= 2 && frag[len(frag)-2] == '\r' || len(frag) == 1 && prev == '\r' {
+					l.Size--
+				}
+			}
+			l.Text = string(buf[:min(len(buf), l.Size, max)])
+			fn(l)
+		}
+		buf, size, prev = buf[:0], 0, 0
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
 func demoCmd() *cli.Command {
 	return &cli.Command{
 		Name:  "demo",
-		Usage: "run a supernode and two nodes on 127.0.0.1 in this process and chat between them",
+		Usage: "run 4 supernodes and 3 devices (alice, bob's laptop and phone) on 127.0.0.1 in this process: chat, a call that rings both of bob's devices, mail for the offline phone",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON summary instead of the transcript"},
 			&cli.IntFlag{Name: "messages", Value: 10, Usage: "messages each way"},
