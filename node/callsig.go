@@ -49,6 +49,11 @@ type streamLink struct {
 // maxQueuedFrames bounds a link's send queue.
 const maxQueuedFrames = 512
 
+// callStreamsPerIP caps the call streams open at once from one IP address
+// (of the connection: a relay's for a relayed one), below the 16 in all:
+// identities are free, addresses are not.
+const callStreamsPerIP = 4
+
 // firstFrameTimeout bounds how long a new call stream may take to say what
 // it is for: a stranger cannot hold a call slot by saying nothing.
 const firstFrameTimeout = 10 * time.Second
@@ -344,12 +349,12 @@ func (n *Node) invite(ctx context.Context, c *Call, d peer.ID, mcfg media.Config
 // handleCall serves a new call stream: an invite, or a resume of a call
 // whose stream broke.
 func (n *Node) handleCall(s network.Stream) {
-	remote := s.Conn().RemotePeer()
-	if !n.callLimit.acquire(remote) {
+	remote, ip := s.Conn().RemotePeer(), remoteIP(s.Conn())
+	if !n.callLimit.acquireFrom(remote, ip) {
 		s.Reset()
 		return
 	}
-	release := sync.OnceFunc(func() { n.callLimit.release(remote) })
+	release := sync.OnceFunc(func() { n.callLimit.releaseFrom(remote, ip) })
 	f, err := readCallFrame(s, firstFrameTimeout)
 	if err == nil && f.Type != sigInvite && f.Type != sigResume {
 		err = fmt.Errorf("%w: expected invite or resume, got %s", ErrBadFrame, f.Type)

@@ -215,7 +215,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("start daemon: %w", err)
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, lock: lock, events: newEventBus(), inbound: newStreamLimiter(64, 4).perIP(cfg.ChatStreamsPerIP),
-		callLimit: newStreamLimiter(16, 2), calls: calls{byID: map[string]*Call{}}, links: linkCodes{codes: map[string]time.Time{}},
+		callLimit: newStreamLimiter(16, 2).perIP(callStreamsPerIP), calls: calls{byID: map[string]*Call{}}, links: linkCodes{codes: map[string]time.Time{}},
 		kick: make(chan struct{}, 1), resolved: map[string]resolvedRecord{},
 		clock: cfg.Clock, timings: cfg.CallTimings.withDefaults()}
 	n.badInput = lograte.New(cfg.Logger, lograte.Config{Now: cfg.Now})

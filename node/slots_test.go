@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/parley-net/parley/supernode"
 )
@@ -43,6 +44,12 @@ func startNodeOn(t *testing.T, home, ip string, sn *supernode.Supernode, mod fun
 // returns the streams victim kept open (the rest it reset).
 func halfFrames(t *testing.T, ip string, identities, perID int, victim *Node) (held []network.Stream) {
 	t.Helper()
+	return halfStreams(t, ChatProtocol, ip, identities, perID, victim)
+}
+
+// halfStreams is halfFrames on any protocol of wire frames.
+func halfStreams(t *testing.T, proto protocol.ID, ip string, identities, perID int, victim *Node) (held []network.Stream) {
+	t.Helper()
 	ctx := context.Background()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -56,7 +63,7 @@ func halfFrames(t *testing.T, ip string, identities, perID int, victim *Node) (h
 			t.Fatal(err)
 		}
 		for j := 0; j < perID; j++ {
-			s, err := h.NewStream(ctx, victim.ID(), ChatProtocol)
+			s, err := h.NewStream(ctx, victim.ID(), proto)
 			if err != nil {
 				continue
 			}
@@ -159,4 +166,30 @@ func TestFrameBuffered(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAttackCallSlotsFromOneIP: 9 identities × 2 half-sent invites from one
+// address (enough to fill all 16 call slots by per-peer limits alone) hold
+// at most callStreamsPerIP of bob's call slots, and a real call from another
+// address still rings. (A half-sent invite is dropped after 10 s anyway, and
+// a call nobody answers frees its slot after the ring timeout.)
+func TestAttackCallSlotsFromOneIP(t *testing.T) {
+	sn := startSupernode(t)
+	media := func(c *Config) { c.Media = loopbackMedia }
+	bob := startNodeOn(t, initHome(t, "bob"), "127.0.0.1", sn, media)
+	alice := startNodeOn(t, initHome(t, "alice"), "127.0.0.3", sn, media)
+	held := halfStreams(t, CallProtocol, "127.0.0.2", 9, 2, bob)
+	if len(held) == 0 || len(held) > callStreamsPerIP {
+		t.Fatalf("one address holds %d call slots, limit %d", len(held), callStreamsPerIP)
+	}
+	ev, stop := bob.Subscribe()
+	defer stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := alice.Call(ctx, "bob", CallOptions{})
+	if err != nil {
+		t.Fatalf("alice's call while bob is under attack: %v", err)
+	}
+	defer c.Hangup()
+	waitCall(t, ev, "alice's call ringing at bob", func(ci CallInfo) bool { return ci.Peer == "alice" && ci.State == CallRinging })
 }
