@@ -89,15 +89,18 @@ type CallTimings struct {
 	// Lost ends a call when neither media nor signalling has been heard
 	// from the peer for this long (default 10 s).
 	Lost time.Duration
-	// Tick is how often a call checks liveness and pings (default 500 ms).
+	// Tick is how often a call checks liveness and pings (default 250 ms).
 	Tick time.Duration
 	// KeepAlive is how often a quiet signalling link is pinged while
 	// media flows (default 1 minute): it keeps NAT and relay state alive.
 	KeepAlive time.Duration
-	// StalePing is how often the link is pinged while the peer's media is
-	// not heard (default 1 s); a link that answers nothing for LinkDead
-	// (default 3 s) counts as broken and is re-opened.
-	StalePing, LinkDead time.Duration
+	// MediaStale is how long without a packet from the peer makes its media
+	// count as gone (default 1 s; an Opus sender in DTX still sends every
+	// 400 ms). Then the link is pinged every StalePing (default 250 ms),
+	// and a link that answers nothing for LinkDead (default 1 s) counts as
+	// broken and is re-opened: a relay killed under a QUIC connection says
+	// nothing, and the ICE restart that follows must not wait on it.
+	MediaStale, StalePing, LinkDead time.Duration
 	// LinkIdle is the read deadline of a signalling stream (default 10
 	// minutes): a stream that says nothing for that long is closed.
 	LinkIdle time.Duration
@@ -114,10 +117,11 @@ func (t CallTimings) withDefaults() CallTimings {
 	def(&t.RestartRetry, 3*time.Second)
 	def(&t.HangupGrace, time.Second)
 	def(&t.Lost, 10*time.Second)
-	def(&t.Tick, 500*time.Millisecond)
+	def(&t.Tick, 250*time.Millisecond)
 	def(&t.KeepAlive, time.Minute)
-	def(&t.StalePing, time.Second)
-	def(&t.LinkDead, 3*time.Second)
+	def(&t.MediaStale, time.Second)
+	def(&t.StalePing, 250*time.Millisecond)
+	def(&t.LinkDead, time.Second)
 	def(&t.LinkIdle, 10*time.Minute)
 	if t.MaxFailedRestarts == 0 {
 		t.MaxFailedRestarts = 5

@@ -319,6 +319,17 @@ func (m *machine) loopState() callState {
 	return st
 }
 
+// stepHeard is step with the peer answering every tick (a pong), so only
+// the media rules are at work, not the dead-link one.
+func (m *machine) stepHeard(l *fakeLink, d time.Duration) {
+	for ; d > 0; d -= min(d, testTick) {
+		l.deliver(callFrame{Type: sigPong, Call: "0a0b"})
+		m.c.sync()
+		m.clk.Advance(min(d, testTick))
+		m.c.sync()
+	}
+}
+
 // addLeg gives an outgoing call a ready leg to device name.
 func (m *machine) addLeg(name string) (*fakeLink, *fakeSession) {
 	l, s := &fakeLink{}, newFakeSession()
@@ -417,31 +428,26 @@ func TestCallMachineRestartBackoff(t *testing.T) {
 	m.c.sync()
 	s.state(media.StateConnected)
 	m.c.sync()
-	// Keep the peer heard (pongs), so only the restart rule is at work.
-	heard := func() { a.deliver(callFrame{Type: sigPong, Call: "0a0b"}) }
-
+	// The peer stays heard (pongs), so only the restart rule is at work.
 	s.state(media.StateDisconnected)
 	m.c.sync()
-	m.step(200 * time.Millisecond)
+	m.stepHeard(a, 200*time.Millisecond)
 	if n := s.restarts.Load(); n != 0 {
 		t.Fatalf("restarted after 200 ms (%d)", n)
 	}
-	m.step(100 * time.Millisecond)
+	m.stepHeard(a, 100*time.Millisecond)
 	waitFor(t, "first ICE restart offer", func() bool { return strings.Count(a.types(), sigRestart) == 1 })
 	// Each unanswered restart is followed by another after RestartRetry,
 	// five in all; the sixth attempt ends the call.
 	for i := 2; i <= 5; i++ {
-		heard()
-		m.step(2900 * time.Millisecond)
+		m.stepHeard(a, 2900*time.Millisecond)
 		if got := strings.Count(a.types(), sigRestart); got != i-1 {
 			t.Fatalf("restart %d came early: %d restarts", i, got)
 		}
-		heard()
-		m.step(100 * time.Millisecond)
+		m.stepHeard(a, 100*time.Millisecond)
 		waitFor(t, "next ICE restart", func() bool { m.c.sync(); return strings.Count(a.types(), sigRestart) == i })
 	}
-	heard()
-	m.step(3 * time.Second)
+	m.stepHeard(a, 3*time.Second)
 	m.wantEnded(ReasonNoMediaPath)
 	if f := a.frames(); f[len(f)-1].Type != sigHangup || f[len(f)-1].Reason != ReasonNoMediaPath {
 		t.Fatalf("peer not told: last frame %+v", f[len(f)-1])
@@ -468,9 +474,9 @@ func TestCallMachineStaleRestartAnswerIgnored(t *testing.T) {
 	m.c.sync()
 	s.state(media.StateFailed)
 	m.c.sync()
-	m.step(300 * time.Millisecond)
+	m.stepHeard(a, 300*time.Millisecond)
 	waitFor(t, "restart 1", func() bool { m.c.sync(); return strings.Count(a.types(), sigRestart) == 1 })
-	m.step(3 * time.Second)
+	m.stepHeard(a, 3*time.Second)
 	waitFor(t, "restart 2", func() bool { m.c.sync(); return strings.Count(a.types(), sigRestart) == 2 })
 	a.deliver(callFrame{Type: sigRestartAnswer, Call: "0a0b", Seq: 2, Restart: 1, SDP: "v=0 stale"})
 	a.deliver(callFrame{Type: sigRestartAnswer, Call: "0a0b", Seq: 3, Restart: 2, SDP: "v=0 fresh"})

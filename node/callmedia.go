@@ -72,7 +72,7 @@ func (c *Call) tick() {
 	if l.link == nil {
 		return
 	}
-	stale := now.Sub(c.lastPacket) >= c.t.StalePing
+	stale := now.Sub(c.lastPacket) >= c.t.MediaStale
 	if !l.pingSent.IsZero() && now.Sub(l.pingSent) >= c.t.LinkDead && stale {
 		// Pinged while the media was gone too, and nothing came back:
 		// the link is dead even if its stream has not noticed (a relay

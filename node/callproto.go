@@ -29,10 +29,10 @@ import (
 // callee, which must see the same device on the new stream, replies resumed
 // with its own; each side then sends again what the other has not
 // acknowledged, and a receiver ignores a sequence number it has seen, so
-// nothing is applied twice. While the peer's media is not heard, each side
-// pings every second and the other answers pong: a stream that answers nothing
-// for 3 s is taken for dead (a killed relay under a QUIC connection says
-// nothing) and re-opened. While media flows a ping goes out once a minute, to
+// nothing is applied twice. While the peer's media is not heard (for 1 s), each
+// side pings every 250 ms and the other answers pong: a stream that answers
+// nothing for 1 s is taken for dead (a killed relay under a QUIC connection
+// says nothing) and re-opened. While media flows a ping goes out once a minute, to
 // keep NAT and relay state alive.
 //
 // Frames are wire frames of at most MaxCallFrame bytes; every frame names
