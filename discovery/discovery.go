@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	ds "github.com/ipfs/go-datastore"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -40,6 +41,10 @@ type DHTConfig struct {
 	Bootstrap []peer.AddrInfo
 	// Now is the clock for record validity; nil means time.Now.
 	Now func() time.Time
+	// Datastore keeps the records this DHT server stores for others (and
+	// its provider records); nil means kad-dht's in-memory map, lost at
+	// every restart. The caller closes it after the DHT.
+	Datastore ds.Batching
 }
 
 // NewDHT starts a parley DHT on h.
@@ -62,6 +67,9 @@ func NewDHT(ctx context.Context, h host.Host, cfg DHTConfig) (*dht.IpfsDHT, erro
 	}
 	if len(cfg.Bootstrap) > 0 {
 		opts = append(opts, dht.BootstrapPeers(cfg.Bootstrap...))
+	}
+	if cfg.Datastore != nil {
+		opts = append(opts, dht.Datastore(cfg.Datastore))
 	}
 	return dht.New(ctx, h, opts...)
 }

@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -103,6 +104,11 @@ type Supernode struct {
 	mailbox *mailbox.Server
 	turn    *turnrelay.Server
 	creds   *turnrelay.CredentialService
+	records *recordStore
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // New starts a supernode.
@@ -124,11 +130,15 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 		return nil, fmt.Errorf("start supernode: %w", err)
 	}
 	s := &Supernode{cfg: cfg, lock: lock}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
 			s.Close()
 		}
 	}()
+	if s.records, err = openRecordStore(cfg.Home, cfg.Logger.With("service", "dht-records")); err != nil {
+		return nil, fmt.Errorf("start supernode: %w", err)
+	}
 	key, err := keyfile.LoadOrCreateEd25519(filepath.Join(cfg.Home, "supernode.key"))
 	if err != nil {
 		return nil, err
@@ -148,7 +158,7 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 		libp2p.EnableNATService(),
 		libp2p.Routing(func(h host.Host) (routing.PeerRouting, error) {
 			var err error
-			s.dht, err = discovery.NewDHT(ctx, h, discovery.DHTConfig{Server: true, Bootstrap: cfg.Bootstrap, Now: cfg.Now})
+			s.dht, err = discovery.NewDHT(ctx, h, discovery.DHTConfig{Server: true, Bootstrap: cfg.Bootstrap, Now: cfg.Now, Datastore: s.records})
 			return s.dht, err
 		}),
 	}
@@ -206,8 +216,35 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 			return nil, err
 		}
 	}
+	s.wg.Add(1)
+	go s.sweepLoop()
 	cfg.Logger.Info("supernode started", "peer", s.host.ID(), "addrs", s.host.Addrs())
 	return s, nil
+}
+
+// sweepLoop removes expired records from disk at start and every
+// recordSweepInterval; kad-dht itself only drops one when it is read.
+func (s *Supernode) sweepLoop() {
+	defer s.wg.Done()
+	now := time.Now
+	if s.cfg.Now != nil {
+		now = s.cfg.Now
+	}
+	t := time.NewTicker(recordSweepInterval)
+	defer t.Stop()
+	for {
+		kept, dropped, err := s.records.sweep(s.ctx, s.dht.Validator, discovery.RecordMaxAge, now())
+		if err != nil && s.ctx.Err() == nil {
+			s.cfg.Logger.Warn("sweep DHT records", "err", err)
+		} else {
+			s.cfg.Logger.Info("DHT records on disk", "kept", kept, "expired", dropped)
+		}
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func (s *Supernode) serveMetrics(reg *prometheus.Registry) error {
@@ -311,8 +348,15 @@ func (s *Supernode) Close() error {
 	if s.dht != nil {
 		s.dht.Close()
 	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.wg.Wait()
 	if s.host != nil {
 		s.host.Close()
+	}
+	if s.records != nil {
+		s.records.Close()
 	}
 	return s.lock.Release()
 }
