@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -102,15 +103,16 @@ func Bootstrap(ctx context.Context, h host.Host, peers []peer.AddrInfo, timeout 
 	if len(peers) == 0 {
 		return 0, fmt.Errorf("%w: no bootstrap addresses given", ErrNoBootstrap)
 	}
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	type result struct {
-		id  peer.ID
+		pi  peer.AddrInfo
 		err error
 	}
 	results := make(chan result, len(peers))
 	for _, pi := range peers {
-		go func(pi peer.AddrInfo) { results <- result{pi.ID, h.Connect(ctx, pi)} }(pi)
+		go func(pi peer.AddrInfo) { results <- result{pi, h.Connect(ctx, pi)} }(pi)
 	}
 	var errs []string
 	ok := 0
@@ -119,7 +121,7 @@ func Bootstrap(ctx context.Context, h host.Host, peers []peer.AddrInfo, timeout 
 		select {
 		case r := <-results:
 			if r.err != nil {
-				errs = append(errs, fmt.Sprintf("%s: %v", r.id.ShortString(), shortErr(r.err)))
+				errs = append(errs, fmt.Sprintf("%s: %s", PeerAddrString(r.pi), shortErr(r.err)))
 				continue
 			}
 			if ok++; ok == 1 {
@@ -130,25 +132,41 @@ func Bootstrap(ctx context.Context, h host.Host, peers []peer.AddrInfo, timeout 
 		}
 	}
 	if ok == 0 {
-		return 0, fmt.Errorf("%w after %s (%s)", ErrNoBootstrap, timeout, strings.Join(errs, "; "))
+		return 0, fmt.Errorf("%w after %s (%s)", ErrNoBootstrap, time.Since(start).Round(time.Millisecond), strings.Join(errs, "; "))
 	}
 	return ok, nil
 }
 
 const bootstrapGrace = time.Second
 
+// shortErr is one line of a dial error for a person: the reason of the
+// last address that failed (libp2p lists one per line) rather than the
+// summary, and never Go's "<peer.ID 12*abc>" form.
 func shortErr(err error) string {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return "timed out"
 	}
-	s := err.Error()
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[:i]
+	lines := strings.Split(strings.TrimSpace(err.Error()), "\n")
+	s := strings.TrimSpace(lines[0])
+	if len(lines) > 1 {
+		s = strings.TrimPrefix(strings.TrimSpace(lines[len(lines)-1]), "* ")
 	}
+	s = peerIDForm.ReplaceAllString(s, "$1")
 	if len(s) > 160 {
 		s = s[:160] + "…"
 	}
 	return s
+}
+
+var peerIDForm = regexp.MustCompile(`<peer\.ID ([^>]*)>`)
+
+// PeerAddrString names a peer for a person: its first address with
+// /p2p/<id>, or the bare ID when no address is known.
+func PeerAddrString(pi peer.AddrInfo) string {
+	if len(pi.Addrs) == 0 {
+		return pi.ID.String()
+	}
+	return pi.Addrs[0].String() + "/p2p/" + pi.ID.String()
 }
 
 // WaitRoutable waits until the routing table holds at least one DHT server.

@@ -219,6 +219,9 @@ func daemonCmd() *cli.Command {
 			for _, a := range st.Addrs {
 				fmt.Println("  listening " + a)
 			}
+			if !st.Online {
+				fmt.Printf("offline, retrying: %s\n", st.OfflineReason)
+			}
 			fmt.Printf("control API: %s\nready\n", filepath.Join(home, node.SocketFile))
 			errc := make(chan error, 1)
 			go func() { errc <- n.ServeAPI(ctx) }()
@@ -450,6 +453,10 @@ func statusCmd() *cli.Command {
 				return err
 			}
 			fmt.Printf("handle       %s\npeer ID      %s\nfingerprint  %s\npeers        %d\n", st.Handle, st.PeerID, st.Fingerprint, st.Peers)
+			fmt.Printf("state        %s since %s\n", st.State, st.Since.Local().Format(time.TimeOnly))
+			if st.OfflineReason != "" {
+				fmt.Printf("             %s\n", st.OfflineReason)
+			}
 			for _, a := range st.Addrs {
 				fmt.Println("  " + a)
 			}
