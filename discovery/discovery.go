@@ -22,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -111,7 +112,13 @@ func Bootstrap(ctx context.Context, h host.Host, peers []peer.AddrInfo, timeout 
 		err error
 	}
 	results := make(chan result, len(peers))
+	sw, _ := h.Network().(*swarm.Swarm)
 	for _, pi := range peers {
+		if sw != nil {
+			// A retry is deliberate: libp2p's dial backoff after the last
+			// failure must not turn it into a no-op.
+			sw.Backoff().Clear(pi.ID)
+		}
 		go func(pi peer.AddrInfo) { results <- result{pi, h.Connect(ctx, pi)} }(pi)
 	}
 	var errs []string

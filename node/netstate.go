@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/host/eventbus"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 
 	kb "github.com/libp2p/go-libp2p-kbucket"
 
@@ -362,6 +363,9 @@ func (n *Node) redial(p peer.ID) {
 	}
 	if len(addrs) == 0 {
 		return
+	}
+	if sw, ok := n.host.Network().(*swarm.Swarm); ok {
+		sw.Backoff().Clear(p)
 	}
 	n.wg.Add(1)
 	go func() {

@@ -279,3 +279,45 @@ func TestRecordSweep(t *testing.T) {
 		t.Fatalf("sweep kept %d dropped %d (%v), want 1 and 3", kept, dropped, err)
 	}
 }
+
+// TestSupernodeStartsAloneAndJoinsLater: a supernode whose only bootstrap
+// peer is down starts anyway, and joins it by itself when it comes up; a
+// restart with that peer gone from --bootstrap joins through the host cache.
+func TestSupernodeStartsAloneAndJoinsLater(t *testing.T) {
+	homeA := t.TempDir()
+	listenA := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", freeTCPPort(t))
+	startA, stopA := inProcess(t, homeA, listenA)
+	infoA := startA()
+	stopA()
+
+	homeB := t.TempDir()
+	b, err := New(context.Background(), Config{Home: homeB, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: []peer.AddrInfo{infoA}, Logger: quiet()})
+	if err != nil {
+		t.Fatalf("start with an unreachable bootstrap peer: %v", err)
+	}
+	defer b.Close()
+	startA()
+	t.Logf("B joined A %s after A started", waitUntil(t, 10*time.Second, "B joins A", func() bool { return b.connectedSupernodes() > 0 }))
+	b.Close()
+
+	b, err = New(context.Background(), Config{Home: homeB, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	t.Logf("B rejoined A from its host cache in %s", waitUntil(t, 10*time.Second, "B joins A from its host cache", func() bool { return b.connectedSupernodes() > 0 }))
+}
+
+func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Since(start) > d {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+		<-tick.C
+	}
+	return time.Since(start)
+}

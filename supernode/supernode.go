@@ -71,7 +71,9 @@ type Config struct {
 	// Listen are multiaddrs to listen on; nil means TCP and QUIC on
 	// DefaultPort of every interface.
 	Listen []string
-	// Bootstrap are other supernodes to join; nil means this is the first.
+	// Bootstrap are other supernodes to join, besides those in the host
+	// cache (home/hosts.json); nil means none. Reaching none is not an
+	// error: the supernode serves alone and keeps trying.
 	Bootstrap []peer.AddrInfo
 	// MetricsAddr serves Prometheus metrics on http://ADDR/metrics; "" is off.
 	MetricsAddr string
@@ -105,6 +107,7 @@ type Supernode struct {
 	turn    *turnrelay.Server
 	creds   *turnrelay.CredentialService
 	records *recordStore
+	hosts   *discovery.HostCache
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -139,6 +142,13 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 	if s.records, err = openRecordStore(cfg.Home, cfg.Logger.With("service", "dht-records")); err != nil {
 		return nil, fmt.Errorf("start supernode: %w", err)
 	}
+	if s.hosts, err = discovery.LoadHostCache(cfg.Home, 0); err != nil {
+		cfg.Logger.Warn("host cache unreadable; starting with an empty one", "err", err)
+	}
+	boot := cfg.Bootstrap
+	if cached := s.hosts.Peers(); len(cached) > 0 {
+		boot = discovery.MergePeers(boot, cached)
+	}
 	key, err := keyfile.LoadOrCreateEd25519(filepath.Join(cfg.Home, "supernode.key"))
 	if err != nil {
 		return nil, err
@@ -158,7 +168,7 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 		libp2p.EnableNATService(),
 		libp2p.Routing(func(h host.Host) (routing.PeerRouting, error) {
 			var err error
-			s.dht, err = discovery.NewDHT(ctx, h, discovery.DHTConfig{Server: true, Bootstrap: cfg.Bootstrap, Now: cfg.Now, Datastore: s.records})
+			s.dht, err = discovery.NewDHT(ctx, h, discovery.DHTConfig{Server: true, Bootstrap: boot, Now: cfg.Now, Datastore: s.records})
 			return s.dht, err
 		}),
 	}
@@ -172,9 +182,9 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 	if s.host, err = libp2p.New(opts...); err != nil {
 		return nil, fmt.Errorf("start libp2p host: %w", err)
 	}
-	if len(cfg.Bootstrap) > 0 {
-		if _, err := discovery.Bootstrap(ctx, s.host, cfg.Bootstrap, 15*time.Second); err != nil {
-			cfg.Logger.Warn("no other supernode reachable; serving alone", "err", err)
+	if peers := s.knownSupernodes(); len(peers) > 0 {
+		if _, err := discovery.Bootstrap(ctx, s.host, peers, joinTimeout); err != nil {
+			cfg.Logger.Warn("no other supernode reachable; serving alone and retrying", "err", err)
 		}
 	}
 	var svc discovery.Services
@@ -216,8 +226,9 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 			return nil, err
 		}
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.sweepLoop()
+	go s.joinLoop()
 	cfg.Logger.Info("supernode started", "peer", s.host.ID(), "addrs", s.host.Addrs())
 	return s, nil
 }
