@@ -312,7 +312,8 @@ func (s *Supernode) STUNAddr() *net.UDPAddr {
 	return s.stun.Addr()
 }
 
-// closest returns the k supernodes, this one included, closest to key.
+// closest returns the k supernodes, this one included, closest to key, in
+// distinct sites where it can (mailbox.PickHolders).
 func (s *Supernode) closest(ctx context.Context, key string, k int) ([]peer.ID, error) {
 	peers, err := s.dht.GetClosestPeers(ctx, key)
 	if err != nil && len(peers) == 0 {
@@ -320,7 +321,15 @@ func (s *Supernode) closest(ctx context.Context, key string, k int) ([]peer.ID, 
 	}
 	all := append([]peer.ID{s.host.ID()}, peers...)
 	sorted := kb.SortClosestPeers(all, kb.ConvertKey(key))
-	return sorted[:min(k, len(sorted))], nil
+	return mailbox.PickHolders(sorted, k, s.site), nil
+}
+
+// site is the network a supernode is in (mailbox.Site).
+func (s *Supernode) site(p peer.ID) string {
+	if p == s.host.ID() {
+		return mailbox.Site(s.host.Addrs())
+	}
+	return mailbox.Site(s.host.Peerstore().Addrs(p))
 }
 
 func (s *Supernode) isSupernode(p peer.ID) bool {
