@@ -248,6 +248,9 @@ func (n *Node) netLoop(state netState, reason string, publishNow bool) {
 			defer n.wg.Done()
 			n.FetchMailbox(n.ctx)
 		}()
+		// Devices that were unreachable while this one was offline may be
+		// reachable now: dial them again before leaving mail in mailboxes.
+		n.unreachable.Clear()
 		if c, err := n.store.RetryNow(n.ctx, now().UnixMilli()); err == nil && c > 0 {
 			n.log.Info("outbox retried now that the network is back", "envelopes", c)
 		}
