@@ -119,7 +119,16 @@ func Bootstrap(ctx context.Context, h host.Host, peers []peer.AddrInfo, timeout 
 			// failure must not turn it into a no-op.
 			sw.Backoff().Clear(pi.ID)
 		}
-		go func(pi peer.AddrInfo) { results <- result{pi, h.Connect(ctx, pi)} }(pi)
+		go func(pi peer.AddrInfo) {
+			err := h.Connect(ctx, pi)
+			if errors.Is(err, swarm.ErrDialBackoff) && sw != nil {
+				// Another dial (the DHT's own bootstrap) failed just now:
+				// say why this one fails, not that it was skipped.
+				sw.Backoff().Clear(pi.ID)
+				err = h.Connect(ctx, pi)
+			}
+			results <- result{pi, err}
+		}(pi)
 	}
 	var errs []string
 	ok := 0
