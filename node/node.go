@@ -20,6 +20,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
@@ -92,6 +93,9 @@ type Config struct {
 	// AutoAnswer, when set, answers every incoming call with the audio ends
 	// it returns; nil means calls ring until a client answers.
 	AutoAnswer func(CallInfo) (CallOptions, error)
+	// Bandwidth, when set, counts every byte the host sends and receives,
+	// per protocol and peer (a measuring hook); nil means none.
+	Bandwidth metrics.Reporter
 	// Logger receives the node's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -290,6 +294,9 @@ func (n *Node) startHost() error {
 			d, err = discovery.NewDHT(n.ctx, h, discovery.DHTConfig{Bootstrap: n.cfg.Bootstrap, Now: n.cfg.Now})
 			return d, err
 		}),
+	}
+	if n.cfg.Bandwidth != nil {
+		opts = append(opts, libp2p.BandwidthReporter(n.cfg.Bandwidth))
 	}
 	h, err := libp2p.New(opts...)
 	if err != nil {
