@@ -32,7 +32,7 @@ const (
 	maxJoinBackoff    = 60 * time.Second
 	backoffJitter     = 0.2
 	netTick           = time.Second
-	closestCheckEvery = 10 // ticks
+	closestCheckEvery = 2 // ticks
 	// hostCacheSaveEvery bounds how often the host cache is written.
 	hostCacheSaveEvery = 30 // ticks
 	// absentForget is how long a lost supernode is redialled before it is

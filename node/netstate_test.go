@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/parley-net/parley/discovery"
@@ -241,4 +242,78 @@ func TestHostCacheJoinsWithoutBootstrap(t *testing.T) {
 	if _, err := a.Resolve(context.Background(), "alice"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// resolveVia resolves handle from a fresh DHT client that knows only sn.
+func resolveVia(t *testing.T, sn peer.AddrInfo, handle string) error {
+	t.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	d, err := discovery.NewDHT(context.Background(), h, discovery.DHTConfig{Bootstrap: []peer.AddrInfo{sn}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := h.Connect(ctx, sn); err != nil {
+		return err
+	}
+	if err := discovery.WaitRoutable(ctx, d); err != nil {
+		return err
+	}
+	_, _, err = discovery.Resolve(ctx, d, handle)
+	return err
+}
+
+// TestRepublishToReturningSupernode: one of two supernodes comes back with
+// an empty disk while the device stays online through the other; the
+// device redials it and republishes, so it alone serves the record again.
+func TestRepublishToReturningSupernode(t *testing.T) {
+	a, b := newFixedSupernode(t), newFixedSupernode(t)
+	a.start()
+	b.start()
+	alice := startWith(t, initHome(t, "alice"), []peer.AddrInfo{a.info, b.info})
+	waitFor(t, 10*time.Second, "alice meets both supernodes", func() bool { return alice.supernodesConnected() == 2 })
+	a.stop()
+	a.wipe()
+	a.start()
+	back := time.Now()
+	if !alice.Status().Online {
+		t.Fatal("alice went offline with a supernode left")
+	}
+	waitFor(t, 10*time.Second, "alice redials the returning supernode", func() bool { return alice.supernodesConnected() == 2 })
+	b.stop()
+	waitFor(t, 10*time.Second-time.Since(back), "alice's record on the returning supernode", func() bool {
+		return resolveVia(t, a.info, "alice") == nil
+	})
+	t.Logf("the returning supernode serves alice's record %s after it came back", time.Since(back).Round(time.Millisecond))
+}
+
+// TestRepublishToNewClosestSupernode: a supernode that joins after the
+// device published becomes one of the closest to its record; once a lookup
+// shows it to the device, the device republishes and it holds the record.
+func TestRepublishToNewClosestSupernode(t *testing.T) {
+	a, b := newFixedSupernode(t), newFixedSupernode(t)
+	a.start()
+	alice := startWith(t, initHome(t, "alice"), []peer.AddrInfo{a.info})
+	sn, err := supernode.New(context.Background(), supernode.Config{Home: b.home, Listen: []string{b.listen}, Bootstrap: []peer.AddrInfo{a.info}, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.sn, b.info = sn, sn.AddrInfo()
+	joined := time.Now()
+	// Any lookup shows the newcomer to the device.
+	waitFor(t, 10*time.Second, "alice's routing table learns the new supernode", func() bool {
+		alice.Resolve(context.Background(), "nobody")
+		return alice.dht.RoutingTable().Find(b.info.ID) != ""
+	})
+	waitFor(t, 10*time.Second, "the new supernode holds alice's record", func() bool {
+		c, err := b.sn.RecordCount()
+		return err == nil && c == 1
+	})
+	t.Logf("new supernode holds alice's record %s after it joined", time.Since(joined).Round(time.Millisecond))
 }

@@ -43,6 +43,8 @@ const (
 	DefaultFetchInterval     = 30 * time.Second
 	maxRetryBackoff          = 60 * time.Second
 	resolveCacheTTL          = 30 * time.Second
+	// cachedBootstrap is how many host-cache supernodes join Bootstrap.
+	cachedBootstrap = 4
 )
 
 // Config configures a Node. The zero value of every field but Home and
@@ -202,6 +204,11 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.hosts, err = discovery.LoadHostCache(cfg.Home, 0); err != nil {
 		n.log.Warn("host cache unreadable; starting with an empty one", "err", err)
 	}
+	// The most recently met supernodes serve as bootstrap supernodes too
+	// (relay reservations, circuits, STUN), so a device whose --bootstrap
+	// list is dead still has relays once it joins through its host cache.
+	cached := n.hosts.Peers()
+	n.cfg.Bootstrap = discovery.MergePeers(n.cfg.Bootstrap, cached[:min(len(cached), cachedBootstrap)])
 	if len(n.bootstrapPeers()) == 0 {
 		return nil, fmt.Errorf("%w: pass --bootstrap with a supernode's multiaddr", discovery.ErrNoBootstrap)
 	}

@@ -130,3 +130,22 @@ func (l pebbleLogger) Fatalf(format string, args ...any) {
 	l.log.Error(fmt.Sprintf(format, args...), "component", "pebble")
 	os.Exit(1)
 }
+
+// count is how many value records are on disk.
+func (r *recordStore) count(ctx context.Context) (int, error) {
+	res, err := r.Query(ctx, query.Query{KeysOnly: true})
+	if err != nil {
+		return 0, err
+	}
+	defer res.Close()
+	n := 0
+	for e := range res.Next() {
+		if e.Error != nil {
+			return n, e.Error
+		}
+		if !strings.HasPrefix(e.Key, "/providers/") {
+			n++
+		}
+	}
+	return n, nil
+}

@@ -266,6 +266,12 @@ func (s *Supernode) serveMetrics(reg *prometheus.Registry) error {
 		Name: "parley_supernode_dht_routing_table_size", Help: "DHT servers in the routing table.",
 	}, func() float64 { return float64(s.dht.RoutingTable().Size()) }))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "parley_supernode_dht_records", Help: "DHT records (handle records) kept on disk.",
+	}, func() float64 {
+		c, _ := s.RecordCount()
+		return float64(c)
+	}))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "parley_mailbox_envelopes", Help: "Envelopes the mailbox keeps for offline devices.",
 	}, func() float64 {
 		c, _ := s.mailbox.Count()
@@ -335,6 +341,10 @@ func (s *Supernode) site(p peer.ID) string {
 func (s *Supernode) isSupernode(p peer.ID) bool {
 	return s.dht.RoutingTable().Find(p) != ""
 }
+
+// RecordCount is how many DHT value records (handle records) the supernode
+// keeps on disk.
+func (s *Supernode) RecordCount() (int, error) { return s.records.count(s.ctx) }
 
 // Mailbox is the supernode's mailbox.
 func (s *Supernode) Mailbox() *mailbox.Server { return s.mailbox }
