@@ -7,14 +7,15 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/parley-net/parley/media"
 )
 
 // TestSkype2010: ten supernodes and six devices; eight supernodes die at
 // once (December 2010: a client bug took down a large share of the
 // supernodes). Within 30 s every device resolves every handle and chats
-// with every other; the eight come back with wiped disks (new keys, new
+// with every other, and three calls carry audio; the eight come back with wiped disks (new keys, new
 // addresses: brand-new supernodes); nothing sent is lost or duplicated.
-// Calls are covered by the call tests, not repeated here.
 func TestSkype2010(t *testing.T) {
 	if testing.Short() {
 		t.Skip("ten supernodes and six devices: not in -short")
@@ -22,8 +23,16 @@ func TestSkype2010(t *testing.T) {
 	net := startSupernodes(t, 10)
 	names := []string{"alice", "bob", "carol", "dave", "erin", "frank"}
 	devs := make([]*Node, len(names))
+	answer := func(CallInfo) (CallOptions, error) { return CallOptions{Source: media.SpeechLikeSource(1)}, nil }
 	for i, h := range names {
-		devs[i] = startWith(t, initHome(t, h), net.infos())
+		n, err := Start(context.Background(), Config{Home: initHome(t, h), Listen: loopback, Bootstrap: net.infos(),
+			Logger: quietLogger(), RetryInterval: 100 * time.Millisecond, BootstrapTimeout: 5 * time.Second,
+			Media: loopbackMedia, AutoAnswer: answer})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		devs[i] = n
 	}
 	ctx := context.Background()
 
@@ -105,8 +114,30 @@ func TestSkype2010(t *testing.T) {
 	resolved := time.Since(crash)
 	round("during")
 	delivered(30*time.Second-time.Since(crash), "during")
-	t.Logf("8 of 10 supernodes gone: every handle resolved in %s, every message delivered %s after the crash",
-		resolved.Round(time.Millisecond), time.Since(crash).Round(time.Millisecond))
+	chatted := time.Since(crash)
+	// Three calls at once, each device in one: every one carries audio.
+	var calls []*Call
+	for i := 0; i < len(devs); i += 2 {
+		c, err := devs[i].Call(ctx, names[i+1], CallOptions{Source: media.SpeechLikeSource(2)})
+		if err != nil {
+			t.Fatalf("%s calls %s after the crash: %v", names[i], names[i+1], err)
+		}
+		calls = append(calls, c)
+	}
+	waitFor(t, 30*time.Second-time.Since(crash), "calls carry audio", func() bool {
+		for _, c := range calls {
+			if c.Info().State != CallActive {
+				return false
+			}
+		}
+		return true
+	})
+	for _, c := range calls {
+		c.Hangup()
+		<-c.Done()
+	}
+	t.Logf("8 of 10 supernodes gone: every handle resolved in %s, every message delivered %s and three calls up %s after the crash",
+		resolved.Round(time.Millisecond), chatted.Round(time.Millisecond), time.Since(crash).Round(time.Millisecond))
 
 	for i := 0; i < 8; i++ {
 		net.homes[i] = t.TempDir()
