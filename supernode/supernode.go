@@ -1,5 +1,6 @@
 // Package supernode runs the services a volunteer supernode adds to the
-// parley network: the DHT in server mode (it stores handle records), a
+// parley network: the DHT in server mode (it stores handle records, on disk
+// in home/dht, so a restart loses none), a
 // circuit relay v2 for signalling between nodes that cannot dial each other,
 // AutoNAT so nodes learn whether they are reachable, a STUN server for
 // server-reflexive ICE candidates (announced over discovery.ServicesProtocol),

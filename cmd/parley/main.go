@@ -166,7 +166,7 @@ func daemonCmd() *cli.Command {
 			&cli.StringSliceFlag{Name: "listen", Aliases: []string{"l"}, EnvVars: []string{"PARLEY_LISTEN"},
 				Usage: "multiaddr to listen on (repeatable; default TCP and QUIC on an ephemeral port)"},
 			bootstrapFlag,
-			&cli.DurationFlag{Name: "bootstrap-timeout", Value: node.DefaultBootstrapTimeout, Usage: "give up joining after this long"},
+			&cli.DurationFlag{Name: "bootstrap-timeout", Value: node.DefaultBootstrapTimeout, Usage: "wait this long to join before starting offline (it keeps trying)"},
 			&cli.BoolFlag{Name: "media-loopback", EnvVars: []string{"PARLEY_MEDIA_LOOPBACK"},
 				Usage: "offer 127.0.0.1 as a call candidate (for calls between daemons on one machine)"},
 			&cli.StringSliceFlag{Name: "cloud-relay", EnvVars: []string{"PARLEY_CLOUD_RELAY"},
