@@ -23,6 +23,10 @@ const HostCacheFile = "hosts.json"
 // recently seen win.
 const DefaultHostCacheSize = 64
 
+// lastSeenResolution is how stale a last-seen time may get before seeing
+// the peer again is written down.
+const lastSeenResolution = 5 * time.Minute
+
 // maxHostCacheBytes bounds what LoadHostCache reads.
 const maxHostCacheBytes = 1 << 20
 
@@ -106,10 +110,11 @@ func (c *HostCache) Seen(ai peer.AddrInfo, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	old, ok := c.entries[ai.ID]
-	// Last-seen times are kept to the second: a peer seen again within the
-	// same second does not make the file dirty.
+	// A peer seen again at the same addresses within lastSeenResolution
+	// does not make the file dirty: the cache is rewritten when something
+	// changed, not every time a connected supernode is counted.
 	now = now.UTC().Truncate(time.Second)
-	if ok && old.LastSeen.Equal(now) && slices.Equal(old.Addrs, addrs) {
+	if ok && now.Sub(old.LastSeen) < lastSeenResolution && slices.Equal(old.Addrs, addrs) {
 		return
 	}
 	c.entries[ai.ID] = HostEntry{ID: ai.ID.String(), Addrs: addrs, LastSeen: now}
