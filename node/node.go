@@ -201,8 +201,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			n.Close()
 		}
 	}()
-	if n.hosts, err = discovery.LoadHostCache(cfg.Home, 0); err != nil {
-		n.log.Warn("host cache unreadable; starting with an empty one", "err", err)
+	var herr error
+	if n.hosts, herr = discovery.LoadHostCache(cfg.Home, 0); herr != nil {
+		n.log.Warn("host cache unreadable; starting with an empty one", "err", herr)
 	}
 	// The most recently met supernodes serve as bootstrap supernodes too
 	// (relay reservations, circuits, STUN), so a device whose --bootstrap

@@ -143,8 +143,9 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 	if s.records, err = openRecordStore(cfg.Home, cfg.Logger.With("service", "dht-records")); err != nil {
 		return nil, fmt.Errorf("start supernode: %w", err)
 	}
-	if s.hosts, err = discovery.LoadHostCache(cfg.Home, 0); err != nil {
-		cfg.Logger.Warn("host cache unreadable; starting with an empty one", "err", err)
+	var herr error
+	if s.hosts, herr = discovery.LoadHostCache(cfg.Home, 0); herr != nil {
+		cfg.Logger.Warn("host cache unreadable; starting with an empty one", "err", herr)
 	}
 	boot := cfg.Bootstrap
 	if cached := s.hosts.Peers(); len(cached) > 0 {
