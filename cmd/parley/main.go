@@ -24,6 +24,7 @@ import (
 	"github.com/parley-net/parley/lab"
 	"github.com/parley-net/parley/node"
 	"github.com/parley-net/parley/supernode"
+	"github.com/parley-net/parley/supernode/mailbox"
 )
 
 func main() {
@@ -116,6 +117,8 @@ func supernodeCmd() *cli.Command {
 			&cli.StringSliceFlag{Name: "turn-relay-ip", EnvVars: []string{"PARLEY_TURN_RELAY_IP"}, Usage: "public `IP` of the relayed ports (required with TURN)"},
 			&cli.StringFlag{Name: "turn-ports", Value: "49152-65535", Usage: "relayed port range `MIN-MAX`"},
 			&cli.StringSliceFlag{Name: "turn-allow-cidr", Usage: "relay to peers in `CIDR` although it is private or special-purpose (a lab's own ranges)"},
+			&cli.DurationFlag{Name: "mailbox-replicate", Value: mailbox.DefaultReplicateInterval, EnvVars: []string{"PARLEY_MAILBOX_REPLICATE"},
+				Usage: "how often mailbox holders copy their mail to the current closest supernodes (healing after a loss)"},
 		},
 		Action: func(c *cli.Context) error {
 			log, err := logger(c, "info")
@@ -133,7 +136,8 @@ func supernodeCmd() *cli.Command {
 			ctx, stop := signalContext()
 			defer stop()
 			sn, err := supernode.New(ctx, supernode.Config{Home: c.String("home"), Listen: c.StringSlice("listen"),
-				Bootstrap: boot, MetricsAddr: c.String("metrics"), STUNAddr: c.String("stun"), TURN: turn, Logger: log})
+				Bootstrap: boot, MetricsAddr: c.String("metrics"), STUNAddr: c.String("stun"), TURN: turn, Logger: log,
+				Mailbox: mailbox.Config{ReplicateInterval: c.Duration("mailbox-replicate")}})
 			if err != nil {
 				return err
 			}
