@@ -148,12 +148,21 @@ func Bootstrap(ctx context.Context, h host.Host, peers []peer.AddrInfo, timeout 
 		}
 	}
 	if ok == 0 {
-		return 0, fmt.Errorf("%w after %s (%s)", ErrNoBootstrap, time.Since(start).Round(time.Millisecond), strings.Join(errs, "; "))
+		return 0, fmt.Errorf("%w after %s (%s)", ErrNoBootstrap, roundElapsed(time.Since(start)), strings.Join(errs, "; "))
 	}
 	return ok, nil
 }
 
 const bootstrapGrace = time.Second
+
+// roundElapsed shows a duration to the millisecond, or to the microsecond
+// below one (a refused connection on loopback).
+func roundElapsed(d time.Duration) time.Duration {
+	if d < time.Millisecond {
+		return d.Round(time.Microsecond)
+	}
+	return d.Round(time.Millisecond)
+}
 
 // shortErr is one line of a dial error for a person: the reason of the
 // last address that failed (libp2p lists one per line) rather than the
