@@ -17,13 +17,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
+	ds "github.com/ipfs/go-datastore"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -50,6 +53,10 @@ type DHTConfig struct {
 	Trusted []peer.ID
 	// Quorum is HandleValidator.Quorum; 0 means DefaultQuorum.
 	Quorum int
+	// Datastore keeps the records this DHT server stores for others (and
+	// its provider records); nil means kad-dht's in-memory map, lost at
+	// every restart. The caller closes it after the DHT.
+	Datastore ds.Batching
 }
 
 // NewDHT starts a parley DHT on h.
@@ -82,6 +89,9 @@ func NewDHT(ctx context.Context, h host.Host, cfg DHTConfig) (*dht.IpfsDHT, erro
 	if len(cfg.Bootstrap) > 0 {
 		opts = append(opts, dht.BootstrapPeers(cfg.Bootstrap...))
 	}
+	if cfg.Datastore != nil {
+		opts = append(opts, dht.Datastore(cfg.Datastore))
+	}
 	return dht.New(ctx, h, opts...)
 }
 
@@ -113,15 +123,31 @@ func Bootstrap(ctx context.Context, h host.Host, peers []peer.AddrInfo, timeout 
 	if len(peers) == 0 {
 		return 0, fmt.Errorf("%w: no bootstrap addresses given", ErrNoBootstrap)
 	}
+	start := time.Now()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	type result struct {
-		id  peer.ID
+		pi  peer.AddrInfo
 		err error
 	}
 	results := make(chan result, len(peers))
+	sw, _ := h.Network().(*swarm.Swarm)
 	for _, pi := range peers {
-		go func(pi peer.AddrInfo) { results <- result{pi.ID, h.Connect(ctx, pi)} }(pi)
+		if sw != nil {
+			// A retry is deliberate: libp2p's dial backoff after the last
+			// failure must not turn it into a no-op.
+			sw.Backoff().Clear(pi.ID)
+		}
+		go func(pi peer.AddrInfo) {
+			err := h.Connect(ctx, pi)
+			if errors.Is(err, swarm.ErrDialBackoff) && sw != nil {
+				// Another dial (the DHT's own bootstrap) failed just now:
+				// say why this one fails, not that it was skipped.
+				sw.Backoff().Clear(pi.ID)
+				err = h.Connect(ctx, pi)
+			}
+			results <- result{pi, err}
+		}(pi)
 	}
 	var errs []string
 	ok := 0
@@ -130,7 +156,7 @@ func Bootstrap(ctx context.Context, h host.Host, peers []peer.AddrInfo, timeout 
 		select {
 		case r := <-results:
 			if r.err != nil {
-				errs = append(errs, fmt.Sprintf("%s: %v", r.id.ShortString(), shortErr(r.err)))
+				errs = append(errs, fmt.Sprintf("%s: %s", PeerAddrString(r.pi), shortErr(r.err)))
 				continue
 			}
 			if ok++; ok == 1 {
@@ -141,25 +167,50 @@ func Bootstrap(ctx context.Context, h host.Host, peers []peer.AddrInfo, timeout 
 		}
 	}
 	if ok == 0 {
-		return 0, fmt.Errorf("%w after %s (%s)", ErrNoBootstrap, timeout, strings.Join(errs, "; "))
+		return 0, fmt.Errorf("%w after %s (%s)", ErrNoBootstrap, roundElapsed(time.Since(start)), strings.Join(errs, "; "))
 	}
 	return ok, nil
 }
 
 const bootstrapGrace = time.Second
 
+// roundElapsed shows a duration to the millisecond, or to the microsecond
+// below one (a refused connection on loopback).
+func roundElapsed(d time.Duration) time.Duration {
+	if d < time.Millisecond {
+		return d.Round(time.Microsecond)
+	}
+	return d.Round(time.Millisecond)
+}
+
+// shortErr is one line of a dial error for a person: the reason of the
+// last address that failed (libp2p lists one per line) rather than the
+// summary, and never Go's "<peer.ID 12*abc>" form.
 func shortErr(err error) string {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return "timed out"
 	}
-	s := err.Error()
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		s = s[:i]
+	lines := strings.Split(strings.TrimSpace(err.Error()), "\n")
+	s := strings.TrimSpace(lines[0])
+	if len(lines) > 1 {
+		s = strings.TrimPrefix(strings.TrimSpace(lines[len(lines)-1]), "* ")
 	}
+	s = peerIDForm.ReplaceAllString(s, "$1")
 	if len(s) > 160 {
 		s = s[:160] + "…"
 	}
 	return s
+}
+
+var peerIDForm = regexp.MustCompile(`<peer\.ID ([^>]*)>`)
+
+// PeerAddrString names a peer for a person: its first address with
+// /p2p/<id>, or the bare ID when no address is known.
+func PeerAddrString(pi peer.AddrInfo) string {
+	if len(pi.Addrs) == 0 {
+		return pi.ID.String()
+	}
+	return pi.Addrs[0].String() + "/p2p/" + pi.ID.String()
 }
 
 // WaitRoutable waits until the routing table holds at least one DHT server.

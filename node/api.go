@@ -54,11 +54,25 @@ type Status struct {
 	Fingerprint string   `json:"fingerprint"`
 	Addrs       []string `json:"addrs"`
 	Peers       int      `json:"peers"`
+	// Online is whether the node reaches at least one supernode; State
+	// says the same as "online" or "offline".
+	Online bool   `json:"online"`
+	State  string `json:"state"`
+	// Since is when the node entered State.
+	Since time.Time `json:"since"`
+	// OfflineReason, when offline, names the addresses tried, what each
+	// answered and how long the last attempt took.
+	OfflineReason string `json:"offline_reason,omitempty"`
+	// Supernodes is how many supernodes the node is connected to.
+	Supernodes int `json:"supernodes"`
 }
 
-// Status reports who and where the node is.
+// Status reports who and where the node is, and whether it is online.
 func (n *Node) Status() Status {
-	st := Status{Handle: n.id.Handle(), PeerID: n.ID().String(), Fingerprint: n.id.Fingerprint(), Peers: len(n.host.Network().Peers())}
+	net := n.net.get()
+	st := Status{Handle: n.id.Handle(), PeerID: n.ID().String(), Fingerprint: n.id.Fingerprint(), Peers: len(n.host.Network().Peers()),
+		Online: net.state == stateOnline, State: net.state.String(), Since: net.since, OfflineReason: net.reason,
+		Supernodes: n.supernodesConnected()}
 	for _, a := range n.host.Addrs() {
 		st.Addrs = append(st.Addrs, a.String()+"/p2p/"+n.ID().String())
 	}
@@ -368,7 +382,7 @@ func writeErr(w http.ResponseWriter, err error) {
 		code = http.StatusNotFound
 	case errors.Is(err, ErrCallState), errors.Is(err, ErrBusy):
 		code = http.StatusConflict
-	case errors.Is(err, ErrNoDevice), errors.Is(err, ErrNoRelay):
+	case errors.Is(err, ErrNoDevice), errors.Is(err, ErrNoRelay), errors.Is(err, ErrOffline):
 		code = http.StatusServiceUnavailable
 	case errors.Is(err, ErrContactKeyChanged), errors.Is(err, discovery.ErrExpired), errors.Is(err, ErrHeld), errors.Is(err, ErrUnverified):
 		code = http.StatusConflict

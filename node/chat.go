@@ -826,7 +826,7 @@ func (n *Node) deliverDirect(ctx context.Context, id peer.ID, outs []Outgoing, e
 }
 
 // mailboxHolders are the supernodes that keep mail for an account: the k
-// closest to it in the DHT keyspace.
+// closest to it in the DHT keyspace, in distinct sites where possible.
 func (n *Node) mailboxHolders(ctx context.Context, account []byte) ([]peer.ID, error) {
 	key := mailbox.Key(account)
 	peers, err := n.dht.GetClosestPeers(ctx, key)
@@ -834,7 +834,9 @@ func (n *Node) mailboxHolders(ctx context.Context, account []byte) ([]peer.ID, e
 		return nil, fmt.Errorf("find mailboxes: %w", err)
 	}
 	sorted := kb.SortClosestPeers(peers, kb.ConvertKey(key))
-	return sorted[:min(n.cfg.MailboxK, len(sorted))], nil
+	return mailbox.PickHolders(sorted, n.cfg.MailboxK, func(p peer.ID) string {
+		return mailbox.Site(n.host.Peerstore().Addrs(p))
+	}), nil
 }
 
 // deposit leaves envelopes with every mailbox of the recipient's account.

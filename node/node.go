@@ -23,6 +23,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
@@ -43,13 +44,15 @@ import (
 const (
 	DefaultBootstrapTimeout  = 15 * time.Second
 	DefaultRetryInterval     = 2 * time.Second
-	DefaultRepublishInterval = time.Hour
+	DefaultRepublishInterval = 10 * time.Minute
 	DefaultDeliveryTimeout   = 10 * time.Second
 	DefaultFetchInterval     = 30 * time.Second
 	DefaultChatStreamsPerIP  = 16
 	DefaultChatFrameTimeout  = 5 * time.Second
 	maxRetryBackoff          = 60 * time.Second
 	resolveCacheTTL          = 30 * time.Second
+	// cachedBootstrap is how many host-cache supernodes join Bootstrap.
+	cachedBootstrap = 4
 )
 
 // Config configures a Node. The zero value of every field but Home and
@@ -60,14 +63,19 @@ type Config struct {
 	// Listen are the multiaddrs to listen on; nil means TCP and QUIC on an
 	// ephemeral port of every interface.
 	Listen []string
-	// Bootstrap are supernodes to join the network through. Required.
+	// Bootstrap are supernodes to join the network through, besides those
+	// in the host cache (home/hosts.json); required while the host cache is
+	// empty.
 	Bootstrap []peer.AddrInfo
-	// BootstrapTimeout bounds joining; 0 means DefaultBootstrapTimeout.
+	// BootstrapTimeout bounds one attempt to join; Start waits at most this
+	// long before it returns a node that is offline and keeps trying. 0
+	// means DefaultBootstrapTimeout.
 	BootstrapTimeout time.Duration
 	// RetryInterval is how often the outbox is scanned; 0 means DefaultRetryInterval.
 	RetryInterval time.Duration
-	// RepublishInterval is how often the handle record is republished; 0
-	// means DefaultRepublishInterval.
+	// RepublishInterval is how often, ±20 %, the handle record is
+	// republished when nothing else prompted it (see netLoop); 0 means
+	// DefaultRepublishInterval.
 	RepublishInterval time.Duration
 	// DeliveryTimeout bounds one delivery attempt to one device; 0 means
 	// DefaultDeliveryTimeout.
@@ -106,6 +114,9 @@ type Config struct {
 	// ChatFrameTimeout is how long a chat frame may take to arrive once its
 	// first byte has; 0 means DefaultChatFrameTimeout.
 	ChatFrameTimeout time.Duration
+	// Bandwidth, when set, counts every byte the host sends and receives,
+	// per protocol and peer (a measuring hook); nil means none.
+	Bandwidth metrics.Reporter
 	// Logger receives the node's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Clock drives the calls' state machines (timers and time); nil means
@@ -126,6 +137,8 @@ type Node struct {
 	host  host.Host
 	dht   *dht.IpfsDHT
 	lock  *homelock.Lock
+	hosts *discovery.HostCache
+	net   netView
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -161,9 +174,6 @@ func (c *Config) setDefaults() error {
 	}
 	if err := checkPolicy(c.Path, c.Profile); err != nil {
 		return err
-	}
-	if len(c.Bootstrap) == 0 {
-		return fmt.Errorf("%w: pass --bootstrap with a supernode's multiaddr", discovery.ErrNoBootstrap)
 	}
 	if c.Listen == nil {
 		c.Listen = []string{"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"}
@@ -204,8 +214,13 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
-// Start opens the home, joins the network through the bootstrap supernodes
-// and publishes the handle. It returns once the node can send and receive.
+// Start opens the home and joins the network through the bootstrap
+// supernodes and those in the host cache, waiting at most BootstrapTimeout.
+// When none answers it still returns a working node, offline: the user's
+// history and outbox are served, Status says why it is offline, and the node
+// keeps trying (netLoop) and comes online by itself. Start fails only for
+// what no retry can fix: the home, the identity, a handle held by another
+// account, or no supernode address at all.
 func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
@@ -225,6 +240,18 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			n.Close()
 		}
 	}()
+	var herr error
+	if n.hosts, herr = discovery.LoadHostCache(cfg.Home, 0); herr != nil {
+		n.log.Warn("host cache unreadable; starting with an empty one", "err", herr)
+	}
+	// The most recently met supernodes serve as bootstrap supernodes too
+	// (relay reservations, circuits, STUN), so a device whose --bootstrap
+	// list is dead still has relays once it joins through its host cache.
+	cached := n.hosts.Peers()
+	n.cfg.Bootstrap = discovery.MergePeers(n.cfg.Bootstrap, cached[:min(len(cached), cachedBootstrap)])
+	if len(n.bootstrapPeers()) == 0 {
+		return nil, fmt.Errorf("%w: pass --bootstrap with a supernode's multiaddr", discovery.ErrNoBootstrap)
+	}
 	if n.id, err = LoadIdentity(cfg.Home); err != nil {
 		return nil, err
 	}
@@ -244,40 +271,60 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 
 	joinCtx, cancel := context.WithTimeout(ctx, cfg.BootstrapTimeout)
 	defer cancel()
-	if _, err := discovery.Bootstrap(joinCtx, n.host, cfg.Bootstrap, cfg.BootstrapTimeout); err != nil {
-		return nil, err
-	}
-	if err := discovery.WaitRoutable(joinCtx, n.dht); err != nil {
-		return nil, fmt.Errorf("join the parley DHT: %w", err)
-	}
-	// Mail that waited while this device was away comes first; publishing
-	// (a DHT lookup that can wait on dead supernodes) need not hold it up.
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		n.FetchMailbox(n.ctx)
-	}()
-	if err := n.publish(joinCtx); err != nil {
-		return nil, err
-	}
-	n.wg.Add(4)
-	go n.republishLoop()
-	go n.outboxLoop()
-	go n.reserveLoop()
-	go n.cloudLoop()
-	if c, err := n.store.MessageCount(ctx); err == nil && c == 0 && len(n.Devices()) > 1 {
-		// A device linked after the account had history: copy it from a
-		// sibling that is online.
+	state, reason, publishNow := stateOnline, "", false
+	if err := n.join(joinCtx); err != nil {
+		state, reason = stateOffline, offlineReason(err)
+		n.log.Warn("starting offline", "reason", reason)
+	} else {
+		// Mail that waited while this device was away comes first; publishing
+		// (a DHT lookup that can wait on dead supernodes) need not hold it up.
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
+			n.FetchMailbox(n.ctx)
+		}()
+		if err := n.publish(joinCtx); errors.Is(err, discovery.ErrHandleTaken) {
+			return nil, err
+		} else if err != nil {
+			n.log.Warn("publish handle; retrying", "err", err)
+			publishNow = true
+		}
+	}
+	n.net.set(netSnapshot{state: state, since: cfg.Now(), reason: reason})
+	n.wg.Add(5)
+	go n.netLoop(state, reason, publishNow)
+	go n.outboxLoop()
+	go n.reserveLoop()
+	go n.cloudLoop()
+	go func() {
+		defer n.wg.Done()
+		if c, err := n.store.MessageCount(n.ctx); err == nil && c == 0 && len(n.Devices()) > 1 {
+			// A device linked after the account had history: copy it from a
+			// sibling that is online.
+			if err := n.waitOnline(n.ctx); err != nil {
+				return
+			}
 			if _, err := n.SyncHistory(n.ctx); err != nil {
 				n.log.Info("history sync", "err", err)
 			}
-		}()
-	}
-	n.log.Info("node started", "handle", n.id.Handle(), "peer", n.host.ID(), "addrs", n.host.Addrs())
+		}
+	}()
+	n.log.Info("node started", "handle", n.id.Handle(), "peer", n.host.ID(), "addrs", n.host.Addrs(), "state", state)
 	return n, nil
+}
+
+// waitOnline waits until the node is online or ctx ends.
+func (n *Node) waitOnline(ctx context.Context) error {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for n.online() != nil {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
 }
 
 func (n *Node) startHost() error {
@@ -299,6 +346,9 @@ func (n *Node) startHost() error {
 			d, err = discovery.NewDHT(n.ctx, h, discovery.DHTConfig{Bootstrap: n.cfg.Bootstrap, Now: n.cfg.Now})
 			return d, err
 		}),
+	}
+	if n.cfg.Bandwidth != nil {
+		opts = append(opts, libp2p.BandwidthReporter(n.cfg.Bandwidth))
 	}
 	h, err := libp2p.New(opts...)
 	if err != nil {
@@ -433,24 +483,6 @@ func (n *Node) gatherWitnesses(ctx context.Context) {
 	}
 }
 
-func (n *Node) republishLoop() {
-	defer n.wg.Done()
-	t := time.NewTicker(n.cfg.RepublishInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.ctx.Done():
-			return
-		case <-t.C:
-			ctx, cancel := context.WithTimeout(n.ctx, time.Minute)
-			if err := n.publish(ctx); err != nil {
-				n.log.Warn("republish handle", "err", err)
-			}
-			cancel()
-		}
-	}
-}
-
 // Whois is what a handle lookup found.
 type Whois struct {
 	Handle      string        `json:"handle"`
@@ -546,10 +578,31 @@ func (n *Node) lookup(ctx context.Context, handle string, fresh bool) (*discover
 	if ok && !fresh && now.Sub(c.at) < resolveCacheTTL {
 		return c.rec, nil, nil
 	}
+	if err := n.online(); err != nil {
+		if fresh {
+			return nil, nil, fmt.Errorf("look up %s: %w", handle, err)
+		}
+		// Mail can still be addressed with the record last seen, and wait
+		// in the outbox.
+		if rec := n.storedRecord(ctx, handle, now); rec != nil {
+			return rec, nil, nil
+		}
+		return nil, nil, fmt.Errorf("%s is not known on this device: %w", handle, err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	l, err := discovery.LookupHandle(ctx, n.dht, handle)
 	if err != nil {
+		if !fresh {
+			// The DHT may have lost the record (a supernode back with an
+			// empty disk) until its owner republishes: the signed record
+			// seen last, of the pinned account, is still good while it has
+			// not expired.
+			if old := n.storedRecord(ctx, handle, now); old != nil {
+				n.log.Debug("resolve: using the stored record", "handle", handle, "err", err)
+				return old, nil, nil
+			}
+		}
 		return nil, nil, err
 	}
 	pinned, err := n.store.Contact(ctx, handle)
@@ -557,12 +610,13 @@ func (n *Node) lookup(ctx context.Context, handle string, fresh bool) (*discover
 		return nil, nil, err
 	}
 	var rec *discovery.HandleRecord
+	var raw []byte
 	switch claim := l.Of(pinned); {
 	case pinned != nil && claim == nil:
 		return nil, l, fmt.Errorf("%w for %s: someone else may be using this handle: the DHT names %s, pinned here is %s",
 			ErrContactKeyChanged, handle, l.Best.Fingerprint(), discovery.Fingerprint(pinned))
 	case pinned != nil:
-		rec = claim.Record
+		rec, raw = claim.Record, claim.Raw
 		if l.Disagree() {
 			n.log.Warn("DHT servers disagree on a handle; keeping the pinned account", "handle", handle,
 				"pinned", discovery.Fingerprint(pinned), "accounts", len(l.Claims))
@@ -570,13 +624,16 @@ func (n *Node) lookup(ctx context.Context, handle string, fresh bool) (*discover
 	case !l.Verified:
 		return nil, l, fmt.Errorf("%w: %s (%d witnesses of trusted supernodes)", ErrUnverified, handle, l.Claims[0].Rank.Witnesses)
 	default:
-		rec = l.Best
+		rec, raw = l.Best, l.Raw
 	}
 	if err := rec.CheckFresh(now); err != nil {
 		return nil, l, err
 	}
 	if err := n.store.CheckContact(ctx, handle, rec.Account, now.UnixMilli()); err != nil {
 		return nil, l, err
+	}
+	if err := n.store.SaveRecord(ctx, handle, raw, now.UnixMilli()); err != nil {
+		n.log.Warn("keep resolved record", "handle", handle, "err", err)
 	}
 	n.mu.Lock()
 	if c, ok := n.resolved[handle]; ok && bytes.Equal(c.rec.Account, rec.Account) && c.rec.Seq > rec.Seq {
@@ -596,6 +653,23 @@ func (n *Node) noteRecord(rec *discovery.HandleRecord) {
 	if c, ok := n.resolved[rec.Handle]; ok && bytes.Equal(c.rec.Account, rec.Account) && c.rec.Seq < rec.Seq {
 		n.resolved[rec.Handle] = resolvedRecord{rec: rec, at: c.at}
 	}
+}
+
+// storedRecord is the record last resolved for handle, if it is still
+// fresh and its account is still the pinned one; else nil.
+func (n *Node) storedRecord(ctx context.Context, handle string, now time.Time) *discovery.HandleRecord {
+	b, err := n.store.LoadRecord(ctx, handle)
+	if err != nil || b == nil {
+		return nil
+	}
+	rec, err := discovery.ParseHandleRecord(b)
+	if err != nil || rec.Handle != handle || rec.CheckFresh(now) != nil {
+		return nil
+	}
+	if n.store.CheckContact(ctx, handle, rec.Account, now.UnixMilli()) != nil {
+		return nil
+	}
+	return rec
 }
 
 // cachedRecord returns the last record resolved for a handle, if any, and

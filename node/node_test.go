@@ -268,18 +268,24 @@ func TestSecondDaemonOnSameHomeRefused(t *testing.T) {
 	}
 }
 
-func TestUnreachableBootstrapFailsFast(t *testing.T) {
+func TestUnreachableBootstrapStartsOffline(t *testing.T) {
 	home := initHome(t, "alice")
 	// A peer ID nobody runs, on a port nothing listens on.
 	bogus, _ := discovery.ParseAddrs([]string{"/ip4/127.0.0.1/tcp/9/p2p/12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo"})
 	start := time.Now()
-	_, err := Start(context.Background(), Config{Home: home, Listen: loopback, Bootstrap: bogus, BootstrapTimeout: 3 * time.Second, Logger: quietLogger()})
-	if !errors.Is(err, discovery.ErrNoBootstrap) {
-		t.Fatalf("err = %v, want ErrNoBootstrap", err)
+	n, err := Start(context.Background(), Config{Home: home, Listen: loopback, Bootstrap: bogus, BootstrapTimeout: 3 * time.Second, Logger: quietLogger()})
+	if err != nil {
+		t.Fatalf("start with an unreachable bootstrap: %v, want an offline node", err)
 	}
-	if el := time.Since(start); el > 30*time.Second {
+	defer n.Close()
+	if el := time.Since(start); el > 5*time.Second {
 		t.Fatalf("bounded wait took %s", el)
 	}
+	st := n.Status()
+	if st.Online || !strings.Contains(st.OfflineReason, discovery.ErrNoBootstrap.Error()) || strings.Contains(st.OfflineReason, "<peer.ID") {
+		t.Fatalf("status: %+v", st)
+	}
+	t.Logf("offline: %s", st.OfflineReason)
 }
 
 func TestNoGoroutineLeftBehind(t *testing.T) {

@@ -87,6 +87,11 @@ CREATE TABLE IF NOT EXISTS contacts(
 	account BLOB NOT NULL,
 	first_seen_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS records(
+	handle TEXT PRIMARY KEY,
+	record BLOB NOT NULL,
+	seen_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS groups(
 	id TEXT PRIMARY KEY,
 	name TEXT NOT NULL,
@@ -451,4 +456,31 @@ func (s *Store) CheckContact(ctx context.Context, handle string, account []byte,
 		return fmt.Errorf("%w for %s: someone else may be using this handle", ErrContactKeyChanged, handle)
 	}
 	return nil
+}
+
+// SaveRecord keeps the last handle record resolved for a handle, so the
+// device can still address mail to it while no supernode is reachable.
+func (s *Store) SaveRecord(ctx context.Context, handle string, rec []byte, nowMS int64) error {
+	_, err := s.db.ExecContext(ctx, `INSERT OR REPLACE INTO records(handle,record,seen_ms) VALUES(?,?,?)`, handle, rec, nowMS)
+	return err
+}
+
+// LoadRecord returns the record SaveRecord kept for handle, or nil.
+func (s *Store) LoadRecord(ctx context.Context, handle string) ([]byte, error) {
+	var b []byte
+	err := s.db.QueryRowContext(ctx, `SELECT record FROM records WHERE handle=?`, handle).Scan(&b)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	return b, err
+}
+
+// RetryNow makes every envelope waiting in the outbox due at nowMS: the
+// network came back, so backoffs earned while it was away no longer apply.
+func (s *Store) RetryNow(ctx context.Context, nowMS int64) (int64, error) {
+	r, err := s.db.ExecContext(ctx, `UPDATE outbox SET next_ms=? WHERE state=0 AND next_ms>?`, nowMS, nowMS)
+	if err != nil {
+		return 0, err
+	}
+	return r.RowsAffected()
 }

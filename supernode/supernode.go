@@ -1,5 +1,6 @@
 // Package supernode runs the services a volunteer supernode adds to the
-// parley network: the DHT in server mode (it stores handle records), a
+// parley network: the DHT in server mode (it stores handle records, on disk
+// in home/dht, so a restart loses none), a
 // circuit relay v2 for signalling between nodes that cannot dial each other,
 // AutoNAT so nodes learn whether they are reachable, a STUN server for
 // server-reflexive ICE candidates (announced over discovery.ServicesProtocol),
@@ -20,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -72,7 +74,9 @@ type Config struct {
 	// Listen are multiaddrs to listen on; nil means TCP and QUIC on
 	// DefaultPort of every interface.
 	Listen []string
-	// Bootstrap are other supernodes to join; nil means this is the first.
+	// Bootstrap are other supernodes to join, besides those in the host
+	// cache (home/hosts.json); nil means none. Reaching none is not an
+	// error: the supernode serves alone and keeps trying.
 	Bootstrap []peer.AddrInfo
 	// MetricsAddr serves Prometheus metrics on http://ADDR/metrics; "" is off.
 	MetricsAddr string
@@ -109,6 +113,12 @@ type Supernode struct {
 	turn    *turnrelay.Server
 	creds   *turnrelay.CredentialService
 	claims  *ClaimServer
+	records *recordStore
+	hosts   *discovery.HostCache
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 // New starts a supernode.
@@ -130,11 +140,23 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 		return nil, fmt.Errorf("start supernode: %w", err)
 	}
 	s := &Supernode{cfg: cfg, lock: lock}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
 			s.Close()
 		}
 	}()
+	if s.records, err = openRecordStore(cfg.Home, cfg.Logger.With("service", "dht-records")); err != nil {
+		return nil, fmt.Errorf("start supernode: %w", err)
+	}
+	var herr error
+	if s.hosts, herr = discovery.LoadHostCache(cfg.Home, 0); herr != nil {
+		cfg.Logger.Warn("host cache unreadable; starting with an empty one", "err", herr)
+	}
+	boot := cfg.Bootstrap
+	if cached := s.hosts.Peers(); len(cached) > 0 {
+		boot = discovery.MergePeers(boot, cached)
+	}
 	key, err := keyfile.LoadOrCreateEd25519(filepath.Join(cfg.Home, "supernode.key"))
 	if err != nil {
 		return nil, err
@@ -159,7 +181,7 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 		libp2p.EnableNATService(),
 		libp2p.Routing(func(h host.Host) (routing.PeerRouting, error) {
 			var err error
-			s.dht, err = discovery.NewDHT(ctx, h, discovery.DHTConfig{Server: true, Bootstrap: cfg.Bootstrap, Now: cfg.Now})
+			s.dht, err = discovery.NewDHT(ctx, h, discovery.DHTConfig{Server: true, Bootstrap: boot, Now: cfg.Now, Datastore: s.records})
 			return s.dht, err
 		}),
 	}
@@ -173,9 +195,9 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 	if s.host, err = libp2p.New(opts...); err != nil {
 		return nil, fmt.Errorf("start libp2p host: %w", err)
 	}
-	if len(cfg.Bootstrap) > 0 {
-		if _, err := discovery.Bootstrap(ctx, s.host, cfg.Bootstrap, 15*time.Second); err != nil {
-			cfg.Logger.Warn("no other supernode reachable; serving alone", "err", err)
+	if peers := s.knownSupernodes(); len(peers) > 0 {
+		if _, err := discovery.Bootstrap(ctx, s.host, peers, joinTimeout); err != nil {
+			cfg.Logger.Warn("no other supernode reachable; serving alone and retrying", "err", err)
 		}
 	}
 	var svc discovery.Services
@@ -223,8 +245,36 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 			return nil, err
 		}
 	}
+	s.wg.Add(2)
+	go s.sweepLoop()
+	go s.joinLoop()
 	cfg.Logger.Info("supernode started", "peer", s.host.ID(), "addrs", s.host.Addrs())
 	return s, nil
+}
+
+// sweepLoop removes expired records from disk at start and every
+// recordSweepInterval; kad-dht itself only drops one when it is read.
+func (s *Supernode) sweepLoop() {
+	defer s.wg.Done()
+	now := time.Now
+	if s.cfg.Now != nil {
+		now = s.cfg.Now
+	}
+	t := time.NewTicker(recordSweepInterval)
+	defer t.Stop()
+	for {
+		kept, dropped, err := s.records.sweep(s.ctx, s.dht.Validator, discovery.RecordMaxAge, now())
+		if err != nil && s.ctx.Err() == nil {
+			s.cfg.Logger.Warn("sweep DHT records", "err", err)
+		} else {
+			s.cfg.Logger.Info("DHT records on disk", "kept", kept, "expired", dropped)
+		}
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 func (s *Supernode) serveMetrics(reg *prometheus.Registry) error {
@@ -234,6 +284,12 @@ func (s *Supernode) serveMetrics(reg *prometheus.Registry) error {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "parley_supernode_dht_routing_table_size", Help: "DHT servers in the routing table.",
 	}, func() float64 { return float64(s.dht.RoutingTable().Size()) }))
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "parley_supernode_dht_records", Help: "DHT records (handle records) kept on disk.",
+	}, func() float64 {
+		c, _ := s.RecordCount()
+		return float64(c)
+	}))
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "parley_mailbox_envelopes", Help: "Envelopes the mailbox keeps for offline devices.",
 	}, func() float64 {
@@ -281,7 +337,8 @@ func (s *Supernode) STUNAddr() *net.UDPAddr {
 	return s.stun.Addr()
 }
 
-// closest returns the k supernodes, this one included, closest to key.
+// closest returns the k supernodes, this one included, closest to key, in
+// distinct sites where it can (mailbox.PickHolders).
 func (s *Supernode) closest(ctx context.Context, key string, k int) ([]peer.ID, error) {
 	peers, err := s.dht.GetClosestPeers(ctx, key)
 	if err != nil && len(peers) == 0 {
@@ -289,12 +346,24 @@ func (s *Supernode) closest(ctx context.Context, key string, k int) ([]peer.ID, 
 	}
 	all := append([]peer.ID{s.host.ID()}, peers...)
 	sorted := kb.SortClosestPeers(all, kb.ConvertKey(key))
-	return sorted[:min(k, len(sorted))], nil
+	return mailbox.PickHolders(sorted, k, s.site), nil
+}
+
+// site is the network a supernode is in (mailbox.Site).
+func (s *Supernode) site(p peer.ID) string {
+	if p == s.host.ID() {
+		return mailbox.Site(s.host.Addrs())
+	}
+	return mailbox.Site(s.host.Peerstore().Addrs(p))
 }
 
 func (s *Supernode) isSupernode(p peer.ID) bool {
 	return s.dht.RoutingTable().Find(p) != ""
 }
+
+// RecordCount is how many DHT value records (handle records) the supernode
+// keeps on disk.
+func (s *Supernode) RecordCount() (int, error) { return s.records.count(s.ctx) }
 
 // Mailbox is the supernode's mailbox.
 func (s *Supernode) Mailbox() *mailbox.Server { return s.mailbox }
@@ -337,8 +406,15 @@ func (s *Supernode) Close() error {
 	if s.dht != nil {
 		s.dht.Close()
 	}
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.wg.Wait()
 	if s.host != nil {
 		s.host.Close()
+	}
+	if s.records != nil {
+		s.records.Close()
 	}
 	return s.lock.Release()
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/parley-net/parley/lab"
 	"github.com/parley-net/parley/node"
 	"github.com/parley-net/parley/supernode"
+	"github.com/parley-net/parley/supernode/mailbox"
 )
 
 func main() {
@@ -230,6 +231,8 @@ func supernodeCmd() *cli.Command {
 			&cli.StringSliceFlag{Name: "turn-relay-ip", EnvVars: []string{"PARLEY_TURN_RELAY_IP"}, Usage: "public `IP` of the relayed ports (required with TURN)"},
 			&cli.StringFlag{Name: "turn-ports", Value: "49152-65535", Usage: "relayed port range `MIN-MAX`"},
 			&cli.StringSliceFlag{Name: "turn-allow-cidr", Usage: "relay to peers in `CIDR` although it is private or special-purpose (a lab's own ranges)"},
+			&cli.DurationFlag{Name: "mailbox-replicate", Value: mailbox.DefaultReplicateInterval, EnvVars: []string{"PARLEY_MAILBOX_REPLICATE"},
+				Usage: "how often mailbox holders copy their mail to the current closest supernodes (healing after a loss)"},
 		},
 		Action: func(c *cli.Context) error {
 			log, err := logger(c, "info")
@@ -247,7 +250,8 @@ func supernodeCmd() *cli.Command {
 			ctx, stop := signalContext()
 			defer stop()
 			sn, err := supernode.New(ctx, supernode.Config{Home: c.String("home"), Listen: c.StringSlice("listen"),
-				Bootstrap: boot, MetricsAddr: c.String("metrics"), STUNAddr: c.String("stun"), TURN: turn, Logger: log})
+				Bootstrap: boot, MetricsAddr: c.String("metrics"), STUNAddr: c.String("stun"), TURN: turn, Logger: log,
+				Mailbox: mailbox.Config{ReplicateInterval: c.Duration("mailbox-replicate")}})
 			if err != nil {
 				return err
 			}
@@ -280,7 +284,7 @@ func daemonCmd() *cli.Command {
 			&cli.StringSliceFlag{Name: "listen", Aliases: []string{"l"}, EnvVars: []string{"PARLEY_LISTEN"},
 				Usage: "multiaddr to listen on (repeatable; default TCP and QUIC on an ephemeral port)"},
 			bootstrapFlag,
-			&cli.DurationFlag{Name: "bootstrap-timeout", Value: node.DefaultBootstrapTimeout, Usage: "give up joining after this long"},
+			&cli.DurationFlag{Name: "bootstrap-timeout", Value: node.DefaultBootstrapTimeout, Usage: "wait this long to join before starting offline (it keeps trying)"},
 			&cli.BoolFlag{Name: "media-loopback", EnvVars: []string{"PARLEY_MEDIA_LOOPBACK"},
 				Usage: "offer 127.0.0.1 as a call candidate (for calls between daemons on one machine)"},
 			&cli.StringSliceFlag{Name: "cloud-relay", EnvVars: []string{"PARLEY_CLOUD_RELAY"},
@@ -332,6 +336,9 @@ func daemonCmd() *cli.Command {
 			fmt.Printf("parley daemon: %s on device %s\nfingerprint %s\n", st.Handle, st.PeerID, st.Fingerprint)
 			for _, a := range st.Addrs {
 				fmt.Println("  listening " + a)
+			}
+			if !st.Online {
+				fmt.Printf("offline, retrying: %s\n", st.OfflineReason)
 			}
 			fmt.Printf("control API: %s\nready\n", filepath.Join(home, node.SocketFile))
 			errc := make(chan error, 1)
@@ -585,6 +592,10 @@ func statusCmd() *cli.Command {
 				return err
 			}
 			fmt.Printf("handle       %s\npeer ID      %s\nfingerprint  %s\npeers        %d\n", st.Handle, st.PeerID, st.Fingerprint, st.Peers)
+			fmt.Printf("state        %s since %s\n", st.State, st.Since.Local().Format(time.TimeOnly))
+			if st.OfflineReason != "" {
+				fmt.Printf("             %s\n", st.OfflineReason)
+			}
 			for _, a := range st.Addrs {
 				fmt.Println("  " + a)
 			}

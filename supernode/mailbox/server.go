@@ -89,6 +89,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	confirmed map[peer.ID]map[string]bool // holder -> item keys it is known to have
+	notifee   *network.NotifyBundle
 	tapMu     sync.Mutex
 
 	metrics metrics
@@ -182,6 +183,16 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	cfg.Host.SetStreamHandler(Protocol, s.handle)
+	// A holder that went away may come back with an empty disk: what it
+	// was known to hold is known no longer.
+	s.notifee = &network.NotifyBundle{DisconnectedF: func(nw network.Network, c network.Conn) {
+		if nw.Connectedness(c.RemotePeer()) != network.Connected {
+			s.mu.Lock()
+			delete(s.confirmed, c.RemotePeer())
+			s.mu.Unlock()
+		}
+	}}
+	cfg.Host.Network().Notify(s.notifee)
 	s.wg.Add(1)
 	go s.maintain()
 	return s, nil
@@ -190,6 +201,7 @@ func NewServer(cfg Config) (*Server, error) {
 // Close stops serving and closes the database.
 func (s *Server) Close() error {
 	s.cfg.Host.RemoveStreamHandler(Protocol)
+	s.cfg.Host.Network().StopNotify(s.notifee)
 	s.cancel()
 	s.wg.Wait()
 	s.warn.Flush()
