@@ -165,7 +165,10 @@ func (n *Node) verifySender(ctx context.Context, rec *discovery.HandleRecord) er
 		}
 		cur, err := n.resolve(ctx, rec.Handle, false)
 		if err != nil {
-			n.noteLookupFailed(rec.Handle)
+			if !errors.Is(err, ErrOffline) {
+				// Offline, no lookup was made: the next envelope may try.
+				n.noteLookupFailed(rec.Handle)
+			}
 			return fmt.Errorf("%w: look %s up: %v", ErrHeld, rec.Handle, err)
 		}
 		pinned = cur.Account

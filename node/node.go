@@ -276,6 +276,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		state, reason = stateOffline, offlineReason(err)
 		n.log.Warn("starting offline", "reason", reason)
 	} else {
+		// Online before anything looks a handle up: the mail fetched now
+		// has senders to verify.
+		n.net.set(netSnapshot{state: state, since: cfg.Now()})
 		// Mail that waited while this device was away comes first; publishing
 		// (a DHT lookup that can wait on dead supernodes) need not hold it up.
 		n.wg.Add(1)
