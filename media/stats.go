@@ -138,6 +138,16 @@ func (s *Session) Stats() Stats {
 // path returns the selected candidate pair and its ICE round-trip time.
 func (s *Session) path() (Path, time.Duration) {
 	var p Path
+	// pion's ICE transport sets itself up, unlocked, when the remote
+	// description starts it; asking it for its pair before the first
+	// connection races with that (go test -race). Until then there is no
+	// pair to report anyway.
+	s.mu.Lock()
+	started := s.sendStarted
+	s.mu.Unlock()
+	if !started {
+		return p, 0
+	}
 	dtls := s.rtps.Transport()
 	if dtls == nil {
 		return p, 0
