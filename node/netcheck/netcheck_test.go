@@ -1,0 +1,134 @@
+package netcheck
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/parley-net/parley/internal/turnrelay"
+	"github.com/parley-net/parley/interop/turnrest"
+	"github.com/parley-net/parley/supernode"
+)
+
+const secret = "netcheck-test-secret-0123456789abcdef"
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func TestParseURL(t *testing.T) {
+	for _, tc := range []struct {
+		in        string
+		hostport  string
+		transport string
+		bad       bool
+	}{
+		{in: "stun:127.0.0.1:3478", hostport: "127.0.0.1:3478", transport: "udp"},
+		{in: "turn:198.51.100.1:3479?transport=udp", hostport: "198.51.100.1:3479", transport: "udp"},
+		{in: "turn:198.51.100.1:80?transport=tcp", hostport: "198.51.100.1:80", transport: "tcp"},
+		{in: "turns:relay.example:443?transport=tcp", hostport: "relay.example:443", transport: "tls"},
+		{in: "turn:[2001:db8::1]:3478", hostport: "[2001:db8::1]:3478", transport: "udp"},
+		{in: "http://x:1", bad: true},
+		{in: "stun:host", bad: true},
+		{in: "turn:h:1?transport=sctp", bad: true},
+	} {
+		u, err := ParseURL(tc.in)
+		if tc.bad {
+			if err == nil {
+				t.Errorf("%s: parsed, want an error", tc.in)
+			}
+			continue
+		}
+		if err != nil || u.HostPort != tc.hostport || u.transport() != tc.transport {
+			t.Errorf("%s: %+v (%s), %v; want %s over %s", tc.in, u, u.transport(), err, tc.hostport, tc.transport)
+		}
+	}
+}
+
+// TestRunLoopback measures against a real STUN server and a real TURN
+// server (UDP and TCP) on 127.0.0.1, and a STUN port nobody answers.
+func TestRunLoopback(t *testing.T) {
+	stunSrv, err := supernode.ListenSTUN("127.0.0.1:0", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stunSrv.Close()
+	relay, err := turnrelay.New(turnrelay.Config{UDPAddr: "127.0.0.1:0", TCPAddr: "127.0.0.1:0",
+		RelayIPs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, Secret: secret, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	cred, err := turnrest.Issue(secret, "netcheck", time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead, err := net.ListenPacket("udp4", "127.0.0.1:0") // bound, never answers
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dead.Close()
+
+	pinged := 0
+	cfg := Config{Timeout: time.Second, Logger: quiet, Targets: []Target{
+		{Tier: "supernode", Name: "sn", STUN: []string{"stun:" + stunSrv.Addr().String()},
+			Ping: func(context.Context) (time.Duration, error) { pinged++; return 3 * time.Millisecond, nil }},
+		{Tier: "cloud", Name: "cloud", Username: cred.Username, Password: cred.Password, TURN: []string{
+			fmt.Sprintf("turn:%s?transport=udp", relay.UDPAddr()),
+			fmt.Sprintf("turn:%s?transport=tcp", relay.TCPAddr()),
+		}},
+		{Tier: "supernode", Name: "dead", STUN: []string{"stun:" + dead.LocalAddr().String()}, TURNError: "no TURN offered"},
+	}}
+	start := time.Now()
+	r, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("took %v with a 1s timeout per probe", took)
+	}
+	t.Logf("%+v", r)
+	if !r.UDP || r.Mapping != MappingIndependent || !r.Public {
+		t.Errorf("udp %v mapping %q public %v, want UDP, %s, public on loopback", r.UDP, r.Mapping, r.Public, MappingIndependent)
+	}
+	if len(r.STUN) != 3 || r.STUN[0].Mapped == "" || r.STUN[1].Mapped != r.STUN[0].Mapped || r.STUN[2].Error == "" {
+		t.Errorf("STUN results %+v: want the supernode and the relay's UDP port to see one address, the dead port none", r.STUN)
+	}
+	if !r.TURNReachable("cloud", "udp") || !r.TURNReachable("cloud", "tcp") || r.TURNReachable("supernode", "") {
+		t.Errorf("TURN results %+v: want cloud over UDP and TCP, no supernode", r.TURN)
+	}
+	if len(r.Ping) != 1 || pinged != 1 || r.Ping[0].RTTMS != 3 {
+		t.Errorf("ping results %+v", r.Ping)
+	}
+	if st := relay.Stats(); st.Allocations != 0 {
+		t.Errorf("%d allocations left on the relay", st.Allocations)
+	}
+}
+
+func TestRunBadCredentials(t *testing.T) {
+	relay, err := turnrelay.New(turnrelay.Config{UDPAddr: "127.0.0.1:0",
+		RelayIPs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, Secret: secret, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	r, err := Run(context.Background(), Config{Timeout: time.Second, Logger: quiet, Targets: []Target{
+		{Tier: "cloud", Name: "cloud", Username: "1:x", Password: "wrong", TURN: []string{"turn:" + relay.UDPAddr().String()}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.TURNReachable("", "") || r.TURN[0].Error == "" {
+		t.Errorf("TURN %+v: want a refusal", r.TURN)
+	}
+	if r.Mapping != MappingUnknown {
+		t.Errorf("mapping %q with one STUN destination, want %s", r.Mapping, MappingUnknown)
+	}
+	if _, err := Run(context.Background(), Config{}); !errors.Is(err, ErrNoTargets) {
+		t.Errorf("no targets: %v, want ErrNoTargets", err)
+	}
+}
