@@ -109,7 +109,7 @@ func newApp() *cli.App {
 			groupCmd(), callCmd(), callsCmd(), answerCmd(), relayCmd(), labCmd(),
 			simpleCallVerb("reject", "decline a ringing call (the only one, or by ID)"),
 			simpleCallVerb("hangup", "end a call (the only one, or by ID)"),
-			statusCmd(), demoCmd(),
+			statusCmd(), netcheckCmd(), pingCmd(), demoCmd(),
 		},
 	}
 	app.OnUsageError = usageError

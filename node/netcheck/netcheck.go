@@ -25,12 +25,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/url"
 	"slices"
 	"strings"
 	"sync"
+	"text/tabwriter"
 	"time"
 
 	"github.com/pion/logging"
@@ -535,4 +537,77 @@ func quietLogs() logging.LoggerFactory {
 	f := logging.NewDefaultLoggerFactory()
 	f.DefaultLogLevel = logging.LogLevelDisabled
 	return f
+}
+
+// WriteText writes the report as a person reads it.
+func (r *Report) WriteText(w io.Writer) error {
+	yes := func(b bool) string {
+		if b {
+			return "yes"
+		}
+		return "no"
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "UDP\t%s\n", yes(r.UDP))
+	nat := r.Mapping
+	switch {
+	case r.UDP && r.Public:
+		nat += " (no NAT: the servers see this host's own address)"
+	case r.Mapping == MappingIndependent:
+		nat += " (a peer can reach the mapped address: direct calls likely)"
+	case r.Mapping == MappingDependent:
+		nat += " (symmetric NAT: calls will mostly need a relay)"
+	}
+	fmt.Fprintf(tw, "mapping\t%s\n", nat)
+	if r.MappedAddr != "" {
+		fmt.Fprintf(tw, "mapped address\t%s\n", r.MappedAddr)
+	}
+	v6 := yes(r.IPv6)
+	if r.IPv6Addr != "" {
+		v6 += " (" + r.IPv6Addr + ")"
+	}
+	fmt.Fprintf(tw, "IPv6\t%s\n", v6)
+	tw.Flush()
+
+	fmt.Fprintln(w, "\nSTUN")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  tier\tserver\tmapped\trtt")
+	for _, s := range r.STUN {
+		if s.Error != "" {
+			fmt.Fprintf(tw, "  %s %s\t%s\t-\t%s\n", s.Tier, s.Name, s.Server, s.Error)
+		} else {
+			fmt.Fprintf(tw, "  %s %s\t%s\t%s\t%.1f ms\n", s.Tier, s.Name, s.Server, s.Mapped, s.RTTMS)
+		}
+	}
+	tw.Flush()
+
+	fmt.Fprintln(w, "\nTURN")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  tier\ttransport\turl\tresult")
+	for _, t := range r.TURN {
+		switch {
+		case t.OK:
+			fmt.Fprintf(tw, "  %s %s\t%s\t%s\tallocated %s in %.1f ms\n", t.Tier, t.Name, t.Transport, t.URL, t.Relayed, t.MS)
+		case t.URL == "":
+			fmt.Fprintf(tw, "  %s %s\t-\t-\t%s\n", t.Tier, t.Name, t.Error)
+		default:
+			fmt.Fprintf(tw, "  %s %s\t%s\t%s\tfailed: %s\n", t.Tier, t.Name, t.Transport, t.URL, t.Error)
+		}
+	}
+	tw.Flush()
+
+	if len(r.Ping) > 0 {
+		fmt.Fprintln(w, "\nlibp2p round trip")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, p := range r.Ping {
+			if p.Error != "" {
+				fmt.Fprintf(tw, "  %s %s\t%s\n", p.Tier, p.Name, p.Error)
+			} else {
+				fmt.Fprintf(tw, "  %s %s\t%.1f ms\n", p.Tier, p.Name, p.RTTMS)
+			}
+		}
+		tw.Flush()
+	}
+	_, err := fmt.Fprintf(w, "\ntook %.0f ms\n", r.TookMS)
+	return err
 }

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/parley-net/parley/node"
+)
+
+func netcheckCmd() *cli.Command {
+	return &cli.Command{
+		Name:  "netcheck",
+		Usage: "measure this network through the running daemon: UDP, NAT mapping, TURN over UDP/TCP/TLS at each relay tier, round trips, IPv6",
+		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"}},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return fmt.Errorf("parley netcheck takes no arguments (got %q)", c.Args().First())
+			}
+			cl, err := dial(c)
+			if err != nil {
+				return err
+			}
+			r, err := cl.Netcheck(c.Context)
+			if err != nil {
+				return err
+			}
+			if c.Bool("json") {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(r)
+			}
+			return r.WriteText(os.Stdout)
+		},
+	}
+}
+
+func pingCmd() *cli.Command {
+	return &cli.Command{
+		Name:      "ping",
+		Usage:     "ping every device of a handle over libp2p: path (direct, or relay via a supernode's circuit), transport and round trip per probe",
+		ArgsUsage: "HANDLE",
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "count", Aliases: []string{"c"}, Value: 5, Usage: "probes to send (0: until Ctrl-C)"},
+			&cli.DurationFlag{Name: "interval", Aliases: []string{"i"}, Value: time.Second, Usage: "time between probes"},
+			&cli.BoolFlag{Name: "json", Usage: "print one JSON object a probe and device"},
+		},
+		Action: func(c *cli.Context) error {
+			h, err := oneArg(c, "HANDLE")
+			if err != nil {
+				return err
+			}
+			if c.Int("count") < 0 || c.Duration("interval") <= 0 {
+				return errors.New("--count must be 0 or more and --interval positive")
+			}
+			cl, err := dial(c)
+			if err != nil {
+				return err
+			}
+			last := map[string]string{}
+			answered := 0
+			enc := json.NewEncoder(os.Stdout)
+			for seq := 1; c.Int("count") == 0 || seq <= c.Int("count"); seq++ {
+				if seq > 1 {
+					select {
+					case <-c.Context.Done():
+						return pingDone(answered)
+					case <-time.After(c.Duration("interval")):
+					}
+				}
+				res, err := cl.Ping(c.Context, h)
+				if err != nil && res == nil {
+					if c.Context.Err() != nil {
+						return pingDone(answered)
+					}
+					return err
+				}
+				for _, r := range res {
+					if r.Error == "" {
+						answered++
+					}
+					if c.Bool("json") {
+						enc.Encode(struct {
+							Seq int `json:"seq"`
+							node.PingResult
+						}{seq, r})
+						continue
+					}
+					fmt.Println(pingLine(seq, r, last[r.Device]))
+					if r.Error == "" {
+						last[r.Device] = pathName(r)
+					}
+				}
+			}
+			return pingDone(answered)
+		},
+	}
+}
+
+func pingDone(answered int) error {
+	if answered == 0 {
+		return errors.New("no probe was answered")
+	}
+	return nil
+}
+
+// pathName is how ping names a path: "direct", or "relay (circuit via
+// …SUPERNODE)".
+func pathName(r node.PingResult) string {
+	if r.Tier == node.TierDirect {
+		return "direct"
+	}
+	return fmt.Sprintf("relay (circuit via %s)", shortID(r.Via))
+}
+
+func pingLine(seq int, r node.PingResult, was string) string {
+	if r.Error != "" {
+		return fmt.Sprintf("%d  %s  no answer: %s", seq, shortID(r.Device), r.Error)
+	}
+	now := pathName(r)
+	line := fmt.Sprintf("%d  %s  %-36s %-8s %7.1f ms  %s", seq, shortID(r.Device), now, r.Transport, r.RTTMS, r.Remote)
+	if was != "" && was != now {
+		line += fmt.Sprintf("\n   path changed: %s -> %s", was, now)
+	}
+	return line
+}
