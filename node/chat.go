@@ -885,6 +885,11 @@ func (n *Node) deposit(ctx context.Context, device peer.ID, rec *discovery.Handl
 			}(h)
 		}
 		wg.Wait()
+		if len(why) > 0 {
+			n.metrics.deposits.WithLabelValues("error").Inc()
+		} else {
+			n.metrics.deposits.WithLabelValues("ok").Inc()
+		}
 		now := n.cfg.Now().UnixMilli()
 		for i := range items {
 			if took[i] == len(holders) {
@@ -941,6 +946,8 @@ func (n *Node) FetchMailbox(ctx context.Context) int {
 			if err != nil {
 				n.log.Debug("fetch mailbox", "holder", h, "err", err)
 			}
+			n.metrics.fetches.WithLabelValues(result(err)).Inc()
+			n.metrics.fetched.Add(float64(got))
 			mu.Lock()
 			total += got
 			mu.Unlock()
