@@ -101,7 +101,10 @@ type PingResult struct {
 	// Tier is "direct", or "relay" while only a circuit through a
 	// supernode (Via) reaches the device.
 	Tier string `json:"tier"`
-	Via  string `json:"via,omitempty"` // the relaying supernode's peer ID
+	Via  string `json:"via,omitempty"` // the relaying peer's ID
+	// ViaTier is what the relaying peer is: "supernode" or "cloud" (a
+	// cloud relay carries signalling when no supernode can).
+	ViaTier string `json:"via_tier,omitempty"`
 	// Transport is the connection's: "tcp", "quic-v1" (of the direct
 	// connection, or of this side's connection to the relay).
 	Transport string  `json:"transport"`
@@ -151,6 +154,7 @@ func (n *Node) Ping(ctx context.Context, handle string) ([]PingResult, error) {
 			}
 			r.RTTMS = float64(rtt.Microseconds()) / 1000
 			r.Tier, r.Via, r.Transport, r.Remote = connTier(c.RemoteMultiaddr())
+			r.ViaTier = n.relayTier(r.Via)
 		}()
 	}
 	wg.Wait()
@@ -160,6 +164,22 @@ func (n *Node) Ping(ctx context.Context, handle string) ([]PingResult, error) {
 		}
 	}
 	return out, fmt.Errorf("%w: %s (%s)", ErrNoDeviceOnline, handle, out[0].Error)
+}
+
+// relayTier says whether via is one of the node's supernodes or cloud
+// relays; "" when it is neither (or empty).
+func (n *Node) relayTier(via string) string {
+	for _, sn := range n.cfg.Bootstrap {
+		if sn.ID.String() == via {
+			return TierSupernode
+		}
+	}
+	for _, r := range n.cfg.CloudRelays {
+		if r.ID.String() == via {
+			return TierCloud
+		}
+	}
+	return ""
 }
 
 // pingOnce is one /ipfs/ping/1.0.0 exchange (32 random bytes echoed) on

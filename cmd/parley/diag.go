@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -114,7 +115,7 @@ func pathName(r node.PingResult) string {
 	if r.Tier == node.TierDirect {
 		return "direct"
 	}
-	return fmt.Sprintf("relay (circuit via %s)", shortID(r.Via))
+	return fmt.Sprintf("relay (circuit via %s)", strings.TrimSpace(r.ViaTier+" "+shortID(r.Via)))
 }
 
 func pingLine(seq int, r node.PingResult, was string) string {

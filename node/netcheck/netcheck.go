@@ -103,7 +103,8 @@ type Report struct {
 	// answered); Public is whether it is this host's own address (no NAT).
 	MappedAddr string `json:"mapped_addr,omitempty"`
 	Public     bool   `json:"public"`
-	// IPv6 is whether the host has a global IPv6 address with a route out.
+	// IPv6 is whether the host has a global IPv6 address (not a unique
+	// local one, fc00::/7) with a route out.
 	IPv6     bool   `json:"ipv6"`
 	IPv6Addr string `json:"ipv6_addr,omitempty"`
 	// STUN has one entry per STUN destination, all asked from one socket.
@@ -470,7 +471,7 @@ func ipv6() (bool, string) {
 	}
 	defer c.Close()
 	a, ok := c.LocalAddr().(*net.UDPAddr)
-	if !ok || !a.IP.IsGlobalUnicast() || a.IP.To4() != nil {
+	if !ok || !a.IP.IsGlobalUnicast() || a.IP.IsPrivate() || a.IP.To4() != nil {
 		return false, ""
 	}
 	return true, a.IP.String()
