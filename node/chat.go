@@ -847,11 +847,12 @@ func (n *Node) deposit(ctx context.Context, device peer.ID, rec *discovery.Handl
 	ctx, cancel := context.WithTimeout(ctx, 2*n.cfg.DeliveryTimeout)
 	defer cancel()
 	holders, err := n.mailboxHolders(ctx, rec.Account)
-	if err != nil {
-		return err
+	if err == nil && len(holders) == 0 {
+		err = errors.New("no supernode keeps mail")
 	}
-	if len(holders) == 0 {
-		return errors.New("no supernode keeps mail")
+	if err != nil {
+		n.metrics.deposits.WithLabelValues("error").Inc()
+		return err
 	}
 	expires := n.cfg.Now().Add(mailbox.DefaultTTL).UnixMilli()
 	for len(outs) > 0 {

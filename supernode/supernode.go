@@ -270,6 +270,9 @@ func registry(reg prometheus.Registerer, addr string) (prometheus.Registerer, pr
 }
 
 func (s *Supernode) registerMetrics(reg prometheus.Registerer) {
+	if s.stun != nil {
+		reg.MustRegister(s.stun.Collectors()...)
+	}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "parley_supernode_connected_peers", Help: "Peers connected to this supernode.",
 	}, func() float64 { return float64(len(s.host.Network().Peers())) }))
