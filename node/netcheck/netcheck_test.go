@@ -2,12 +2,22 @@ package netcheck
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -131,4 +141,68 @@ func TestRunBadCredentials(t *testing.T) {
 	if _, err := Run(context.Background(), Config{}); !errors.Is(err, ErrNoTargets) {
 		t.Errorf("no targets: %v, want ErrNoTargets", err)
 	}
+}
+
+// TestTURNOverTLS allocates over turns: on a real TURN server with a
+// certificate for 127.0.0.1, and fails to when the certificate is not
+// trusted.
+func TestTURNOverTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	pool := selfSigned(t, certFile, keyFile)
+	relay, err := turnrelay.New(turnrelay.Config{TLSAddr: "127.0.0.1:0", TLSCertFile: certFile, TLSKeyFile: keyFile,
+		RelayIPs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, Secret: secret, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	cred, _ := turnrest.Issue(secret, "netcheck", time.Hour, time.Now())
+	target := Target{Tier: "cloud", Name: "cloud", Username: cred.Username, Password: cred.Password,
+		TURN: []string{fmt.Sprintf("turns:%s?transport=tcp", relay.TLSAddr())}}
+	for _, tc := range []struct {
+		name    string
+		roots   *x509.CertPool
+		success bool
+	}{{"trusted", pool, true}, {"untrusted", x509.NewCertPool(), false}} {
+		r, err := Run(context.Background(), Config{Timeout: 2 * time.Second, Logger: quiet, Targets: []Target{target},
+			TLSConfig: &tls.Config{RootCAs: tc.roots}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.TURNReachable("cloud", "tls") != tc.success {
+			t.Errorf("%s certificate: TURN over TLS %+v, want success %v", tc.name, r.TURN, tc.success)
+		}
+	}
+}
+
+// selfSigned writes a certificate for 127.0.0.1 and its key, and returns a
+// pool that trusts it.
+func selfSigned(t *testing.T, certFile, keyFile string) *x509.CertPool {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "netcheck test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	return pool
 }
