@@ -8,16 +8,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/parley-net/parley/discovery"
+	"github.com/parley-net/parley/internal/turnrelay"
 	"github.com/parley-net/parley/node/netcheck"
 )
 
@@ -85,10 +89,71 @@ func (n *Node) Netcheck(ctx context.Context) (*netcheck.Report, error) {
 
 // pinger measures a libp2p round trip to p.
 func (n *Node) pinger(p peer.ID) func(context.Context) (time.Duration, error) {
+	return hostPinger(n.host, p)
+}
+
+func hostPinger(h host.Host, p peer.ID) func(context.Context) (time.Duration, error) {
 	return func(ctx context.Context) (time.Duration, error) {
-		rtt, _, err := n.pingOnce(ctx, p)
+		rtt, _, err := pingOnce(ctx, h, p)
 		return rtt, err
 	}
+}
+
+// NetcheckWithout measures the network without a daemon: a throwaway
+// libp2p host (a fresh key, no DHT, nothing published) connects to the
+// supernodes and cloud relays given, asks them for their STUN URLs and TURN
+// credentials, and runs the same check as Node.Netcheck.
+func NetcheckWithout(ctx context.Context, supernodes, cloud []peer.AddrInfo, log *slog.Logger) (*netcheck.Report, error) {
+	if len(supernodes)+len(cloud) == 0 {
+		return nil, netcheck.ErrNoTargets
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"),
+		libp2p.DisableMetrics(), libp2p.DisableRelay())
+	if err != nil {
+		return nil, fmt.Errorf("start libp2p host: %w", err)
+	}
+	defer h.Close()
+	targets := make([]netcheck.Target, 0, len(supernodes)+len(cloud))
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for i, pi := range append(append([]peer.AddrInfo(nil), supernodes...), cloud...) {
+		tier := TierSupernode
+		if i >= len(supernodes) {
+			tier = TierCloud
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := netcheck.Target{Tier: tier, Name: shortPeer(pi.ID.String())}
+			defer func() { mu.Lock(); targets = append(targets, t); mu.Unlock() }()
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			if err := h.Connect(cctx, pi); err != nil {
+				t.TURNError = "not reachable: " + ErrorText(err)
+				return
+			}
+			t.Ping = hostPinger(h, pi.ID)
+			if tier == TierSupernode {
+				if urls, err := discovery.QueryServices(cctx, h, pi.ID); err == nil {
+					t.STUN = urls
+				}
+			}
+			c, err := turnrelay.FetchCredentials(cctx, h, pi.ID)
+			if err != nil {
+				t.TURNError = "no TURN credentials: " + ErrorText(err)
+				return
+			}
+			t.TURN, t.Username, t.Password = c.URLs, c.Username, c.Password
+		}()
+	}
+	wg.Wait()
+	slices.SortFunc(targets, func(a, b netcheck.Target) int {
+		return cmp.Or(cmp.Compare(b.Tier, a.Tier), cmp.Compare(a.Name, b.Name))
+	})
+	return netcheck.Run(ctx, netcheck.Config{Targets: targets, Logger: log})
 }
 
 // ErrNoDeviceOnline is returned by Ping when no device of the handle
@@ -147,7 +212,7 @@ func (n *Node) Ping(ctx context.Context, handle string) ([]PingResult, error) {
 				r.Error = ErrorText(err)
 				return
 			}
-			rtt, c, err := n.pingOnce(pctx, id)
+			rtt, c, err := pingOnce(pctx, n.host, id)
 			if err != nil {
 				r.Error = ErrorText(err)
 				return
@@ -185,8 +250,8 @@ func (n *Node) relayTier(via string) string {
 // pingOnce is one /ipfs/ping/1.0.0 exchange (32 random bytes echoed) on
 // the connection the host picks (a direct one when there is one), and that
 // connection.
-func (n *Node) pingOnce(ctx context.Context, p peer.ID) (time.Duration, network.Conn, error) {
-	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "parley ping"), p, ping.ID)
+func pingOnce(ctx context.Context, h host.Host, p peer.ID) (time.Duration, network.Conn, error) {
+	s, err := h.NewStream(network.WithAllowLimitedConn(ctx, "parley ping"), p, ping.ID)
 	if err != nil {
 		return 0, nil, fmt.Errorf("ping %s: %w", p.ShortString(), err)
 	}

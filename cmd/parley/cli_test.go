@@ -337,6 +337,17 @@ func TestNetcheckPingCLI(t *testing.T) {
 	if lines := strings.Count(out, " ms "); lines != 2 || !strings.Contains(out, "direct") {
 		t.Errorf("ping: want two answered probes, direct:\n%s", out)
 	}
+	// Without a daemon, against the supernode alone.
+	js = mustRun(t, "--home", root+"/nobody", "netcheck", "--json", "--bootstrap", boot)
+	var alone struct {
+		UDP  bool `json:"udp"`
+		TURN []struct {
+			OK bool `json:"ok"`
+		} `json:"turn"`
+	}
+	if err := json.Unmarshal([]byte(js), &alone); err != nil || !alone.UDP || len(alone.TURN) != 2 || !alone.TURN[0].OK || !alone.TURN[1].OK {
+		t.Errorf("netcheck --bootstrap without a daemon: %+v, %v\n%s", alone, err, js)
+	}
 	_, errOut, code := run(t, "--home", root+"/nobody", "netcheck")
 	checkOneLine(t, "", errOut, code, 0, "")
 	_, errOut, code = run(t, "--home", root+"/alice", "ping", "nobody-here", "--count", "1")

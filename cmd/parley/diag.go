@@ -10,25 +10,51 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/parley-net/parley/discovery"
 	"github.com/parley-net/parley/node"
+	"github.com/parley-net/parley/node/netcheck"
 )
 
 func netcheckCmd() *cli.Command {
 	return &cli.Command{
 		Name:  "netcheck",
-		Usage: "measure this network through the running daemon: UDP, NAT mapping, TURN over UDP/TCP/TLS at each relay tier, round trips, IPv6",
-		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"}},
+		Usage: "measure this network: UDP, NAT mapping, TURN over UDP/TCP/TLS at each relay tier, round trips, IPv6 (through the running daemon, or without one given --bootstrap or --cloud-relay)",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON"},
+			// No environment variables: PARLEY_BOOTSTRAP set for the
+			// daemon must not turn this into a check without it.
+			&cli.StringSliceFlag{Name: "bootstrap", Aliases: []string{"b"}, Usage: "check without a daemon against this supernode `MULTIADDR` (repeatable)"},
+			&cli.StringSliceFlag{Name: "cloud-relay", Usage: "check without a daemon against this cloud relay `MULTIADDR` (repeatable)"},
+		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return fmt.Errorf("parley netcheck takes no arguments (got %q)", c.Args().First())
 			}
-			cl, err := dial(c)
-			if err != nil {
-				return err
-			}
-			r, err := cl.Netcheck(c.Context)
-			if err != nil {
-				return err
+			var r *netcheck.Report
+			if len(c.StringSlice("bootstrap"))+len(c.StringSlice("cloud-relay")) > 0 {
+				boot, err := discovery.ParseAddrs(c.StringSlice("bootstrap"))
+				if err != nil {
+					return fmt.Errorf("--bootstrap: %w", err)
+				}
+				cloud, err := discovery.ParseAddrs(c.StringSlice("cloud-relay"))
+				if err != nil {
+					return fmt.Errorf("--cloud-relay: %w", err)
+				}
+				log, err := logger(c, "error")
+				if err != nil {
+					return err
+				}
+				if r, err = node.NetcheckWithout(c.Context, boot, cloud, log); err != nil {
+					return err
+				}
+			} else {
+				cl, err := dial(c)
+				if err != nil {
+					return err
+				}
+				if r, err = cl.Netcheck(c.Context); err != nil {
+					return err
+				}
 			}
 			if c.Bool("json") {
 				enc := json.NewEncoder(os.Stdout)
