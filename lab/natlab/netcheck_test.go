@@ -89,7 +89,7 @@ func TestNetcheckAndPing(t *testing.T) {
 	// maybe punched), and a udp-blocked host to a public one.
 	for _, p := range [][2]netlab.NATType{{netlab.Restricted, netlab.Symmetric}, {netlab.UDPBlocked, netlab.Public}} {
 		from, to := l.devices[p[0]][0], l.devices[p[1]][1]
-		out, err := l.cli(ctx, 60*time.Second, "--home", from.home, "ping", to.handle, "--count", "3", "--interval", "500ms", "--json")
+		out, err := l.cli(ctx, 60*time.Second, "--home", from.home, "ping", to.handle, "--count", "4", "--interval", "1s", "--json")
 		if err != nil {
 			t.Errorf("ping %s -> %s: %v\n%s", from.handle, to.handle, err, out)
 			continue
@@ -101,9 +101,12 @@ func TestNetcheckAndPing(t *testing.T) {
 			if json.Unmarshal(sc.Bytes(), &r) != nil {
 				continue
 			}
+			if r.Tier == "relay" && r.ViaTier == "" {
+				t.Errorf("ping %s -> %s: relayed by %s, which is neither the supernode nor the cloud relay", from.handle, to.handle, r.Via)
+			}
 			if r.Error == "" {
 				answered++
-				t.Logf("ping %s -> %s: %s via %q over %s, %.1f ms", from.handle, to.handle, r.Tier, r.Via, r.Transport, r.RTTMS)
+				t.Logf("ping %s -> %s: %s via %s %q over %s, %.1f ms", from.handle, to.handle, r.Tier, r.ViaTier, r.Via, r.Transport, r.RTTMS)
 			}
 		}
 		if answered == 0 {
