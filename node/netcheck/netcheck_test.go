@@ -18,6 +18,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 
@@ -93,6 +94,7 @@ func TestRunLoopback(t *testing.T) {
 		}},
 		{Tier: "supernode", Name: "dead", STUN: []string{"stun:" + dead.LocalAddr().String()}, TURNError: "no TURN offered"},
 	}}
+	base := runtime.NumGoroutine()
 	start := time.Now()
 	r, err := Run(context.Background(), cfg)
 	if err != nil {
@@ -116,6 +118,16 @@ func TestRunLoopback(t *testing.T) {
 	}
 	if st := relay.Stats(); st.Allocations != 0 {
 		t.Errorf("%d allocations left on the relay", st.Allocations)
+	}
+	// Nothing of the check outlives it (the TURN server's own goroutines
+	// for the closed TCP connection may take a moment to go).
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > base {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines, %d before the check:\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
