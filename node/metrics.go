@@ -24,6 +24,7 @@ type metrics struct {
 	fetches     *prometheus.CounterVec // result
 	fetched     prometheus.Counter
 	lookups     *prometheus.CounterVec // result
+	pathChanges *prometheus.CounterVec // from, to
 }
 
 // Call end reasons counted by name; any other reason (an error's text)
@@ -52,6 +53,9 @@ func newMetrics() *metrics {
 			Help: "Fetches of this device's mail from one mailbox, by result (ok, error)."}, []string{"result"}),
 		fetched: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_mailbox_fetched_envelopes_total",
 			Help: "Envelopes fetched from mailboxes."}),
+		pathChanges: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_call_path_changes_total",
+			Help: "Moves of a live call's media from one tier to another (a failover, or an upgrade to direct), sampled every second."},
+			[]string{"from", "to"}),
 		lookups: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_dht_lookups_total",
 			Help: "Handle lookups in the DHT, by result (ok, not_found, error)."}, []string{"result"}),
 	}
@@ -96,7 +100,7 @@ func (m *metrics) register(reg prometheus.Registerer, store *Store) error {
 			return float64(c)
 		})
 	for _, c := range []prometheus.Collector{m.callsEnded, m.callSetup, m.callMOS, m.iceRestarts,
-		m.deposits, m.fetches, m.fetched, m.lookups, outbox} {
+		m.deposits, m.fetches, m.fetched, m.lookups, m.pathChanges, outbox} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}
@@ -123,6 +127,45 @@ func (m *metrics) callEnded(info CallInfo) {
 	m.callsEnded.WithLabelValues(strings.ReplaceAll(reason, " ", "_"), tier).Inc()
 	if info.SetupMS > 0 {
 		m.callSetup.Observe(info.SetupMS / 1000)
+	}
+}
+
+// pathLoop samples the live calls every second and counts each move of a
+// call's media to another tier. A gap (TierNone: nothing carries media)
+// is not a tier: the move is counted when media flows again, on whatever
+// tier that is.
+func (n *Node) pathLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	last := map[string]string{} // call ID -> the tier that last carried its media
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		n.calls.mu.Lock()
+		live := make([]*Call, 0, len(n.calls.byID))
+		for _, c := range n.calls.byID {
+			live = append(live, c)
+		}
+		n.calls.mu.Unlock()
+		seen := make(map[string]string, len(live))
+		for _, c := range live {
+			info := c.Info()
+			tier := last[c.ID()]
+			if st := info.Stats; st != nil && st.Tier != "" && st.Tier != TierNone {
+				if tier != "" && tier != st.Tier {
+					n.metrics.pathChanges.WithLabelValues(tier, st.Tier).Inc()
+				}
+				tier = st.Tier
+			}
+			if tier != "" {
+				seen[c.ID()] = tier
+			}
+		}
+		last = seen
 	}
 }
 

@@ -286,6 +286,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.publish(joinCtx); err != nil {
 		return nil, err
 	}
+	if n.cfg.Registerer != nil {
+		n.wg.Add(1)
+		go n.pathLoop()
+	}
 	n.wg.Add(4)
 	go n.republishLoop()
 	go n.outboxLoop()
