@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -60,7 +61,7 @@ func (n *Node) Netcheck(ctx context.Context) (*netcheck.Report, error) {
 			if srv, err := n.turnServer(ctx, sn.ID, false); err == nil {
 				t.TURN, t.Username, t.Password = srv.URLs, srv.Username, fmt.Sprint(srv.Credential)
 			} else {
-				t.TURNError = "no TURN credentials: " + ErrorText(err)
+				t.TURNError = turnError(err)
 			}
 			add(t)
 		}()
@@ -143,7 +144,7 @@ func NetcheckWithout(ctx context.Context, supernodes, cloud []peer.AddrInfo, log
 			}
 			c, err := turnrelay.FetchCredentials(cctx, h, pi.ID)
 			if err != nil {
-				t.TURNError = "no TURN credentials: " + ErrorText(err)
+				t.TURNError = turnError(err)
 				return
 			}
 			t.TURN, t.Username, t.Password = c.URLs, c.Username, c.Password
@@ -154,6 +155,14 @@ func NetcheckWithout(ctx context.Context, supernodes, cloud []peer.AddrInfo, log
 		return cmp.Or(cmp.Compare(b.Tier, a.Tier), cmp.Compare(a.Name, b.Name))
 	})
 	return netcheck.Run(ctx, netcheck.Config{Targets: targets, Logger: log})
+}
+
+// turnError says why a server gave no TURN credentials.
+func turnError(err error) string {
+	if strings.Contains(err.Error(), "protocols not supported") {
+		return "offers no TURN relay"
+	}
+	return "no TURN credentials: " + ErrorText(err)
 }
 
 // ErrNoDeviceOnline is returned by Ping when no device of the handle

@@ -205,6 +205,9 @@ func (r *Report) classify() {
 	if ap, err := net.ResolveUDPAddr("udp", mapped[0]); err == nil {
 		r.Public = isLocalIP(ap.IP)
 	}
+	if r.Public && r.Mapping == MappingUnknown {
+		r.Mapping = MappingIndependent // no NAT maps anything: one server is enough to tell
+	}
 }
 
 // stunDest is one distinct STUN destination.
@@ -558,6 +561,8 @@ func (r *Report) WriteText(w io.Writer) error {
 		nat += " (a peer can reach the mapped address: direct calls likely)"
 	case r.Mapping == MappingDependent:
 		nat += " (symmetric NAT: calls will mostly need a relay)"
+	case r.Mapping == MappingUnknown:
+		nat += " (one STUN destination answered; a second one, such as a cloud relay, tells)"
 	}
 	fmt.Fprintf(tw, "mapping\t%s\n", nat)
 	if r.MappedAddr != "" {

@@ -60,6 +60,30 @@ func TestParseURL(t *testing.T) {
 	}
 }
 
+func TestClassify(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		mapped  []string
+		udp     bool
+		mapping string
+	}{
+		{"none answered", []string{"", ""}, false, MappingNoUDP},
+		{"one answered behind a NAT", []string{"198.51.100.7:4000", ""}, true, MappingUnknown},
+		{"same everywhere", []string{"198.51.100.7:4000", "198.51.100.7:4000", "198.51.100.7:4000"}, true, MappingIndependent},
+		{"port per destination", []string{"198.51.100.7:4000", "198.51.100.7:4001"}, true, MappingDependent},
+		{"one answered without NAT", []string{"127.0.0.1:4000"}, true, MappingIndependent},
+	} {
+		r := &Report{}
+		for _, m := range tc.mapped {
+			r.STUN = append(r.STUN, STUNResult{Mapped: m})
+		}
+		r.classify()
+		if r.UDP != tc.udp || r.Mapping != tc.mapping {
+			t.Errorf("%s: UDP %v mapping %s, want %v %s", tc.name, r.UDP, r.Mapping, tc.udp, tc.mapping)
+		}
+	}
+}
+
 // TestRunLoopback measures against a real STUN server and a real TURN
 // server (UDP and TCP) on 127.0.0.1, and a STUN port nobody answers.
 func TestRunLoopback(t *testing.T) {
@@ -147,8 +171,8 @@ func TestRunBadCredentials(t *testing.T) {
 	if r.TURNReachable("", "") || r.TURN[0].Error == "" {
 		t.Errorf("TURN %+v: want a refusal", r.TURN)
 	}
-	if r.Mapping != MappingUnknown {
-		t.Errorf("mapping %q with one STUN destination, want %s", r.Mapping, MappingUnknown)
+	if r.Mapping != MappingIndependent || !r.Public {
+		t.Errorf("mapping %q public %v with one STUN destination on loopback, want %s: no NAT", r.Mapping, r.Public, MappingIndependent)
 	}
 	if _, err := Run(context.Background(), Config{}); !errors.Is(err, ErrNoTargets) {
 		t.Errorf("no targets: %v, want ErrNoTargets", err)
