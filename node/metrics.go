@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -67,6 +68,7 @@ func (n *Node) serveMetrics() error {
 	switch r := n.cfg.Registerer.(type) {
 	case nil:
 		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		n.cfg.Registerer, g = reg, reg
 	case prometheus.Gatherer:
 		g = r
