@@ -21,6 +21,7 @@ import (
 	kb "github.com/libp2p/go-libp2p-kbucket"
 
 	"github.com/parley-net/parley/discovery"
+	"github.com/parley-net/parley/node/netcheck"
 )
 
 // SocketFile is the control API's unix socket under a node's home.
@@ -212,6 +213,22 @@ func (n *Node) apiHandler() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, userCall(c.Info()))
 	})
+	mux.HandleFunc("GET /v1/netcheck", func(w http.ResponseWriter, r *http.Request) {
+		rep, err := n.Netcheck(r.Context())
+		if err != nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, rep)
+	})
+	mux.HandleFunc("GET /v1/ping/{handle}", func(w http.ResponseWriter, r *http.Request) {
+		res, err := n.Ping(r.Context(), r.PathValue("handle"))
+		if err != nil && res == nil {
+			writeErr(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, res) // a probe that failed says why in its result
+	})
 	mux.HandleFunc("POST /v1/link", func(w http.ResponseWriter, r *http.Request) {
 		code, err := n.LinkCode()
 		if err != nil {
@@ -382,7 +399,7 @@ func writeErr(w http.ResponseWriter, err error) {
 		code = http.StatusNotFound
 	case errors.Is(err, ErrCallState), errors.Is(err, ErrBusy):
 		code = http.StatusConflict
-	case errors.Is(err, ErrNoDevice), errors.Is(err, ErrNoRelay), errors.Is(err, ErrOffline):
+	case errors.Is(err, ErrNoDevice), errors.Is(err, ErrNoRelay), errors.Is(err, ErrOffline), errors.Is(err, netcheck.ErrNoTargets):
 		code = http.StatusServiceUnavailable
 	case errors.Is(err, ErrContactKeyChanged), errors.Is(err, discovery.ErrExpired), errors.Is(err, ErrHeld), errors.Is(err, ErrUnverified):
 		code = http.StatusConflict
@@ -541,6 +558,21 @@ func (c *Client) CallInfo(ctx context.Context, id string) (*CallInfo, error) {
 func (c *Client) CallVerb(ctx context.Context, verb, id string, audio AudioSpec) (*CallInfo, error) {
 	var ci CallInfo
 	return &ci, c.do(ctx, http.MethodPost, "/v1/call/"+verb, callRequest{ID: id, Audio: audio}, &ci)
+}
+
+// Netcheck asks the daemon to measure its network.
+func (c *Client) Netcheck(ctx context.Context) (*netcheck.Report, error) {
+	var r netcheck.Report
+	return &r, c.do(ctx, http.MethodGet, "/v1/netcheck", nil, &r)
+}
+
+// Ping asks the daemon to ping every device of handle once.
+func (c *Client) Ping(ctx context.Context, handle string) ([]PingResult, error) {
+	if err := discovery.ValidHandle(handle); err != nil {
+		return nil, err
+	}
+	var r []PingResult
+	return r, c.do(ctx, http.MethodGet, "/v1/ping/"+url.PathEscape(handle), nil, &r)
 }
 
 // LinkCode asks the daemon for a pairing code.

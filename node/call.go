@@ -528,6 +528,7 @@ func (n *Node) callEnded(c *Call) {
 		n.calls.ended = n.calls.ended[1:]
 	}
 	n.calls.mu.Unlock()
+	n.metrics.callEnded(c.Info())
 }
 
 func (n *Node) publishCall(c *Call) {

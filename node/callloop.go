@@ -1022,8 +1022,9 @@ func (c *Call) end(reason string) {
 	for i := range c.timers {
 		c.stop(i)
 	}
+	final := c.Info().Stats // the last statistics, before the media closes
 	c.mu.Lock()
-	c.info.State, c.info.Reason = CallEnded, reason
+	c.info.State, c.info.Reason, c.info.Stats = CallEnded, reason, final
 	c.info.EndedMS = c.clk.Now().UnixMilli()
 	c.mu.Unlock()
 	for _, l := range c.legs {

@@ -852,11 +852,12 @@ func (n *Node) deposit(ctx context.Context, device peer.ID, rec *discovery.Handl
 	ctx, cancel := context.WithTimeout(ctx, 2*n.cfg.DeliveryTimeout)
 	defer cancel()
 	holders, err := n.mailboxHolders(ctx, rec.Account)
-	if err != nil {
-		return err
+	if err == nil && len(holders) == 0 {
+		err = errors.New("no supernode keeps mail")
 	}
-	if len(holders) == 0 {
-		return errors.New("no supernode keeps mail")
+	if err != nil {
+		n.metrics.deposits.WithLabelValues("error").Inc()
+		return err
 	}
 	expires := n.cfg.Now().Add(mailbox.DefaultTTL).UnixMilli()
 	for len(outs) > 0 {
@@ -890,6 +891,11 @@ func (n *Node) deposit(ctx context.Context, device peer.ID, rec *discovery.Handl
 			}(h)
 		}
 		wg.Wait()
+		if len(why) > 0 {
+			n.metrics.deposits.WithLabelValues("error").Inc()
+		} else {
+			n.metrics.deposits.WithLabelValues("ok").Inc()
+		}
 		now := n.cfg.Now().UnixMilli()
 		for i := range items {
 			if took[i] == len(holders) {
@@ -946,6 +952,8 @@ func (n *Node) FetchMailbox(ctx context.Context) int {
 			if err != nil {
 				n.log.Debug("fetch mailbox", "holder", h, "err", err)
 			}
+			n.metrics.fetches.WithLabelValues(result(err)).Inc()
+			n.metrics.fetched.Add(float64(got))
 			mu.Lock()
 			total += got
 			mu.Unlock()

@@ -17,19 +17,22 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/metrics"
+	lpmetrics "github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parley-net/parley/discovery"
 	"github.com/parley-net/parley/internal/clock"
@@ -116,7 +119,17 @@ type Config struct {
 	ChatFrameTimeout time.Duration
 	// Bandwidth, when set, counts every byte the host sends and receives,
 	// per protocol and peer (a measuring hook); nil means none.
-	Bandwidth metrics.Reporter
+	Bandwidth lpmetrics.Reporter
+	// Registerer, if set, receives the node's Prometheus metrics (calls,
+	// mailbox, DHT lookups, outbox; see metrics.go) and go-libp2p's own
+	// (hole punching, AutoNAT, relay client, identify, resource manager);
+	// nil means no metrics (unless MetricsAddr is set).
+	Registerer prometheus.Registerer
+	// MetricsAddr, if set, is a TCP address ("127.0.0.1:9102") where the
+	// node serves its metrics at /metrics, from Registerer when it is a
+	// prometheus.Gatherer too, else from a registry of its own; "" means
+	// no metrics server.
+	MetricsAddr string
 	// Logger receives the node's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Clock drives the calls' state machines (timers and time); nil means
@@ -153,6 +166,9 @@ type Node struct {
 	timings     CallTimings
 	links       linkCodes
 	creds       relayCreds
+	metrics     *metrics
+	metricsSrv  *http.Server // nil: no metrics server
+	metricsAddr net.Addr
 	kick        chan struct{}
 	inflight    sync.Map // device peer ID -> struct{}: a delivery is under way
 	unreachable sync.Map // device peer ID -> time.Time: not dialled for new mail until then
@@ -232,7 +248,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n := &Node{cfg: cfg, log: cfg.Logger, lock: lock, events: newEventBus(), inbound: newStreamLimiter(64, 4).perIP(cfg.ChatStreamsPerIP),
 		callLimit: newStreamLimiter(16, 2).perIP(callStreamsPerIP), calls: calls{byID: map[string]*Call{}}, links: linkCodes{codes: map[string]time.Time{}},
 		kick: make(chan struct{}, 1), resolved: map[string]resolvedRecord{},
-		clock: cfg.Clock, timings: cfg.CallTimings.withDefaults()}
+		clock: cfg.Clock, timings: cfg.CallTimings.withDefaults(), metrics: newMetrics()}
 	n.badInput = lograte.New(cfg.Logger, lograte.Config{Now: cfg.Now})
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	defer func() {
@@ -257,6 +273,16 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	}
 	if n.store, err = OpenStore(cfg.Home); err != nil {
 		return nil, err
+	}
+	if cfg.MetricsAddr != "" {
+		if err := n.serveMetrics(); err != nil {
+			return nil, err
+		}
+	}
+	if n.cfg.Registerer != nil {
+		if err := n.metrics.register(n.cfg.Registerer, n.store); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
 	}
 	if err := n.startHost(); err != nil {
 		return nil, err
@@ -294,6 +320,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}
 	n.net.set(netSnapshot{state: state, since: cfg.Now(), reason: reason})
+	if n.cfg.Registerer != nil {
+		n.wg.Add(1)
+		go n.pathLoop()
+	}
 	n.wg.Add(5)
 	go n.netLoop(state, reason, publishNow)
 	go n.outboxLoop()
@@ -332,7 +362,9 @@ func (n *Node) waitOnline(ctx context.Context) error {
 
 func (n *Node) startHost() error {
 	var d *dht.IpfsDHT
-	limits, err := p2plimits.Option(n.cfg.Limits)
+	lc := n.cfg.Limits
+	lc.Registerer = n.cfg.Registerer
+	limits, err := p2plimits.Option(lc)
 	if err != nil {
 		return err
 	}
@@ -342,13 +374,17 @@ func (n *Node) startHost() error {
 		libp2p.ListenAddrStrings(n.cfg.Listen...),
 		libp2p.EnableHolePunching(),
 		libp2p.EnableAutoRelayWithStaticRelays(n.cfg.Bootstrap),
-		libp2p.DisableMetrics(),
 		libp2p.SwarmOpts(swarm.WithDialRanker(dialRanker)),
 		libp2p.Routing(func(h host.Host) (routing.PeerRouting, error) {
 			var err error
 			d, err = discovery.NewDHT(n.ctx, h, discovery.DHTConfig{Bootstrap: n.cfg.Bootstrap, Now: n.cfg.Now})
 			return d, err
 		}),
+	}
+	if n.cfg.Registerer != nil {
+		opts = append(opts, libp2p.PrometheusRegisterer(n.cfg.Registerer))
+	} else {
+		opts = append(opts, libp2p.DisableMetrics())
 	}
 	if n.cfg.Bandwidth != nil {
 		opts = append(opts, libp2p.BandwidthReporter(n.cfg.Bandwidth))
@@ -381,6 +417,9 @@ func (n *Node) Close() error {
 	}
 	if n.host != nil {
 		n.host.Close()
+	}
+	if n.metricsSrv != nil {
+		n.metricsSrv.Close()
 	}
 	if n.store != nil {
 		n.store.Close()
@@ -595,6 +634,12 @@ func (n *Node) lookup(ctx context.Context, handle string, fresh bool) (*discover
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	l, err := discovery.LookupHandle(ctx, n.dht, handle)
+	switch {
+	case errors.Is(err, discovery.ErrNoSuchHandle):
+		n.metrics.lookups.WithLabelValues("not_found").Inc()
+	default:
+		n.metrics.lookups.WithLabelValues(result(err)).Inc()
+	}
 	if err != nil {
 		if !fresh {
 			// The DHT may have lost the record (a supernode back with an

@@ -10,6 +10,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parley-net/parley/internal/turnrelay"
 	"github.com/parley-net/parley/media"
@@ -45,6 +46,8 @@ func startCloudRelay(t *testing.T) *turnrelay.Cloud {
 type relayNet struct {
 	sn    *supernode.Supernode
 	cloud *turnrelay.Cloud // nil: no cloud tier
+	// reg, if set, takes the metrics of the next node started.
+	reg prometheus.Registerer
 }
 
 func newRelayNet(t *testing.T, withCloud bool) *relayNet {
@@ -67,7 +70,8 @@ func newRelayNet(t *testing.T, withCloud bool) *relayNet {
 func (r *relayNet) start(t *testing.T, handle string, mc media.Config, profile string, auto func(CallInfo) (CallOptions, error)) *Node {
 	t.Helper()
 	cfg := Config{Home: initHome(t, handle), Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: []peer.AddrInfo{r.sn.AddrInfo()},
-		Logger: quietLogger(), Media: mc, Profile: profile, AutoAnswer: auto}
+		Logger: quietLogger(), Media: mc, Profile: profile, AutoAnswer: auto, Registerer: r.reg}
+	r.reg = nil
 	if r.cloud != nil {
 		cfg.CloudRelays = []peer.AddrInfo{{ID: r.cloud.ID(), Addrs: r.cloud.Host().Addrs()}}
 	}
@@ -159,6 +163,8 @@ func relayFailover(t *testing.T, path, before, want string) {
 	net := newRelayNet(t, true)
 	sn, cloud := net.sn, net.cloud
 	sink := media.NewCaptureSink(0)
+	reg := prometheus.NewRegistry()
+	net.reg = reg // alice's
 	mc := loopbackMedia
 	// A desktop call's path checks: the mobile defaults (10 s) are too slow
 	// for this test.
@@ -203,6 +209,42 @@ func relayFailover(t *testing.T, path, before, want string) {
 		t.Fatalf("no audio after moving to %s: %v", want, err)
 	}
 	t.Logf("%s relay killed: on %s after %s, %d ICE restart(s)", before, want, moved.Round(time.Millisecond), c.Info().Stats.ICERestarts)
+	// The move is counted (the count is sampled every second).
+	for deadline := time.Now().Add(3 * time.Second); counterValue(t, reg, "parley_call_path_changes_total", "from", before, "to", want) < 1; {
+		if time.Now().After(deadline) {
+			t.Fatalf("no parley_call_path_changes_total{from=%q,to=%q}", before, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// counterValue is the value of the counter name with the label pairs kv
+// in reg, 0 when it has none.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string, kv ...string) float64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+	metric:
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			for i := 0; i+1 < len(kv); i += 2 {
+				if labels[kv[i]] != kv[i+1] {
+					continue metric
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
 }
 
 func TestParsePath(t *testing.T) {

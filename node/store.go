@@ -212,6 +212,14 @@ func (s *Store) PendingOut(ctx context.Context, nowMS int64, limit int) ([]Outgo
 	return out, rows.Err()
 }
 
+// OutboxPending counts envelopes neither delivered nor left at a mailbox
+// nor refused.
+func (s *Store) OutboxPending(ctx context.Context) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM outbox WHERE state = 0`).Scan(&n)
+	return n, err
+}
+
 // MarkOut moves an envelope forward: to a mailbox, to its device, or to
 // refused (the device will never take it).
 func (s *Store) MarkOut(ctx context.Context, id, device string, state int, nowMS int64, why string) error {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/metrics"
+	lpmetrics "github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
@@ -18,7 +18,7 @@ import (
 // dhtCounter counts, exactly and at once, the bytes and writes on the
 // DHT's protocol (libp2p's BandwidthCounter only totals them once a second).
 type dhtCounter struct {
-	*metrics.BandwidthCounter
+	*lpmetrics.BandwidthCounter
 	bytes, writes atomic.Int64
 }
 
@@ -61,7 +61,7 @@ func benchIdleTraffic(b *testing.B, supernodes int) {
 		sn := startSupernode(b)
 		infos = append(infos, sn.AddrInfo())
 	}
-	bw := &dhtCounter{BandwidthCounter: metrics.NewBandwidthCounter()}
+	bw := &dhtCounter{BandwidthCounter: lpmetrics.NewBandwidthCounter()}
 	n, err := Start(context.Background(), Config{Home: initHome(b, "alice"), Listen: loopback, Bootstrap: infos,
 		Logger: quietLogger(), RepublishInterval: 24 * time.Hour, Bandwidth: bw})
 	if err != nil {

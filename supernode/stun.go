@@ -6,9 +6,11 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/stun/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 )
 
@@ -37,6 +39,20 @@ type STUNServer struct {
 
 	mu      sync.Mutex
 	limiter map[string]*rate.Limiter
+
+	// Counts of datagrams by what became of them (STUNServer.Collectors).
+	answered, limited, invalid atomic.Uint64
+}
+
+// Collectors are the server's metrics: parley_stun_requests_total by
+// result (answered, rate_limited, invalid).
+func (s *STUNServer) Collectors() []prometheus.Collector {
+	c := func(result string, v *atomic.Uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "parley_stun_requests_total",
+			Help: "STUN datagrams the supernode received, by result (answered, rate_limited, invalid).", ConstLabels: prometheus.Labels{"result": result}},
+			func() float64 { return float64(v.Load()) })
+	}
+	return []prometheus.Collector{c("answered", &s.answered), c("rate_limited", &s.limited), c("invalid", &s.invalid)}
 }
 
 // ListenSTUN serves STUN on the UDP address addr ("0.0.0.0:3478").
@@ -74,13 +90,20 @@ func (s *STUNServer) serve() {
 			continue
 		}
 		udp, ok := from.(*net.UDPAddr)
-		if !ok || n > maxSTUNPacket || !s.allow(udp.IP) {
+		if !ok || n > maxSTUNPacket {
+			s.invalid.Add(1)
+			continue
+		}
+		if !s.allow(udp.IP) {
+			s.limited.Add(1)
 			continue
 		}
 		resp, err := stunResponse(buf[:n], udp)
 		if err != nil {
+			s.invalid.Add(1)
 			continue
 		}
+		s.answered.Add(1)
 		s.conn.WriteTo(resp, from)
 	}
 }

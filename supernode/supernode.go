@@ -33,6 +33,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	kb "github.com/libp2p/go-libp2p-kbucket"
@@ -80,6 +81,11 @@ type Config struct {
 	Bootstrap []peer.AddrInfo
 	// MetricsAddr serves Prometheus metrics on http://ADDR/metrics; "" is off.
 	MetricsAddr string
+	// Registerer receives the metrics (the supernode's, its TURN server's,
+	// its mailbox's and go-libp2p's); nil means a registry of its own when
+	// MetricsAddr is set, else no metrics. With MetricsAddr it must also be
+	// a prometheus.Gatherer, which is what is served.
+	Registerer prometheus.Registerer
 	// STUNAddr is the UDP address of the STUN server ("0.0.0.0:3478"); "" is
 	// no STUN server.
 	STUNAddr string
@@ -165,6 +171,13 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 	if err != nil {
 		return nil, err
 	}
+	reg, gather, err := registry(cfg.Registerer, cfg.MetricsAddr)
+	if err != nil {
+		return nil, err
+	}
+	if reg != nil {
+		cfg.Limits.Registerer = reg // the resource manager's own
+	}
 	limits, err := p2plimits.Option(cfg.Limits)
 	if err != nil {
 		return nil, err
@@ -185,9 +198,7 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 			return s.dht, err
 		}),
 	}
-	var reg *prometheus.Registry
-	if cfg.MetricsAddr != "" {
-		reg = prometheus.NewRegistry()
+	if reg != nil {
 		opts = append(opts, libp2p.PrometheusRegisterer(reg))
 	} else {
 		opts = append(opts, libp2p.DisableMetrics())
@@ -219,10 +230,17 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 		if tc.Logger == nil {
 			tc.Logger = cfg.Logger.With("service", "turn")
 		}
+		if reg != nil && tc.Registerer == nil {
+			tc.Registerer = reg
+		}
 		if s.turn, err = turnrelay.New(tc); err != nil {
 			return nil, fmt.Errorf("supernode TURN: %w", err)
 		}
-		if s.creds, err = turnrelay.ServeCredentials(s.host, s.turn.CredentialConfig()); err != nil {
+		cc := s.turn.CredentialConfig()
+		if reg != nil {
+			cc.Registerer = reg
+		}
+		if s.creds, err = turnrelay.ServeCredentials(s.host, cc); err != nil {
 			return nil, fmt.Errorf("supernode TURN credentials: %w", err)
 		}
 	}
@@ -241,7 +259,10 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 		return nil, err
 	}
 	if reg != nil {
-		if err := s.serveMetrics(reg); err != nil {
+		s.registerMetrics(reg)
+	}
+	if gather != nil {
+		if err := s.serveMetrics(gather); err != nil {
 			return nil, err
 		}
 	}
@@ -277,7 +298,31 @@ func (s *Supernode) sweepLoop() {
 	}
 }
 
-func (s *Supernode) serveMetrics(reg *prometheus.Registry) error {
+// registry is the registerer of metrics and what serves them: reg as
+// given, or a new registry with the Go and process collectors when only
+// addr is set.
+func registry(reg prometheus.Registerer, addr string) (prometheus.Registerer, prometheus.Gatherer, error) {
+	switch {
+	case reg == nil && addr == "":
+		return nil, nil, nil
+	case reg == nil:
+		r := prometheus.NewRegistry()
+		r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		return r, r, nil
+	case addr == "":
+		return reg, nil, nil
+	}
+	g, ok := reg.(prometheus.Gatherer)
+	if !ok {
+		return nil, nil, errors.New("supernode: MetricsAddr needs a Registerer that is also a prometheus.Gatherer")
+	}
+	return reg, g, nil
+}
+
+func (s *Supernode) registerMetrics(reg prometheus.Registerer) {
+	if s.stun != nil {
+		reg.MustRegister(s.stun.Collectors()...)
+	}
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "parley_supernode_connected_peers", Help: "Peers connected to this supernode.",
 	}, func() float64 { return float64(len(s.host.Network().Peers())) }))
@@ -296,6 +341,9 @@ func (s *Supernode) serveMetrics(reg *prometheus.Registry) error {
 		c, _ := s.mailbox.Count()
 		return float64(c)
 	}))
+}
+
+func (s *Supernode) serveMetrics(reg prometheus.Gatherer) error {
 	l, err := net.Listen("tcp", s.cfg.MetricsAddr)
 	if err != nil {
 		return fmt.Errorf("metrics listener %s: %w", s.cfg.MetricsAddr, err)

@@ -55,7 +55,9 @@ func TestSupernodeServicesAndMetrics(t *testing.T) {
 	if !strings.Contains(string(body), "parley_supernode_connected_peers 1") {
 		t.Fatalf("metrics do not count the connected peer:\n%.2000s", body)
 	}
-	for _, m := range []string{`parley_mailbox_refused_total{reason="source-prefix"} 0`, "parley_mailbox_bytes_stored 0"} {
+	for _, m := range []string{`parley_mailbox_refused_total{reason="source-prefix"} 0`, "parley_mailbox_bytes_stored 0",
+		`parley_mailbox_stored_total{kind="deposit"} 0`, "parley_mailbox_fetched_total 0", `parley_stun_requests_total{result="answered"} 0`,
+		"libp2p_rcmgr_", "libp2p_relaysvc_", "go_goroutines", "process_"} {
 		if !strings.Contains(string(body), m) {
 			t.Fatalf("no %s in the metrics:\n%.3000s", m, body)
 		}

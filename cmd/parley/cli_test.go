@@ -296,3 +296,57 @@ func TestDemoJSON(t *testing.T) {
 		t.Fatalf("demo call: %s", out)
 	}
 }
+
+// TestNetcheckPingCLI: against a supernode with STUN and TURN and a cloud
+// relay on 127.0.0.1, `parley netcheck` prints the table and --json the
+// report, and `parley ping` gets an answer per probe; both fail in one
+// line without a daemon.
+func TestNetcheckPingCLI(t *testing.T) {
+	root := t.TempDir()
+	sn := startProc(t, "--home", root+"/sn", "supernode", "--stun", "127.0.0.1:0", "--listen", "/ip4/127.0.0.1/tcp/0",
+		"--turn-udp", "127.0.0.1:0", "--turn-tcp", "127.0.0.1:0", "--turn-relay-ip", "127.0.0.1", "--turn-allow-cidr", "127.0.0.0/8")
+	boot := strings.TrimSpace(sn.waitLine(t, "/p2p/", 30*time.Second))
+	for _, h := range []string{"alice", "bob"} {
+		mustRun(t, "--home", root+"/"+h, "id", "init", "--handle", h)
+	}
+	alice := startProc(t, "--home", root+"/alice", "daemon", "--bootstrap", boot, "--listen", "/ip4/127.0.0.1/tcp/0", "--metrics", "127.0.0.1:0")
+	bob := startProc(t, "--home", root+"/bob", "daemon", "--bootstrap", boot, "--listen", "/ip4/127.0.0.1/tcp/0")
+	alice.waitLine(t, "ready", 30*time.Second)
+	bob.waitLine(t, "ready", 30*time.Second)
+
+	out := mustRun(t, "--home", root+"/alice", "netcheck")
+	t.Logf("parley netcheck:\n%s", out)
+	for _, want := range []string{"UDP             yes", "mapping         endpoint-independent", "STUN", "TURN", "allocated", "libp2p round trip"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("netcheck lacks %q:\n%s", want, out)
+		}
+	}
+	js := mustRun(t, "--home", root+"/alice", "netcheck", "--json")
+	var r struct {
+		UDP     bool   `json:"udp"`
+		Mapping string `json:"mapping"`
+	}
+	if err := json.Unmarshal([]byte(js), &r); err != nil || !r.UDP || r.Mapping != "endpoint-independent" {
+		t.Errorf("netcheck --json: %+v, %v\n%s", r, err, js)
+	}
+	out = mustRun(t, "--home", root+"/alice", "ping", "bob", "--count", "2", "--interval", "100ms")
+	t.Logf("parley ping bob:\n%s", out)
+	if lines := strings.Count(out, " ms "); lines != 2 || !strings.Contains(out, "direct") {
+		t.Errorf("ping: want two answered probes, direct:\n%s", out)
+	}
+	// Without a daemon, against the supernode alone.
+	js = mustRun(t, "--home", root+"/nobody", "netcheck", "--json", "--bootstrap", boot)
+	var alone struct {
+		UDP  bool `json:"udp"`
+		TURN []struct {
+			OK bool `json:"ok"`
+		} `json:"turn"`
+	}
+	if err := json.Unmarshal([]byte(js), &alone); err != nil || !alone.UDP || len(alone.TURN) != 2 || !alone.TURN[0].OK || !alone.TURN[1].OK {
+		t.Errorf("netcheck --bootstrap without a daemon: %+v, %v\n%s", alone, err, js)
+	}
+	_, errOut, code := run(t, "--home", root+"/nobody", "netcheck")
+	checkOneLine(t, "", errOut, code, 0, "")
+	_, errOut, code = run(t, "--home", root+"/alice", "ping", "nobody-here", "--count", "1")
+	checkOneLine(t, "", errOut, code, 0, "")
+}

@@ -110,7 +110,7 @@ func newApp() *cli.App {
 			groupCmd(), callCmd(), callsCmd(), answerCmd(), relayCmd(), labCmd(),
 			simpleCallVerb("reject", "decline a ringing call (the only one, or by ID)"),
 			simpleCallVerb("hangup", "end a call (the only one, or by ID)"),
-			statusCmd(), demoCmd(),
+			statusCmd(), netcheckCmd(), pingCmd(), demoCmd(),
 		},
 	}
 	app.OnUsageError = usageError
@@ -292,6 +292,7 @@ func daemonCmd() *cli.Command {
 			&cli.StringFlag{Name: "path", Value: "auto", EnvVars: []string{"PARLEY_PATH"}, Usage: "calls' media path: auto (direct, supernode, cloud), or tiers in the order preferred, such as supernode,cloud; one tier forces it"},
 			&cli.StringFlag{Name: "profile", Value: "desktop", EnvVars: []string{"PARLEY_PROFILE"}, Usage: "desktop, or mobile (relay-only, 20 kb/s, FEC, DTX, longer keepalives)"},
 			&cli.BoolFlag{Name: "auto-answer", Usage: "answer every incoming call (for unattended devices), with the audio flags below"},
+			&cli.StringFlag{Name: "metrics", EnvVars: []string{"PARLEY_METRICS"}, Usage: "serve Prometheus metrics on `ADDR` (e.g. 127.0.0.1:9102); off by default"},
 		}, append(sourceFlags(), sinkFlags()...)...),
 		Action: func(c *cli.Context) error {
 			log, err := logger(c, "info")
@@ -311,7 +312,7 @@ func daemonCmd() *cli.Command {
 			}
 			cfg := node.Config{Home: home, Listen: c.StringSlice("listen"), Bootstrap: boot, CloudRelays: cloud,
 				Path: c.String("path"), Profile: c.String("profile"),
-				BootstrapTimeout: c.Duration("bootstrap-timeout"), Logger: log}
+				BootstrapTimeout: c.Duration("bootstrap-timeout"), MetricsAddr: c.String("metrics"), Logger: log}
 			cfg.Media.IncludeLoopback = c.Bool("media-loopback")
 			spec, err := audioSpec(c)
 			if err != nil {
@@ -339,6 +340,9 @@ func daemonCmd() *cli.Command {
 			}
 			if !st.Online {
 				fmt.Printf("offline, retrying: %s\n", st.OfflineReason)
+			}
+			if a := n.MetricsAddr(); a != nil {
+				fmt.Printf("metrics: http://%s/metrics\n", a)
 			}
 			fmt.Printf("control API: %s\nready\n", filepath.Join(home, node.SocketFile))
 			errc := make(chan error, 1)

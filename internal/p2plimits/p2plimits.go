@@ -22,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/network"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Defaults of Config.
@@ -47,6 +48,10 @@ type Config struct {
 	// StreamsInboundPerPeer caps the streams one peer may open to us; 0
 	// means DefaultStreamsInboundPerPeer.
 	StreamsInboundPerPeer int
+	// Registerer, if set, receives the resource manager's metrics
+	// (libp2p_rcmgr_*: connections, streams, memory, blocked resources);
+	// nil means none.
+	Registerer prometheus.Registerer
 }
 
 func (c *Config) defaults() error {
@@ -108,12 +113,16 @@ func New(cfg Config) (network.ResourceManager, error) {
 	if err != nil {
 		return nil, err
 	}
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits),
-		rcmgr.WithLimitPerSubnet(
-			[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 32, ConnCount: cfg.ConnsPerIP}, {PrefixLength: 24, ConnCount: cfg.ConnsPerSubnet}},
-			[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 56, ConnCount: cfg.ConnsPerIP}, {PrefixLength: 48, ConnCount: cfg.ConnsPerSubnet}},
-		),
-		rcmgr.WithMetricsDisabled())
+	opts := []rcmgr.Option{rcmgr.WithLimitPerSubnet(
+		[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 32, ConnCount: cfg.ConnsPerIP}, {PrefixLength: 24, ConnCount: cfg.ConnsPerSubnet}},
+		[]rcmgr.ConnLimitPerSubnet{{PrefixLength: 56, ConnCount: cfg.ConnsPerIP}, {PrefixLength: 48, ConnCount: cfg.ConnsPerSubnet}},
+	)}
+	if cfg.Registerer != nil {
+		rcmgr.MustRegisterWith(cfg.Registerer)
+	} else {
+		opts = append(opts, rcmgr.WithMetricsDisabled())
+	}
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("resource manager: %w", err)
 	}

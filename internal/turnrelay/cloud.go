@@ -63,6 +63,11 @@ type CloudConfig struct {
 	// MetricsAddr serves Prometheus metrics on http://ADDR/metrics; "" is
 	// off.
 	MetricsAddr string
+	// Registerer receives the metrics (TURN, credentials, go-libp2p's);
+	// nil means a registry of its own when MetricsAddr is set, else no
+	// metrics. With MetricsAddr it must also be a prometheus.Gatherer,
+	// which is what is served.
+	Registerer prometheus.Registerer
 	// Logger receives the relay's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -114,10 +119,24 @@ func StartCloud(cfg CloudConfig) (_ *Cloud, err error) {
 			c.Close()
 		}
 	}()
-	var reg *prometheus.Registry
-	if cfg.MetricsAddr != "" {
-		reg = prometheus.NewRegistry()
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var reg prometheus.Registerer
+	var gather prometheus.Gatherer
+	switch {
+	case cfg.Registerer != nil:
+		reg = cfg.Registerer
+		if cfg.MetricsAddr != "" {
+			g, ok := reg.(prometheus.Gatherer)
+			if !ok {
+				return nil, errors.New("cloud relay: MetricsAddr needs a Registerer that is also a prometheus.Gatherer")
+			}
+			gather = g
+		}
+	case cfg.MetricsAddr != "":
+		r := prometheus.NewRegistry()
+		r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg, gather = r, r
+	}
+	if reg != nil {
 		cfg.TURN.Registerer = reg
 		cc.Registerer = reg
 	}
@@ -153,14 +172,14 @@ func StartCloud(cfg CloudConfig) (_ *Cloud, err error) {
 	if c.Creds, err = ServeCredentials(c.host, *cc); err != nil {
 		return nil, err
 	}
-	if reg != nil {
+	if gather != nil {
 		l, err := net.Listen("tcp", cfg.MetricsAddr)
 		if err != nil {
 			return nil, fmt.Errorf("metrics listener %s: %w", cfg.MetricsAddr, err)
 		}
 		c.mAddr = l.Addr()
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		mux.Handle("/metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{}))
 		c.mSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go c.mSrv.Serve(l)
 	}

@@ -143,12 +143,22 @@ func (s *Server) checkQuota(tx *sql.Tx, it Item, ip string, replica bool) error 
 // metrics are the mailbox's Prometheus collectors.
 type metrics struct {
 	refused *prometheus.CounterVec
+	stored  *prometheus.CounterVec // kind: "deposit" (from a device) or "replica" (from a supernode)
+	handed  prometheus.Counter
 }
 
 func (s *Server) registerMetrics(reg prometheus.Registerer) error {
 	s.metrics.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "parley_mailbox_refused_total", Help: "Envelopes the mailbox refused, by reason.",
 	}, []string{"reason"})
+	s.metrics.stored = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "parley_mailbox_stored_total", Help: "Envelopes the mailbox took, by kind (deposit from a device, replica from a supernode).",
+	}, []string{"kind"})
+	s.metrics.stored.WithLabelValues("deposit")
+	s.metrics.stored.WithLabelValues("replica")
+	s.metrics.handed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "parley_mailbox_fetched_total", Help: "Envelopes handed to their devices (fetched; deleted once acknowledged).",
+	})
 	for _, r := range []string{ReasonGlobal, ReasonSourceIP, ReasonSourcePrefix, ReasonRecipientSrc,
 		ReasonRecipientFull, ReasonSender, ReasonNotSender, ReasonExpired} {
 		s.metrics.refused.WithLabelValues(r) // exported as 0 before the first refusal
@@ -157,7 +167,7 @@ func (s *Server) registerMetrics(reg prometheus.Registerer) error {
 		return nil
 	}
 	for _, c := range []prometheus.Collector{
-		s.metrics.refused,
+		s.metrics.refused, s.metrics.stored, s.metrics.handed,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "parley_mailbox_bytes_stored", Help: "Bytes of envelopes the mailbox keeps.",
 		}, func() float64 { b, _ := s.Bytes(); return float64(b) }),

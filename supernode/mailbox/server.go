@@ -295,6 +295,10 @@ func (s *Server) servePut(st network.Stream, remote peer.ID, f *Frame) error {
 				reason = qe.Reason
 			}
 			s.metrics.refused.WithLabelValues(reason).Inc()
+		} else if f.Replica {
+			s.metrics.stored.WithLabelValues("replica").Inc()
+		} else {
+			s.metrics.stored.WithLabelValues("deposit").Inc()
 		}
 		results = append(results, res)
 	}
@@ -360,6 +364,7 @@ func (s *Server) serveFetch(st network.Stream, r io.Reader, remote peer.ID, f *F
 	if err := wire.WriteJSON(st, Frame{Type: "end"}, MaxFrame); err != nil {
 		return err
 	}
+	s.metrics.handed.Add(float64(len(items)))
 	if len(items) == 0 {
 		return nil
 	}
