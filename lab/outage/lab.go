@@ -254,7 +254,13 @@ func (l *lab) startDaemon(ctx context.Context, d *device) error {
 		p.Kill()
 		return fmt.Errorf("daemon %s (%s): %w\n%s", d.Handle, d.NAT, err, p.Tail(10))
 	}
-	c, err := node.Dial(d.home)
+	// "ready" comes just before the daemon serves its API.
+	var c *node.Client
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if c, err = node.Dial(d.home); err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		p.Kill()
 		return err

@@ -50,7 +50,7 @@ type MsgSummary struct {
 // Second is one second of a run's timeline.
 type Second struct {
 	T             int     // seconds after the workload's start
-	CallsExpected int     // planned calls in progress (from 2 s after their start, for setup)
+	CallsExpected int     // planned calls in progress (from when active, or at most 5 s after their start)
 	CallsUp       int     // of those, active with a media path at the last poll
 	Availability  float64 // CallsUp / CallsExpected, 1 when none expected
 	Pending       int     // message copies sent and not yet committed by the recipient
@@ -82,7 +82,7 @@ type RunResult struct {
 }
 
 const (
-	setupAllowance = 2 * time.Second
+	setupAllowance = 5 * time.Second
 	overdueAfter   = 5 * time.Second
 	// settleSeconds: recovery needs this many healthy seconds in a row.
 	settleSeconds = 3
@@ -136,7 +136,11 @@ func (res *RunResult) timeline(wl *Workload) []Second {
 		t := time.Duration(i)*time.Second + time.Second/2
 		sec := Second{T: i, Outage: res.Scenario != None && t >= res.OutageStart && (t < res.OutageEnd || res.Permanent && t < res.Length)}
 		for _, c := range res.Calls {
-			if t >= c.Plan.Start+setupAllowance && t < c.Plan.Start+c.Plan.Length {
+			from := c.Plan.Start + setupAllowance
+			if c.Connected {
+				from = min(from, c.ActiveAt)
+			}
+			if t >= from && t < c.Plan.Start+c.Plan.Length {
 				sec.CallsExpected++
 				if c.Up[i] {
 					sec.CallsUp++

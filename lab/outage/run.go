@@ -92,10 +92,13 @@ func (o *Options) resolve() error {
 			o.Workload.Length = 30 * time.Second
 		}
 		if o.Workload.CallMean == 0 {
-			o.Workload.CallMean = 12 * time.Second
+			o.Workload.CallMean = 10 * time.Second
 		}
 		if o.Workload.CallRate == 0 {
-			o.Workload.CallRate = 8
+			o.Workload.CallRate = 16
+		}
+		if o.Workload.MsgRate == 0 {
+			o.Workload.MsgRate = 40
 		}
 		if o.Workload.Offline == 0 {
 			o.Workload.Offline = 1
