@@ -173,7 +173,8 @@ func (res *RunResult) timeline(wl *Workload) []Second {
 // recovery is the time from the outage's end (its start, when it lasts
 // the rest of the run) to the start of the first run of settleSeconds
 // healthy seconds after which no unhealthy second follows; 0 for the
-// control run; -1 when the run ends unhealthy.
+// control run; -1 when it is still unhealthy within settleSeconds of the
+// workload's end (nothing shows it recovered).
 func (res *RunResult) recovery() float64 {
 	if res.Scenario == None {
 		return 0
@@ -192,7 +193,7 @@ func (res *RunResult) recovery() float64 {
 	if last < 0 {
 		return 0
 	}
-	if last >= len(res.Timeline)-settleSeconds {
+	if last >= int(res.Length/time.Second)-settleSeconds {
 		return -1
 	}
 	return round1(float64(last+1) - from.Seconds())

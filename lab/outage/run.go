@@ -92,10 +92,10 @@ func (o *Options) resolve() error {
 			o.Workload.Length = 30 * time.Second
 		}
 		if o.Workload.CallMean == 0 {
-			o.Workload.CallMean = 10 * time.Second
+			o.Workload.CallMean = 15 * time.Second
 		}
 		if o.Workload.CallRate == 0 {
-			o.Workload.CallRate = 16
+			o.Workload.CallRate = 20
 		}
 		if o.Workload.MsgRate == 0 {
 			o.Workload.MsgRate = 40
@@ -438,9 +438,13 @@ func (r *run) doCall(ctx context.Context, p CallPlan) {
 	}
 	set(func() { ev.Placed = true })
 	hangAt := r.t0.Add(p.Start + p.Length)
+	// A call rings for up to setupTimeout, even past its planned end (a
+	// user waits for ringing); once connected it lasts until its end.
 	for {
-		now := time.Now()
-		if now.After(hangAt) {
+		r.mu.Lock()
+		connected := ev.Connected
+		r.mu.Unlock()
+		if connected && time.Now().After(hangAt) {
 			break
 		}
 		actx, cancel := context.WithTimeout(context.Background(), apiTimeout)
@@ -472,10 +476,10 @@ func (r *run) doCall(ctx context.Context, p CallPlan) {
 				})
 				return
 			}
-			if !ev.Connected && time.Since(placed) > setupTimeout {
-				set(func() { ev.Error = "not connected within " + setupTimeout.String() })
-				break
-			}
+		}
+		if !connected && time.Since(placed) > setupTimeout {
+			set(func() { ev.Error = "not connected within " + setupTimeout.String() })
+			break
 		}
 		select {
 		case <-time.After(callPoll):
