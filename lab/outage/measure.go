@@ -50,7 +50,7 @@ type MsgSummary struct {
 // Second is one second of a run's timeline.
 type Second struct {
 	T             int     // seconds after the workload's start
-	CallsExpected int     // planned calls in progress (from when active, or at most 5 s after their start)
+	CallsExpected int     // planned calls in progress (from when active, or at most 3 s after their start)
 	CallsUp       int     // of those, active with a media path at the last poll
 	Availability  float64 // CallsUp / CallsExpected, 1 when none expected
 	Pending       int     // message copies sent and not yet committed by the recipient
@@ -82,7 +82,7 @@ type RunResult struct {
 }
 
 const (
-	setupAllowance = 5 * time.Second
+	setupAllowance = 3 * time.Second
 	overdueAfter   = 5 * time.Second
 	// settleSeconds: recovery needs this many healthy seconds in a row.
 	settleSeconds = 3
