@@ -2,6 +2,7 @@ package outage
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +19,8 @@ import (
 	"github.com/parley-net/parley/lab/natlab"
 	"github.com/parley-net/parley/lab/netlab"
 	"github.com/parley-net/parley/node"
+
+	_ "modernc.org/sqlite" // reading a stopped daemon's history
 )
 
 // Options configures Run. The zero value is the full sweep: every
@@ -719,63 +723,28 @@ func firstLine(s string) string {
 	return s
 }
 
-// collect reads, at the end of the run, every recipient's history (the
-// commit time of each message) and every sender's view of its messages,
-// and judges the calls' recordings.
+// collect reads, at the end of the run, every device's view of the
+// messages (see deviceView) and judges the calls' recordings.
 func (r *run) collect(ctx context.Context) {
-	type convKey struct{ recipient, conv string }
-	histories := map[convKey][]node.Message{}
-	history := func(h, conv string) []node.Message {
-		k := convKey{h, conv}
-		if m, ok := histories[k]; ok {
-			return m
-		}
-		var msgs []node.Message
-		if cl := r.lab.devices[h].api(); cl != nil {
-			cctx, cancel := context.WithTimeout(ctx, apiTimeout*2)
-			msgs, _ = cl.History(cctx, conv, 0)
-			cancel()
-		}
-		histories[k] = msgs
-		return msgs
+	views := map[string]*deviceView{}
+	for _, d := range r.lab.order {
+		views[d.Handle] = r.view(ctx, d)
 	}
 	r.mu.Lock()
 	msgs := append([]*MsgEvent(nil), r.msgs...)
 	calls := append([]*CallEvent(nil), r.calls...)
 	r.mu.Unlock()
 	for _, ev := range msgs {
-		senderConv := ev.Plan.To
-		var own *node.Message
-		for _, m := range history(ev.Plan.From, senderConv) {
-			if m.Outgoing && strings.HasPrefix(m.Body, ev.Token+" ") {
-				own = &m
-				break
-			}
-		}
 		for _, rc := range ev.Recipients {
-			conv := ev.Plan.From
-			if ev.Plan.To == GroupName {
-				conv = GroupName
+			got := views[rc.Handle].received[ev.Token]
+			rc.Copies = len(got)
+			if len(got) > 0 {
+				rc.Delivered = true
+				sent := r.t0.Add(ev.SentAt)
+				rc.LatencyMS = max(0, float64(got[0]-sent.UnixMilli()))
+				rc.ReceivedAt = time.UnixMilli(got[0]).Sub(r.t0)
 			}
-			for _, m := range history(rc.Handle, conv) {
-				if m.Outgoing || !strings.HasPrefix(m.Body, ev.Token+" ") {
-					continue
-				}
-				rc.Copies++
-				if !rc.Delivered {
-					rc.Delivered = true
-					sent := r.t0.Add(ev.SentAt)
-					rc.LatencyMS = max(0, float64(m.ReceivedMS-sent.UnixMilli()))
-					rc.ReceivedAt = time.UnixMilli(m.ReceivedMS).Sub(r.t0)
-				}
-			}
-			if own != nil {
-				for _, d := range own.Devices {
-					if d.Handle == rc.Handle {
-						rc.State = d.State
-					}
-				}
-			}
+			rc.State = views[ev.Plan.From].sent[ev.Token][rc.Handle]
 			switch {
 			case rc.Delivered:
 				rc.Outcome = "delivered"
@@ -790,6 +759,117 @@ func (r *run) collect(ctx context.Context) {
 	for _, c := range calls {
 		c.GapMS = r.gap(ctx, c, start, end)
 	}
+}
+
+// deviceView is what one device holds of the workload's messages:
+// received maps a message's token to the recipient's commit times
+// (received_ms; more than one is a duplicate), sent maps it to the state
+// of each recipient handle as the sender sees it (sent, mailbox,
+// delivered, read, refused).
+type deviceView struct {
+	received map[string][]int64
+	sent     map[string]map[string]string
+}
+
+func tokenOf(body string) string {
+	tok, _, _ := strings.Cut(body, " ")
+	if !strings.HasPrefix(tok, "wl-") {
+		return ""
+	}
+	return tok
+}
+
+// view reads a device's messages through its control API, or, when its
+// daemon is down (an offline device that could not come back during the
+// outage), from its database file.
+func (r *run) view(ctx context.Context, d *device) *deviceView {
+	v := &deviceView{received: map[string][]int64{}, sent: map[string]map[string]string{}}
+	add := func(m node.Message) {
+		tok := tokenOf(m.Body)
+		if tok == "" {
+			return
+		}
+		if !m.Outgoing {
+			v.received[tok] = append(v.received[tok], m.ReceivedMS)
+			return
+		}
+		if v.sent[tok] == nil {
+			v.sent[tok] = map[string]string{}
+		}
+		for _, ds := range m.Devices {
+			v.sent[tok][ds.Handle] = ds.State
+		}
+	}
+	cl := d.api()
+	if cl == nil {
+		if err := readStore(ctx, d.home, add); err != nil {
+			r.addFault(FaultEvent{At: r.since(), What: "history unreadable: " + err.Error(), Target: d.Handle})
+		}
+		return v
+	}
+	convs := []string{}
+	for _, o := range r.wl.Devices {
+		if o.Handle != d.Handle {
+			convs = append(convs, o.Handle)
+		}
+	}
+	if slices.Contains(r.wl.Group, d.Handle) {
+		convs = append(convs, GroupName)
+	}
+	for _, c := range convs {
+		cctx, cancel := context.WithTimeout(ctx, apiTimeout*2)
+		msgs, err := cl.History(cctx, c, 0)
+		cancel()
+		if err != nil {
+			r.addFault(FaultEvent{At: r.since(), What: "history with " + c + " unreadable: " + firstLine(err.Error()), Target: d.Handle})
+			continue
+		}
+		for _, m := range msgs {
+			add(m)
+		}
+	}
+	return v
+}
+
+// readStore reads a stopped daemon's messages from its SQLite file (the
+// schema of node/store.go): every message, and for outgoing ones each
+// recipient device's outbox state.
+func readStore(ctx context.Context, home string, add func(node.Message)) error {
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(home, "parley.db")+"?mode=ro&_pragma=busy_timeout(5000)")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	rows, err := db.QueryContext(ctx, `SELECT m.id, m.body, m.received_ms, m.outgoing, IFNULL(o.handle, ''), IFNULL(o.state, -1), IFNULL(o.read_ms, 0)
+		FROM messages m LEFT JOIN outbox o ON o.id = m.id AND o.kind = 'msg'`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	names := map[int]string{0: "sent", 1: "mailbox", 2: "delivered", 9: "refused"}
+	seen := map[string]bool{}
+	for rows.Next() {
+		var id, body, handle string
+		var received, readMS int64
+		var outgoing bool
+		var state int
+		if err := rows.Scan(&id, &body, &received, &outgoing, &handle, &state, &readMS); err != nil {
+			return err
+		}
+		m := node.Message{ID: id, Body: body, ReceivedMS: received, Outgoing: outgoing}
+		if outgoing && handle != "" {
+			st := names[state]
+			if state == 2 && readMS > 0 {
+				st = "read"
+			}
+			m.Devices = []node.DeviceState{{Handle: handle, State: st}}
+		} else if seen[id] {
+			continue // one row per message for incoming ones
+		}
+		seen[id] = true
+		add(m)
+	}
+	return rows.Err()
 }
 
 // gapWindow is where audio gaps are measured: the outage, or for the
