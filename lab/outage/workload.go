@@ -16,7 +16,7 @@ type WorkloadConfig struct {
 	Devices  int           // devices (12); each behind a NAT router of its own
 	Mobile   float64       // share of devices on the mobile profile (0.25; negative: none)
 	Length   time.Duration // from the first operation to the last (90 s)
-	CallRate float64       // calls started per minute over the whole lab (6)
+	CallRate float64       // calls started per minute over the whole lab (10)
 	CallMean time.Duration // mean call length, exponential (20 s), at least 5 s
 	MsgRate  float64       // messages per minute (30)
 	// Offline is how many devices are offline (daemon stopped) for a
@@ -41,7 +41,7 @@ func (c WorkloadConfig) withDefaults() WorkloadConfig {
 	if c.Length == 0 {
 		c.Length = 90 * time.Second
 	}
-	def(&c.CallRate, 6)
+	def(&c.CallRate, 10)
 	if c.CallMean == 0 {
 		c.CallMean = 20 * time.Second
 	}
