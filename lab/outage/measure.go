@@ -49,17 +49,26 @@ type MsgSummary struct {
 
 // Second is one second of a run's timeline.
 type Second struct {
-	T             int     // seconds after the workload's start
-	CallsExpected int     // planned calls in progress (from when active, or at most 3 s after their start)
-	CallsUp       int     // of those, active with a media path at the last poll
-	Availability  float64 // CallsUp / CallsExpected, 1 when none expected
-	Pending       int     // message copies sent and not yet committed by the recipient
-	Overdue       int     // of those, sent 5 s ago or more to an online recipient, and delivered later
-	Outage        bool    // inside the outage window
+	T             int // seconds after the workload's start
+	CallsExpected int // planned calls in progress (from when active, or at most 3 s after their start)
+	CallsUp       int // of those, active with a media path at the last poll
+	// CallsControlDown: of the expected calls, those that never connected
+	// in the control run (none) of the same topology either; recovery
+	// does not wait for them.
+	CallsControlDown int
+	Availability     float64 // CallsUp / CallsExpected, 1 when none expected
+	Pending          int     // message copies sent and not yet committed by the recipient
+	// Overdue: of the pending copies, those sent 5 s ago or more to a
+	// recipient online ever since, and delivered later.
+	Overdue int
+	Outage  bool // inside the outage window
 }
 
-// Healthy: every expected call up and no message overdue.
-func (s Second) Healthy() bool { return s.CallsUp >= s.CallsExpected && s.Overdue == 0 }
+// Healthy: every expected call up (but those the control run could not
+// connect either) and no message overdue.
+func (s Second) Healthy() bool {
+	return s.CallsUp >= s.CallsExpected-s.CallsControlDown && s.Overdue == 0
+}
 
 // RunResult is everything measured in one topology × scenario.
 type RunResult struct {
@@ -76,8 +85,15 @@ type RunResult struct {
 	Permanent              bool
 	Dir                    string
 
-	Summary  RunSummary
-	Pending  int // message copies still on their way at the end
+	Summary RunSummary
+	Pending int // message copies still on their way at the end
+	// SendFailed: lost copies whose send request the sender's daemon
+	// refused (it could not even queue them, e.g. the handle did not
+	// resolve).
+	SendFailed int
+	// GapCalls is how many calls GapMSP95 is over (0: none was up across
+	// the outage window, and the percentile means nothing).
+	GapCalls int
 	Timeline []Second
 }
 
@@ -89,7 +105,8 @@ const (
 )
 
 // summarize fills Summary, Pending and Timeline from the events.
-func (res *RunResult) summarize(wl *Workload) {
+// control is the same topology's control run, if any.
+func (res *RunResult) summarize(wl *Workload, control *RunResult) {
 	s := RunSummary{Topology: string(res.Topology), Scenario: res.Scenario}
 	var setups, gaps, lat []float64
 	for _, c := range res.Calls {
@@ -107,7 +124,8 @@ func (res *RunResult) summarize(wl *Workload) {
 	}
 	s.Calls.SetupMSP50, s.Calls.SetupMSP95 = percentile(setups, 50), percentile(setups, 95)
 	s.Calls.GapMSP95 = percentile(gaps, 95)
-	res.Pending = 0
+	res.GapCalls = len(gaps)
+	res.Pending, res.SendFailed = 0, 0
 	for _, m := range res.Messages {
 		for _, rc := range m.Recipients {
 			s.Messages.Sent++
@@ -119,17 +137,26 @@ func (res *RunResult) summarize(wl *Workload) {
 				res.Pending++
 			default:
 				s.Messages.Lost++
+				if m.Error != "" {
+					res.SendFailed++
+				}
 			}
 			s.Messages.Duplicates += max(0, rc.Copies-1)
 		}
 	}
 	s.Messages.LatencyMSP50, s.Messages.LatencyMSP95 = percentile(lat, 50), percentile(lat, 95)
-	res.Timeline = res.timeline(wl)
+	res.Timeline = res.timeline(wl, control)
 	s.RecoveryS = res.recovery()
 	res.Summary = s
 }
 
-func (res *RunResult) timeline(wl *Workload) []Second {
+func (res *RunResult) timeline(wl *Workload, control *RunResult) []Second {
+	controlDown := map[int]bool{}
+	if control != nil {
+		for _, c := range control.Calls {
+			controlDown[c.Plan.ID] = !c.Connected
+		}
+	}
 	n := int((res.Length + res.Drain) / time.Second)
 	out := make([]Second, n)
 	for i := range out {
@@ -145,6 +172,9 @@ func (res *RunResult) timeline(wl *Workload) []Second {
 				if c.Up[i] {
 					sec.CallsUp++
 				}
+				if controlDown[c.Plan.ID] {
+					sec.CallsControlDown++
+				}
 			}
 		}
 		for _, m := range res.Messages {
@@ -156,7 +186,7 @@ func (res *RunResult) timeline(wl *Workload) []Second {
 					continue
 				}
 				sec.Pending++
-				if rc.Delivered && t-m.SentAt >= overdueAfter && !wl.offlineDuring(rc.Handle, t, t) {
+				if rc.Delivered && t-m.SentAt >= overdueAfter && !wl.offlineDuring(rc.Handle, m.SentAt, t) {
 					sec.Overdue++
 				}
 			}

@@ -97,13 +97,13 @@ func fd(d time.Duration) string {
 
 func (r *Report) runsRows() [][]string {
 	rows := [][]string{{"topology", "scenario", "calls_attempted", "calls_connected", "calls_dropped", "setup_ms_p50", "setup_ms_p95", "gap_ms_p95",
-		"messages_sent", "messages_delivered", "messages_pending", "messages_lost", "messages_duplicates", "latency_ms_p50", "latency_ms_p95",
+		"gap_calls", "messages_sent", "messages_delivered", "messages_pending", "messages_lost", "messages_send_failed", "messages_duplicates", "latency_ms_p50", "latency_ms_p95",
 		"recovery_s", "outage_start_s", "outage_end_s", "permanent"}}
 	for _, run := range r.Runs {
 		s := run.Summary
 		rows = append(rows, []string{s.Topology, s.Scenario, fi(s.Calls.Attempted), fi(s.Calls.Connected), fi(s.Calls.Dropped),
-			ff(s.Calls.SetupMSP50), ff(s.Calls.SetupMSP95), ff(s.Calls.GapMSP95),
-			fi(s.Messages.Sent), fi(s.Messages.Delivered), fi(run.Pending), fi(s.Messages.Lost), fi(s.Messages.Duplicates),
+			ff(s.Calls.SetupMSP50), ff(s.Calls.SetupMSP95), ff(s.Calls.GapMSP95), fi(run.GapCalls),
+			fi(s.Messages.Sent), fi(s.Messages.Delivered), fi(run.Pending), fi(s.Messages.Lost), fi(run.SendFailed), fi(s.Messages.Duplicates),
 			ff(s.Messages.LatencyMSP50), ff(s.Messages.LatencyMSP95), ff(s.RecoveryS),
 			fd(run.OutageStart), fd(run.OutageEnd), strconv.FormatBool(run.Permanent)})
 	}
@@ -142,11 +142,11 @@ func (r *Report) eventRows() [][]string {
 }
 
 func (r *Report) timelineRows() [][]string {
-	rows := [][]string{{"topology", "scenario", "t_s", "calls_expected", "calls_up", "availability", "messages_pending", "messages_overdue", "outage"}}
+	rows := [][]string{{"topology", "scenario", "t_s", "calls_expected", "calls_up", "availability", "messages_pending", "messages_overdue", "calls_down_in_control", "outage"}}
 	for _, run := range r.Runs {
 		for _, s := range run.Timeline {
 			rows = append(rows, []string{string(run.Topology), run.Scenario, fi(s.T), fi(s.CallsExpected), fi(s.CallsUp),
-				strconv.FormatFloat(s.Availability, 'f', 3, 64), fi(s.Pending), fi(s.Overdue), strconv.FormatBool(s.Outage)})
+				strconv.FormatFloat(s.Availability, 'f', 3, 64), fi(s.Pending), fi(s.Overdue), fi(s.CallsControlDown), strconv.FormatBool(s.Outage)})
 		}
 	}
 	return rows
@@ -176,7 +176,7 @@ func (r *Report) markdown(plots []string) string {
 		devs = append(devs, fmt.Sprintf("%s %s%s", d.Handle, d.NAT, p))
 	}
 	fmt.Fprintf(&b, "Devices: %s. Group: %s.\n\n", strings.Join(devs, ", "), strings.Join(r.Workload.Group, ", "))
-	b.WriteString("| topology | scenario | calls conn/att | dropped | setup p50/p95 ms | gap p95 ms | msgs sent | delivered | pending | lost | dup | latency p50/p95 ms | recovery s |\n")
+	b.WriteString("| topology | scenario | calls conn/att | dropped | setup p50/p95 ms | gap p95 ms (calls) | msgs sent | delivered | pending | lost | dup | latency p50/p95 ms | recovery s |\n")
 	b.WriteString("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, run := range r.Runs {
 		s := run.Summary
@@ -184,21 +184,34 @@ func (r *Report) markdown(plots []string) string {
 		if s.RecoveryS < 0 {
 			rec = "not recovered"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d/%d | %d | %.0f / %.0f | %.0f | %d | %d | %d | %d | %d | %.0f / %.0f | %s |\n",
+		gap := "–"
+		if run.GapCalls > 0 {
+			gap = fmt.Sprintf("%.0f (%d)", s.Calls.GapMSP95, run.GapCalls)
+		}
+		lost := fi(s.Messages.Lost)
+		if run.SendFailed > 0 {
+			lost += fmt.Sprintf(" (%d refused at send)", run.SendFailed)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %d/%d | %d | %.0f / %.0f | %s | %d | %d | %d | %s | %d | %.0f / %.0f | %s |\n",
 			s.Topology, s.Scenario, s.Calls.Connected, s.Calls.Attempted, s.Calls.Dropped, s.Calls.SetupMSP50, s.Calls.SetupMSP95,
-			s.Calls.GapMSP95, s.Messages.Sent, s.Messages.Delivered, run.Pending, s.Messages.Lost, s.Messages.Duplicates,
+			gap, s.Messages.Sent, s.Messages.Delivered, run.Pending, lost, s.Messages.Duplicates,
 			s.Messages.LatencyMSP50, s.Messages.LatencyMSP95, rec)
 	}
 	b.WriteString(`
 How to read it: a call is *dropped* when it connected and ended before the
 lab hung up; *gap* is the longest silence the caller heard during the
 outage (the speech-like signal pauses for up to a few hundred ms by
-itself). A message sent to a group counts once per member. *Pending*
+itself), over the calls up across the outage window (– when none was).
+A message sent to a group counts once per member. *Pending*
 copies are still queued by the sender or held in a mailbox when the run
-is counted; *lost* ones are neither delivered nor on their way.
+is counted; *lost* ones are neither delivered nor on their way, among them those
+the sender's daemon refused at send (it could not queue them, e.g. the
+handle did not resolve).
 *Recovery* is from the outage's end (its start, when it lasts the rest
-of the run) until every expected call is up and no delivered message is
-more than 5 s late, for good. Losses and drops are findings about
+of the run) until, for good, every expected call is up (but those the
+control run could not connect either) and no message to a device online
+since its send is more than 5 s late; "not recovered" when that never
+holds before the workload ends. Losses and drops are findings about
 parley, not failures of the lab.
 
 `)

@@ -56,7 +56,7 @@ func syntheticReport(t *testing.T) *Report {
 				}
 				res.Messages = append(res.Messages, ev)
 			}
-			res.summarize(wl)
+			res.summarize(wl, nil)
 			rep.Runs = append(rep.Runs, res)
 		}
 	}

@@ -206,6 +206,12 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	total := len(opts.Topologies) * len(opts.Scenarios)
 	progress(opts.Progress, "outage lab: seed %d, %d devices, %d calls and %d messages planned over %s; %d runs (%d topologies × %d scenarios)",
 		opts.Seed, len(wl.Devices), len(wl.Calls), len(wl.Messages), wl.Length, total, len(opts.Topologies), len(opts.Scenarios))
+	// The control run first: the others' recovery discounts the calls it
+	// could not connect either.
+	slices.SortStableFunc(opts.Scenarios, func(a, b Scenario) int {
+		return cmpBool(b.Name == None, a.Name == None)
+	})
+	control := map[Topology]*RunResult{}
 	for _, sc := range opts.Scenarios {
 		var batch []Topology
 		for i, t := range opts.Topologies {
@@ -220,7 +226,7 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					results[j], errs[j] = runOne(ctx, &opts, wl, t, sc, start)
+					results[j], errs[j] = runOne(ctx, &opts, wl, t, sc, start, control[t])
 				}()
 			}
 			wg.Wait()
@@ -229,6 +235,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 					return rep, fmt.Errorf("%s × %s: %w", batch[j], sc.Name, errs[j])
 				}
 				rep.Runs = append(rep.Runs, results[j])
+				if sc.Name == None {
+					control[batch[j]] = results[j]
+				}
 				progress(opts.Progress, "[%s] %s", time.Since(start).Round(time.Second), results[j].line())
 			}
 			batch = nil
@@ -258,6 +267,8 @@ type run struct {
 	lab   *lab
 	t0    time.Time
 	sweep time.Time
+	// control is the same topology's control run, when it ran first.
+	control *RunResult
 
 	// mu guards the fields below and the servers' proc and addrs.
 	mu     sync.Mutex
@@ -268,8 +279,8 @@ type run struct {
 
 func (r *run) since() time.Duration { return time.Since(r.t0) }
 
-func runOne(ctx context.Context, opts *Options, wl *Workload, topo Topology, sc Scenario, sweep time.Time) (*RunResult, error) {
-	r := &run{opts: opts, topo: topo, sc: sc, wl: wl, sweep: sweep,
+func runOne(ctx context.Context, opts *Options, wl *Workload, topo Topology, sc Scenario, sweep time.Time, control *RunResult) (*RunResult, error) {
+	r := &run{opts: opts, topo: topo, sc: sc, wl: wl, sweep: sweep, control: control,
 		dir: filepath.Join(opts.Out, "runs", string(topo)+"-"+sc.Name)}
 	os.RemoveAll(r.dir)
 	for _, d := range []string{r.dir, filepath.Join(r.dir, "calls")} {
@@ -716,6 +727,17 @@ func establishedTCP(ctx context.Context, h *netlab.Host) (int, error) {
 	return strings.Count(s, "\n") + 1, nil
 }
 
+// cmpBool orders false before true.
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
+}
+
 func firstLine(s string) string {
 	if i := strings.IndexByte(s, '\n'); i >= 0 {
 		return s[:i]
@@ -923,6 +945,6 @@ func (r *run) result() *RunResult {
 	if r.sc.Name != None {
 		res.OutageStart, res.OutageEnd, res.Permanent = start, end, permanent
 	}
-	res.summarize(r.wl)
+	res.summarize(r.wl, r.control)
 	return res
 }
