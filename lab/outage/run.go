@@ -366,6 +366,28 @@ func (r *run) counts() string {
 	return fmt.Sprintf("calls %d placed, %d connected; messages %d sent; faults %d", len(r.calls), connected, len(r.msgs), len(r.faults))
 }
 
+// appWait is how long a user waits for their device's app (its daemon,
+// back from an offline window) to start before giving up on a call or a
+// message.
+const appWait = 30 * time.Second
+
+// waitAPI returns the device's control API client, waiting (up to
+// appWait) while its daemon is starting again; nil if it is not back.
+func (r *run) waitAPI(ctx context.Context, h string) *node.Client {
+	d := r.lab.devices[h]
+	deadline := time.Now().Add(appWait)
+	for {
+		if cl := d.api(); cl != nil || time.Now().After(deadline) {
+			return cl
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
 // sleepUntil waits until offset after t0; false when ctx ended first.
 func (r *run) sleepUntil(ctx context.Context, offset time.Duration) bool {
 	t := time.NewTimer(time.Until(r.t0.Add(offset)))
@@ -438,7 +460,7 @@ func (r *run) doCall(ctx context.Context, p CallPlan) {
 		defer r.mu.Unlock()
 		f()
 	}
-	cl := r.lab.devices[p.Caller].api()
+	cl := r.waitAPI(ctx, p.Caller)
 	if cl == nil {
 		set(func() { ev.Error = "caller offline" })
 		return
@@ -543,11 +565,14 @@ func (r *run) doMessage(ctx context.Context, m MessagePlan) {
 	r.mu.Lock()
 	r.msgs = append(r.msgs, ev)
 	r.mu.Unlock()
-	cl := r.lab.devices[m.From].api()
+	cl := r.waitAPI(ctx, m.From)
+	r.mu.Lock()
+	ev.SentAt = r.since()
 	if cl == nil {
-		r.mu.Lock()
 		ev.Error = "sender offline"
-		r.mu.Unlock()
+	}
+	r.mu.Unlock()
+	if cl == nil {
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
