@@ -124,7 +124,7 @@ var Scenarios = []Scenario{
 		Target: TargetCloud, Action: BootLoop, Down: 30 * time.Second, Up: 10 * time.Second},
 	{Name: "kakao-2022", Description: "one whole site (its supernodes and relay) is gone for the rest of the run",
 		Target: TargetSite, Action: Crash},
-	{Name: "skype-2010", Description: "60% of supernodes crash at once; survivors over Options.LoadThreshold TCP connections crash too (off by default)",
+	{Name: "skype-2010", Description: "60% of supernodes crash at once; survivors with more established TCP connections than the load threshold (--load-threshold) crash too (off by default)",
 		Target: TargetSupernodes, Share: 0.6, Action: Crash, Overload: true},
 }
 
