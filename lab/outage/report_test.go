@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -175,7 +176,27 @@ func checkFiles(t *testing.T, dir string, runs int) {
 		if n := colours(img); n < 3 {
 			t.Errorf("%s: %d colours: nothing drawn", filepath.Base(p), n)
 		}
+		name := filepath.Base(p)
+		if strings.HasPrefix(name, "availability-") && name != "availability-none.png" && !shaded(img) {
+			t.Errorf("%s: no outage window shaded", name)
+		}
 	}
+}
+
+// shaded reports whether img holds the pale red of the outage window
+// (outageShade over white).
+func shaded(img image.Image) bool {
+	bounds := img.Bounds()
+	for y := bounds.Min.Y; y < bounds.Max.Y; y += 2 {
+		for x := bounds.Min.X; x < bounds.Max.X; x += 2 {
+			r, g, b, _ := img.At(x, y).RGBA()
+			r, g, b = r>>8, g>>8, b>>8
+			if r > 250 && g > 200 && g < 235 && b > 200 && b < 235 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func keys(m map[string]any) []string {
