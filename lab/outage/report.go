@@ -48,6 +48,9 @@ const (
 	EventsFile   = "events.csv"
 	TimelineFile = "timeline.csv"
 	ReportFile   = "report.md"
+	// WorkloadFile is the seed's workload: devices, group, offline
+	// windows, calls and messages, with times in nanoseconds.
+	WorkloadFile = "workload.json"
 )
 
 // Write writes every file of the report.
@@ -57,6 +60,12 @@ func (r *Report) Write() error {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(r.Out, SummaryFile), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	if b, err = json.MarshalIndent(r.Workload, "", "  "); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(r.Out, WorkloadFile), append(b, '\n'), 0o644); err != nil {
 		return err
 	}
 	if err := r.writeCSV(RunsFile, r.runsRows()); err != nil {

@@ -148,7 +148,7 @@ func checkFiles(t *testing.T, dir string, runs int) {
 			t.Errorf("messages keys %v", got)
 		}
 	}
-	for _, f := range []string{RunsFile, EventsFile, TimelineFile, ReportFile} {
+	for _, f := range []string{RunsFile, EventsFile, TimelineFile, ReportFile, WorkloadFile} {
 		if st, err := os.Stat(filepath.Join(dir, f)); err != nil || st.Size() == 0 {
 			t.Errorf("%s: missing or empty (%v)", f, err)
 		}
