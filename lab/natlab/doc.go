@@ -64,4 +64,7 @@
 // (netlab.SweepStale). natlab never runs parley code in its own process
 // inside a namespace: libp2p and pion open sockets on goroutines of their
 // own, which would escape it.
+//
+// shared.go exports the process, address and recording helpers that other
+// harnesses (lab/outage) build on.
 package natlab
