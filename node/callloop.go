@@ -899,9 +899,11 @@ func (c *Call) linkUp(e evLinkUp) {
 	l.lastSent = c.clk.Now()
 	c.updateSnap()
 	c.log.Info("call signalling resumed", "resent", len(l.log), "inbound", e.inbound)
-	if c.restartWanted || c.restarting {
-		// A restart offer that went out before the link broke may never
-		// have arrived: a fresh one replaces it.
+	if c.restartWanted {
+		// A restart came due while nobody could hear it. (One that went
+		// out before the link broke was just sent again from the log, and
+		// its answer comes back the same way: a second restart now would
+		// race it and strand the candidates of both.)
 		c.startRestart(l)
 	}
 }

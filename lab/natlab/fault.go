@@ -548,8 +548,9 @@ func rms(s []int16) float64 {
 }
 
 // Held reports whether the call did what it was there to show:
-//   - unaffected: it stayed direct with no gap beyond the signal's own
-//     pauses (plus a frame or two of jitter);
+//   - unaffected: it was not on the killed tier, stayed on its path, and
+//     had no gap beyond the signal's own pauses (plus a frame or two of
+//     jitter);
 //   - moves: it was on the killed tier, ended on the other relay tier,
 //     and was heard again after a gap of at most MaxMoveGapMS. The
 //     caller's own verdict (Call.OK) is not asked for: its summary may
@@ -559,7 +560,12 @@ func rms(s []int16) float64 {
 func (r *FaultCall) Held(killed string) bool {
 	switch r.Expect {
 	case ExpectUnaffected:
-		return r.Call.OK && r.TierAtKill == "direct" && r.Call.Path == "direct" && r.GapMS <= r.NaturalGapMS+100
+		// Not carried by the killed server, it must not notice. It is
+		// placed to go direct; ICE may settle on the other relay tier
+		// instead (the NAT matrix is where every punchable pair must be
+		// direct), which is still a path the kill does not touch.
+		carried := r.TierAtKill == killed || r.TierAtKill == "" || r.TierAtKill == "none"
+		return r.Call.OK && !carried && r.Call.Path == r.TierAtKill && r.GapMS <= r.NaturalGapMS+100
 	case ExpectMoves:
 		return r.TierAtKill == killed && relayed(r.TierAfter) && r.TierAfter != killed && r.Recovered && r.GapMS <= MaxMoveGapMS
 	case ExpectCalleeEnds:
