@@ -122,10 +122,12 @@ type Call struct {
 	// restartWanted: one is due but signalling is down.
 	restarting, restartWanted bool
 	restartN                  uint32 // the ICE restart offered last: older answers are stale
-	// answeringRestart: the callee is answering a restart; nextRestart is
-	// an offer that came meanwhile (a newer one replaces it).
-	answeringRestart      bool
-	nextRestart           *callFrame
+	// answeringRestart: the callee is answering a restart off the loop;
+	// held are the candidates and offers that came meanwhile, applied in
+	// order once the offer is: a candidate of the new offer added before
+	// it would be dropped (its ufrag is not yet known).
+	answeringRestart bool
+	held             []*callFrame
 	answerReply           chan error // the Answer waiting for the accept to go out
 	invitesDone           bool
 	lastReason            string // why the last leg went, for a call no leg is left of
@@ -161,6 +163,9 @@ type leg struct {
 	lastSent time.Time
 	pingSent time.Time // a ping went out and nothing came back since; zero otherwise
 }
+
+// maxHeldFrames bounds the frames a callee holds while it answers a restart.
+const maxHeldFrames = 256
 
 // maxFrameLog bounds the frames a leg keeps for resending after a resume.
 const maxFrameLog = 256
@@ -550,9 +555,10 @@ func (c *Call) handle(e callEvent) {
 		c.restarts++
 		c.updateSnap()
 		c.send(e.l, callFrame{Type: sigRestartAnswer, SDP: e.sdp, Restart: e.n})
-		if next := c.nextRestart; next != nil {
-			c.nextRestart = nil
-			c.startRestartAnswer(e.l, next)
+		for len(c.held) > 0 && !c.answeringRestart && c.state != stEnded {
+			f := c.held[0]
+			c.held = c.held[1:]
+			c.callerFrame(e.l, f)
 		}
 	default:
 		panic(fmt.Sprintf("call: unknown event %T", e))
@@ -646,6 +652,12 @@ func (c *Call) calleeFrame(l *leg, f *callFrame) {
 }
 
 func (c *Call) callerFrame(l *leg, f *callFrame) {
+	if c.answeringRestart && (f.Type == sigCandidate || f.Type == sigRestart) {
+		if len(c.held) < maxHeldFrames {
+			c.held = append(c.held, f)
+		}
+		return
+	}
 	switch f.Type {
 	case sigCandidate:
 		if l.session == nil {
@@ -660,10 +672,6 @@ func (c *Call) callerFrame(l *leg, f *callFrame) {
 	case sigRestart:
 		if l.session == nil || c.winner != l {
 			c.failCall(l, "ICE restart before answer", "")
-			return
-		}
-		if c.answeringRestart {
-			c.nextRestart = f
 			return
 		}
 		c.startRestartAnswer(l, f)

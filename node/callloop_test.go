@@ -108,6 +108,10 @@ type fakeSession struct {
 	first      chan struct{}
 	done       chan struct{}
 	closeOnce  sync.Once
+	// answerGate, when set, holds Answer until closed; remote lists the
+	// offers answered, in order.
+	answerGate chan struct{}
+	remote     []string
 }
 
 func newFakeSession() *fakeSession {
@@ -116,6 +120,15 @@ func newFakeSession() *fakeSession {
 
 func (s *fakeSession) CreateOffer(context.Context) (string, error) { return "v=0 offer", nil }
 func (s *fakeSession) Answer(_ context.Context, offer string) (string, error) {
+	s.mu.Lock()
+	gate := s.answerGate
+	s.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.remote = append(s.remote, offer)
 	return "v=0 answer to " + offer, nil
 }
 func (s *fakeSession) SetAnswer(sdp string) error {
@@ -704,5 +717,41 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestCallMachineCandidatesWaitForRestartOffer: the callee answers an ICE
+// restart off its loop; candidates of the new offer that arrive meanwhile
+// (all at once, when a resumed link sends them again) are applied only
+// after the offer, or pion would drop them for their unknown ufrag.
+func TestCallMachineCandidatesWaitForRestartOffer(t *testing.T) {
+	m := newMachine(t, CallIncoming, CallOptions{})
+	l := m.incoming()
+	reply := make(chan error, 1)
+	m.c.post(evAnswer{opts: CallOptions{}, reply: reply})
+	if err := <-reply; err != nil {
+		t.Fatal(err)
+	}
+	s := m.env.session
+	gate := make(chan struct{})
+	s.mu.Lock()
+	s.answerGate = gate
+	s.mu.Unlock()
+	l.deliver(callFrame{Type: sigRestart, Call: "0a0b", Seq: 2, Restart: 1, SDP: "v=0 restart 1"})
+	l.deliver(callFrame{Type: sigCandidate, Call: "0a0b", Seq: 3, Candidate: "after-restart"})
+	m.c.sync()
+	s.mu.Lock()
+	early := len(s.candidates)
+	s.mu.Unlock()
+	if early != 0 {
+		t.Fatal("a candidate of the restart offer was applied before the offer")
+	}
+	close(gate)
+	waitFor(t, "the restart answer", func() bool { return strings.Contains(l.types(), sigRestartAnswer) })
+	m.c.sync()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if strings.Join(s.candidates, " ") != "after-restart" || s.remote[len(s.remote)-1] != "v=0 restart 1" {
+		t.Fatalf("candidates %v after offers %v", s.candidates, s.remote)
 	}
 }
