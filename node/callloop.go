@@ -126,8 +126,8 @@ type Call struct {
 	// held are the candidates and offers that came meanwhile, applied in
 	// order once the offer is: a candidate of the new offer added before
 	// it would be dropped (its ufrag is not yet known).
-	answeringRestart bool
-	held             []*callFrame
+	answeringRestart      bool
+	held                  []*callFrame
 	answerReply           chan error // the Answer waiting for the accept to go out
 	invitesDone           bool
 	lastReason            string // why the last leg went, for a call no leg is left of
