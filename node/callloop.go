@@ -480,7 +480,7 @@ func (c *Call) handle(e callEvent) {
 		if c.winner != e.l || e.l.link != nil {
 			return // an upgrade that failed: the old link carries on
 		}
-		c.log.Debug("signalling not re-opened", "err", e.err)
+		c.log.Info("signalling not re-opened", "err", e.err)
 		c.reopenDelay = min(max(2*c.reopenDelay, 250*time.Millisecond), 2*time.Second)
 		c.after(tReopen, c.reopenDelay)
 	case evLocalCandidate:
@@ -846,10 +846,19 @@ func (c *Call) linkDown(l *leg, err error) {
 	if c.dir == CallOutgoing {
 		c.reopenDelay = 0
 		c.reopen()
+		return
 	}
-	// The callee waits for the caller's new stream; if neither it nor
-	// media comes, the call ends as lost.
+	// The caller re-opens first; the callee tries too after a moment, for
+	// a caller it can reach better than the caller reaches it (a public
+	// caller of a NATed callee whose relay reservations are gone). If
+	// neither link nor media comes back, the call ends as lost.
+	c.reopenDelay = calleeReopenDelay
+	c.after(tReopen, calleeReopenDelay)
 }
+
+// calleeReopenDelay is how long a callee leaves the caller to re-open a
+// broken signalling link before it tries itself.
+const calleeReopenDelay = time.Second
 
 // reopen starts one attempt to open the winner's signalling anew: after
 // the link broke, or to move it onto a direct connection.
@@ -884,6 +893,18 @@ func (c *Call) linkUp(e evLinkUp) {
 		c.reopening = false
 	}
 	if c.state == stEnded || c.winner != l || c.legs[l.device] != l {
+		e.link.reset(false)
+		return
+	}
+	// When both sides re-open at once, the caller's newest link wins: the
+	// caller takes a link the callee opened only while it has none, and
+	// the callee keeps the one it took from the caller over its own.
+	switch {
+	case e.inbound && c.dir == CallOutgoing && l.link != nil:
+		e.link.send(callFrame{Type: sigHangup, Call: c.id, Seq: 1, Reason: "signalling already resumed"})
+		e.link.close()
+		return
+	case !e.inbound && c.dir == CallIncoming && l.link != nil:
 		e.link.reset(false)
 		return
 	}
