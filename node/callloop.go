@@ -73,8 +73,10 @@ type callEnv interface {
 	// refreshICE returns the ICE servers for an ICE restart.
 	refreshICE(ctx context.Context, path, profile string) ([]webrtc.ICEServer, *iceSet, error)
 	// reopen opens a new signalling link to device for call id, telling
-	// it ack (the last frame received), and returns the peer's ack.
-	reopen(ctx context.Context, device peer.ID, callID string, ack uint64) (sigLink, uint64, error)
+	// it ack (the last frame received), and returns the peer's ack; it
+	// dials through no circuit of relay avoid (the one the broken link
+	// rode, likely dead: a dial through it would hang).
+	reopen(ctx context.Context, device peer.ID, callID string, ack uint64, avoid peer.ID) (sigLink, uint64, error)
 	// direct says whether an unlimited connection to device is open.
 	direct(device peer.ID) bool
 	// spawn runs f on a goroutine the node waits for at Close.
@@ -132,6 +134,7 @@ type Call struct {
 	invitesDone           bool
 	lastReason            string // why the last leg went, for a call no leg is left of
 	reopening             bool
+	deadRelay             peer.ID   // the relay whose circuit the last broken link rode
 	nextUpgrade           time.Time // not before: move signalling off a relay circuit
 	reopenDelay           time.Duration
 	lastHeard, lastPacket time.Time
@@ -831,6 +834,9 @@ func (c *Call) timer(kind int) {
 // gone; after it the call goes on on its media while the caller re-opens
 // signalling over whatever reaches the peer.
 func (c *Call) linkDown(l *leg, err error) {
+	if l.link != nil {
+		c.deadRelay = l.link.relay()
+	}
 	l.link = nil
 	l.pingSent = time.Time{}
 	c.updateSnap()
@@ -868,13 +874,14 @@ func (c *Call) reopen() {
 		return
 	}
 	c.reopening = true
-	ack := l.recv
+	ack, avoid := l.recv, c.deadRelay
+	c.deadRelay = "" // the next attempt may try it again
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 		defer cancel()
-		link, peerAck, err := c.env.reopen(ctx, l.device, c.id, ack)
+		link, peerAck, err := c.env.reopen(ctx, l.device, c.id, ack, avoid)
 		if err != nil {
 			c.post(evReopenFailed{l: l, err: err})
 			return

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/parley-net/parley/internal/clock"
@@ -90,6 +91,8 @@ func (l *fakeLink) types() string {
 }
 
 func (l *fakeLink) limited() bool { return false }
+
+func (l *fakeLink) relay() peer.ID { return "" }
 
 func (l *fakeLink) isClosed() bool {
 	l.mu.Lock()
@@ -248,7 +251,7 @@ func (e *fakeEnv) answerSession(ctx context.Context, _ CallOptions) (callSession
 func (e *fakeEnv) refreshICE(context.Context, string, string) ([]webrtc.ICEServer, *iceSet, error) {
 	return nil, &iceSet{}, nil
 }
-func (e *fakeEnv) reopen(ctx context.Context, _ peer.ID, _ string, ack uint64) (sigLink, uint64, error) {
+func (e *fakeEnv) reopen(ctx context.Context, _ peer.ID, _ string, ack uint64, _ peer.ID) (sigLink, uint64, error) {
 	r := reopenReq{ack: ack, reply: make(chan reopenResult, 1)}
 	e.reopens <- r
 	select {
@@ -753,5 +756,26 @@ func TestCallMachineCandidatesWaitForRestartOffer(t *testing.T) {
 	defer s.mu.Unlock()
 	if strings.Join(s.candidates, " ") != "after-restart" || s.remote[len(s.remote)-1] != "v=0 restart 1" {
 		t.Fatalf("candidates %v after offers %v", s.candidates, s.remote)
+	}
+}
+
+func TestCircuitRelay(t *testing.T) {
+	relay := "12D3KooWGvvd9uNW4qSdhUehVjNWZez6RCgHXM4bRQE8bBibjJyC"
+	dest := "12D3KooWBGaoUFHj5ntYrUUBRfFTfQRETSnbKWWfZEyohn3qPXsB"
+	cases := []struct{ in, want string }{
+		{"/ip4/203.0.113.10/tcp/443/p2p/" + relay + "/p2p-circuit", relay},
+		{"/ip4/203.0.113.10/udp/4100/quic-v1/p2p/" + relay + "/p2p-circuit/p2p/" + dest, relay},
+		{"/p2p/" + relay + "/p2p-circuit", relay},
+		{"/ip4/198.51.100.10/tcp/4100/p2p/" + dest, ""},
+		{"/ip4/198.51.100.10/udp/4100/quic-v1", ""},
+	}
+	for _, tc := range cases {
+		a, err := ma.NewMultiaddr(tc.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := circuitRelay(a); got.String() != tc.want && !(tc.want == "" && got == "") {
+			t.Errorf("circuitRelay(%s) = %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }

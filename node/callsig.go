@@ -31,8 +31,9 @@ type sigLink interface {
 	// under it, so a dial that follows makes a new one.
 	reset(closeConn bool)
 	// limited says whether the stream rides a relay's circuit (limited in
-	// time and bytes).
+	// time and bytes); relay names that relay ("" when direct).
 	limited() bool
+	relay() peer.ID
 }
 
 // streamLink is a sigLink on a libp2p stream.
@@ -121,6 +122,8 @@ func (l *streamLink) close() { l.once.Do(func() { close(l.quit) }) }
 
 func (l *streamLink) limited() bool { return l.s.Conn().Stat().Limited }
 
+func (l *streamLink) relay() peer.ID { return circuitRelay(l.s.Conn().RemoteMultiaddr()) }
+
 func (l *streamLink) reset(closeConn bool) {
 	l.once.Do(func() { close(l.quit) })
 	l.s.Reset()
@@ -203,9 +206,9 @@ func (e nodeEnv) refreshICE(ctx context.Context, path, profile string) ([]webrtc
 
 // reopen reaches the device again (circuits at once: the path that carried
 // the old stream may be what died) and resumes the call on a new stream.
-func (e nodeEnv) reopen(ctx context.Context, device peer.ID, callID string, ack uint64) (sigLink, uint64, error) {
+func (e nodeEnv) reopen(ctx context.Context, device peer.ID, callID string, ack uint64, avoid peer.ID) (sigLink, uint64, error) {
 	n := e.n
-	if err := n.connectVia(ctx, device, 0); err != nil {
+	if err := n.connectAvoiding(ctx, device, 0, avoid); err != nil {
 		return nil, 0, err
 	}
 	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "parley signalling"), device, CallProtocol)

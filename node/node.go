@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -759,6 +760,7 @@ func (n *Node) cachedRecord(handle string) *discovery.HandleRecord {
 func (n *Node) reserveLoop() {
 	defer n.wg.Done()
 	next := map[peer.ID]time.Time{}
+	fails := map[peer.ID]int{}
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -767,14 +769,19 @@ func (n *Node) reserveLoop() {
 			if now.Before(next[sn.ID]) {
 				continue
 			}
-			ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
+			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
 			r, err := client.Reserve(ctx, n.host, sn)
 			cancel()
 			if err != nil {
-				n.log.Debug("relay reservation", "supernode", sn.ID, "err", err)
-				next[sn.ID] = now.Add(30 * time.Second)
+				// A relay that has just started may not serve circuits yet
+				// (its relay service starts once it knows it is public):
+				// try again soon, then less and less often.
+				n.log.Debug("relay reservation", "relay", sn.ID, "err", err)
+				fails[sn.ID]++
+				next[sn.ID] = now.Add(min(time.Second<<min(fails[sn.ID], 5), 30*time.Second))
 				continue
 			}
+			fails[sn.ID] = 0
 			// Renew well before it lapses (the default lifetime is an hour).
 			next[sn.ID] = now.Add(max(time.Until(r.Expiration)*2/3, 30*time.Second))
 		}
@@ -832,6 +839,32 @@ func (n *Node) relays() []peer.AddrInfo {
 // connectVia is connect with circuits after delay (0: at once, as when
 // signalling must be re-opened because the path it rode died).
 func (n *Node) connectVia(ctx context.Context, id peer.ID, delay time.Duration) error {
+	return n.connectAvoiding(ctx, id, delay, "")
+}
+
+// circuitRelay is the relay of a circuit address (/p2p/RELAY/p2p-circuit/…),
+// or "".
+func circuitRelay(a ma.Multiaddr) peer.ID {
+	if a == nil {
+		return ""
+	}
+	var relay peer.ID
+	for _, c := range a {
+		switch c.Protocol().Code {
+		case ma.P_P2P:
+			if id, err := peer.Decode(c.Value()); err == nil {
+				relay = id
+			}
+		case ma.P_CIRCUIT:
+			return relay
+		}
+	}
+	return ""
+}
+
+// connectAvoiding is connectVia with no circuit through relay avoid ("":
+// any relay).
+func (n *Node) connectAvoiding(ctx context.Context, id peer.ID, delay time.Duration, avoid peer.ID) error {
 	if c := n.host.Network().Connectedness(id); c == network.Connected || c == network.Limited {
 		return nil
 	}
@@ -843,7 +876,7 @@ func (n *Node) connectVia(ctx context.Context, id peer.ID, delay time.Duration) 
 	defer cancel()
 	var circuits []ma.Multiaddr
 	for _, sn := range n.relays() {
-		if sn.ID == id {
+		if sn.ID == id || sn.ID == avoid {
 			continue
 		}
 		if a, err := circuitAddr(sn.ID); err == nil {
@@ -858,7 +891,11 @@ func (n *Node) connectVia(ctx context.Context, id peer.ID, delay time.Duration) 
 		}
 		return n.host.Connect(ctx, peer.AddrInfo{ID: id, Addrs: addrs})
 	}
-	go func() { results <- dial(n.host.Peerstore().Addrs(id)) }()
+	known := n.host.Peerstore().Addrs(id)
+	if avoid != "" {
+		known = slices.DeleteFunc(slices.Clone(known), func(a ma.Multiaddr) bool { return circuitRelay(a) == avoid })
+	}
+	go func() { results <- dial(known) }()
 	go func() {
 		fctx, fcancel := context.WithTimeout(ctx, 3*time.Second)
 		defer fcancel()
