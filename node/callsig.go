@@ -59,10 +59,39 @@ const callStreamsPerIP = 4
 // it is for: a stranger cannot hold a call slot by saying nothing.
 const firstFrameTimeout = 10 * time.Second
 
-func newStreamLink(s network.Stream, idle time.Duration, spawn func(func())) *streamLink {
+func newStreamLink(s network.Stream, idle time.Duration, spawn func(func()), done func(*streamLink)) *streamLink {
 	l := &streamLink{s: s, idle: idle, out: make(chan callFrame, maxQueuedFrames), quit: make(chan struct{}), spawn: spawn}
-	spawn(l.writeLoop)
+	if done != nil {
+		done(l) // registered before its writer runs
+	}
+	spawn(func() {
+		l.writeLoop()
+		if done != nil {
+			done(l)
+		}
+	})
 	return l
+}
+
+// newLink is newStreamLink for n: the node closes whatever link is still
+// open when it stops, so its Close never waits on one a call left behind.
+func (n *Node) newLink(s network.Stream) *streamLink {
+	return newStreamLink(s, n.timings.LinkIdle, nodeEnv{n}.spawn, func(l *streamLink) {
+		// Called once as the link starts and once as its writer stops.
+		if _, loaded := n.sigLinks.LoadOrStore(l, struct{}{}); loaded {
+			n.sigLinks.Delete(l)
+		}
+	})
+}
+
+// closeLinks resets every signalling link still open (at Close, after the
+// calls have hung up).
+func (n *Node) closeLinks() {
+	n.sigLinks.Range(func(k, _ any) bool {
+		k.(*streamLink).reset(false)
+		n.sigLinks.Delete(k)
+		return true
+	})
 }
 
 func (l *streamLink) send(f callFrame) {
@@ -235,7 +264,7 @@ func (e nodeEnv) reopen(ctx context.Context, device peer.ID, callID string, ack 
 		return nil, 0, fmt.Errorf("resume call on %s: %w", device.ShortString(), err)
 	}
 	s.SetDeadline(time.Time{})
-	return newStreamLink(s, n.timings.LinkIdle, e.spawn), f.Ack, nil
+	return n.newLink(s), f.Ack, nil
 }
 
 // Call rings every device of a handle. It returns once the invites are out;
@@ -341,7 +370,7 @@ func (n *Node) invite(ctx context.Context, c *Call, d peer.ID, mcfg media.Config
 		s.Reset()
 		return err
 	}
-	l.link = newStreamLink(s, n.timings.LinkIdle, nodeEnv{n}.spawn)
+	l.link = n.newLink(s)
 	if !c.post(evLegReady{l: l, offer: offer}) {
 		l.close()
 		return errors.New("call already ended")
@@ -373,7 +402,7 @@ func (n *Node) handleCall(s network.Stream) {
 		n.resumeCall(s, remote, f)
 		return
 	}
-	link := newStreamLink(s, n.timings.LinkIdle, nodeEnv{n}.spawn)
+	link := n.newLink(s)
 	refuse := func(reason string) {
 		link.send(callFrame{Type: sigReject, Call: f.Call, Seq: 1, Reason: reason})
 		link.close()
@@ -431,7 +460,7 @@ func (n *Node) resumeCall(s network.Stream, remote peer.ID, f *callFrame) {
 	n.calls.mu.Lock()
 	c := n.calls.byID[f.Call]
 	n.calls.mu.Unlock()
-	link := newStreamLink(s, n.timings.LinkIdle, nodeEnv{n}.spawn)
+	link := n.newLink(s)
 	if c == nil || c.snapshot().Device != remote.String() {
 		// No such call, or not this device's: say so, so a caller whose
 		// call ended here stops trying.

@@ -163,6 +163,7 @@ type Node struct {
 	badInput    *lograte.Limiter // warnings about what peers send: a count per interval, not a line per stream
 	callLimit   *streamLimiter
 	calls       calls
+	sigLinks    sync.Map // *streamLink -> struct{}: call signalling links, reset at Close
 	clock       clock.Clock
 	timings     CallTimings
 	links       linkCodes
@@ -410,6 +411,7 @@ func (n *Node) Close() error {
 		c.Hangup()
 	}
 	n.cancel()
+	n.closeLinks()
 	n.wg.Wait()
 	n.badInput.Flush()
 	n.events.close()
