@@ -195,6 +195,10 @@ type callSummary struct {
 	RecvKbps  float64 `json:"recv_kbps"`
 	SendKbps  float64 `json:"send_kbps"`
 	Why       string  `json:"why,omitempty"`
+	// Paths are the pairs that carried the media, in order, and
+	// FinalPathMS when the last of them took over (since the call began).
+	Paths       []node.PathSwitch `json:"paths,omitempty"`
+	FinalPathMS float64           `json:"final_path_ms,omitempty"`
 
 	activeMS float64 // how long the call had been active at the last stats
 }
@@ -239,6 +243,7 @@ func followCall(cl *node.Client, id string, duration time.Duration, sum *callSum
 	last, wasActive, rang := "", false, 0
 	start := time.Now()
 	var activeSince time.Time
+	pathsShown := 0
 	show := func(ci node.CallInfo) (ended bool, err error) {
 		if line := ringLine(&rang, ci); line != "" {
 			fmt.Println(line)
@@ -287,6 +292,13 @@ func followCall(cl *node.Client, id string, duration time.Duration, sum *callSum
 			}
 			if ci.State == node.CallActive && activeSince.IsZero() {
 				activeSince = time.Now()
+			}
+			for ; pathsShown < len(ci.Paths); pathsShown++ {
+				p := ci.Paths[pathsShown]
+				fmt.Printf("media path %d at %.0f ms: %s | %s\n", pathsShown+1, p.AtMS, p.Tier, p.Detail)
+			}
+			if sum != nil && len(ci.Paths) > 0 {
+				sum.Paths, sum.FinalPathMS = ci.Paths, ci.Paths[len(ci.Paths)-1].AtMS
 			}
 			if s := ci.Stats; s != nil && sum != nil {
 				sum.SetupMS, sum.Tier, sum.Path, sum.Detail = ci.SetupMS, s.Tier, s.Path, s.PathDetail

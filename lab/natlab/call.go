@@ -47,6 +47,16 @@ type Pair struct {
 	// it: "relay 203.0.113.10:61022 -> host 198.51.100.11:54314 (udp) via …".
 	PathDetail string  `json:"path_detail,omitempty"`
 	SetupMS    float64 `json:"setup_ms"`
+	// FinalPathMS is when the tier that carried the call at the end took
+	// over (since the call began): SetupMS, or later when the call started
+	// on a relay and moved to a direct pair found after it. Switches
+	// counts every move to another pair, within a tier too (from a
+	// peer-reflexive to a server-reflexive candidate of the same NAT
+	// binding, say); FirstPath is the first pair's tier when the tier
+	// changed.
+	FinalPathMS float64 `json:"final_path_ms,omitempty"`
+	Switches    int     `json:"switches"`
+	FirstPath   string  `json:"first_path,omitempty"`
 	// AudioCorrelation compares the speech-like signal the caller sent
 	// with what the callee recorded: the energy-weighted mean of the peak
 	// normalised cross-correlations of half-second segments, each aligned
@@ -82,8 +92,13 @@ type callResult struct {
 	ConcealedMS float64 `json:"concealed_ms"`
 	PathDetail  string  `json:"path_detail"`
 	ICERestarts int     `json:"ice_restarts"`
-	Reason      string  `json:"reason"`
-	Error       string  `json:"error"`
+	FinalPathMS float64 `json:"final_path_ms"`
+	Paths       []struct {
+		AtMS float64 `json:"at_ms"`
+		Tier string  `json:"tier"`
+	} `json:"paths"`
+	Reason string `json:"reason"`
+	Error  string `json:"error"`
 }
 
 // maxLag bounds the correlation's search for the delay between the caller
@@ -194,6 +209,7 @@ func (l *Lab) callBetween(ctx context.Context, spec CallSpec, caller, callee *de
 	}
 	p.Path, p.Candidate, p.PathDetail = res.Tier, res.Path, res.PathDetail
 	p.SetupMS, p.RTTMS, p.LossPct, p.MOS = round(res.SetupMS, 1), round(res.RTTMS, 2), round(res.LossPct, 2), round(res.MOS, 2)
+	p.FinalPathMS, p.Switches, p.FirstPath = finalPath(res)
 	switch {
 	case !res.OK:
 		p.Error = firstNonEmpty(res.Reason, res.Error, "call not connected")
@@ -340,4 +356,21 @@ func reference(n int) []int16 {
 // of received against sent, and the whole-recording one.
 func correlate(sent, received []int16) (segments, whole float64) {
 	return media.SegmentCorrelation(sent, received, maxLag)
+}
+
+// finalPath reads the pairs a call used: when the final tier took over,
+// how many times the call moved and, when the tier changed, the first one.
+func finalPath(res *callResult) (finalMS float64, switches int, first string) {
+	finalMS = res.SetupMS
+	if len(res.Paths) == 0 {
+		return round(finalMS, 1), 0, ""
+	}
+	last := res.Paths[len(res.Paths)-1].Tier
+	for i := len(res.Paths) - 1; i >= 0 && res.Paths[i].Tier == last; i-- {
+		if i > 0 && res.Paths[i-1].Tier != last {
+			finalMS = max(res.Paths[i].AtMS, res.SetupMS)
+			first = res.Paths[0].Tier
+		}
+	}
+	return round(finalMS, 1), len(res.Paths) - 1, first
 }

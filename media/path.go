@@ -1,0 +1,53 @@
+package media
+
+import (
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// renominationInterval is how often at most the controlling side moves a
+// call to a better pair. Checks run with ICE's keepalives, so a switch comes
+// within about this plus Config.KeepaliveInterval of the better pair
+// succeeding.
+const renominationInterval = time.Second
+
+// OnPathChange registers f to receive the media path each time ICE selects
+// a pair: the first one, a move to a better pair found later and the pair
+// after an ICE restart. f runs on the session's event goroutine, in order
+// with the OnState callbacks; a path selected before f was registered is
+// delivered at once.
+func (s *Session) OnPathChange(f func(Path)) {
+	s.mu.Lock()
+	s.onPath = f
+	last := s.lastPath
+	s.mu.Unlock()
+	if last != nil {
+		p := *last
+		s.enqueue(event{path: &p})
+	}
+}
+
+// handlePair runs on pion's goroutine when ICE selects a pair.
+func (s *Session) handlePair(pair *webrtc.ICECandidatePair) {
+	if pair == nil || pair.Local == nil || pair.Remote == nil {
+		return
+	}
+	p := Path{
+		LocalType:  pair.Local.Typ.String(),
+		RemoteType: pair.Remote.Typ.String(),
+		Local:      net.JoinHostPort(pair.Local.Address, strconv.Itoa(int(pair.Local.Port))),
+		Remote:     net.JoinHostPort(pair.Remote.Address, strconv.Itoa(int(pair.Remote.Port))),
+		Protocol:   pair.Local.Protocol.String(),
+	}
+	s.mu.Lock()
+	if p.LocalType == "relay" {
+		p.RelayServer = relayServerFor(pair.Local.Address, "", s.cfg.ICEServers)
+	}
+	s.lastPath = &p
+	s.mu.Unlock()
+	s.log.Info("media path", "local", p.LocalType+" "+p.Local, "remote", p.RemoteType+" "+p.Remote)
+	s.enqueue(event{path: &p})
+}
