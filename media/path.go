@@ -9,10 +9,18 @@ import (
 )
 
 // renominationInterval is how often at most the controlling side moves a
-// call to a better pair. Checks run with ICE's keepalives, so a switch comes
+// call to a better pair. Checks run with ICE's keepalives, so a move comes
 // within about this plus Config.KeepaliveInterval of the better pair
-// succeeding.
-const renominationInterval = time.Second
+// succeeding. pion judges "better" by candidate types and by the last RTT
+// measured (10 ms less is better): a jittery direct path can lose to a
+// relay for a while, so moves are not made more often than this.
+const renominationInterval = 2 * time.Second
+
+// relayHoldBack is how long after checks begin a relayed pair may be
+// selected: time for a direct pair to succeed first, and for the
+// controlled side's first checks to open its NAT to every candidate of
+// the peer (see newAPI).
+const relayHoldBack = 100 * time.Millisecond
 
 // OnPathChange registers f to receive the media path each time ICE selects
 // a pair: the first one, a move to a better pair found later and the pair

@@ -250,12 +250,16 @@ func newAPI(cfg Config, log *slog.Logger) (*webrtc.API, error) {
 	}
 	se.SetICETimeouts(cfg.DisconnectedTimeout, cfg.FailedTimeout, cfg.KeepaliveInterval)
 	// pion's ICE holds a working pair back (relay 2 s, peer-reflexive 1 s)
-	// in case a more direct one succeeds, which is most of a NATed call's
-	// setup. parley takes the first pair that works instead and lets the
-	// controlling side move the call to a better pair when one succeeds
-	// later (renomination: relay to direct, or a clearly better RTT), on the
-	// same DTLS session, so the switch is not heard.
-	se.SetRelayAcceptanceMinWait(0)
+	// in case a more direct one succeeds, which was most of a NATed call's
+	// setup. parley takes the first direct pair that works at once, and a
+	// relayed one after relayHoldBack: while nothing is selected the
+	// controlled side checks every pair, and its first checks are what
+	// open its own NAT to the peer; once a pair is selected only the
+	// controlling side keeps checking. The controlling side then moves
+	// the call to a better pair when one succeeds later (renomination:
+	// relay to direct, or a clearly better RTT), on the same DTLS session,
+	// so the move is not heard.
+	se.SetRelayAcceptanceMinWait(relayHoldBack)
 	se.SetPrflxAcceptanceMinWait(0)
 	se.SetSrflxAcceptanceMinWait(0)
 	se.SetHostAcceptanceMinWait(0)
