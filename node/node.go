@@ -816,8 +816,10 @@ func dialRanker(addrs []ma.Multiaddr) []network.AddrDelay {
 }
 
 // circuitDelay is how long connect tries direct addresses alone before it
-// also dials through the supernodes.
-const circuitDelay = 500 * time.Millisecond
+// also dials through the supernodes: long enough for a direct dial to a
+// reachable device to win (a round trip or two), short enough not to hold
+// up a call to a device behind a NAT, whose circuit is what answers.
+const circuitDelay = 100 * time.Millisecond
 
 // connect reaches a device, preferring a direct connection: a relayed one
 // through a supernode's circuit is limited in time and bytes, so signalling

@@ -161,6 +161,9 @@ func (s *iceSet) tierOf(p media.Path) string {
 	if !p.Relayed() {
 		return TierDirect
 	}
+	if s == nil {
+		return "relay"
+	}
 	// The relay's URL when media knows it, else the relayed address, which
 	// is at the relay's IP.
 	for _, a := range []string{p.RelayServer, p.Local, p.Remote} {

@@ -195,6 +195,10 @@ type callSummary struct {
 	RecvKbps  float64 `json:"recv_kbps"`
 	SendKbps  float64 `json:"send_kbps"`
 	Why       string  `json:"why,omitempty"`
+	// Paths are the pairs that carried the media, in order, and
+	// FinalPathMS when the last of them took over (since the call began).
+	Paths       []node.PathSwitch `json:"paths,omitempty"`
+	FinalPathMS float64           `json:"final_path_ms,omitempty"`
 
 	activeMS float64 // how long the call had been active at the last stats
 }
@@ -275,6 +279,7 @@ type callFollower struct {
 	wasActive   bool
 	rang        int // ringing devices printed so far
 	activeSince time.Time
+	pathsShown  int // media paths printed so far
 }
 
 // show prints what changed in ci, and says whether the call has ended
@@ -318,6 +323,13 @@ func (f *callFollower) show(ci node.CallInfo) (ended bool, err error) {
 func (f *callFollower) stats(ci *node.CallInfo) {
 	if ci.State == node.CallActive && f.activeSince.IsZero() {
 		f.activeSince = time.Now()
+	}
+	for ; f.pathsShown < len(ci.Paths); f.pathsShown++ {
+		p := ci.Paths[f.pathsShown]
+		fmt.Printf("media path %d at %.0f ms: %s | %s\n", f.pathsShown+1, p.AtMS, p.Tier, p.Detail)
+	}
+	if f.sum != nil && len(ci.Paths) > 0 {
+		f.sum.Paths, f.sum.FinalPathMS = ci.Paths, ci.Paths[len(ci.Paths)-1].AtMS
 	}
 	s := ci.Stats
 	if s == nil {

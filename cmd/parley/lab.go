@@ -31,6 +31,7 @@ func labCmd() *cli.Command {
 					"must move to the other relay tier with at most 3 s of silence, and a direct call must not notice; " +
 					"caller: the caller's daemon of a direct call (port-restricted, else restricted, full-cone or public), " +
 					"whose callee must end the call within 12 s and then take a call from the restarted caller"},
+				&cli.DurationFlag{Name: "direct-after", Usage: "drop UDP between each call's two devices until `D` after it is placed, so it starts relayed and must move to a direct pair (punchable pairs only)"},
 				&cli.StringFlag{Name: "binary", Usage: "parley `BINARY` to run in the lab (default: this one)"},
 				&cli.DurationFlag{Name: "audio", Value: natlab.DefaultAudio, Usage: "audio sent by each call once connected"},
 				&cli.StringFlag{Name: "dir", Usage: "keep homes, recordings and logs in `DIR` (default: a temporary directory, removed)"},
@@ -56,7 +57,7 @@ func runLabNat(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	opts := natlab.Options{Binary: c.String("binary"), Types: types, Audio: c.Duration("audio"),
+	opts := natlab.Options{Binary: c.String("binary"), Types: types, Audio: c.Duration("audio"), DirectAfter: c.Duration("direct-after"),
 		Fault: c.String("fault"), Dir: c.String("dir"), Progress: os.Stderr, Logger: log.With(slog.String("subsystem", "netlab"))}
 	if !c.Bool("matrix") {
 		opts.Pairs = natlab.SameTypePairs(types)

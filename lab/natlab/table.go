@@ -69,7 +69,10 @@ func (m *Matrix) WriteTable(w io.Writer) error {
 			}
 			b.WriteString("\n")
 		}
-		b.WriteString("cell: tier, call setup, correlation of the audio heard with the audio sent\n")
+		b.WriteString("cell: tier, call setup (when the call moved to a better pair: when it did, from which tier, and the setup), correlation of the audio heard with the audio sent\n")
+		if line := m.setupLine(); line != "" {
+			b.WriteString(line + "\n")
+		}
 	}
 	for _, p := range extra {
 		what := ""
@@ -99,5 +102,29 @@ func (p Pair) cell() string {
 	if !p.OK {
 		return "FAIL"
 	}
+	if p.FirstPath != "" {
+		return fmt.Sprintf("%s %.0fms (from %s at %.0fms) %.2f", p.Path, p.FinalPathMS, p.FirstPath, p.SetupMS, p.AudioCorrelation)
+	}
 	return fmt.Sprintf("%s %.0fms %.2f", p.Path, p.SetupMS, p.AudioCorrelation)
+}
+
+// setupLine sums up setup over the cells with a NAT on either side (no
+// profile or forced path): p50 and worst of the setup and of the time to
+// the final pair.
+func (m *Matrix) setupLine() string {
+	var setup, final []float64
+	for _, p := range m.Pairs {
+		if !p.OK || p.ForcedPath != "" || p.Profile != "" || (p.Caller == "public" && p.Callee == "public") {
+			continue
+		}
+		setup = append(setup, p.SetupMS)
+		final = append(final, p.FinalPathMS)
+	}
+	if len(setup) == 0 {
+		return ""
+	}
+	slices.Sort(setup)
+	slices.Sort(final)
+	return fmt.Sprintf("NATed cells (%d): setup p50 %.0f ms, max %.0f ms; final pair p50 %.0f ms, max %.0f ms",
+		len(setup), setup[len(setup)/2], setup[len(setup)-1], final[len(final)/2], final[len(final)-1])
 }
