@@ -22,6 +22,8 @@ type Matrix struct {
 	Types []string     `json:"types"`
 	Pairs []Pair       `json:"pairs"`
 	Fault *FaultReport `json:"fault,omitempty"`
+	// Summary sums up the calls with a NAT on either side.
+	Summary *Summary `json:"summary,omitempty"`
 	// Dir is where homes, recordings and logs were kept (only when
 	// Options.Dir named it).
 	Dir string `json:"dir,omitempty"`

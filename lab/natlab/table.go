@@ -108,23 +108,13 @@ func (p Pair) cell() string {
 	return fmt.Sprintf("%s %.0fms %.2f", p.Path, p.SetupMS, p.AudioCorrelation)
 }
 
-// setupLine sums up setup over the cells with a NAT on either side (no
-// profile or forced path): p50 and worst of the setup and of the time to
-// the final pair.
+// setupLine is the matrix's Summary in a line.
 func (m *Matrix) setupLine() string {
-	var setup, final []float64
-	for _, p := range m.Pairs {
-		if !p.OK || p.ForcedPath != "" || p.Profile != "" || (p.Caller == "public" && p.Callee == "public") {
-			continue
-		}
-		setup = append(setup, p.SetupMS)
-		final = append(final, p.FinalPathMS)
-	}
-	if len(setup) == 0 {
+	m.summarize()
+	s := m.Summary
+	if s == nil {
 		return ""
 	}
-	slices.Sort(setup)
-	slices.Sort(final)
-	return fmt.Sprintf("NATed cells (%d): setup p50 %.0f ms, max %.0f ms; final pair p50 %.0f ms, max %.0f ms",
-		len(setup), setup[len(setup)/2], setup[len(setup)-1], final[len(final)/2], final[len(final)-1])
+	return fmt.Sprintf("NATed calls: %d; setup p50 %.0f ms (max %.0f); final tier p50 %.0f ms (max %.0f); %d moved tier; %d of %d punchable pairs direct",
+		s.NATedCalls, s.SetupP50MS, s.SetupMaxMS, s.FinalPathP50MS, s.FinalPathMaxMS, s.Moved, s.PunchableDirect, s.Punchable)
 }
