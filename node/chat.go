@@ -23,7 +23,7 @@ import (
 
 	"github.com/parley-net/parley/discovery"
 	"github.com/parley-net/parley/internal/wire"
-	"github.com/parley-net/parley/supernode/mailbox"
+	"github.com/parley-net/parley/mailbox"
 )
 
 const (

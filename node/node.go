@@ -17,8 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -39,9 +37,10 @@ import (
 	"github.com/parley-net/parley/internal/clock"
 	"github.com/parley-net/parley/internal/homelock"
 	"github.com/parley-net/parley/internal/lograte"
+	"github.com/parley-net/parley/internal/metrics"
 	"github.com/parley-net/parley/internal/p2plimits"
+	"github.com/parley-net/parley/mailbox"
 	"github.com/parley-net/parley/media"
-	"github.com/parley-net/parley/supernode/mailbox"
 )
 
 // Defaults of Config.
@@ -168,9 +167,8 @@ type Node struct {
 	timings     CallTimings
 	links       linkCodes
 	creds       relayCreds
-	metrics     *metrics
-	metricsSrv  *http.Server // nil: no metrics server
-	metricsAddr net.Addr
+	metrics     *nodeMetrics
+	metricsSrv  *metrics.Server // nil: no metrics server
 	kick        chan struct{}
 	inflight    sync.Map // device peer ID -> struct{}: a delivery is under way
 	unreachable sync.Map // device peer ID -> time.Time: not dialled for new mail until then
@@ -421,9 +419,7 @@ func (n *Node) Close() error {
 	if n.host != nil {
 		n.host.Close()
 	}
-	if n.metricsSrv != nil {
-		n.metricsSrv.Close()
-	}
+	n.metricsSrv.Close()
 	if n.store != nil {
 		n.store.Close()
 	}

@@ -21,7 +21,7 @@ import (
 
 	"github.com/parley-net/parley/discovery"
 	"github.com/parley-net/parley/internal/wire"
-	"github.com/parley-net/parley/supernode/mailbox"
+	"github.com/parley-net/parley/mailbox"
 )
 
 // attacker is a small client with its own keys that claims to be someone

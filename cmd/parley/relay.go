@@ -10,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/parley-net/parley/cloudrelay"
 	"github.com/parley-net/parley/internal/homelock"
 	"github.com/parley-net/parley/internal/keyfile"
 	"github.com/parley-net/parley/internal/turnrelay"
@@ -51,7 +52,7 @@ func relayFlags() []cli.Flag {
 			Usage: "relay to peers in `CIDR` although it is private or special-purpose (repeatable; e.g. a lab's 198.51.100.0/24)"},
 		&cli.StringFlag{Name: "metrics", EnvVars: []string{"PARLEY_METRICS"}, Usage: "serve Prometheus metrics on `ADDR` (e.g. 127.0.0.1:9101); off by default"},
 		&cli.StringSliceFlag{Name: "libp2p-listen", EnvVars: []string{"PARLEY_RELAY_LIBP2P_LISTEN"},
-			Usage: fmt.Sprintf("libp2p `MULTIADDR` for the credential protocol (repeatable; default TCP and QUIC on port %d)", turnrelay.DefaultCloudPort)},
+			Usage: fmt.Sprintf("libp2p `MULTIADDR` for the credential protocol (repeatable; default TCP and QUIC on port %d)", cloudrelay.DefaultPort)},
 		&cli.StringFlag{Name: "public-host", EnvVars: []string{"PARLEY_RELAY_PUBLIC_HOST"},
 			Usage: "`HOST` named in the TURN URLs given to peers (needed for turns:); default the IP each peer reached us at"},
 		&cli.DurationFlag{Name: "credential-ttl", Value: turnrelay.DefaultCredentialTTL, EnvVars: []string{"PARLEY_RELAY_CREDENTIAL_TTL"},
@@ -87,7 +88,7 @@ func runRelay(c *cli.Context) error {
 	defer unlock()
 	ctx, stop := signalContext()
 	defer stop()
-	relay, err := turnrelay.StartCloud(cfg)
+	relay, err := cloudrelay.Start(cfg)
 	if err != nil {
 		return err
 	}
@@ -117,43 +118,43 @@ func runRelay(c *cli.Context) error {
 
 // relayConfig is the cloud relay configuration the flags ask for, with
 // the home locked for it: unlock releases the lock.
-func relayConfig(c *cli.Context, log *slog.Logger) (cfg turnrelay.CloudConfig, unlock func(), err error) {
+func relayConfig(c *cli.Context, log *slog.Logger) (cfg cloudrelay.Config, unlock func(), err error) {
 	switch secret := c.String("secret"); {
 	case secret == "":
-		return turnrelay.CloudConfig{}, nil, errors.New("--secret (or PARLEY_RELAY_SECRET) is required: the TURN REST shared secret")
+		return cloudrelay.Config{}, nil, errors.New("--secret (or PARLEY_RELAY_SECRET) is required: the TURN REST shared secret")
 	case len(secret) < turnrelay.MinSecretLen:
-		return turnrelay.CloudConfig{}, nil, fmt.Errorf("--secret is %d bytes; use at least %d (e.g. openssl rand -base64 32)", len(secret), turnrelay.MinSecretLen)
+		return cloudrelay.Config{}, nil, fmt.Errorf("--secret is %d bytes; use at least %d (e.g. openssl rand -base64 32)", len(secret), turnrelay.MinSecretLen)
 	}
 	relayIPs, err := parseIPs("--relay-ip", c.StringSlice("relay-ip"))
 	if err != nil {
-		return turnrelay.CloudConfig{}, nil, err
+		return cloudrelay.Config{}, nil, err
 	}
 	if len(relayIPs) == 0 {
-		return turnrelay.CloudConfig{}, nil, errors.New("--relay-ip is required: the public address relayed ports are reached at")
+		return cloudrelay.Config{}, nil, errors.New("--relay-ip is required: the public address relayed ports are reached at")
 	}
 	bindIPs, err := parseIPs("--relay-bind-ip", c.StringSlice("relay-bind-ip"))
 	if err != nil {
-		return turnrelay.CloudConfig{}, nil, err
+		return cloudrelay.Config{}, nil, err
 	}
 	lo, hi, err := turnrelay.ParsePortRange(c.String("ports"))
 	if err != nil {
-		return turnrelay.CloudConfig{}, nil, fmt.Errorf("--ports: %w", err)
+		return cloudrelay.Config{}, nil, fmt.Errorf("--ports: %w", err)
 	}
 	allow, err := turnrelay.ParseCIDRs(c.StringSlice("allow-cidr"))
 	if err != nil {
-		return turnrelay.CloudConfig{}, nil, fmt.Errorf("--allow-cidr: %w", err)
+		return cloudrelay.Config{}, nil, fmt.Errorf("--allow-cidr: %w", err)
 	}
 	home := c.String("home")
 	lock, err := homelock.Acquire(home, "relay.lock")
 	if err != nil {
-		return turnrelay.CloudConfig{}, nil, fmt.Errorf("start relay: %w", err)
+		return cloudrelay.Config{}, nil, fmt.Errorf("start relay: %w", err)
 	}
 	key, err := keyfile.LoadOrCreateEd25519(filepath.Join(home, "relay.key"))
 	if err != nil {
 		lock.Release()
-		return turnrelay.CloudConfig{}, nil, err
+		return cloudrelay.Config{}, nil, err
 	}
-	cfg = turnrelay.CloudConfig{
+	cfg = cloudrelay.Config{
 		TURN: turnrelay.Config{
 			UDPAddr: c.String("listen-udp"), TCPAddr: c.String("listen-tcp"), TLSAddr: c.String("listen-tls"),
 			TLSCertFile: c.String("tls-cert"), TLSKeyFile: c.String("tls-key"),

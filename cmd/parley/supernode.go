@@ -10,7 +10,7 @@ import (
 	"github.com/parley-net/parley/discovery"
 	"github.com/parley-net/parley/internal/turnrelay"
 	"github.com/parley-net/parley/supernode"
-	"github.com/parley-net/parley/supernode/mailbox"
+	"github.com/parley-net/parley/supernode/mailboxserver"
 )
 
 func supernodeCmd() *cli.Command {
@@ -29,7 +29,7 @@ func supernodeCmd() *cli.Command {
 			&cli.StringSliceFlag{Name: "turn-relay-ip", EnvVars: []string{"PARLEY_TURN_RELAY_IP"}, Usage: "public `IP` of the relayed ports (required with TURN)"},
 			&cli.StringFlag{Name: "turn-ports", Value: "49152-65535", Usage: "relayed port range `MIN-MAX`"},
 			&cli.StringSliceFlag{Name: "turn-allow-cidr", Usage: "relay to peers in `CIDR` although it is private or special-purpose (a lab's own ranges)"},
-			&cli.DurationFlag{Name: "mailbox-replicate", Value: mailbox.DefaultReplicateInterval, EnvVars: []string{"PARLEY_MAILBOX_REPLICATE"},
+			&cli.DurationFlag{Name: "mailbox-replicate", Value: mailboxserver.DefaultReplicateInterval, EnvVars: []string{"PARLEY_MAILBOX_REPLICATE"},
 				Usage: "how often mailbox holders copy their mail to the current closest supernodes (healing after a loss)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -49,7 +49,7 @@ func supernodeCmd() *cli.Command {
 			defer stop()
 			sn, err := supernode.New(ctx, supernode.Config{Home: c.String("home"), Listen: c.StringSlice("listen"),
 				Bootstrap: boot, MetricsAddr: c.String("metrics"), STUNAddr: c.String("stun"), TURN: turn, Logger: log,
-				Mailbox: mailbox.Config{ReplicateInterval: c.Duration("mailbox-replicate")}})
+				Mailbox: mailboxserver.Config{ReplicateInterval: c.Duration("mailbox-replicate")}})
 			if err != nil {
 				return err
 			}
