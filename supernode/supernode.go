@@ -191,7 +191,14 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 		libp2p.EnableNATService(),
 		libp2p.Routing(func(h host.Host) (routing.PeerRouting, error) {
 			var err error
-			s.dht, err = discovery.NewDHT(ctx, h, discovery.DHTConfig{Server: true, Bootstrap: boot, Now: cfg.Now, Datastore: s.records})
+			// Only the configured bootstrap supernodes and this one are
+			// trusted to witness claims: a peer merely met (the host cache
+			// holds any DHT server that was connected, a rogue too) is not.
+			trusted := []peer.ID{h.ID()}
+			for _, pi := range cfg.Bootstrap {
+				trusted = append(trusted, pi.ID)
+			}
+			s.dht, err = discovery.NewDHT(ctx, h, discovery.DHTConfig{Server: true, Bootstrap: boot, Trusted: trusted, Now: cfg.Now, Datastore: s.records})
 			return s.dht, err
 		}),
 	}
