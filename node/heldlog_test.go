@@ -9,7 +9,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
-	"github.com/parley-net/parley/supernode/mailbox"
+	"github.com/parley-net/parley/mailbox"
 )
 
 // Forged envelopes left in a device's mailbox are held there until they
