@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Drive parley's TURN relay and Debian's coturn with coturn's own load tool,
-# turnutils_uclient, with the same parameters, on 127.0.0.1 only, and print
-# a markdown table per run.
+# turnutils_uclient, with the same parameters, and print a markdown table
+# per run. Clients reach both servers on 127.0.0.1; the UDP echo peer runs
+# in a network namespace this script creates (veth pair, 198.18.77.1 on
+# the host side and 198.18.77.2 inside, RFC 2544's benchmarking range),
+# because parley's relay never sends to any port of the host's own
+# addresses. Needs root for the namespace.
 #
 #   interop/bench_relay.sh PARLEY_BINARY [STREAMS...]   (default 50 200 500)
 #   MSGS=1000 LEN=120 interop/bench_relay.sh ...        (messages per stream, bytes)
 #
 # Each uclient session allocates on the server, binds a channel to a UDP
-# echo peer (turnutils_peer on 127.0.0.1:3480) and sends LEN-byte messages
+# echo peer (turnutils_peer on 198.18.77.2:3480) and sends LEN-byte messages
 # every 20 ms; the peer echoes them, so the server relays two datagrams per
 # message. uclient starts and ends its sessions staggered, so the steady
 # figures use only the seconds in which uclient's send rate (from its
@@ -29,24 +33,36 @@ len=${LEN:-120}    # Opus-sized payload
 secret=bench-secret-0123456789abcdef
 dir=$(mktemp -d)
 pids=()
+ns=pbench$$
+host_ip=198.18.77.1
+peer_ip=198.18.77.2
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  ip netns del "$ns" 2>/dev/null || true
   if [ -n "${KEEP:-}" ]; then echo "logs in $dir" >&2; else rm -rf "$dir"; fi
 }
 trap cleanup EXIT
 
+if [ "$(id -u)" != 0 ]; then echo "$0: needs root (network namespace for the echo peer)" >&2; exit 1; fi
+ip netns add "$ns"
+ip link add "pbh$$" type veth peer name "pbn$$" netns "$ns"
+ip addr add "$host_ip/24" dev "pbh$$"
+ip link set "pbh$$" up
+ip -n "$ns" addr add "$peer_ip/24" dev "pbn$$"
+ip -n "$ns" link set "pbn$$" up
+ip -n "$ns" link set lo up
+
 cat >"$dir/coturn.conf" <<EOF
 listening-ip=127.0.0.1
 listening-port=3478
-relay-ip=127.0.0.1
+relay-ip=$host_ip
 min-port=40000
 max-port=49999
 realm=parley
 use-auth-secret
 static-auth-secret=$secret
-allow-loopback-peers
-allowed-peer-ip=127.0.0.1
+allowed-peer-ip=$peer_ip
 no-multicast-peers
 no-tls
 no-dtls
@@ -61,14 +77,14 @@ simple-log
 no-stdout-log
 EOF
 
-turnutils_peer -L 127.0.0.1 -p 3480 >"$dir/peer.log" 2>&1 &
+ip netns exec "$ns" turnutils_peer -L "$peer_ip" -p 3480 >"$dir/peer.log" 2>&1 &
 pids+=($!)
 turnserver -c "$dir/coturn.conf" >/dev/null 2>&1 &
 pids+=($!)
 coturn_pid=$!
 PARLEY_HOME="$dir/home" PARLEY_RELAY_SECRET=$secret "$parley" relay \
-  --relay-ip 127.0.0.1 --listen-udp 127.0.0.1:3479 --listen-tcp 127.0.0.1:3479 \
-  --libp2p-listen /ip4/127.0.0.1/tcp/4111 --allow-cidr 127.0.0.0/8 --ports 50000-59999 \
+  --relay-ip "$host_ip" --listen-udp 127.0.0.1:3479 --listen-tcp 127.0.0.1:3479 \
+  --libp2p-listen /ip4/127.0.0.1/tcp/4111 --allow-cidr "$peer_ip/32" --ports 50000-59999 \
   --max-allocations -1 --user-quota -1 --ip-quota -1 >"$dir/parley.log" 2>&1 &
 pids+=($!)
 parley_pid=$!
@@ -88,7 +104,7 @@ for m in "${streams[@]}"; do
     sampler=$!
     c0=$(cpu_ms "$pid")
     { /usr/bin/time -f "UCPU %U %S" timeout 600 turnutils_uclient -W "$secret" -u bench \
-      -m "$m" -n "$msgs" -l "$len" -z 20 -c -X -e 127.0.0.1 -r 3480 -p "$port" 127.0.0.1 2>&1 || true; } |
+      -m "$m" -n "$msgs" -l "$len" -z 20 -c -X -e "$peer_ip" -r 3480 -p "$port" 127.0.0.1 2>&1 || true; } |
       while IFS= read -r line; do echo "$(date +%s.%N) $line"; done >"$log"
     c1=$(cpu_ms "$pid")
     kill "$sampler" 2>/dev/null || true

@@ -7,8 +7,9 @@ import "encoding/binary"
 const chanHeader = 4
 
 // parseChannelData decodes a ChannelData message as it arrives over UDP:
-// a channel number in 0x4000-0x4FFF (RFC 8656 §12) and a length that fits
-// in the datagram; what follows the payload (padding) is ignored, as pion
+// a channel number in 0x4000-0x7FFF (RFC 5766 §11's range, which pion
+// binds and coturn's clients use; RFC 8656 §12 narrowed it to 0x4FFF) and
+// a length that fits in the datagram; what follows the payload (padding) is ignored, as pion
 // ignores it. payload aliases b.
 func parseChannelData(b []byte) (num uint16, payload []byte, ok bool) {
 	if len(b) < chanHeader {
@@ -16,7 +17,7 @@ func parseChannelData(b []byte) (num uint16, payload []byte, ok bool) {
 	}
 	num = binary.BigEndian.Uint16(b[0:2])
 	n := int(binary.BigEndian.Uint16(b[2:4]))
-	if num < 0x4000 || num > 0x4FFF || n > len(b)-chanHeader {
+	if num < 0x4000 || num > 0x7FFF || n > len(b)-chanHeader {
 		return 0, nil, false
 	}
 	return num, b[chanHeader : chanHeader+n], true
