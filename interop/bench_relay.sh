@@ -16,9 +16,11 @@
 # message. uclient starts and ends its sessions staggered, so the steady
 # figures use only the seconds in which uclient's send rate (from its
 # once-a-second progress lines) is at least 90% of its peak: server CPU
-# (utime+stime from /proc/PID/stat, sampled every 0.5 s) and the messages
-# uclient reports sent plus received in that window. Whole-run CPU (setup
-# included) is reported too. Relay port ranges hold 10000 ports each: at
+# (utime+stime from /proc/PID/stat, sampled every 0.5 s) and the datagrams
+# on the link to the echo peer in that window (both ways: each one is a
+# datagram the server relayed). Whole-run CPU and datagrams (setup
+# included) are reported too; on a loaded host, where uclient's rate is
+# never steady, the whole-run µs/pkt is the figure to compare. Relay port ranges hold 10000 ports each: at
 # 500 sessions a 1000-port range runs out (508). Needs coturn (turnserver,
 # turnutils_uclient, turnutils_peer) and a parley binary with the relay
 # command; every process it starts is stopped on exit (KEEP=1 keeps the
@@ -92,25 +94,32 @@ sleep 2
 
 tck=$(getconf CLK_TCK)
 cpu_ms() { awk -v t="$tck" '{print ($14+$15)*1000/t}' "/proc/$1/stat"; }
+# Datagrams on the link to the echo peer, both ways: each is one datagram
+# the server relayed (to the peer, or from it toward a client), whatever
+# uclient loses later, so they count the server's work even on a loaded
+# host.
+link_pkts() { echo $(($(cat "/sys/class/net/pbh$$/statistics/tx_packets") + $(cat "/sys/class/net/pbh$$/statistics/rx_packets"))); }
 
-echo "| server | streams | msgs/stream | peak msgs/s (steady window) | steady relayed pkts/s | steady server %CPU | steady %CPU/stream | steady µs/pkt | whole-run server CPU s | lost | avg RTT ms | uclient CPU s |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| server | streams | msgs/stream | peak msgs/s (steady window) | steady relayed pkts/s | steady server %CPU | steady %CPU/stream | steady µs/pkt | whole-run server CPU s | whole-run relayed pkts | whole-run µs/pkt | lost | avg RTT ms | uclient CPU s |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for m in "${streams[@]}"; do
   for srv in coturn:3478:$coturn_pid parley:3479:$parley_pid; do
     IFS=: read -r name port pid <<<"$srv"
     log="$dir/uclient-$name-$m.log"
     samples="$dir/cpu-$name-$m.txt"
-    (while kill -0 "$pid" 2>/dev/null; do echo "$(date +%s.%N) $(cpu_ms "$pid")"; sleep 0.5; done) >"$samples" &
+    (while kill -0 "$pid" 2>/dev/null; do echo "$(date +%s.%N) $(cpu_ms "$pid") $(link_pkts)"; sleep 0.5; done) >"$samples" &
     sampler=$!
     c0=$(cpu_ms "$pid")
+    v0=$(link_pkts)
     { /usr/bin/time -f "UCPU %U %S" timeout 600 turnutils_uclient -W "$secret" -u bench \
       -m "$m" -n "$msgs" -l "$len" -z 20 -c -X -e "$peer_ip" -r 3480 -p "$port" 127.0.0.1 2>&1 || true; } |
       while IFS= read -r line; do echo "$(date +%s.%N) $line"; done >"$log"
     c1=$(cpu_ms "$pid")
+    v1=$(link_pkts)
     kill "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true
-    awk -v n="$name" -v m="$m" -v msgs="$msgs" -v c0="$c0" -v c1="$c1" '
-      FNR == NR { st[++ns] = $1; sc[ns] = $2; next }   # cpu samples: time cpu_ms
+    awk -v n="$name" -v m="$m" -v msgs="$msgs" -v c0="$c0" -v c1="$c1" -v vp=$((v1 - v0)) '
+      FNR == NR { st[++ns] = $1; sc[ns] = $2; sv[ns] = $3; next }   # samples: time cpu_ms link_pkts
       /start_mclient: msz=/ {
         s = $0; sub(/.*tot_send_msgs=/, "", s); sub(/,.*/, "", s)
         r = $0; sub(/.*tot_recv_msgs=/, "", r); sub(/,.*/, "", r)
@@ -120,6 +129,7 @@ for m in "${streams[@]}"; do
       /Average round trip delay/ { rtt = $0; sub(/.*delay /, "", rtt); sub(/ ms.*/, "", rtt) }
       /UCPU/ { ucpu = $3 + $4 }
       function cpuat(t,   i) { for (i = 1; i <= ns; i++) if (st[i] >= t) return sc[i]; return sc[ns] }
+      function linkat(t,   i) { for (i = 1; i <= ns; i++) if (st[i] >= t) return sv[i]; return sv[ns] }
       END {
         # The steady window: the one-second intervals sending at least 90%
         # of the peak rate (sessions start and stop staggered).
@@ -127,10 +137,11 @@ for m in "${streams[@]}"; do
         for (i = 2; i <= nl; i++) { rate[i] = (ls[i] - ls[i-1]) / (lt[i] - lt[i-1]); if (rate[i] > peak) peak = rate[i] }
         a = 0; b = 0
         for (i = 2; i <= nl; i++) if (rate[i] >= 0.9 * peak) { if (!a) a = i - 1; b = i }
-        w = lt[b] - lt[a]; pk = (ls[b] - ls[a]) + (lr[b] - lr[a]); cpu = (cpuat(lt[b]) - cpuat(lt[a])) / 1000
-        if (!a || w <= 0 || pk <= 0) { printf "| %s | %d | %d | no steady window | | | | | %.2f | %s | %s | %s |\n", n, m, msgs, (c1 - c0) / 1000, lost, rtt, ucpu; exit }
-        printf "| %s | %d | %d | %.0f (%.0fs) | %.0f | %.1f | %.3f | %.1f | %.2f | %s | %s | %.2f |\n",
-          n, m, msgs, peak, w, pk / w, 100 * cpu / w, 100 * cpu / w / m, 1e6 * cpu / pk, (c1 - c0) / 1000, lost, rtt, ucpu
+        w = lt[b] - lt[a]; pk = linkat(lt[b]) - linkat(lt[a]); cpu = (cpuat(lt[b]) - cpuat(lt[a])) / 1000
+        whole = sprintf("%.2f | %d | %.1f", (c1 - c0) / 1000, vp, vp > 0 ? (c1 - c0) * 1000 / vp : 0)
+        if (!a || w <= 0 || pk <= 0) { printf "| %s | %d | %d | no steady window | | | | | %s | %s | %s | %s |\n", n, m, msgs, whole, lost, rtt, ucpu; exit }
+        printf "| %s | %d | %d | %.0f (%.0fs) | %.0f | %.1f | %.3f | %.1f | %s | %s | %s | %.2f |\n",
+          n, m, msgs, peak, w, pk / w, 100 * cpu / w, 100 * cpu / w / m, 1e6 * cpu / pk, whole, lost, rtt, ucpu
       }' "$samples" "$log"
     sleep 2
   done
