@@ -45,6 +45,7 @@ cleanup() {
   if [ -n "${KEEP:-}" ]; then echo "logs in $dir" >&2; else rm -rf "$dir"; fi
 }
 trap cleanup EXIT
+trap "exit 1" INT TERM
 
 if [ "$(id -u)" != 0 ]; then echo "$0: needs root (network namespace for the echo peer)" >&2; exit 1; fi
 ip netns add "$ns"

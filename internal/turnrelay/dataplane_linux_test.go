@@ -35,7 +35,11 @@ func newFastSetup(t *testing.T, mod func(*Config)) *fastSetup {
 	}
 	t.Cleanup(func() { peer.Close() })
 	cred := issue(t, "fast")
-	c := newRawClient(t, srv.UDPAddr(), cred.Username, cred.Password)
+	addr := srv.UDPAddr()
+	if addr.IP.IsUnspecified() { // a wildcard listener: reach it on 127.0.0.1
+		addr = &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: addr.Port}
+	}
+	c := newRawClient(t, addr, cred.Username, cred.Password)
 	res := c.allocate(4)
 	if code := errorCode(t, res); code != 0 {
 		t.Fatalf("allocate: %d", code)
@@ -64,7 +68,14 @@ func (f *fastSetup) readChannelData(t *testing.T) (uint16, []byte, int) {
 // and a 1400-byte one), framed on the right channel and padded as pion
 // pads, and the data plane, not pion, carried it.
 func TestFastPathRelaysIntact(t *testing.T) {
-	f := newFastSetup(t, nil)
+	for _, listen := range []string{"127.0.0.1:0", "0.0.0.0:0"} { // the cloud relay's default is a wildcard (dual stack)
+		t.Run(listen, func(t *testing.T) {
+			testFastPathRelaysIntact(t, newFastSetup(t, func(c *Config) { c.UDPAddr = listen }))
+		})
+	}
+}
+
+func testFastPathRelaysIntact(t *testing.T, f *fastSetup) {
 	sizes := []int{0, 1, 2, 3, 4, 5, 119, 120, 160, 1400}
 	for i, n := range sizes {
 		msg := bytes.Repeat([]byte{byte(i + 1)}, n)
@@ -113,7 +124,7 @@ func TestFastPathRefusesStrangers(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.c.channelData(0x4124, []byte("unbound channel"))
-	other := newRawClient(t, f.srv.UDPAddr(), "", "")
+	other := newRawClient(t, f.c.server, "", "")
 	other.channelData(f.ch, []byte("someone else's channel"))
 	expectSilence(t, f.peer, 500*time.Millisecond)
 	expectSilence(t, f.c.conn, 100*time.Millisecond)
