@@ -16,11 +16,12 @@
 # message. uclient starts and ends its sessions staggered, so the steady
 # figures use only the seconds in which uclient's send rate (from its
 # once-a-second progress lines) is at least 90% of its peak: server CPU
-# (utime+stime from /proc/PID/stat, sampled every 0.5 s) and the datagrams
-# on the link to the echo peer in that window (both ways: each one is a
-# datagram the server relayed). Whole-run CPU and datagrams (setup
-# included) are reported too; on a loaded host, where uclient's rate is
-# never steady, the whole-run µs/pkt is the figure to compare. Relay port ranges hold 10000 ports each: at
+# (utime+stime from /proc/PID/stat, sampled every 0.5 s) and the messages
+# uclient reports sent plus received in that window. Whole-run CPU and the
+# datagrams on the link to the echo peer (both ways: each one is a
+# datagram the server relayed, whatever uclient loses later) are reported
+# too; on a loaded host, where uclient's rate is never steady, the
+# whole-run µs/pkt is the figure to compare. Relay port ranges hold 10000 ports each: at
 # 500 sessions a 1000-port range runs out (508). Needs coturn (turnserver,
 # turnutils_uclient, turnutils_peer) and a parley binary with the relay
 # command; every process it starts is stopped on exit (KEEP=1 keeps the
@@ -138,7 +139,7 @@ for m in "${streams[@]}"; do
         for (i = 2; i <= nl; i++) { rate[i] = (ls[i] - ls[i-1]) / (lt[i] - lt[i-1]); if (rate[i] > peak) peak = rate[i] }
         a = 0; b = 0
         for (i = 2; i <= nl; i++) if (rate[i] >= 0.9 * peak) { if (!a) a = i - 1; b = i }
-        w = lt[b] - lt[a]; pk = linkat(lt[b]) - linkat(lt[a]); cpu = (cpuat(lt[b]) - cpuat(lt[a])) / 1000
+        w = lt[b] - lt[a]; pk = (ls[b] - ls[a]) + (lr[b] - lr[a]); cpu = (cpuat(lt[b]) - cpuat(lt[a])) / 1000
         whole = sprintf("%.2f | %d | %.1f", (c1 - c0) / 1000, vp, vp > 0 ? (c1 - c0) * 1000 / vp : 0)
         if (!a || w <= 0 || pk <= 0) { printf "| %s | %d | %d | no steady window | | | | | %s | %s | %s | %s |\n", n, m, msgs, whole, lost, rtt, ucpu; exit }
         printf "| %s | %d | %d | %.0f (%.0fs) | %.0f | %.1f | %.3f | %.1f | %s | %s | %s | %.2f |\n",
