@@ -37,4 +37,16 @@
 //
 // The relayed address is always RelayIPs (one per family) and a port in
 // MinPort-MaxPort.
+//
+// # Data path
+//
+// pion/turn is the control plane. On Linux the UDP listener and the
+// relayed sockets of its allocations are raw sockets in one epoll set that
+// a single goroutine serves (dataplane_linux.go): ChannelData on a channel
+// pion bound is relayed there with recvmmsg, sendto and sendmmsg, no
+// allocation and no goroutine hand-off per datagram, after the same checks
+// as pion's path (channel bound for that client 5-tuple, peer policy,
+// own addresses, permission, rate caps). Everything else goes to pion's
+// goroutines. TCP and TLS clients' allocations, and other platforms, use
+// pion's path alone.
 package turnrelay

@@ -21,8 +21,12 @@ var (
 
 // relayAllocator is the turn.RelayAddressGenerator: it binds relayed ports
 // in the configured range on the bind address, reports them on the public
-// relay address, and wraps each socket in a relayConn.
-type relayAllocator struct{ s *Server }
+// relay address, and wraps each socket in a relayConn. With a data plane
+// (the UDP listener's allocations on Linux) the sockets are its raw ones.
+type relayAllocator struct {
+	s  *Server
+	dp *dataPlane // nil: net.UDPConn sockets served by pion's goroutines
+}
 
 func (g *relayAllocator) Validate() error { return nil }
 
@@ -37,37 +41,68 @@ func (g *relayAllocator) AllocatePacketConn(conf turn.AllocateListenerConfig) (n
 	}
 	lo, hi := int(st.MinPort), int(st.MaxPort)
 	size := hi - lo + 1
-	listen := func(port int) (*net.UDPConn, error) {
-		return net.ListenUDP(conf.Network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(bind, uint16(port))))
+	listen := func(port int) (relaySocket, error) {
+		ap := netip.AddrPortFrom(bind, uint16(port))
+		if g.dp != nil {
+			return g.dp.openRelay(ap)
+		}
+		c, err := net.ListenUDP(conf.Network, net.UDPAddrFromAddrPort(ap))
+		return relaySocket{udp: c}, err
 	}
-	var conn *net.UDPConn
+	var sock relaySocket
 	var err error
 	if p := conf.RequestedPort; p != 0 { // EVEN-PORT / RESERVATION-TOKEN
 		if p < lo || p > hi {
 			return nil, nil, fmt.Errorf("allocate relay port %d outside %d-%d: %w", p, lo, hi, errNoRelayPort)
 		}
-		if conn, err = listen(p); err != nil {
+		if sock, err = listen(p); err != nil {
 			return nil, nil, fmt.Errorf("allocate relay port %d: %w", p, err)
 		}
 	} else {
 		// Walk the range from a random start: a busy range still finds the
 		// free ports, and ports stay hard to guess.
 		start := rand.IntN(size)
-		for i := 0; i < size && conn == nil; i++ {
-			conn, err = listen(lo + (start+i)%size)
+		for i := 0; i < size; i++ {
+			if sock, err = listen(lo + (start+i)%size); err == nil {
+				break
+			}
 		}
-		if conn == nil {
+		if err != nil {
 			return nil, nil, fmt.Errorf("allocate relay in %d-%d: %w (last: %v)", lo, hi, errNoRelayPort, err)
 		}
 	}
-	port := conn.LocalAddr().(*net.UDPAddr).Port
+	port := sock.local().Port
 	addr := net.UDPAddrFromAddrPort(netip.AddrPortFrom(relay, uint16(port)))
-	rc, err := g.s.newRelayConn(conn, addr)
+	rc, err := g.s.newRelayConn(sock, addr, g.dp)
 	if err != nil {
-		conn.Close()
+		sock.close()
 		return nil, nil, err
 	}
 	return rc, addr, nil
+}
+
+// relaySocket is a relayed socket: a net.UDPConn or a data plane's raw
+// socket.
+type relaySocket struct {
+	udp   *net.UDPConn
+	fd    int
+	fam   int
+	bound *net.UDPAddr // the raw socket's address
+}
+
+func (r relaySocket) local() *net.UDPAddr {
+	if r.udp != nil {
+		return r.udp.LocalAddr().(*net.UDPAddr)
+	}
+	return r.bound
+}
+
+func (r relaySocket) close() {
+	if r.udp != nil {
+		r.udp.Close()
+	} else {
+		closeFD(r.fd)
+	}
 }
 
 func (g *relayAllocator) AllocateListener(turn.AllocateListenerConfig) (net.Listener, net.Addr, error) {
@@ -109,29 +144,56 @@ func (b budget) allow(now time.Time, n int) bool {
 //     permission before they cost the allocation any budget, so a stranger
 //     spraying the relayed port cannot starve the real peer.
 //
+// With a data plane (dp non-nil) the socket is a raw one the data plane
+// reads: ReadFrom then returns only what the data plane hands to pion
+// (datagrams from permitted peers without a channel, for Data
+// indications), and the data plane makes the same checks on the channel
+// traffic it relays itself.
+//
 // Dropping is silent, as it is for any UDP datagram.
 type relayConn struct {
-	*net.UDPConn
-	s             *Server
-	key           string
-	toPeer        budget
-	toClient      budget
+	udp      *net.UDPConn // nil with a data plane
+	s        *Server
+	key      string
+	local    *net.UDPAddr
+	toPeer   budget
+	toClient budget
+	// mu guards timer, perms, chans and client.
 	mu            sync.RWMutex
-	timer         *time.Timer // guarded by mu
+	timer         *time.Timer
 	perms         map[netip.Addr]struct{}
 	closeOnce     sync.Once
 	closeErr      error
 	readErrStreak int
+
+	// Data plane only.
+	dp     *dataPlane
+	id     int32        // epoll tag; guarded by dp.mu
+	fam    int          // socket address family
+	fdMu   sync.RWMutex // fd is written under dp.mu and fdMu; read under either
+	fd     int
+	slow   chan slowPkt
+	closed chan struct{}
+	chans  map[netip.AddrPort]uint16 // peer to channel number
+	client rawAddr                   // the allocation's client, once a channel is bound
 }
 
-func (s *Server) newRelayConn(c *net.UDPConn, relay net.Addr) (*relayConn, error) {
+func (s *Server) newRelayConn(sock relaySocket, relay net.Addr, dp *dataPlane) (*relayConn, error) {
 	r := &relayConn{
-		UDPConn:  c,
+		udp:      sock.udp,
 		s:        s,
 		key:      relay.String(),
+		local:    sock.local(),
 		toPeer:   newBudget(s.s.bytesPerSec, s.s.packetsPerSec),
 		toClient: newBudget(s.s.bytesPerSec, s.s.packetsPerSec),
 		perms:    map[netip.Addr]struct{}{},
+		fd:       -1,
+	}
+	if dp != nil {
+		r.dp, r.fd, r.fam = dp, sock.fd, sock.fam
+		r.slow = make(chan slowPkt, dpSlowQueue)
+		r.closed = make(chan struct{})
+		r.chans = map[netip.AddrPort]uint16{}
 	}
 	s.mu.Lock()
 	if s.closing {
@@ -140,6 +202,14 @@ func (s *Server) newRelayConn(c *net.UDPConn, relay net.Addr) (*relayConn, error
 	}
 	s.relays[r.key] = r
 	s.mu.Unlock()
+	if dp != nil {
+		if err := dp.register(r); err != nil {
+			s.mu.Lock()
+			delete(s.relays, r.key)
+			s.mu.Unlock()
+			return nil, err
+		}
+	}
 	if d := s.s.maxDuration; d > 0 {
 		// Closing the socket ends pion's read loop, which deletes the
 		// allocation: the one way to end it from outside.
@@ -177,8 +247,19 @@ func (r *relayConn) permitted(ip netip.Addr) bool {
 
 // ReadFrom returns the next datagram from a permitted peer within budget.
 func (r *relayConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	if r.dp != nil {
+		select { // the data plane checked permission and budget
+		case pk := <-r.slow:
+			n := copy(p, pk.b)
+			r.s.stats.toClientPackets.Add(1)
+			r.s.stats.toClientBytes.Add(uint64(n))
+			return n, net.UDPAddrFromAddrPort(pk.from), nil
+		case <-r.closed:
+			return 0, nil, net.ErrClosed
+		}
+	}
 	for {
-		n, ap, err := r.UDPConn.ReadFromUDPAddrPort(p)
+		n, ap, err := r.udp.ReadFromUDPAddrPort(p)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) || r.readErrStreak > 100 {
 				return 0, nil, err
@@ -215,7 +296,7 @@ func (r *relayConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		r.s.stats.dropped[dropRate].Add(1)
 		return len(p), nil
 	}
-	n, err := r.UDPConn.WriteToUDPAddrPort(p, netip.AddrPortFrom(ip, ap.Port()))
+	n, err := r.write(p, netip.AddrPortFrom(ip, ap.Port()))
 	if err == nil {
 		r.s.stats.toPeerPackets.Add(1)
 		r.s.stats.toPeerBytes.Add(uint64(n))
@@ -231,7 +312,12 @@ func (r *relayConn) Close() error {
 			r.timer.Stop()
 		}
 		r.mu.Unlock()
-		r.closeErr = r.UDPConn.Close()
+		if r.dp != nil {
+			r.closeErr = r.dp.unregister(r)
+			close(r.closed)
+		} else {
+			r.closeErr = r.udp.Close()
+		}
 		r.s.mu.Lock()
 		if r.s.relays[r.key] == r {
 			delete(r.s.relays, r.key)
@@ -240,3 +326,30 @@ func (r *relayConn) Close() error {
 	})
 	return r.closeErr
 }
+
+func (r *relayConn) write(p []byte, to netip.AddrPort) (int, error) {
+	if r.dp == nil {
+		return r.udp.WriteToUDPAddrPort(p, to)
+	}
+	sa, err := rawFromAddr(to, r.fam)
+	if err != nil {
+		return 0, err
+	}
+	r.fdMu.RLock()
+	defer r.fdMu.RUnlock()
+	if r.fd < 0 {
+		return 0, net.ErrClosed
+	}
+	if err := sendto(r.fd, p, &sa); err != nil {
+		return 0, &net.OpError{Op: "write", Net: "udp", Source: r.local, Err: err}
+	}
+	return len(p), nil
+}
+
+// LocalAddr is the relayed socket's bound address.
+func (r *relayConn) LocalAddr() net.Addr { return r.local }
+
+// SetDeadline and its kin are not used by pion on relayed sockets.
+func (r *relayConn) SetDeadline(time.Time) error      { return errors.ErrUnsupported }
+func (r *relayConn) SetReadDeadline(time.Time) error  { return errors.ErrUnsupported }
+func (r *relayConn) SetWriteDeadline(time.Time) error { return errors.ErrUnsupported }

@@ -36,6 +36,7 @@ type Server struct {
 	stats counters
 
 	udp       *packetListener // nil without UDP
+	dp        *dataPlane      // the UDP listener's data plane; nil without one
 	tcp, tlsL *connLimiter    // nil without TCP / TLS
 	tlsOuter  net.Listener
 	self      map[netip.AddrPort]bool // our listeners: never a peer
@@ -109,25 +110,14 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	gen := &relayAllocator{s: s}
 	if st.UDPAddr != "" {
-		pc, err := net.ListenPacket("udp", st.UDPAddr)
+		pc, udpGen, err := s.listenUDP(st.UDPAddr)
 		if err != nil {
-			return nil, fmt.Errorf("turn relay UDP listener %s: %w", st.UDPAddr, err)
-		}
-		if u, ok := pc.(*net.UDPConn); ok {
-			// Every client's datagrams queue on this one socket for pion's
-			// one read loop; the default buffer holds only ~10 ms of a few
-			// hundred calls. The kernel caps it at net.core.rmem_max.
-			if err := u.SetReadBuffer(udpSocketBuffer); err != nil {
-				s.log.Debug("TURN UDP receive buffer", "err", err)
-			}
-			if err := u.SetWriteBuffer(udpSocketBuffer); err != nil {
-				s.log.Debug("TURN UDP send buffer", "err", err)
-			}
+			return nil, err
 		}
 		s.udp = newPacketListener(pc, s.log)
 		s.addSelf(pc.LocalAddr())
 		tc.PacketConnConfigs = append(tc.PacketConnConfigs, turn.PacketConnConfig{
-			PacketConn: s.udp, RelayAddressGenerator: gen, PermissionHandler: s.permit,
+			PacketConn: s.udp, RelayAddressGenerator: udpGen, PermissionHandler: s.permit,
 		})
 	}
 	if st.TCPAddr != "" {
@@ -178,6 +168,36 @@ func New(cfg Config) (_ *Server, err error) {
 	}
 	s.log.Info("TURN relay started", attrs...)
 	return s, nil
+}
+
+// listenUDP opens the UDP listener and the generator of its allocations'
+// relayed sockets: the data plane's raw sockets where there is one (Linux),
+// else net.UDPConns served by pion's goroutines.
+func (s *Server) listenUDP(addr string) (net.PacketConn, *relayAllocator, error) {
+	if haveDataPlane {
+		dp, err := newDataPlane(s, addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		s.dp = dp
+		return dp.lis, &relayAllocator{s: s, dp: dp}, nil
+	}
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("turn relay UDP listener %s: %w", addr, err)
+	}
+	if u, ok := pc.(*net.UDPConn); ok {
+		// Every client's datagrams queue on this one socket for pion's
+		// one read loop; the default buffer holds only ~10 ms of a few
+		// hundred calls. The kernel caps it at net.core.rmem_max.
+		if err := u.SetReadBuffer(udpSocketBuffer); err != nil {
+			s.log.Debug("TURN UDP receive buffer", "err", err)
+		}
+		if err := u.SetWriteBuffer(udpSocketBuffer); err != nil {
+			s.log.Debug("TURN UDP send buffer", "err", err)
+		}
+	}
+	return pc, &relayAllocator{s: s}, nil
 }
 
 func (s *Server) listenTCP(addr string) (*connLimiter, error) {
@@ -425,6 +445,18 @@ func (s *Server) events() turn.EventHandler {
 				r.setPermission(peer, false)
 			}
 		},
+		// pion calls these with its allocation's channel lock held: they
+		// must not call back into pion.
+		OnChannelCreated: func(src, _ net.Addr, _, _, _ string, relay, peer net.Addr, num uint16) {
+			if r := s.relayFor(relay); r != nil && r.dp != nil {
+				r.dp.bindChannel(r, unmapPort(listenerAddr(src)), unmapPort(listenerAddr(peer)), num)
+			}
+		},
+		OnChannelDeleted: func(src, _ net.Addr, _, _, _ string, relay, peer net.Addr, num uint16) {
+			if r := s.relayFor(relay); r != nil && r.dp != nil {
+				r.dp.unbindChannel(r, unmapPort(listenerAddr(src)), unmapPort(listenerAddr(peer)), num)
+			}
+		},
 	}
 }
 
@@ -488,6 +520,10 @@ func dec[K comparable](m map[K]int, k K) {
 }
 
 func tupleKey(src, dst net.Addr) string { return src.String() + "|" + dst.String() }
+
+func unmapPort(ap netip.AddrPort) netip.AddrPort {
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
 
 // addrIP is the unmapped IP of a UDP or TCP address (zero if neither).
 func addrIP(a net.Addr) netip.Addr {
