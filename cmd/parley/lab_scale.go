@@ -46,7 +46,7 @@ func labScaleDHTCmd() *cli.Command {
 			&cli.DurationFlag{Name: "duration", Value: scale.DefaultDuration, Usage: "time the lookups are spread over"},
 			&cli.IntFlag{Name: "lookups", Value: scale.DefaultLookups, Usage: "resolutions to make"},
 			&cli.IntFlag{Name: "parallel", Value: scale.DefaultParallel, Usage: "joins, publishes and lookups in flight"},
-			&cli.BoolFlag{Name: "no-refresh", Usage: "skip the routing-table refresh servers run after joining"},
+			&cli.BoolFlag{Name: "refresh", Usage: "have every server refresh its routing table once all have joined (a dozen lookups each)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON instead of a table"},
 		},
 		Action: func(c *cli.Context) error {
@@ -58,7 +58,7 @@ func labScaleDHTCmd() *cli.Command {
 			res, err := scale.RunDHT(ctx, scale.DHTOptions{
 				Servers: c.Int("servers"), Devices: c.Int("devices"), Latency: c.Duration("latency"),
 				Churn: c.Float64("churn"), Duration: c.Duration("duration"), Lookups: c.Int("lookups"),
-				Parallel: c.Int("parallel"), NoRefresh: c.Bool("no-refresh"), Progress: os.Stderr,
+				Parallel: c.Int("parallel"), Refresh: c.Bool("refresh"), Progress: os.Stderr,
 			})
 			if res != nil && res.Lookups > 0 {
 				if c.Bool("json") {

@@ -55,9 +55,10 @@ type DHTOptions struct {
 	// BootPeers is how many random servers each node is first given;
 	// 0 means DefaultBootPeers.
 	BootPeers int
-	// NoRefresh skips the routing-table refresh every server runs once all
-	// have joined (kad-dht runs one at start and every 10 minutes).
-	NoRefresh bool
+	// Refresh has every server refresh its routing table once all have
+	// joined (kad-dht runs one at start and every 10 minutes; here it is
+	// off, see dhtOptions), at a cost of about a dozen lookups per server.
+	Refresh bool
 	// Progress receives a line every few seconds; nil is silent.
 	Progress io.Writer
 }
@@ -104,6 +105,8 @@ type DHTResult struct {
 	LatencyMS float64 `json:"link_latency_ms"`
 	Churn     float64 `json:"churn_per_minute"`
 	SetupS    float64 `json:"setup_s"`
+	// JoinFailed servers timed out joining and are not part of the DHT.
+	JoinFailed int `json:"join_failed"`
 
 	Published     int     `json:"published"`
 	PublishFailed int     `json:"publish_failed"`
@@ -153,6 +156,8 @@ type dhtRun struct {
 	servers []*member
 	devices []*member
 
+	joinFailed int
+
 	phase atomic.Value // string
 	done  atomic.Int64
 }
@@ -167,7 +172,9 @@ func RunDHT(ctx context.Context, o DHTOptions) (*DHTResult, error) {
 	if err := o.fill(); err != nil {
 		return nil, err
 	}
-	r := &dhtRun{o: o, net: newSimnet(o.Latency), ctx: ctx}
+	// The network is built without latency, which would only make setup
+	// longer; every link gets o.Latency before anything is measured.
+	r := &dhtRun{o: o, net: newSimnet(0), ctx: ctx}
 	defer r.close()
 	res := &DHTResult{Servers: o.Servers, Devices: o.Devices, LatencyMS: ms(o.Latency), Churn: o.Churn}
 	stopProgress := r.progress(time.Now())
@@ -181,6 +188,8 @@ func RunDHT(ctx context.Context, o DHTOptions) (*DHTResult, error) {
 		return res, err
 	}
 	res.SetupS = time.Since(start).Seconds()
+	res.JoinFailed = r.joinFailed
+	r.net.setLatency(o.Latency)
 	r.publish(res)
 	if err := ctx.Err(); err != nil {
 		return res, err
@@ -240,6 +249,15 @@ func (r *dhtRun) bootPeers(n int) []peer.AddrInfo {
 	return out
 }
 
+// dhtOptions turn kad-dht's automatic routing-table refresh off: at start
+// it runs a lookup per bucket on every node, which for thousands of nodes
+// joining at once costs more CPU than the whole measurement. A server
+// joins instead as Kademlia describes (a lookup of its own ID), and with
+// o.Refresh every server runs one refresh once all have joined.
+func (r *dhtRun) dhtOptions() []dht.Option {
+	return []dht.Option{dht.DisableAutoRefresh()}
+}
+
 // newServer starts a DHT server and joins it: connect to its boot peers,
 // then look its own ID up, as a Kademlia node joins.
 func (r *dhtRun) newServer(boot []peer.AddrInfo) (*member, error) {
@@ -247,7 +265,7 @@ func (r *dhtRun) newServer(boot []peer.AddrInfo) (*member, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := discovery.NewDHT(r.ctx, h, discovery.DHTConfig{Server: true, Bootstrap: boot})
+	d, err := discovery.NewDHT(r.ctx, h, discovery.DHTConfig{Server: true, Bootstrap: boot, Options: r.dhtOptions()})
 	if err != nil {
 		h.Close()
 		return nil, err
@@ -322,17 +340,25 @@ func (r *dhtRun) startServers() error {
 		}
 		r.servers = append(r.servers, m)
 	}
+	var failed atomic.Int64
 	err = r.parallel(r.o.Servers-1-seed, func(i int) error {
 		m, err := r.newServer(r.bootPeers(r.o.BootPeers))
 		if err != nil {
-			return fmt.Errorf("server joins: %w", err)
+			// A join that times out on an overloaded machine is reported,
+			// not fatal: the run measures the servers that did join.
+			if failed.Add(1) > int64(r.o.Servers/10) {
+				return fmt.Errorf("more than 10%% of servers failed to join, the last: %w", err)
+			}
+			fmt.Fprintf(r.o.Progress, "scale dht: a server did not join: %v\n", err)
+			return nil
 		}
 		r.mu.Lock()
 		r.servers = append(r.servers, m)
 		r.mu.Unlock()
 		return nil
 	})
-	if err != nil || r.o.NoRefresh {
+	r.joinFailed = int(failed.Load())
+	if err != nil || !r.o.Refresh {
 		return err
 	}
 	r.setPhase(fmt.Sprintf("refreshing %d servers' routing tables", r.o.Servers))
@@ -354,7 +380,7 @@ func (r *dhtRun) startDevices() error {
 			return err
 		}
 		boot := r.bootPeers(r.o.BootPeers)
-		d, err := discovery.NewDHT(r.ctx, h, discovery.DHTConfig{Bootstrap: boot})
+		d, err := discovery.NewDHT(r.ctx, h, discovery.DHTConfig{Bootstrap: boot, Options: r.dhtOptions()})
 		if err != nil {
 			h.Close()
 			return err

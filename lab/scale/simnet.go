@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -28,19 +29,29 @@ import (
 type simnet struct {
 	mn mocknet.Mocknet
 
-	// mu guards the fields below; it is never held while calling into a
-	// host, only into mocknet's link bookkeeping.
-	mu     sync.RWMutex
-	links  map[[2]peer.ID]mocknet.Link
+	// links holds a *simlink per pair of peers that has (or is getting) a
+	// link; read without a lock, since every address learned looks here.
+	links sync.Map
+	// dead holds the peers that left (peer.ID → true), read without a lock.
+	dead sync.Map
+
+	// mu guards byPeer and makes leaving and linking exclusive; it is
+	// never held while calling into a host.
+	mu     sync.Mutex
 	byPeer map[peer.ID][][2]peer.ID
-	dead   map[peer.ID]bool
-	next   uint32
+	next   atomic.Uint32
+}
+
+// simlink is one pair's link, made once.
+type simlink struct {
+	once sync.Once
+	l    mocknet.Link
 }
 
 func newSimnet(latency time.Duration) *simnet {
 	mn := mocknet.New()
 	mn.SetLinkDefaults(mocknet.LinkOptions{Latency: latency})
-	return &simnet{mn: mn, links: map[[2]peer.ID]mocknet.Link{}, byPeer: map[peer.ID][][2]peer.ID{}, dead: map[peer.ID]bool{}}
+	return &simnet{mn: mn, byPeer: map[peer.ID][][2]peer.ID{}}
 }
 
 // newHost adds a host with a fresh Ed25519 identity (parley's key type)
@@ -54,10 +65,7 @@ func (s *simnet) newHost() (host.Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	s.next++
-	n := s.next
-	s.mu.Unlock()
+	n := s.next.Add(1)
 	addr, err := ma.NewMultiaddr(fmt.Sprintf("/ip4/10.%d.%d.%d/tcp/4100", byte(n>>16), byte(n>>8), byte(n)))
 	if err != nil {
 		return nil, err
@@ -85,28 +93,34 @@ func pairOf(a, b peer.ID) [2]peer.ID {
 
 // link makes sure a and b share a link, unless either has left.
 func (s *simnet) link(a, b peer.ID) {
-	if a == b {
+	if a == b || s.isDead(a) || s.isDead(b) {
 		return
 	}
 	k := pairOf(a, b)
-	s.mu.RLock()
-	done := s.dead[a] || s.dead[b] || s.links[k] != nil
-	s.mu.RUnlock()
-	if done {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.dead[a] || s.dead[b] || s.links[k] != nil {
-		return
-	}
-	l, err := s.mn.LinkPeers(a, b)
-	if err != nil {
-		return // b is not (or no longer) on the network: the dial fails
-	}
-	s.links[k] = l
-	s.byPeer[a] = append(s.byPeer[a], k)
-	s.byPeer[b] = append(s.byPeer[b], k)
+	v, _ := s.links.LoadOrStore(k, &simlink{})
+	sl := v.(*simlink)
+	sl.once.Do(func() {
+		l, err := s.mn.LinkPeers(a, b)
+		if err != nil {
+			s.links.Delete(k) // b is not (or no longer) on the network
+			return
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.isDead(a) || s.isDead(b) {
+			s.mn.Unlink(l)
+			s.links.Delete(k)
+			return
+		}
+		sl.l = l
+		s.byPeer[a] = append(s.byPeer[a], k)
+		s.byPeer[b] = append(s.byPeer[b], k)
+	})
+}
+
+func (s *simnet) isDead(p peer.ID) bool {
+	_, ok := s.dead.Load(p)
+	return ok
 }
 
 // leave takes h off the network: it is closed and unlinked, and nobody can
@@ -114,25 +128,39 @@ func (s *simnet) link(a, b peer.ID) {
 func (s *simnet) leave(h host.Host) {
 	id := h.ID()
 	s.mu.Lock()
-	s.dead[id] = true
+	s.dead.Store(id, true)
 	s.mu.Unlock()
 	h.Close()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, k := range s.byPeer[id] {
-		if l := s.links[k]; l != nil {
-			s.mn.Unlink(l)
-			delete(s.links, k)
+		if v, ok := s.links.LoadAndDelete(k); ok && v.(*simlink).l != nil {
+			s.mn.Unlink(v.(*simlink).l)
 		}
 	}
 	delete(s.byPeer, id)
 }
 
+// setLatency gives every link, and every link made from now on, a one-way
+// delay of d.
+func (s *simnet) setLatency(d time.Duration) {
+	o := mocknet.LinkOptions{Latency: d}
+	s.mn.SetLinkDefaults(o)
+	s.links.Range(func(_, v any) bool {
+		sl := v.(*simlink)
+		sl.once.Do(func() {}) // wait for a link being made
+		if sl.l != nil {
+			sl.l.SetOptions(o)
+		}
+		return true
+	})
+}
+
 // linkCount is how many links exist.
 func (s *simnet) linkCount() int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return len(s.links)
+	n := 0
+	s.links.Range(func(any, any) bool { n++; return true })
+	return n
 }
 
 func (s *simnet) close() error { return s.mn.Close() }
