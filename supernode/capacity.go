@@ -8,6 +8,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	ma "github.com/multiformats/go-multiaddr"
 	"golang.org/x/sys/unix"
 
@@ -27,6 +28,9 @@ import (
 //     (at most once a second) by the supernode;
 //   - connection manager: trims only above n+512 connections, down to
 //     n+256, so it never drops a device the resource manager admitted;
+//   - relay reservations: RelayLimits, but max(256, n/2) reservations in
+//     all, since a device behind a NAT keeps one for as long as it is
+//     online (the NAT lab: about half of devices cannot be dialled);
 //   - RLIMIT_NOFILE: the soft limit is raised to n+2,048 (and the hard
 //     limit too where the process may), since Linux's default of 1,024
 //     would stop the supernode long before n.
@@ -61,6 +65,17 @@ func newCapacity(max int, log *slog.Logger) (*capacity, error) {
 // connManager trims connections only past what the resource manager admits.
 func (c *capacity) connManager() (*connmgr.BasicConnMgr, error) {
 	return connmgr.NewConnManager(c.max+256, c.max+512, connmgr.WithGracePeriod(time.Minute))
+}
+
+// relayLimits are RelayLimits with room for n/2 reservations.
+func (c *capacity) relayLimits() relay.Resources {
+	r := RelayLimits
+	if l := RelayLimits.Limit; l != nil {
+		cp := *l
+		r.Limit = &cp
+	}
+	r.MaxReservations = max(RelayLimits.MaxReservations, c.max/2)
+	return r
 }
 
 // resourceManager is p2plimits' manager sized for c.max devices, counting

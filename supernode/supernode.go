@@ -198,7 +198,7 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 		// An operator runs a supernode on a public address; AutoNAT would
 		// need other public peers to confirm it, which a new network lacks.
 		libp2p.ForceReachabilityPublic(),
-		libp2p.EnableRelayService(relay.WithResources(RelayLimits)),
+		libp2p.EnableRelayService(relay.WithResources(s.capacity.relayLimits())),
 		libp2p.EnableNATService(),
 		libp2p.Routing(func(h host.Host) (routing.PeerRouting, error) {
 			var err error

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -16,7 +17,7 @@ func labScaleCmd() *cli.Command {
 	return &cli.Command{
 		Name:        "scale",
 		Usage:       "scale measurements: a DHT of thousands, a supernode holding many devices, a mailbox of a million envelopes, many calls",
-		Subcommands: []*cli.Command{labScaleDHTCmd()},
+		Subcommands: []*cli.Command{labScaleDHTCmd(), labScaleSupernodeCmd(), labScaleLoadCmd()},
 	}
 }
 
@@ -76,6 +77,76 @@ func labScaleDHTCmd() *cli.Command {
 				return fmt.Errorf("scale dht: %d of %d lookups failed", res.Lookups-res.Resolved, res.Lookups)
 			}
 			return nil
+		},
+	}
+}
+
+func labScaleSupernodeCmd() *cli.Command {
+	return &cli.Command{
+		Name: "supernode",
+		Usage: "a `parley supernode` on 127.0.0.1 and a load generator process connecting many devices (TCP, Noise, yamux): " +
+			"memory per device, idle CPU, file descriptors, and what happens past the limit",
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "devices", Value: 10000, Usage: "devices to connect"},
+			&cli.IntFlag{Name: "over", Value: 0, Usage: "devices to try afterwards (past the limit)"},
+			&cli.IntFlag{Name: "max-devices", Usage: "the supernode's --max-devices (0: its default)"},
+			&cli.Float64Flag{Name: "nated", Value: 0.3, Usage: "share of devices that take a relay reservation"},
+			&cli.DurationFlag{Name: "republish", Value: 10 * time.Minute, Usage: "each device's handle-record republish interval"},
+			&cli.DurationFlag{Name: "idle", Value: 30 * time.Second, Usage: "how long idle CPU is measured"},
+			&cli.StringFlag{Name: "binary", Usage: "parley `BINARY` to run (default: this one)"},
+			&cli.StringFlag{Name: "dir", Usage: "keep the supernode's home and log in `DIR`"},
+			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON instead of a table"},
+		},
+		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			ctx, stop := signalContext()
+			defer stop()
+			res, err := scale.RunSupernode(ctx, scale.SupernodeOptions{
+				Binary: c.String("binary"), Devices: c.Int("devices"), Over: c.Int("over"), MaxDevices: c.Int("max-devices"),
+				NATed: c.Float64("nated"), Republish: c.Duration("republish"), Idle: c.Duration("idle"),
+				Dir: c.String("dir"), Progress: os.Stderr,
+			})
+			if res != nil {
+				if c.Bool("json") {
+					if jerr := printJSON(res); jerr != nil {
+						return jerr
+					}
+				} else if terr := res.WriteTable(os.Stdout); terr != nil {
+					return terr
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("scale supernode: %w", err)
+			}
+			if !res.Alive {
+				return fmt.Errorf("scale supernode: the supernode died (see its log)")
+			}
+			return nil
+		},
+	}
+}
+
+// labScaleLoadCmd is the load generator `scale supernode` runs as its own
+// process; hidden, since it only speaks to that parent.
+func labScaleLoadCmd() *cli.Command {
+	return &cli.Command{
+		Name:   "load",
+		Hidden: true,
+		Usage:  "the load generator of `parley lab scale supernode` (reads go/check lines, writes JSON lines)",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "target", Required: true},
+			&cli.IntFlag{Name: "devices", Required: true},
+			&cli.IntFlag{Name: "over"},
+			&cli.Float64Flag{Name: "nated"},
+			&cli.DurationFlag{Name: "republish"},
+		},
+		Action: func(c *cli.Context) error {
+			ctx, stop := signalContext()
+			defer stop()
+			return scale.RunLoad(ctx, scale.LoadOptions{Target: c.String("target"), Devices: c.Int("devices"), Over: c.Int("over"),
+				NATed: c.Float64("nated"), Republish: c.Duration("republish"), Control: os.Stdin, Report: os.Stdout, Progress: os.Stderr})
 		},
 	}
 }

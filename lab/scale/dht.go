@@ -27,7 +27,7 @@ const (
 	DefaultLatency   = 20 * time.Millisecond
 	DefaultDuration  = time.Minute
 	DefaultLookups   = 500
-	DefaultParallel  = 64
+	DefaultParallel  = 16
 	DefaultBootPeers = 3
 )
 
@@ -282,9 +282,10 @@ func (r *dhtRun) newServer(boot []peer.AddrInfo) (*member, error) {
 }
 
 func (r *dhtRun) join(m *member, boot []peer.AddrInfo) error {
-	ctx, cancel := context.WithTimeout(r.ctx, time.Minute)
+	// Generous: on a loaded machine a join waits for CPU, not the network.
+	ctx, cancel := context.WithTimeout(r.ctx, 3*time.Minute)
 	defer cancel()
-	if _, err := discovery.Bootstrap(ctx, m.h, boot, 30*time.Second); err != nil {
+	if _, err := discovery.Bootstrap(ctx, m.h, boot, time.Minute); err != nil {
 		return err
 	}
 	if err := discovery.WaitRoutable(ctx, m.d); err != nil {
