@@ -11,11 +11,14 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	dht "github.com/libp2p/go-libp2p-kad-dht"
+	pb "github.com/libp2p/go-libp2p-kad-dht/pb"
 	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
 
@@ -113,11 +116,19 @@ type DHTResult struct {
 	PublishMS     Summary `json:"publish_ms"`
 	PublishRounds Summary `json:"publish_rounds"`
 
-	Lookups      int      `json:"lookups"`
-	Resolved     int      `json:"resolved"`
-	Rounds       Summary  `json:"rounds"`
-	ResolveMS    Summary  `json:"resolve_ms"`
-	Messages     Summary  `json:"messages_per_lookup"`
+	Lookups   int     `json:"lookups"`
+	Resolved  int     `json:"resolved"`
+	Rounds    Summary `json:"rounds"`
+	ResolveMS Summary `json:"resolve_ms"`
+	Messages  Summary `json:"messages_per_lookup"`
+	// RefRTT is the reference measured beside each lookup: one GET_VALUE
+	// from the same device to a server it is already connected to, one
+	// link round trip plus the machine's scheduling delay at that moment.
+	// ResolveMS.P50/RefRTT.P50 is a lookup's time in round trips, which
+	// the machine's load moves far less than either figure alone.
+	RefRTT Summary `json:"reference_rtt_ms"`
+	// CPUSeconds is the process's CPU time during the lookups.
+	CPUSeconds   float64  `json:"cpu_s_while_resolving"`
 	MeasureS     float64  `json:"measure_s"`
 	ServersLeft  int      `json:"servers_left"`
 	ServersAdded int      `json:"servers_joined"`
@@ -462,8 +473,9 @@ func (r *dhtRun) measure(res *DHTResult) {
 		}()
 	}
 	var mu sync.Mutex
-	var times, rounds, msgs Dist
+	var times, rounds, msgs, refs Dist
 	start := time.Now()
+	cpu0 := cpuSeconds()
 	gap := r.o.Duration / time.Duration(r.o.Lookups)
 	sem := make(chan struct{}, r.o.Parallel)
 	var wg sync.WaitGroup
@@ -480,11 +492,15 @@ func (r *dhtRun) measure(res *DHTResult) {
 		to := r.devices[mrand.IntN(len(r.devices))]
 		go func() {
 			defer func() { <-sem; wg.Done() }()
+			ref, refErr := referenceRTT(r.ctx, from)
 			took, tr, err := resolveDevice(r.ctx, from, to)
 			r.done.Add(1)
 			mu.Lock()
 			defer mu.Unlock()
 			res.Lookups++
+			if refErr == nil {
+				refs = append(refs, ms(ref))
+			}
 			if err != nil {
 				if len(res.Failures) < 10 {
 					res.Failures = append(res.Failures, err.Error())
@@ -499,6 +515,8 @@ func (r *dhtRun) measure(res *DHTResult) {
 	}
 	wg.Wait()
 	res.MeasureS = time.Since(start).Seconds()
+	res.CPUSeconds = cpuSeconds() - cpu0
+	res.RefRTT = refs.Summarise()
 	close(churnStop)
 	churnWG.Wait()
 	res.ResolveMS, res.Rounds, res.Messages = times.Summarise(), rounds.Summarise(), msgs.Summarise()
@@ -524,6 +542,30 @@ func resolveDevice(ctx context.Context, from, to *member) (time.Duration, trace,
 		return took, tr, fmt.Errorf("resolve %s: wrong record", to.handle)
 	}
 	return took, tr, nil
+}
+
+// referenceRTT times one GET_VALUE from m to a server it is connected to.
+func referenceRTT(ctx context.Context, m *member) (time.Duration, error) {
+	for _, p := range m.d.RoutingTable().ListPeers() {
+		if m.h.Network().Connectedness(p) != network.Connected {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		start := time.Now()
+		_, err := kadRequest(ctx, m.h, p, pb.NewMessage(pb.Message_GET_VALUE, []byte(discovery.HandleKey("reference")), 0))
+		return time.Since(start), err
+	}
+	return 0, errors.New("no connected server")
+}
+
+// cpuSeconds is the process's user and system CPU time.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // churn replaces a random server by a new one at the rate o.Churn asks.
@@ -625,15 +667,15 @@ func publishOne(ctx context.Context, m *member) error {
 
 // WriteTable prints r for a person.
 func (r *DHTResult) WriteTable(w io.Writer) error {
-	_, err := fmt.Fprintf(w, `servers | devices | link | churn/min | success | rounds p50/p95 | resolve p50/p95 | FIND_NODE/lookup p50 | publish p50/p95 | publish rounds p50/p95
-%d | %d | %s | %.0f%% (%d left, %d joined) | %d/%d (%.1f%%) | %.0f/%.0f | %s / %s | %.0f | %s / %s | %.0f/%.0f
-setup %.0f s, lookups over %.0f s; %d links, heap %.0f MB (%.0f KB per node), %d goroutines; load average %s
+	_, err := fmt.Fprintf(w, `servers | devices | link | churn/min | success | rounds p50/p95 | resolve p50/p95 | reference RTT p50 | resolve p50 in RTTs | FIND_NODE/lookup p50 | publish p50/p95 | publish rounds p50/p95
+%d | %d | %s | %.0f%% (%d left, %d joined) | %d/%d (%.1f%%) | %.0f/%.0f | %s / %s | %s | %.1f | %.0f | %s / %s | %.0f/%.0f
+setup %.0f s, lookups over %.0f s using %.0f CPU-s; %d links, heap %.0f MB (%.0f KB per node), %d goroutines; load average %s
 `,
 		r.Servers, r.Devices, fmtMS(r.LatencyMS), r.Churn*100, r.ServersLeft, r.ServersAdded,
 		r.Resolved, r.Lookups, 100*r.Success(), r.Rounds.P50, r.Rounds.P95,
-		fmtMS(r.ResolveMS.P50), fmtMS(r.ResolveMS.P95), r.Messages.P50,
+		fmtMS(r.ResolveMS.P50), fmtMS(r.ResolveMS.P95), fmtMS(r.RefRTT.P50), r.ResolveMS.P50/max(r.RefRTT.P50, 1e-9), r.Messages.P50,
 		fmtMS(r.PublishMS.P50), fmtMS(r.PublishMS.P95), r.PublishRounds.P50, r.PublishRounds.P95,
-		r.SetupS, r.MeasureS, r.Links, r.HeapMB, r.HeapMB*1024/float64(r.Servers+r.Devices), r.Goroutines, r.Load)
+		r.SetupS, r.MeasureS, r.CPUSeconds, r.Links, r.HeapMB, r.HeapMB*1024/float64(r.Servers+r.Devices), r.Goroutines, r.Load)
 	for _, f := range r.Failures {
 		if err == nil {
 			_, err = fmt.Fprintf(w, "failure: %s\n", f)
