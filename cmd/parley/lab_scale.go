@@ -17,7 +17,7 @@ func labScaleCmd() *cli.Command {
 	return &cli.Command{
 		Name:        "scale",
 		Usage:       "scale measurements: a DHT of thousands, a supernode holding many devices, a mailbox of a million envelopes, many calls",
-		Subcommands: []*cli.Command{labScaleDHTCmd(), labScaleSupernodeCmd(), labScaleLoadCmd()},
+		Subcommands: []*cli.Command{labScaleDHTCmd(), labScaleSupernodeCmd(), labScaleLoadCmd(), labScaleMailboxCmd()},
 	}
 }
 
@@ -147,6 +147,48 @@ func labScaleLoadCmd() *cli.Command {
 			defer stop()
 			return scale.RunLoad(ctx, scale.LoadOptions{Target: c.String("target"), Devices: c.Int("devices"), Over: c.Int("over"),
 				NATed: c.Float64("nated"), Republish: c.Duration("republish"), Control: os.Stdin, Report: os.Stdout, Progress: os.Stderr})
+		},
+	}
+}
+
+func labScaleMailboxCmd() *cli.Command {
+	return &cli.Command{
+		Name: "mailbox",
+		Usage: "one supernode mailbox (SQLite on disk, over libp2p on 127.0.0.1) filled for a few minutes or to a million envelopes: " +
+			"deposit and fetch latency, bytes on disk per envelope, time to re-replicate a dead holder's share",
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "envelopes", Value: 1_000_000, Usage: "envelopes to deposit at most"},
+			&cli.DurationFlag{Name: "duration", Value: 4 * time.Minute, Usage: "longest deposit phase, and longest re-replication phase"},
+			&cli.IntFlag{Name: "size", Value: 512, Usage: "bytes of each envelope"},
+			&cli.IntFlag{Name: "recipients", Value: 1000, Usage: "devices the envelopes are spread over"},
+			&cli.IntFlag{Name: "senders", Value: 16, Usage: "devices depositing at once"},
+			&cli.StringFlag{Name: "dir", Usage: "keep the mailboxes' databases in `DIR`"},
+			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON instead of a table"},
+		},
+		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			ctx, stop := signalContext()
+			defer stop()
+			res, err := scale.RunMailbox(ctx, scale.MailboxOptions{Envelopes: c.Int("envelopes"), Duration: c.Duration("duration"),
+				Size: c.Int("size"), Recipients: c.Int("recipients"), Senders: c.Int("senders"), Dir: c.String("dir"), Progress: os.Stderr})
+			if res != nil {
+				if c.Bool("json") {
+					if jerr := printJSON(res); jerr != nil {
+						return jerr
+					}
+				} else if terr := res.WriteTable(os.Stdout); terr != nil {
+					return terr
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("scale mailbox: %w", err)
+			}
+			if res.FetchLost > 0 || res.Refused > 0 {
+				return fmt.Errorf("scale mailbox: %d envelopes refused, %d missing at fetch", res.Refused, res.FetchLost)
+			}
+			return nil
 		},
 	}
 }
