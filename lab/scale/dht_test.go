@@ -6,27 +6,38 @@ import (
 	"time"
 )
 
-// A small DHT of parley's own records resolves every handle, with a server
-// replaced every few hundred milliseconds while it does.
+// A small DHT of parley's own records resolves every handle to the right
+// device, with servers leaving and joining while it does.
 func TestDHTResolvesEveryHandle(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	res, err := RunDHT(ctx, DHTOptions{Servers: 40, Devices: 20, Latency: time.Millisecond,
-		Churn: 0.5, Duration: 2 * time.Second, Lookups: 40, Parallel: 8})
+	res, err := RunDHT(ctx, DHTOptions{Servers: 20, Devices: 10, Latency: time.Millisecond,
+		Churn: 1, Duration: 4 * time.Second, Lookups: 20, Parallel: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Published != 20 || res.PublishFailed != 0 {
-		t.Fatalf("published %d of 20: %v", res.Published, res.Failures)
+	if res.Published != 10 || res.PublishFailed != 0 {
+		t.Fatalf("published %d of 10: %v", res.Published, res.Failures)
 	}
-	if res.Resolved != res.Lookups || res.Lookups != 40 {
+	if res.Resolved != res.Lookups || res.Lookups != 20 {
 		t.Fatalf("resolved %d of %d lookups: %v", res.Resolved, res.Lookups, res.Failures)
 	}
 	if res.ServersLeft == 0 || res.ServersAdded != res.ServersLeft {
 		t.Fatalf("churn: %d servers left, %d joined", res.ServersLeft, res.ServersAdded)
 	}
-	if res.Rounds.P50 < 1 {
-		t.Fatalf("lookups took %v rounds: the query trace saw nothing", res.Rounds)
+	if res.Rounds.P50 < 1 || res.Messages.P50 < 1 {
+		t.Fatalf("rounds %v, messages %v: the query trace saw nothing", res.Rounds, res.Messages)
 	}
-	t.Logf("%+v", res)
+}
+
+func TestDHTOptionsRefuseNonsense(t *testing.T) {
+	for name, o := range map[string]DHTOptions{
+		"one server":     {Servers: 1},
+		"churn above 1":  {Servers: 10, Churn: 1.5},
+		"negative count": {Servers: 10, Lookups: -1},
+	} {
+		if _, err := RunDHT(context.Background(), o); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
 }

@@ -73,9 +73,9 @@ type mbNode struct {
 // mailbox.Server on SQLite on disk, reached over libp2p on 127.0.0.1) from
 // o.Senders devices for o.Duration or until o.Envelopes, with the quotas
 // raised out of the way, measuring each put of 16; fetches a sample of
-// recipients' mail (checking none is lost); measures the disk; then makes
-// a second holder's death hand the first holder's whole store to a third
-// supernode and times the re-replication.
+// recipients' mail (checking none is lost) after the re-replication: a
+// second holder's death hands the first holder's whole store to a third
+// supernode, timed; and measures the disk.
 func RunMailbox(ctx context.Context, o MailboxOptions) (*MailboxResult, error) {
 	if o.Envelopes < 0 || o.Duration < 0 || o.Size < 0 || o.Recipients < 0 || o.Senders < 0 {
 		return nil, errors.New("scale mailbox: counts and durations must not be negative")
@@ -144,8 +144,8 @@ func RunMailbox(ctx context.Context, o MailboxOptions) (*MailboxResult, error) {
 	if res.Deposited > 0 {
 		res.BytesPerMsg = float64(res.DiskBytes) / float64(res.Deposited)
 	}
-	fetchPhase(ctx, a, recips, want, res)
 	replicatePhase(ctx, o, a, c, res)
+	fetchPhase(ctx, a, recips, want, res)
 	res.Load = loadAverage()
 	return res, ctx.Err()
 }
