@@ -568,11 +568,17 @@ func cpuSeconds() float64 {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
-// churn replaces a random server by a new one at the rate o.Churn asks.
+// churn replaces a random server by a new one at the rate o.Churn asks;
+// the new one joins in the background, so a slow join does not slow the
+// rate at which servers leave.
 func (r *dhtRun) churn(res *DHTResult, stop <-chan struct{}) {
 	every := time.Duration(float64(time.Minute) / (r.o.Churn * float64(r.o.Servers)))
 	t := time.NewTicker(every)
 	defer t.Stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	var joined atomic.Int64
+	defer func() { res.ServersAdded = int(joined.Load()) }()
 	for {
 		select {
 		case <-stop:
@@ -589,15 +595,19 @@ func (r *dhtRun) churn(res *DHTResult, stop <-chan struct{}) {
 		r.mu.Unlock()
 		gone.close(r.net)
 		res.ServersLeft++
-		m, err := r.newServer(r.bootPeers(r.o.BootPeers))
-		if err != nil {
-			fmt.Fprintf(r.o.Progress, "scale dht: a new server did not join: %v\n", err)
-			continue
-		}
-		r.mu.Lock()
-		r.servers = append(r.servers, m)
-		r.mu.Unlock()
-		res.ServersAdded++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m, err := r.newServer(r.bootPeers(r.o.BootPeers))
+			if err != nil {
+				fmt.Fprintf(r.o.Progress, "scale dht: a new server did not join: %v\n", err)
+				return
+			}
+			r.mu.Lock()
+			r.servers = append(r.servers, m)
+			r.mu.Unlock()
+			joined.Add(1)
+		}()
 	}
 }
 

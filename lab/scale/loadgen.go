@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	mrand "math/rand/v2"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/libp2p/go-msgio/pbio"
+	ma "github.com/multiformats/go-multiaddr"
 	"golang.org/x/sys/unix"
 
 	"github.com/parley-net/parley/discovery"
@@ -207,6 +209,11 @@ func (g *loadGen) device(ctx context.Context) (*loadDevice, bool, error, error) 
 		h.Close()
 		return nil, false, nil, err
 	}
+	// The listening socket only chose the source address: close it, so
+	// the generator holds one descriptor a device, not two.
+	if sw, ok := h.Network().(interface{ ListenClose(...ma.Multiaddr) }); ok {
+		sw.ListenClose(h.Network().ListenAddresses()...)
+	}
 	if d.rec, err = deviceRecord(d.handle, h.ID(), time.Now()); err == nil {
 		err = putRecord(cctx, h, g.target.ID, discovery.HandleKey(d.handle), d.rec)
 	}
@@ -330,10 +337,15 @@ func kadRequest(ctx context.Context, h host.Host, p peer.ID, m *pb.Message) (*pb
 	return &resp, nil
 }
 
+// addrForm is an IPv4 address with an optional port, replaced in error
+// texts so that errors count by kind, not by address.
+var addrForm = regexp.MustCompile(`\d+\.\d+\.\d+\.\d+(:\d+)?`)
+
 // shortReason is an error's last line, for counting errors by kind.
 func shortReason(err error) string {
 	lines := strings.Split(strings.TrimSpace(err.Error()), "\n")
 	s := strings.TrimPrefix(strings.TrimSpace(lines[len(lines)-1]), "* ")
+	s = addrForm.ReplaceAllString(s, "ADDR")
 	if i := strings.LastIndex(s, "): "); i >= 0 {
 		s = s[i+3:]
 	}
@@ -355,7 +367,11 @@ func topErrors(m map[string]int) []string {
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].v > all[j].v })
 	var out []string
-	for _, e := range all {
+	for i, e := range all {
+		if i == 5 {
+			out = append(out, fmt.Sprintf("and %d other kinds", len(all)-5))
+			break
+		}
 		out = append(out, fmt.Sprintf("%d× %s", e.v, e.k))
 	}
 	return out
