@@ -42,6 +42,7 @@ func labScaleDHTCmd() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "servers", Value: 200, Usage: "DHT servers (supernodes)"},
 			&cli.IntFlag{Name: "devices", Usage: "DHT clients that publish and resolve (0: servers/10, at least 10)"},
+			&cli.IntFlag{Name: "publishers", Usage: "devices that publish a record, which lookups ask for (0: all)"},
 			&cli.DurationFlag{Name: "latency", Value: scale.DefaultLatency, Usage: "one-way delay of every link"},
 			&cli.Float64Flag{Name: "churn", Value: 0.1, Usage: "fraction of servers replaced per minute while resolving"},
 			&cli.DurationFlag{Name: "duration", Value: scale.DefaultDuration, Usage: "time the lookups are spread over"},
@@ -57,7 +58,7 @@ func labScaleDHTCmd() *cli.Command {
 			ctx, stop := signalContext()
 			defer stop()
 			res, err := scale.RunDHT(ctx, scale.DHTOptions{
-				Servers: c.Int("servers"), Devices: c.Int("devices"), Latency: c.Duration("latency"),
+				Servers: c.Int("servers"), Devices: c.Int("devices"), Publishers: c.Int("publishers"), Latency: c.Duration("latency"),
 				Churn: c.Float64("churn"), Duration: c.Duration("duration"), Lookups: c.Int("lookups"),
 				Parallel: c.Int("parallel"), Refresh: c.Bool("refresh"), Progress: os.Stderr,
 			})

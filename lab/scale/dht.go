@@ -41,6 +41,11 @@ type DHTOptions struct {
 	// Devices are DHT clients that publish a handle record each and
 	// resolve others'; 0 means Servers/10, at least 10.
 	Devices int
+	// Publishers is how many of the devices publish a record (the lookups
+	// ask for theirs); 0 means all. Devices are DHT clients: the others
+	// still connect to servers, but publishing thousands of records costs
+	// the simulation more than the DHT.
+	Publishers int
 	// Latency is every link's one-way delay; 0 means DefaultLatency.
 	Latency time.Duration
 	// Churn is the fraction of servers that leave, each replaced by a new
@@ -70,13 +75,16 @@ func (o *DHTOptions) fill() error {
 	switch {
 	case o.Servers < 2:
 		return fmt.Errorf("scale dht: need at least 2 servers (got %d)", o.Servers)
-	case o.Devices < 0 || o.Lookups < 0 || o.Parallel < 0 || o.BootPeers < 0 || o.Latency < 0 || o.Duration < 0:
+	case o.Devices < 0 || o.Publishers < 0 || o.Lookups < 0 || o.Parallel < 0 || o.BootPeers < 0 || o.Latency < 0 || o.Duration < 0:
 		return errors.New("scale dht: counts and durations must not be negative")
 	case o.Churn < 0 || o.Churn > 1:
 		return fmt.Errorf("scale dht: churn %.2f is not a fraction between 0 and 1", o.Churn)
 	}
 	if o.Devices == 0 {
 		o.Devices = max(10, o.Servers/10)
+	}
+	if o.Publishers == 0 || o.Publishers > o.Devices {
+		o.Publishers = o.Devices
 	}
 	if o.Latency == 0 {
 		o.Latency = DefaultLatency
@@ -103,11 +111,13 @@ func (o *DHTOptions) fill() error {
 // sequential request rounds a lookup needed to reach the server closest to
 // the key (see trace).
 type DHTResult struct {
-	Servers   int     `json:"servers"`
-	Devices   int     `json:"devices"`
-	LatencyMS float64 `json:"link_latency_ms"`
-	Churn     float64 `json:"churn_per_minute"`
-	SetupS    float64 `json:"setup_s"`
+	Servers int `json:"servers"`
+	Devices int `json:"devices"`
+	// Publishers are the devices that published a record.
+	Publishers int     `json:"publishers"`
+	LatencyMS  float64 `json:"link_latency_ms"`
+	Churn      float64 `json:"churn_per_minute"`
+	SetupS     float64 `json:"setup_s"`
 	// JoinFailed servers timed out joining and are not part of the DHT.
 	JoinFailed int `json:"join_failed"`
 
@@ -187,7 +197,7 @@ func RunDHT(ctx context.Context, o DHTOptions) (*DHTResult, error) {
 	// longer; every link gets o.Latency before anything is measured.
 	r := &dhtRun{o: o, net: newSimnet(0), ctx: ctx}
 	defer r.close()
-	res := &DHTResult{Servers: o.Servers, Devices: o.Devices, LatencyMS: ms(o.Latency), Churn: o.Churn}
+	res := &DHTResult{Servers: o.Servers, Devices: o.Devices, Publishers: o.Publishers, LatencyMS: ms(o.Latency), Churn: o.Churn}
 	stopProgress := r.progress(time.Now())
 	defer stopProgress()
 
@@ -430,10 +440,10 @@ func deviceRecord(handle string, id peer.ID, now time.Time) ([]byte, error) {
 }
 
 func (r *dhtRun) publish(res *DHTResult) {
-	r.setPhase(fmt.Sprintf("publishing %d handle records", len(r.devices)))
+	r.setPhase(fmt.Sprintf("publishing %d handle records", r.o.Publishers))
 	var mu sync.Mutex
 	var times, rounds Dist
-	r.parallel(len(r.devices), func(i int) error {
+	r.parallel(r.o.Publishers, func(i int) error {
 		m := r.devices[i]
 		ctx, cancel := context.WithTimeout(r.ctx, time.Minute)
 		defer cancel()
@@ -489,7 +499,7 @@ func (r *dhtRun) measure(res *DHTResult) {
 		sem <- struct{}{}
 		wg.Add(1)
 		from := r.devices[mrand.IntN(len(r.devices))]
-		to := r.devices[mrand.IntN(len(r.devices))]
+		to := r.devices[mrand.IntN(r.o.Publishers)]
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			ref, refErr := referenceRTT(r.ctx, from)
@@ -576,9 +586,8 @@ func (r *dhtRun) churn(res *DHTResult, stop <-chan struct{}) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var wg sync.WaitGroup
-	defer wg.Wait()
 	var joined atomic.Int64
-	defer func() { res.ServersAdded = int(joined.Load()) }()
+	defer func() { wg.Wait(); res.ServersAdded = int(joined.Load()) }()
 	for {
 		select {
 		case <-stop:
