@@ -57,6 +57,10 @@ type DHTConfig struct {
 	// its provider records); nil means kad-dht's in-memory map, lost at
 	// every restart. The caller closes it after the DHT.
 	Datastore ds.Batching
+	// Options are further kad-dht options, applied last (a lab turns off
+	// the routing-table refresh of thousands of simulated nodes); nil means
+	// none.
+	Options []dht.Option
 }
 
 // NewDHT starts a parley DHT on h.
@@ -92,7 +96,7 @@ func NewDHT(ctx context.Context, h host.Host, cfg DHTConfig) (*dht.IpfsDHT, erro
 	if cfg.Datastore != nil {
 		opts = append(opts, dht.Datastore(cfg.Datastore))
 	}
-	return dht.New(ctx, h, opts...)
+	return dht.New(ctx, h, append(opts, cfg.Options...)...)
 }
 
 // ParseAddrs turns multiaddr strings with /p2p/<id> into peer infos.

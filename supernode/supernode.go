@@ -29,7 +29,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
-	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -98,6 +97,11 @@ type Config struct {
 	// Limits narrow the host's resource manager per peer and per address;
 	// its zero value is p2plimits' defaults.
 	Limits p2plimits.Config
+	// MaxDevices is how many devices the supernode holds connections to at
+	// once; the resource manager, connection manager and file-descriptor
+	// limit are sized for it (see DefaultMaxDevices). 0 means
+	// DefaultMaxDevices.
+	MaxDevices int
 	// Logger receives the supernode's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock for record validity; nil means time.Now.
@@ -106,18 +110,19 @@ type Config struct {
 
 // Supernode is a running supernode.
 type Supernode struct {
-	cfg     Config
-	host    host.Host
-	dht     *dht.IpfsDHT
-	lock    *homelock.Lock
-	metrics *metrics.Server // nil: not serving metrics
-	stun    *STUNServer
-	mailbox *mailboxserver.Server
-	turn    *turnrelay.Server
-	creds   *turnrelay.CredentialService
-	claims  *ClaimServer
-	records *recordStore
-	hosts   *discovery.HostCache
+	cfg      Config
+	host     host.Host
+	dht      *dht.IpfsDHT
+	lock     *homelock.Lock
+	metrics  *metrics.Server // nil: not serving metrics
+	stun     *STUNServer
+	mailbox  *mailboxserver.Server
+	turn     *turnrelay.Server
+	creds    *turnrelay.CredentialService
+	claims   *ClaimServer
+	records  *recordStore
+	hosts    *discovery.HostCache
+	capacity *capacity
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -164,7 +169,10 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 	if err != nil {
 		return nil, err
 	}
-	cm, err := connmgr.NewConnManager(400, 800, connmgr.WithGracePeriod(time.Minute))
+	if s.capacity, err = newCapacity(cfg.MaxDevices, cfg.Logger); err != nil {
+		return nil, err
+	}
+	cm, err := s.capacity.connManager()
 	if err != nil {
 		return nil, err
 	}
@@ -175,19 +183,19 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 	if reg != nil {
 		cfg.Limits.Registerer = reg // the resource manager's own
 	}
-	limits, err := p2plimits.Option(cfg.Limits)
+	rm, err := s.capacity.resourceManager(cfg.Limits)
 	if err != nil {
 		return nil, err
 	}
 	opts := []libp2p.Option{
-		limits,
+		libp2p.ResourceManager(rm),
 		libp2p.Identity(key),
 		libp2p.ListenAddrStrings(cfg.Listen...),
 		libp2p.ConnectionManager(cm),
 		// An operator runs a supernode on a public address; AutoNAT would
 		// need other public peers to confirm it, which a new network lacks.
 		libp2p.ForceReachabilityPublic(),
-		libp2p.EnableRelayService(relay.WithResources(RelayLimits)),
+		libp2p.EnableRelayService(relay.WithResources(s.capacity.relayLimits())),
 		libp2p.EnableNATService(),
 		libp2p.Routing(func(h host.Host) (routing.PeerRouting, error) {
 			var err error

@@ -18,7 +18,7 @@ func labCmd() *cli.Command {
 	return &cli.Command{
 		Name:  "lab",
 		Usage: "researchers' harness: real parley processes in a lab of real NATs",
-		Subcommands: []*cli.Command{outageCmd(), {
+		Subcommands: []*cli.Command{outageCmd(), labScaleCmd(), {
 			Name: "nat",
 			Usage: "call between NAT types in network namespaces with kernel NATs (root only): " +
 				"tier, setup time and audio correlation per pair",

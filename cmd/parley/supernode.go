@@ -29,6 +29,7 @@ func supernodeCmd() *cli.Command {
 			&cli.StringSliceFlag{Name: "turn-relay-ip", EnvVars: []string{"PARLEY_TURN_RELAY_IP"}, Usage: "public `IP` of the relayed ports (required with TURN)"},
 			&cli.StringFlag{Name: "turn-ports", Value: "49152-65535", Usage: "relayed port range `MIN-MAX`"},
 			&cli.StringSliceFlag{Name: "turn-allow-cidr", Usage: "relay to peers in `CIDR` although it is private or special-purpose (a lab's own ranges)"},
+			&cli.IntFlag{Name: "max-devices", Value: supernode.DefaultMaxDevices, EnvVars: []string{"PARLEY_MAX_DEVICES"}, Usage: "devices held connected at once; past it connections are refused (resource manager, connection manager and file-descriptor limit follow)"},
 			&cli.DurationFlag{Name: "mailbox-replicate", Value: mailboxserver.DefaultReplicateInterval, EnvVars: []string{"PARLEY_MAILBOX_REPLICATE"},
 				Usage: "how often mailbox holders copy their mail to the current closest supernodes (healing after a loss)"},
 		},
@@ -49,7 +50,7 @@ func supernodeCmd() *cli.Command {
 			defer stop()
 			sn, err := supernode.New(ctx, supernode.Config{Home: c.String("home"), Listen: c.StringSlice("listen"),
 				Bootstrap: boot, MetricsAddr: c.String("metrics"), STUNAddr: c.String("stun"), TURN: turn, Logger: log,
-				Mailbox: mailboxserver.Config{ReplicateInterval: c.Duration("mailbox-replicate")}})
+				Mailbox: mailboxserver.Config{ReplicateInterval: c.Duration("mailbox-replicate")}, MaxDevices: c.Int("max-devices")})
 			if err != nil {
 				return err
 			}

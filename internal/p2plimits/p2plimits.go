@@ -12,8 +12,12 @@
 // the node's chat slots apply to loopback too.
 //
 // It must never raise a per-peer stream limit above go-libp2p's scaled
-// default, nor touch the host-wide limits: it only narrows what one peer or
-// one address may take. (A caller may set ConnsPerIP above go-libp2p's 8.)
+// default, nor touch the host-wide limits except by Config.HostConns: it
+// only narrows what one peer or one address may take. (A caller may set
+// ConnsPerIP above go-libp2p's 8.) go-libp2p scales the host-wide limits
+// to memory, not to a role: on a 24 GB machine it accepts 252 inbound
+// connections in all, so a supernode that is to hold thousands of devices
+// sets HostConns.
 package p2plimits
 
 import (
@@ -48,6 +52,13 @@ type Config struct {
 	// StreamsInboundPerPeer caps the streams one peer may open to us; 0
 	// means DefaultStreamsInboundPerPeer.
 	StreamsInboundPerPeer int
+	// HostConns, when positive, is the host's inbound connection limit
+	// (a supernode's device capacity): the host-wide limits become
+	// HostConns inbound connections, HostConns+256 in all, a file
+	// descriptor each plus 1,024, 8 streams a connection, and 1/16 of
+	// them mid-handshake (the transient scope); 0 means go-libp2p's
+	// scaled defaults.
+	HostConns int
 	// Registerer, if set, receives the resource manager's metrics
 	// (libp2p_rcmgr_*: connections, streams, memory, blocked resources);
 	// nil means none.
@@ -55,7 +66,7 @@ type Config struct {
 }
 
 func (c *Config) defaults() error {
-	for _, v := range []*int{&c.ConnsPerIP, &c.ConnsPerSubnet, &c.StreamsPerPeer, &c.StreamsInboundPerPeer} {
+	for _, v := range []*int{&c.HostConns, &c.ConnsPerIP, &c.ConnsPerSubnet, &c.StreamsPerPeer, &c.StreamsInboundPerPeer} {
 		if *v < 0 {
 			return fmt.Errorf("p2p limits: %d: use a positive limit or 0 for the default", *v)
 		}
@@ -101,6 +112,18 @@ func Limits(cfg Config) (rcmgr.ConcreteLimitConfig, error) {
 		peer.StreamsInbound = d.StreamsInbound
 	}
 	part := rcmgr.PartialLimitConfig{PeerDefault: peer}
+	if n := cfg.HostConns; n > 0 {
+		part.System = rcmgr.ResourceLimits{
+			ConnsInbound: rcmgr.LimitVal(n), ConnsOutbound: rcmgr.LimitVal(n + 256), Conns: rcmgr.LimitVal(n + 256),
+			FD:      rcmgr.LimitVal(n + 1024),
+			Streams: rcmgr.LimitVal(8 * n), StreamsInbound: rcmgr.LimitVal(4 * n), StreamsOutbound: rcmgr.LimitVal(4 * n),
+		}
+		t := max(256, n/16)
+		part.Transient = rcmgr.ResourceLimits{
+			ConnsInbound: rcmgr.LimitVal(t), ConnsOutbound: rcmgr.LimitVal(t), Conns: rcmgr.LimitVal(2 * t), FD: rcmgr.LimitVal(t),
+			Streams: rcmgr.LimitVal(2 * t), StreamsInbound: rcmgr.LimitVal(t), StreamsOutbound: rcmgr.LimitVal(t),
+		}
+	}
 	return part.Build(def), nil
 }
 
