@@ -20,7 +20,10 @@ import (
 // caller: frames are queued and written by the link's own goroutine.
 type sigLink interface {
 	// send queues f; a link whose queue is full is reset (signalling that
-	// far behind is broken).
+	// far behind is broken). It returns no error on purpose: a frame that
+	// cannot be queued or written breaks the link, the call learns it
+	// through onDown (Call.linkDown), and the frames the peer has not
+	// acknowledged are sent again on the link that replaces it (leg.log).
 	send(f callFrame)
 	// start begins reading: onFrame for each frame in order, then onDown
 	// once when the stream ends.

@@ -230,7 +230,11 @@ func (n *Node) receiveEnvelope(b []byte, handedBy peer.ID, viaMailbox bool) (str
 		return e.ID, err
 	}
 	if mine {
-		n.id.AdoptRecord(e.Record) // a newer device list of my own account
+		// A newer device list of my own account. Not adopting it loses
+		// nothing: the next one, or the DHT, brings it again.
+		if err := n.id.AdoptRecord(e.Record); err != nil {
+			n.log.Debug("adopt own record", "err", err)
+		}
 	}
 	// The record in the envelope proves the device was the account's when it
 	// signed; a device since unlinked must not speak for the account now.
@@ -695,9 +699,24 @@ func (n *Node) deliver(ctx context.Context, device string, outs []Outgoing) (map
 			why = err.Error()
 		}
 		backoff := min(time.Duration(1<<min(o.Attempts, 6))*time.Second, maxRetryBackoff)
-		n.store.MarkRetry(context.Background(), o.ID, device, now.Add(backoff).UnixMilli(), why)
+		if merr := n.store.MarkRetry(context.Background(), o.ID, device, now.Add(backoff).UnixMilli(), why); merr != nil {
+			// The envelope stays pending at its old time: it is retried
+			// sooner than planned, never lost.
+			n.log.Warn("outbox: record retry", "msg", o.ID, "device", device, "err", merr)
+		}
 	}
 	return state, err
+}
+
+// markOut moves an outbox entry forward (Store.MarkOut) where the step is
+// already done (a mailbox took the envelope, its device refused it): if the
+// store cannot record it, the entry stays pending and the envelope goes out
+// again later, which the recipient drops as a duplicate. So the failure is
+// logged, not returned: nothing is lost.
+func (n *Node) markOut(msgID string, device peer.ID, state int, nowMS int64, why string) {
+	if err := n.store.MarkOut(context.Background(), msgID, device.String(), state, nowMS, why); err != nil {
+		n.log.Warn("outbox: record progress", "msg", msgID, "device", device, "state", state, "err", err)
+	}
 }
 
 // unreachableFor is how long a device that could not be dialled is not
@@ -743,7 +762,7 @@ func (n *Node) seal(ctx context.Context, device peer.ID, outs []Outgoing) ([][]b
 	if dev == nil {
 		// Unlinked since: nothing more goes to it.
 		for _, o := range outs {
-			n.store.MarkOut(context.Background(), o.ID, device.String(), outRefused, n.cfg.Now().UnixMilli(), "device unlinked")
+			n.markOut(o.ID, device, outRefused, n.cfg.Now().UnixMilli(), "device unlinked")
 		}
 		return nil, nil, fmt.Errorf("device %s is no longer one of %s's", device.ShortString(), rec.Handle)
 	}
@@ -814,7 +833,7 @@ func (n *Node) deliverDirect(ctx context.Context, id peer.ID, outs []Outgoing, e
 		if f.Err != "" {
 			refused = fmt.Errorf("%s refused %s: %s", id.ShortString(), f.ID, f.Err)
 			state[f.ID] = outRefused
-			n.store.MarkOut(context.Background(), f.ID, id.String(), outRefused, now, f.Err)
+			n.markOut(f.ID, id, outRefused, now, f.Err)
 			continue
 		}
 		state[f.ID] = outDelivered
@@ -900,7 +919,7 @@ func (n *Node) deposit(ctx context.Context, device peer.ID, rec *discovery.Handl
 		for i := range items {
 			if took[i] == len(holders) {
 				state[items[i].ID] = outMailbox
-				n.store.MarkOut(context.Background(), items[i].ID, device.String(), outMailbox, now, "")
+				n.markOut(items[i].ID, device, outMailbox, now, "")
 			}
 		}
 		if len(why) > 0 {
