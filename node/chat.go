@@ -207,7 +207,7 @@ func (n *Node) noteLookupFailed(handle string) {
 	n.failed[handle] = n.cfg.Now()
 }
 
-// receiveEnvelope checks, opens and commits one envelope. relayedBy is the
+// receiveEnvelope checks, opens and commits one envelope. handedBy is the
 // peer that handed it over (the sender device itself, or a mailbox). It
 // returns the envelope's ID when it could be parsed.
 func (n *Node) receiveEnvelope(b []byte, handedBy peer.ID, viaMailbox bool) (string, error) {
