@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/parley-net/parley/internal/nodetest"
 	"github.com/parley-net/parley/mailbox"
 	"github.com/parley-net/parley/supernode/mailboxserver"
 )
@@ -177,7 +178,7 @@ func TestMailboxesHealInWaves(t *testing.T) {
 
 	restored := func(what string) time.Duration {
 		t.Helper()
-		return waitUntil(t, 20*time.Second, what, func() bool {
+		return nodetest.Eventually(t, 20*time.Second, what, func() bool {
 			for _, i := range nw.expected(key, k) {
 				if !nw.holds(i, msgs) {
 					return false

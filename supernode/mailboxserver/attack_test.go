@@ -17,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/parley-net/parley/internal/nodetest"
 	"github.com/parley-net/parley/internal/wire"
 	"github.com/parley-net/parley/mailbox"
 )
@@ -125,7 +126,7 @@ func TestAckReplicatesDelete(t *testing.T) {
 	if got := fetchIDs(t, device, ha.ID(), true); len(got) != 1 {
 		t.Fatalf("fetched %v", got)
 	}
-	waitFor(t, "the other holder deleting the acknowledged envelope", func() bool { c, _ := b.Count(); return c == 0 })
+	nodetest.Eventually(t, 10*time.Second, "the other holder deleting the acknowledged envelope", func() bool { c, _ := b.Count(); return c == 0 })
 }
 
 // TestAttackQuotaFreeIdentities: identities are free, so an attacker uses
@@ -246,7 +247,7 @@ func TestReplicaChargedToSender(t *testing.T) {
 			t.Fatalf("put from %d: %+v %v", i, res, err)
 		}
 	}
-	waitFor(t, "all four envelopes replicated", func() bool { c, _ := b.Count(); return c == 4 })
+	nodetest.Eventually(t, 10*time.Second, "all four envelopes replicated", func() bool { c, _ := b.Count(); return c == 4 })
 	rows, err := b.db.Query(`SELECT src_ip, COUNT(*) FROM items GROUP BY src_ip ORDER BY src_ip`)
 	if err != nil {
 		t.Fatal(err)
@@ -310,17 +311,6 @@ func newRandomPeer(t *testing.T) peer.ID {
 }
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // TestMailboxFilesPrivate: the mailbox database and its WAL are 0600 even
 // when the home and an old database were readable by others.
