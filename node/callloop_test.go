@@ -437,12 +437,20 @@ func TestCallMachineAnsweredElsewhere(t *testing.T) {
 	}
 }
 
-func TestCallMachineRestartBackoff(t *testing.T) {
+// answeredMachine is an outgoing call whose one callee device, "laptop",
+// has accepted: the start of every test of a call in progress.
+func answeredMachine(t *testing.T) (*machine, *fakeLink, *fakeSession) {
+	t.Helper()
 	m := newMachine(t, CallOutgoing, CallOptions{})
 	a, s := m.addLeg("laptop")
 	m.invitesDone()
 	a.deliver(callFrame{Type: sigAccept, Call: "0a0b", Seq: 1, SDP: "v=0 answer"})
 	m.c.sync()
+	return m, a, s
+}
+
+func TestCallMachineRestartBackoff(t *testing.T) {
+	m, a, s := answeredMachine(t)
 	s.state(media.StateConnected)
 	m.c.sync()
 	// The peer stays heard (pongs), so only the restart rule is at work.
@@ -484,11 +492,7 @@ func TestCallMachineRestartBackoff(t *testing.T) {
 }
 
 func TestCallMachineStaleRestartAnswerIgnored(t *testing.T) {
-	m := newMachine(t, CallOutgoing, CallOptions{})
-	a, s := m.addLeg("laptop")
-	m.invitesDone()
-	a.deliver(callFrame{Type: sigAccept, Call: "0a0b", Seq: 1, SDP: "v=0 answer"})
-	m.c.sync()
+	m, a, s := answeredMachine(t)
 	s.state(media.StateFailed)
 	m.c.sync()
 	m.stepHeard(a, 300*time.Millisecond)
@@ -634,11 +638,7 @@ func TestCallMachineIncomingRingTimeout(t *testing.T) {
 }
 
 func TestCallMachineDeadLinkReopened(t *testing.T) {
-	m := newMachine(t, CallOutgoing, CallOptions{})
-	a, s := m.addLeg("laptop")
-	m.invitesDone()
-	a.deliver(callFrame{Type: sigAccept, Call: "0a0b", Seq: 1, SDP: "v=0 answer"})
-	m.c.sync()
+	m, a, s := answeredMachine(t)
 	s.state(media.StateConnected)
 	s.packets.Add(1)
 	m.step(testTick)

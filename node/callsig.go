@@ -216,7 +216,7 @@ func (e nodeEnv) spawn(f func()) {
 }
 
 func (e nodeEnv) answerSession(ctx context.Context, opts CallOptions) (callSession, *iceSet, error) {
-	mcfg, ice, err := e.n.iceFor(ctx, opts.Path, opts.Profile, false)
+	mcfg, ice, err := e.n.iceFor(ctx, opts.Path, opts.Profile, iceFirst)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -229,7 +229,7 @@ func (e nodeEnv) answerSession(ctx context.Context, opts CallOptions) (callSessi
 }
 
 func (e nodeEnv) refreshICE(ctx context.Context, path, profile string) ([]webrtc.ICEServer, *iceSet, error) {
-	mcfg, ice, err := e.n.iceFor(ctx, path, profile, true)
+	mcfg, ice, err := e.n.iceFor(ctx, path, profile, iceRestart)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -277,7 +277,7 @@ func (n *Node) Call(ctx context.Context, handle string, opts CallOptions) (*Call
 		opts.Close()
 		return nil, err
 	}
-	rec, err := n.resolve(ctx, handle, true)
+	rec, err := n.resolve(ctx, handle, skipCache)
 	if err != nil {
 		return fail(err)
 	}
@@ -290,7 +290,7 @@ func (n *Node) Call(ctx context.Context, handle string, opts CallOptions) (*Call
 	if len(devices) == 0 {
 		return fail(fmt.Errorf("%w: %s has no other device", ErrNoDevice, handle))
 	}
-	mcfg, ice, err := n.iceFor(ctx, opts.Path, opts.Profile, false)
+	mcfg, ice, err := n.iceFor(ctx, opts.Path, opts.Profile, iceFirst)
 	if err != nil {
 		return fail(err)
 	}

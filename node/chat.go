@@ -163,7 +163,7 @@ func (n *Node) verifySender(ctx context.Context, rec *discovery.HandleRecord) er
 		if n.lookupFailedRecently(rec.Handle) {
 			return fmt.Errorf("%w: %s could not be looked up a moment ago", ErrHeld, rec.Handle)
 		}
-		cur, err := n.resolve(ctx, rec.Handle, false)
+		cur, err := n.resolve(ctx, rec.Handle, cacheOK)
 		if err != nil {
 			if !errors.Is(err, ErrOffline) {
 				// Offline, no lookup was made: the next envelope may try.
@@ -369,7 +369,7 @@ func (n *Node) Send(ctx context.Context, to, body string) (*SendResult, error) {
 		}
 		group, conv, handles = g, GroupConv(g.ID), g.Members
 	} else {
-		rec, err := n.resolve(ctx, to, false)
+		rec, err := n.resolve(ctx, to, cacheOK)
 		if err != nil {
 			return nil, err
 		}
@@ -480,7 +480,7 @@ func (n *Node) targets(ctx context.Context, handles []string) ([]Target, error) 
 		if h == n.id.Handle() {
 			continue
 		}
-		rec, err := n.resolve(ctx, h, false)
+		rec, err := n.resolve(ctx, h, cacheOK)
 		if err != nil {
 			return nil, err
 		}
@@ -556,7 +556,7 @@ func (n *Node) CreateGroup(ctx context.Context, name string, members []string) (
 	}
 	for _, m := range g.Members {
 		if m != n.id.Handle() {
-			if _, err := n.resolve(ctx, m, false); err != nil {
+			if _, err := n.resolve(ctx, m, cacheOK); err != nil {
 				return nil, err
 			}
 		}
@@ -754,7 +754,7 @@ func (n *Node) seal(ctx context.Context, device peer.ID, outs []Outgoing) ([][]b
 	if len(outs) == 0 {
 		return nil, nil, nil
 	}
-	rec, err := n.resolve(ctx, outs[0].Handle, false)
+	rec, err := n.resolve(ctx, outs[0].Handle, cacheOK)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -893,7 +893,7 @@ func (n *Node) deposit(ctx context.Context, device peer.ID, rec *discovery.Handl
 			wg.Add(1)
 			go func(h peer.ID) {
 				defer wg.Done()
-				res, err := mailbox.Put(ctx, n.host, h, items, false)
+				res, err := mailbox.Put(ctx, n.host, h, items)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {

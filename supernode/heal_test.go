@@ -164,7 +164,7 @@ func TestMailboxesHealInWaves(t *testing.T) {
 		for rest := items; len(rest) > 0; {
 			batch := rest[:min(len(rest), mailbox.MaxItemsPerPut)]
 			rest = rest[len(batch):]
-			res, err := mailbox.Put(ctx, sender, ai.ID, batch, false)
+			res, err := mailbox.Put(ctx, sender, ai.ID, batch)
 			if err != nil {
 				t.Fatal(err)
 			}

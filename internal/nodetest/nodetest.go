@@ -9,6 +9,11 @@
 package nodetest
 
 import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,4 +62,46 @@ func LeakCheck(t testing.TB, opts ...goleak.Option) (check func()) {
 			t.Error(err)
 		}
 	}
+}
+
+// RunWithParley runs a package's tests (m) with *bin set to a parley binary
+// built from this module's cmd/parley, or taken from the environment
+// variable env when that is set, and exits with their result. When need is
+// not nil and reports an error (a lab without root, say), the tests run
+// without a binary: those that need one skip.
+func RunWithParley(m *testing.M, env string, need func() error, bin *string) {
+	if need != nil && need() != nil {
+		os.Exit(m.Run())
+	}
+	if *bin = os.Getenv(env); *bin != "" {
+		os.Exit(m.Run())
+	}
+	dir, err := os.MkdirTemp("", "parley-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*bin = filepath.Join(dir, "parley")
+	if err := buildParley(*bin); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// buildParley builds cmd/parley of the module the tests run in to bin.
+func buildParley(bin string) error {
+	gomod, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return fmt.Errorf("find the module: %w", err)
+	}
+	build := exec.Command("go", "build", "-o", bin, "./cmd/parley")
+	build.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
+	if out, err := build.CombinedOutput(); err != nil {
+		return fmt.Errorf("build parley: %w\n%s", err, out)
+	}
+	return nil
 }

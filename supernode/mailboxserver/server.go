@@ -551,7 +551,7 @@ func (s *Server) pushMissing(ctx context.Context, holder peer.ID, items []mailbo
 	for len(missing) > 0 {
 		batch := missing[:min(len(missing), mailbox.MaxItemsPerPut)]
 		missing = missing[len(batch):]
-		res, err := mailbox.Put(ctx, s.cfg.Host, holder, batch, true)
+		res, err := mailbox.PutReplica(ctx, s.cfg.Host, holder, batch)
 		if err != nil {
 			s.log.Debug("replicate to holder", "holder", holder, "err", err)
 			return
