@@ -352,6 +352,8 @@ var ErrNoSuchGroup = errors.New("no such group")
 // attempt to every device it is for: the recipient's (or every member's, for
 // "#group") and my other devices. Devices not reached get it through their
 // mailboxes or later retries; Send never loses a message it returned for.
+// Long because its steps (check, resolve, commit, first attempt, report)
+// share the message and its targets; each is a few lines.
 func (n *Node) Send(ctx context.Context, to, body string) (*SendResult, error) {
 	switch {
 	case len(body) > MaxBodyBytes:

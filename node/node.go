@@ -238,6 +238,8 @@ func (c *Config) setDefaults() error {
 // keeps trying (netLoop) and comes online by itself. Start fails only for
 // what no retry can fix: the home, the identity, a handle held by another
 // account, or no supernode address at all.
+// It is long on purpose: it is the one place a node is assembled, step by
+// step in the order the parts depend on each other, each undone on error.
 func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
@@ -616,6 +618,8 @@ func (n *Node) resolve(ctx context.Context, handle string, mode lookupMode) (*di
 // not replace it), else the account whose claim a quorum of trusted
 // supernodes witnessed first, which it then pins. Only verified records
 // enter the cache. It returns the DHT lookup too, nil when none was made.
+// Long because the cache, the DHT and the pinning decision read best as one
+// sequence.
 func (n *Node) lookup(ctx context.Context, handle string, mode lookupMode) (*discovery.HandleRecord, *discovery.Lookup, error) {
 	now := n.cfg.Now()
 	if handle == n.id.Handle() {
