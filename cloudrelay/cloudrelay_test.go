@@ -17,8 +17,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/pion/logging"
 	"github.com/pion/turn/v5"
-	"go.uber.org/goleak"
 
+	"github.com/parley-net/parley/internal/nodetest"
 	"github.com/parley-net/parley/internal/turnrelay"
 	"github.com/parley-net/parley/turncreds"
 )
@@ -39,12 +39,6 @@ func testConfig(t *testing.T) Config {
 		MetricsAddr: "127.0.0.1:0",
 		Logger:      slog.New(slog.DiscardHandler),
 	}
-}
-
-// checkLeaks fails t if goroutines started during it outlive its cleanups.
-func checkLeaks(t *testing.T) {
-	opt := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
 }
 
 // allocateUDP makes a TURN allocation over UDP at addr ("HOST:PORT") and
@@ -81,7 +75,7 @@ func allocateUDP(t *testing.T, addr, user, pass string) {
 // its /p2p/ address fetches credentials, allocates with them, and the
 // allocation shows on the metrics endpoint. Nothing of it outlives Close.
 func TestCloudRelay(t *testing.T) {
-	checkLeaks(t)
+	nodetest.CheckLeaks(t)
 	c, err := Start(testConfig(t))
 	if err != nil {
 		t.Fatal(err)
@@ -146,7 +140,7 @@ func TestConfigContradictions(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			checkLeaks(t)
+			nodetest.CheckLeaks(t)
 			cfg := testConfig(t)
 			tc.mod(&cfg)
 			if c, err := Start(cfg); err == nil {

@@ -88,6 +88,8 @@ func ValidatorOf(d *dht.IpfsDHT) HandleValidator {
 // ranked by HandleValidator, so a rogue server's answer is one answer among
 // several and loses to a claim a quorum of trusted supernodes witnessed
 // first. It fails with ErrNoSuchHandle when no server has a valid record.
+// Long because the quorum rule reads best in one place: ask, collect,
+// verify, choose.
 func LookupHandle(ctx context.Context, d *dht.IpfsDHT, handle string) (*Lookup, error) {
 	if err := ValidHandle(handle); err != nil {
 		return nil, err

@@ -1,8 +1,11 @@
 // Package lab runs parley scenarios for people who want to see or measure
-// the system: the embedded demo (one supernode and several nodes in one
-// process on 127.0.0.1) and, later, topologies of real NATs in network
-// namespaces. lab builds on node and supernode and never reaches outside
-// the loopback interface or the namespaces it creates.
+// the system. This package is the embedded demo (`parley demo`: supernodes
+// and several nodes in one process on 127.0.0.1); its sub-packages are the
+// labs of real NATs in network namespaces: lab/netlab builds them,
+// lab/natlab calls between NAT types (`parley lab nat`), lab/outage kills
+// supernodes and relays under a workload (`parley lab outage`). lab builds
+// on node and supernode, never the other way round (internal/deptest), and
+// never reaches outside the loopback interface or the namespaces it creates.
 package lab
 
 import (

@@ -13,8 +13,19 @@ import (
 	"github.com/parley-net/parley/internal/wire"
 )
 
-// Put leaves items with one holder and returns what became of each.
-func Put(ctx context.Context, h host.Host, holder peer.ID, items []Item, replica bool) ([]Result, error) {
+// Put leaves items with one holder and returns what became of each: what a
+// sender device does.
+func Put(ctx context.Context, h host.Host, holder peer.ID, items []Item) ([]Result, error) {
+	return put(ctx, h, holder, items, false)
+}
+
+// PutReplica copies items, which this supernode holds, to another holder
+// (replication); holders take it only from supernodes.
+func PutReplica(ctx context.Context, h host.Host, holder peer.ID, items []Item) ([]Result, error) {
+	return put(ctx, h, holder, items, true)
+}
+
+func put(ctx context.Context, h host.Host, holder peer.ID, items []Item, replica bool) ([]Result, error) {
 	s, err := h.NewStream(ctx, holder, Protocol)
 	if err != nil {
 		return nil, fmt.Errorf("mailbox %s: %w", holder.ShortString(), err)

@@ -10,6 +10,8 @@ import (
 	"github.com/pion/logging"
 	"github.com/pion/transport/v4/vnet"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/parley-net/parley/internal/nodetest"
 )
 
 // lossyNet is a pion virtual network (vnet) with two hosts, 192.0.2.1 and
@@ -92,7 +94,7 @@ type lossyResult struct {
 }
 
 func lossyCall(t *testing.T, fec bool) {
-	check := checkGoroutines(t)
+	check := nodetest.LeakCheck(t)
 	defer check()
 	const frames = 150
 	r := realTime(t, func() (lossyResult, uint64) {

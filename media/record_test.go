@@ -13,13 +13,15 @@ import (
 	"time"
 
 	"github.com/thesyncim/gopus/container/ogg"
+
+	"github.com/parley-net/parley/internal/nodetest"
 )
 
 // TestRecordingOggOpus records a call and checks the Ogg Opus file: its
 // structure with gopus's Ogg reader, and its audio by decoding it with
 // opusdec (opus-tools), an Opus decoder nobody here wrote.
 func TestRecordingOggOpus(t *testing.T) {
-	check := checkGoroutines(t)
+	check := nodetest.LeakCheck(t)
 	defer check()
 
 	const frames = 100 // 2 s

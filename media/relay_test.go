@@ -8,6 +8,8 @@ import (
 
 	"github.com/pion/turn/v5"
 	"github.com/pion/webrtc/v4"
+
+	"github.com/parley-net/parley/internal/nodetest"
 )
 
 // startTURN runs a pion TURN server on 127.0.0.1 with one user and returns
@@ -51,7 +53,7 @@ func startTURN(t *testing.T) (webrtc.ICEServer, func()) {
 // TestCallRelayOnly forces both sides through a TURN relay (the mobile
 // profile, or --path cloud) and checks the path statistics say so.
 func TestCallRelayOnly(t *testing.T) {
-	check := checkGoroutines(t)
+	check := nodetest.LeakCheck(t)
 	defer check()
 	server, stop := startTURN(t)
 	defer stop()

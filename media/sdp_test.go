@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/parley-net/parley/internal/nodetest"
 )
 
 // offerSDP returns a real offer from a loopback session.
@@ -77,7 +79,7 @@ func TestFingerprintFromSDP(t *testing.T) {
 // TestMalformedSignalling feeds bad descriptions and candidates to a live
 // session: each must be an error, and the session must still work.
 func TestMalformedSignalling(t *testing.T) {
-	check := checkGoroutines(t)
+	check := nodetest.LeakCheck(t)
 	defer check()
 	offer := offerSDP(t)
 	ctx := context.Background()

@@ -7,12 +7,13 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pion/webrtc/v4"
+
+	"github.com/parley-net/parley/internal/nodetest"
 )
 
 // testLogger logs to the test's output at Warn and above, or everything
@@ -153,30 +154,6 @@ func waitClosed(t testing.TB, ch <-chan struct{}, d time.Duration, what string) 
 	}
 }
 
-// checkGoroutines returns a function that fails the test unless the
-// goroutine count falls back to what it is now (like pion's
-// test.CheckRoutines and tailscale's tstest.ResourceCheck).
-func checkGoroutines(t testing.TB) func() {
-	t.Helper()
-	base := runtime.NumGoroutine()
-	return func() {
-		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= base {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Fatalf("goroutines: %d, baseline %d; stacks:\n%s", n, base, buf)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-}
-
 // realTime runs attempt up to three times while the machine is too loaded
 // for a real-time call, which attempt reports as a count of timing
 // disturbances (see disturbances). The last attempt's result is returned
@@ -214,7 +191,7 @@ type speechCallResult struct {
 }
 
 func TestCallLoopbackSpeech(t *testing.T) {
-	check := checkGoroutines(t)
+	check := nodetest.LeakCheck(t)
 	defer check()
 	const frames = 150 // 3 s
 
@@ -307,7 +284,7 @@ func containsState(ss []State, s State) bool {
 func TestCloseReleasesEverything(t *testing.T) {
 	for _, side := range []string{"offerer", "answerer"} {
 		t.Run(side, func(t *testing.T) {
-			check := checkGoroutines(t)
+			check := nodetest.LeakCheck(t)
 			defer check()
 			tone, err := ToneSource(440, 0.3)
 			if err != nil {
@@ -338,7 +315,7 @@ func TestCloseReleasesEverything(t *testing.T) {
 
 // TestCloseBeforeConnect closes sessions that never connected.
 func TestCloseBeforeConnect(t *testing.T) {
-	check := checkGoroutines(t)
+	check := nodetest.LeakCheck(t)
 	defer check()
 	s, err := NewSession(loopback(t, Config{}))
 	if err != nil {
@@ -365,7 +342,7 @@ var _ io.Writer = (*countingWriter)(nil)
 // TestRestartICE restarts ICE in the middle of a call: the call must stay
 // up and audio keep flowing over the new credentials.
 func TestRestartICE(t *testing.T) {
-	check := checkGoroutines(t)
+	check := nodetest.LeakCheck(t)
 	defer check()
 	c := newCall(t, Config{Source: SpeechLikeSource(8)}, Config{Source: SpeechLikeSource(9)})
 	c.connect(t)

@@ -13,31 +13,82 @@ import (
 	"github.com/parley-net/parley/node/netcheck"
 )
 
+// apiError is the body of every error answer of the control API: the text a
+// person reads and, when the error is one of the sentinels in apiCodes, its
+// code, so the client can give back an error that errors.Is matches.
 type apiError struct {
 	Error string `json:"error"`
+	Code  string `json:"code,omitempty"`
 }
 
+// apiCodes are the sentinel errors the control API carries by name, with
+// the HTTP status each answers with; the first match wins. A code is part
+// of the API: never rename one.
+var apiCodes = []struct {
+	code   string
+	err    error
+	status int
+}{
+	{"no_such_handle", discovery.ErrNoSuchHandle, http.StatusNotFound},
+	{"bad_handle", discovery.ErrBadHandle, http.StatusBadRequest},
+	{"bad_message", ErrBadMessage, http.StatusBadRequest},
+	{"bad_audio", ErrBadAudio, http.StatusBadRequest},
+	{"no_such_call", ErrNoSuchCall, http.StatusNotFound},
+	{"no_such_group", ErrNoSuchGroup, http.StatusNotFound},
+	{"call_state", ErrCallState, http.StatusConflict},
+	{"busy", ErrBusy, http.StatusConflict},
+	{"no_device", ErrNoDevice, http.StatusServiceUnavailable},
+	{"no_relay", ErrNoRelay, http.StatusServiceUnavailable},
+	{"offline", ErrOffline, http.StatusServiceUnavailable},
+	{"no_netcheck_targets", netcheck.ErrNoTargets, http.StatusServiceUnavailable},
+	{"contact_key_changed", ErrContactKeyChanged, http.StatusConflict},
+	{"record_expired", discovery.ErrExpired, http.StatusConflict},
+	{"held", ErrHeld, http.StatusConflict},
+	{"unverified", ErrUnverified, http.StatusConflict},
+	{"timeout", context.DeadlineExceeded, http.StatusGatewayTimeout},
+	{"no_dht_peer", kb.ErrLookupFailure, http.StatusServiceUnavailable},
+}
+
+// writeErr answers with err: its status and code from apiCodes (500 and no
+// code for any other error), and its text as a person reads it.
 func writeErr(w http.ResponseWriter, err error) {
-	code := http.StatusInternalServerError
-	switch {
-	case errors.Is(err, discovery.ErrNoSuchHandle):
-		code = http.StatusNotFound
-	case errors.Is(err, discovery.ErrBadHandle), errors.Is(err, ErrBadMessage), errors.Is(err, ErrBadAudio):
-		code = http.StatusBadRequest
-	case errors.Is(err, ErrNoSuchCall), errors.Is(err, ErrNoSuchGroup):
-		code = http.StatusNotFound
-	case errors.Is(err, ErrCallState), errors.Is(err, ErrBusy):
-		code = http.StatusConflict
-	case errors.Is(err, ErrNoDevice), errors.Is(err, ErrNoRelay), errors.Is(err, ErrOffline), errors.Is(err, netcheck.ErrNoTargets):
-		code = http.StatusServiceUnavailable
-	case errors.Is(err, ErrContactKeyChanged), errors.Is(err, discovery.ErrExpired), errors.Is(err, ErrHeld), errors.Is(err, ErrUnverified):
-		code = http.StatusConflict
-	case errors.Is(err, context.DeadlineExceeded):
-		code = http.StatusGatewayTimeout
-	case errors.Is(err, kb.ErrLookupFailure):
-		code = http.StatusServiceUnavailable
+	status, code := http.StatusInternalServerError, ""
+	for _, c := range apiCodes {
+		if errors.Is(err, c.err) {
+			status, code = c.status, c.code
+			break
+		}
 	}
-	writeJSON(w, code, apiError{Error: userText(err)})
+	writeJSON(w, status, apiError{Error: userText(err), Code: code})
+}
+
+// APIError is an error the daemon answered a control API request with. It
+// wraps the sentinel error its code names (errors.Is(err, ErrNoSuchCall)
+// holds on the client as on the daemon), and reads as the daemon's text.
+type APIError struct {
+	// Code is the machine-readable name of the error ("" when the daemon
+	// gave none); Status the HTTP status.
+	Code   string
+	Status int
+	msg    string
+	err    error // the sentinel Code names; nil for none or an unknown one
+}
+
+func (e *APIError) Error() string { return e.msg }
+
+// Unwrap is the sentinel error the code names, or nil.
+func (e *APIError) Unwrap() error { return e.err }
+
+// apiErrorOf rebuilds the error a daemon answered with.
+func apiErrorOf(status int, body apiError) *APIError {
+	e := &APIError{Code: body.Code, Status: status, msg: body.Error}
+	for _, c := range apiCodes {
+		if c.code == body.Code {
+			e.err = c.err
+			break
+		}
+	}
+	return e
 }
 
 // ErrorText is an error as a person reads it: the words of libraries below

@@ -101,8 +101,7 @@ func (a AudioSpec) Open() (opts CallOptions, err error) {
 type syncCloser struct{ f *os.File }
 
 func (s syncCloser) Close() error {
-	s.f.Sync()
-	return s.f.Close()
+	return errors.Join(s.f.Sync(), s.f.Close())
 }
 
 var _ io.Closer = syncCloser{}

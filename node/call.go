@@ -553,9 +553,9 @@ func (n *Node) publishCall(c *Call) {
 
 // iceFor gives a call's media the ICE servers its policy allows now (a
 // relay that died since the call began is left out): every tier on a
-// restart (fresh), the first relay tier that has one otherwise.
-func (n *Node) iceFor(ctx context.Context, path, profile string, fresh bool) (media.Config, *iceSet, error) {
-	return n.callMedia(ctx, path, profile, fresh)
+// restart, the first relay tier that has one otherwise.
+func (n *Node) iceFor(ctx context.Context, path, profile string, mode iceMode) (media.Config, *iceSet, error) {
+	return n.callMedia(ctx, path, profile, mode)
 }
 
 // iceServersOf is what refreshing a session needs of iceFor.

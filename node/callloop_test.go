@@ -16,6 +16,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/parley-net/parley/internal/clock"
+	"github.com/parley-net/parley/internal/nodetest"
 	"github.com/parley-net/parley/media"
 )
 
@@ -334,7 +335,7 @@ func (m *machine) do(f func()) {
 // waitIdle waits until no re-open attempt is under way.
 func (m *machine) waitIdle() {
 	m.t.Helper()
-	waitFor(m.t, "the re-open attempt to finish", func() bool {
+	nodetest.Eventually(m.t, 5*time.Second, "the re-open attempt to finish", func() bool {
 		busy := false
 		m.do(func() { busy = m.c.reopening })
 		return !busy
@@ -442,18 +443,26 @@ func TestCallMachineAnsweredElsewhere(t *testing.T) {
 	}
 	// A second accept, late, is told the call went elsewhere.
 	close(as.first)
-	waitFor(t, "first audio to make the call active", func() bool { return m.c.snapshot().State == CallActive })
+	nodetest.Eventually(t, 5*time.Second, "first audio to make the call active", func() bool { return m.c.snapshot().State == CallActive })
 	if m.c.snapshot().Device != peer.ID("laptop").String() {
 		t.Fatalf("device %q", m.c.snapshot().Device)
 	}
 }
 
-func TestCallMachineRestartBackoff(t *testing.T) {
+// answeredMachine is an outgoing call whose one callee device, "laptop",
+// has accepted: the start of every test of a call in progress.
+func answeredMachine(t *testing.T) (*machine, *fakeLink, *fakeSession) {
+	t.Helper()
 	m := newMachine(t, CallOutgoing, CallOptions{})
 	a, s := m.addLeg("laptop")
 	m.invitesDone()
 	a.deliver(callFrame{Type: sigAccept, Call: "0a0b", Seq: 1, SDP: "v=0 answer"})
 	m.c.sync()
+	return m, a, s
+}
+
+func TestCallMachineRestartBackoff(t *testing.T) {
+	m, a, s := answeredMachine(t)
 	s.state(media.StateConnected)
 	m.c.sync()
 	// The peer stays heard (pongs), so only the restart rule is at work.
@@ -464,7 +473,7 @@ func TestCallMachineRestartBackoff(t *testing.T) {
 		t.Fatalf("restarted after 200 ms (%d)", n)
 	}
 	m.stepHeard(a, 100*time.Millisecond)
-	waitFor(t, "first ICE restart offer", func() bool { return strings.Count(a.types(), sigRestart) == 1 })
+	nodetest.Eventually(t, 5*time.Second, "first ICE restart offer", func() bool { return strings.Count(a.types(), sigRestart) == 1 })
 	// Each unanswered restart is followed by another after RestartRetry,
 	// five in all; the sixth attempt ends the call.
 	for i := 2; i <= 5; i++ {
@@ -473,7 +482,7 @@ func TestCallMachineRestartBackoff(t *testing.T) {
 			t.Fatalf("restart %d came early: %d restarts", i, got)
 		}
 		m.stepHeard(a, 100*time.Millisecond)
-		waitFor(t, "next ICE restart", func() bool { m.c.sync(); return strings.Count(a.types(), sigRestart) == i })
+		nodetest.Eventually(t, 5*time.Second, "next ICE restart", func() bool { m.c.sync(); return strings.Count(a.types(), sigRestart) == i })
 	}
 	m.stepHeard(a, 3*time.Second)
 	m.wantEnded(ReasonNoMediaPath)
@@ -495,17 +504,13 @@ func TestCallMachineRestartBackoff(t *testing.T) {
 }
 
 func TestCallMachineStaleRestartAnswerIgnored(t *testing.T) {
-	m := newMachine(t, CallOutgoing, CallOptions{})
-	a, s := m.addLeg("laptop")
-	m.invitesDone()
-	a.deliver(callFrame{Type: sigAccept, Call: "0a0b", Seq: 1, SDP: "v=0 answer"})
-	m.c.sync()
+	m, a, s := answeredMachine(t)
 	s.state(media.StateFailed)
 	m.c.sync()
 	m.stepHeard(a, 300*time.Millisecond)
-	waitFor(t, "restart 1", func() bool { m.c.sync(); return strings.Count(a.types(), sigRestart) == 1 })
+	nodetest.Eventually(t, 5*time.Second, "restart 1", func() bool { m.c.sync(); return strings.Count(a.types(), sigRestart) == 1 })
 	m.stepHeard(a, 3*time.Second)
-	waitFor(t, "restart 2", func() bool { m.c.sync(); return strings.Count(a.types(), sigRestart) == 2 })
+	nodetest.Eventually(t, 5*time.Second, "restart 2", func() bool { m.c.sync(); return strings.Count(a.types(), sigRestart) == 2 })
 	a.deliver(callFrame{Type: sigRestartAnswer, Call: "0a0b", Seq: 2, Restart: 1, SDP: "v=0 stale"})
 	a.deliver(callFrame{Type: sigRestartAnswer, Call: "0a0b", Seq: 3, Restart: 2, SDP: "v=0 fresh"})
 	a.deliver(callFrame{Type: sigRestartAnswer, Call: "0a0b", Seq: 3, Restart: 2, SDP: "v=0 duplicate"})
@@ -552,7 +557,7 @@ func TestCallMachineSignallingResumes(t *testing.T) {
 	}
 	b := &fakeLink{}
 	r.reply <- reopenResult{link: b, peerAck: 1} // the peer has seen our invite only
-	waitFor(t, "frames sent again on the new link", func() bool { m.c.sync(); return len(b.frames()) > 0 })
+	nodetest.Eventually(t, 5*time.Second, "frames sent again on the new link", func() bool { m.c.sync(); return len(b.frames()) > 0 })
 	var resent []string
 	for _, f := range b.frames() {
 		resent = append(resent, f.Type+":"+f.Candidate)
@@ -654,7 +659,7 @@ func TestCallMachineCancelWhileAnswering(t *testing.T) {
 	go func() {
 		answered <- m.c.Answer(context.Background(), CallOptions{Closers: []io.Closer{closed}})
 	}()
-	waitFor(t, "answering", func() bool { return m.loopState() == stAnswering })
+	nodetest.Eventually(t, 5*time.Second, "answering", func() bool { return m.loopState() == stAnswering })
 	l.deliver(callFrame{Type: sigCancel, Call: "0a0b", Seq: 2, Reason: "cancelled"})
 	m.wantEnded("cancelled")
 	close(m.env.answerGate)
@@ -680,11 +685,7 @@ func TestCallMachineIncomingRingTimeout(t *testing.T) {
 }
 
 func TestCallMachineDeadLinkReopened(t *testing.T) {
-	m := newMachine(t, CallOutgoing, CallOptions{})
-	a, s := m.addLeg("laptop")
-	m.invitesDone()
-	a.deliver(callFrame{Type: sigAccept, Call: "0a0b", Seq: 1, SDP: "v=0 answer"})
-	m.c.sync()
+	m, a, s := answeredMachine(t)
 	s.state(media.StateConnected)
 	s.packets.Add(1)
 	m.step(testTick)
@@ -758,18 +759,6 @@ type closeCounter struct{ n atomic.Int32 }
 
 func (c *closeCounter) Close() error { c.n.Add(1); return nil }
 
-// waitFor waits for cond, set by a worker goroutine, with a deadline.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // TestCallMachineCandidatesWaitForRestartOffer: the callee answers an ICE
 // restart off its loop; candidates of the new offer that arrive meanwhile
 // (all at once, when a resumed link sends them again) are applied only
@@ -797,7 +786,7 @@ func TestCallMachineCandidatesWaitForRestartOffer(t *testing.T) {
 		t.Fatal("a candidate of the restart offer was applied before the offer")
 	}
 	close(gate)
-	waitFor(t, "the restart answer", func() bool { return strings.Contains(l.types(), sigRestartAnswer) })
+	nodetest.Eventually(t, 5*time.Second, "the restart answer", func() bool { return strings.Contains(l.types(), sigRestartAnswer) })
 	m.c.sync()
 	s.mu.Lock()
 	defer s.mu.Unlock()

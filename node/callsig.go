@@ -20,7 +20,10 @@ import (
 // caller: frames are queued and written by the link's own goroutine.
 type sigLink interface {
 	// send queues f; a link whose queue is full is reset (signalling that
-	// far behind is broken).
+	// far behind is broken). It returns no error on purpose: a frame that
+	// cannot be queued or written breaks the link, the call learns it
+	// through onDown (Call.linkDown), and the frames the peer has not
+	// acknowledged are sent again on the link that replaces it (leg.log).
 	send(f callFrame)
 	// start begins reading: onFrame for each frame in order, then onDown
 	// once when the stream ends.
@@ -213,7 +216,7 @@ func (e nodeEnv) spawn(f func()) {
 }
 
 func (e nodeEnv) answerSession(ctx context.Context, opts CallOptions) (callSession, *iceSet, error) {
-	mcfg, ice, err := e.n.iceFor(ctx, opts.Path, opts.Profile, false)
+	mcfg, ice, err := e.n.iceFor(ctx, opts.Path, opts.Profile, iceFirst)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -226,7 +229,7 @@ func (e nodeEnv) answerSession(ctx context.Context, opts CallOptions) (callSessi
 }
 
 func (e nodeEnv) refreshICE(ctx context.Context, path, profile string) ([]webrtc.ICEServer, *iceSet, error) {
-	mcfg, ice, err := e.n.iceFor(ctx, path, profile, true)
+	mcfg, ice, err := e.n.iceFor(ctx, path, profile, iceRestart)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -274,7 +277,7 @@ func (n *Node) Call(ctx context.Context, handle string, opts CallOptions) (*Call
 		opts.Close()
 		return nil, err
 	}
-	rec, err := n.resolve(ctx, handle, true)
+	rec, err := n.resolve(ctx, handle, skipCache)
 	if err != nil {
 		return fail(err)
 	}
@@ -287,7 +290,7 @@ func (n *Node) Call(ctx context.Context, handle string, opts CallOptions) (*Call
 	if len(devices) == 0 {
 		return fail(fmt.Errorf("%w: %s has no other device", ErrNoDevice, handle))
 	}
-	mcfg, ice, err := n.iceFor(ctx, opts.Path, opts.Profile, false)
+	mcfg, ice, err := n.iceFor(ctx, opts.Path, opts.Profile, iceFirst)
 	if err != nil {
 		return fail(err)
 	}

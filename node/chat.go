@@ -163,7 +163,7 @@ func (n *Node) verifySender(ctx context.Context, rec *discovery.HandleRecord) er
 		if n.lookupFailedRecently(rec.Handle) {
 			return fmt.Errorf("%w: %s could not be looked up a moment ago", ErrHeld, rec.Handle)
 		}
-		cur, err := n.resolve(ctx, rec.Handle, false)
+		cur, err := n.resolve(ctx, rec.Handle, cacheOK)
 		if err != nil {
 			if !errors.Is(err, ErrOffline) {
 				// Offline, no lookup was made: the next envelope may try.
@@ -207,7 +207,7 @@ func (n *Node) noteLookupFailed(handle string) {
 	n.failed[handle] = n.cfg.Now()
 }
 
-// receiveEnvelope checks, opens and commits one envelope. relayedBy is the
+// receiveEnvelope checks, opens and commits one envelope. handedBy is the
 // peer that handed it over (the sender device itself, or a mailbox). It
 // returns the envelope's ID when it could be parsed.
 func (n *Node) receiveEnvelope(b []byte, handedBy peer.ID, viaMailbox bool) (string, error) {
@@ -230,7 +230,11 @@ func (n *Node) receiveEnvelope(b []byte, handedBy peer.ID, viaMailbox bool) (str
 		return e.ID, err
 	}
 	if mine {
-		n.id.AdoptRecord(e.Record) // a newer device list of my own account
+		// A newer device list of my own account. Not adopting it loses
+		// nothing: the next one, or the DHT, brings it again.
+		if err := n.id.AdoptRecord(e.Record); err != nil {
+			n.log.Debug("adopt own record", "err", err)
+		}
 	}
 	// The record in the envelope proves the device was the account's when it
 	// signed; a device since unlinked must not speak for the account now.
@@ -348,6 +352,8 @@ var ErrNoSuchGroup = errors.New("no such group")
 // attempt to every device it is for: the recipient's (or every member's, for
 // "#group") and my other devices. Devices not reached get it through their
 // mailboxes or later retries; Send never loses a message it returned for.
+// Long because its steps (check, resolve, commit, first attempt, report)
+// share the message and its targets; each is a few lines.
 func (n *Node) Send(ctx context.Context, to, body string) (*SendResult, error) {
 	switch {
 	case len(body) > MaxBodyBytes:
@@ -365,7 +371,7 @@ func (n *Node) Send(ctx context.Context, to, body string) (*SendResult, error) {
 		}
 		group, conv, handles = g, GroupConv(g.ID), g.Members
 	} else {
-		rec, err := n.resolve(ctx, to, false)
+		rec, err := n.resolve(ctx, to, cacheOK)
 		if err != nil {
 			return nil, err
 		}
@@ -476,7 +482,7 @@ func (n *Node) targets(ctx context.Context, handles []string) ([]Target, error) 
 		if h == n.id.Handle() {
 			continue
 		}
-		rec, err := n.resolve(ctx, h, false)
+		rec, err := n.resolve(ctx, h, cacheOK)
 		if err != nil {
 			return nil, err
 		}
@@ -552,7 +558,7 @@ func (n *Node) CreateGroup(ctx context.Context, name string, members []string) (
 	}
 	for _, m := range g.Members {
 		if m != n.id.Handle() {
-			if _, err := n.resolve(ctx, m, false); err != nil {
+			if _, err := n.resolve(ctx, m, cacheOK); err != nil {
 				return nil, err
 			}
 		}
@@ -695,9 +701,24 @@ func (n *Node) deliver(ctx context.Context, device string, outs []Outgoing) (map
 			why = err.Error()
 		}
 		backoff := min(time.Duration(1<<min(o.Attempts, 6))*time.Second, maxRetryBackoff)
-		n.store.MarkRetry(context.Background(), o.ID, device, now.Add(backoff).UnixMilli(), why)
+		if merr := n.store.MarkRetry(context.Background(), o.ID, device, now.Add(backoff).UnixMilli(), why); merr != nil {
+			// The envelope stays pending at its old time: it is retried
+			// sooner than planned, never lost.
+			n.log.Warn("outbox: record retry", "msg", o.ID, "device", device, "err", merr)
+		}
 	}
 	return state, err
+}
+
+// markOut moves an outbox entry forward (Store.MarkOut) where the step is
+// already done (a mailbox took the envelope, its device refused it): if the
+// store cannot record it, the entry stays pending and the envelope goes out
+// again later, which the recipient drops as a duplicate. So the failure is
+// logged, not returned: nothing is lost.
+func (n *Node) markOut(msgID string, device peer.ID, state int, nowMS int64, why string) {
+	if err := n.store.MarkOut(context.Background(), msgID, device.String(), state, nowMS, why); err != nil {
+		n.log.Warn("outbox: record progress", "msg", msgID, "device", device, "state", state, "err", err)
+	}
 }
 
 // unreachableFor is how long a device that could not be dialled is not
@@ -735,7 +756,7 @@ func (n *Node) seal(ctx context.Context, device peer.ID, outs []Outgoing) ([][]b
 	if len(outs) == 0 {
 		return nil, nil, nil
 	}
-	rec, err := n.resolve(ctx, outs[0].Handle, false)
+	rec, err := n.resolve(ctx, outs[0].Handle, cacheOK)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -743,7 +764,7 @@ func (n *Node) seal(ctx context.Context, device peer.ID, outs []Outgoing) ([][]b
 	if dev == nil {
 		// Unlinked since: nothing more goes to it.
 		for _, o := range outs {
-			n.store.MarkOut(context.Background(), o.ID, device.String(), outRefused, n.cfg.Now().UnixMilli(), "device unlinked")
+			n.markOut(o.ID, device, outRefused, n.cfg.Now().UnixMilli(), "device unlinked")
 		}
 		return nil, nil, fmt.Errorf("device %s is no longer one of %s's", device.ShortString(), rec.Handle)
 	}
@@ -814,7 +835,7 @@ func (n *Node) deliverDirect(ctx context.Context, id peer.ID, outs []Outgoing, e
 		if f.Err != "" {
 			refused = fmt.Errorf("%s refused %s: %s", id.ShortString(), f.ID, f.Err)
 			state[f.ID] = outRefused
-			n.store.MarkOut(context.Background(), f.ID, id.String(), outRefused, now, f.Err)
+			n.markOut(f.ID, id, outRefused, now, f.Err)
 			continue
 		}
 		state[f.ID] = outDelivered
@@ -874,7 +895,7 @@ func (n *Node) deposit(ctx context.Context, device peer.ID, rec *discovery.Handl
 			wg.Add(1)
 			go func(h peer.ID) {
 				defer wg.Done()
-				res, err := mailbox.Put(ctx, n.host, h, items, false)
+				res, err := mailbox.Put(ctx, n.host, h, items)
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
@@ -900,7 +921,7 @@ func (n *Node) deposit(ctx context.Context, device peer.ID, rec *discovery.Handl
 		for i := range items {
 			if took[i] == len(holders) {
 				state[items[i].ID] = outMailbox
-				n.store.MarkOut(context.Background(), items[i].ID, device.String(), outMailbox, now, "")
+				n.markOut(items[i].ID, device, outMailbox, now, "")
 			}
 		}
 		if len(why) > 0 {

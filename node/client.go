@@ -67,7 +67,7 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 			// Not an answer of ours (no such route): name the request.
 			e.Error = fmt.Sprintf("daemon answered %s %s with %q", method, path, resp.Status)
 		}
-		return errors.New(e.Error)
+		return apiErrorOf(resp.StatusCode, e)
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
 }

@@ -71,7 +71,7 @@ func (n *Node) Netcheck(ctx context.Context) (*netcheck.Report, error) {
 		go func() {
 			defer wg.Done()
 			t := netcheck.Target{Tier: TierCloud, Name: shortPeer(r.ID.String()), Ping: n.pinger(r.ID)}
-			if srv, err := n.cloudRelay(ctx, r, false); err == nil {
+			if srv, err := n.cloudRelay(ctx, r, iceFirst); err == nil {
 				t.TURN, t.Username, t.Password = srv.URLs, srv.Username, fmt.Sprint(srv.Credential)
 			} else {
 				t.TURNError = "no TURN credentials: " + ErrorText(err)
@@ -193,7 +193,7 @@ type PingResult struct {
 // connection each answered. Repeated, it shows a relayed device become
 // direct once hole punching succeeds.
 func (n *Node) Ping(ctx context.Context, handle string) ([]PingResult, error) {
-	rec, err := n.resolve(ctx, handle, false)
+	rec, err := n.resolve(ctx, handle, cacheOK)
 	if err != nil {
 		return nil, err
 	}

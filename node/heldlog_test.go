@@ -39,7 +39,7 @@ func TestHeldMailLogsRateLimited(t *testing.T) {
 			items = append(items, mailbox.Item{ID: id, To: bobID.PeerID.String(), Account: bobAcct,
 				From: mallory.h.ID().String(), ExpiresMS: time.Now().Add(time.Hour).UnixMilli(), Env: env})
 		}
-		if res, err := mailbox.Put(ctx, mallory.h, sn.ID(), items, false); err != nil || res[0].Err != "" {
+		if res, err := mailbox.Put(ctx, mallory.h, sn.ID(), items); err != nil || res[0].Err != "" {
 			t.Fatalf("mallory's deposit: %+v, %v", res, err)
 		}
 	}

@@ -329,8 +329,11 @@ func (n *Node) syncFrom(ctx context.Context, id peer.ID) (int, error) {
 			return added, fmt.Errorf("sync from %s: %w", id.ShortString(), err)
 		}
 		for i := range f.Groups {
-			if err := f.Groups[i].check(); err == nil {
-				n.store.SaveGroup(ctx, &f.Groups[i], n.cfg.Now().UnixMilli()) // first seen stands
+			if err := f.Groups[i].check(); err != nil {
+				continue
+			}
+			if _, err := n.store.SaveGroup(ctx, &f.Groups[i], n.cfg.Now().UnixMilli()); err != nil { // first seen stands
+				return added, fmt.Errorf("sync from %s: save group: %w", id.ShortString(), err)
 			}
 		}
 		for _, m := range f.Messages {

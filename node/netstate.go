@@ -176,6 +176,8 @@ type absentPeer struct {
 // supernodes, republishes the handle record, and keeps the host cache.
 // Slow work (joining, publishing, dialling) runs in goroutines that post
 // their result back, so connectedness events are always drained.
+// Long on purpose: it is the network state machine's one goroutine, and
+// every transition stays in its one select (STYLE.md).
 func (n *Node) netLoop(state netState, reason string, publishNow bool) {
 	defer n.wg.Done()
 	sub, err := n.host.EventBus().Subscribe(new(event.EvtPeerConnectednessChanged), eventbus.BufSize(256))

@@ -15,6 +15,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/parley-net/parley/discovery"
+	"github.com/parley-net/parley/internal/nodetest"
 	"github.com/parley-net/parley/supernode"
 )
 
@@ -111,21 +112,6 @@ func startWith(t *testing.T, home string, boot []peer.AddrInfo) *Node {
 	return n
 }
 
-// waitFor polls cond until it holds or d passes, and says how long it took.
-func waitWithin(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Since(start) > d {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		<-tick.C
-	}
-	return time.Since(start)
-}
-
 // TestStartsOfflineComesOnline: with its only supernode down a daemon
 // starts at once, says it is offline and why, queues chat to a handle it
 // knows, refuses what needs the network with ErrOffline, and comes online
@@ -172,7 +158,7 @@ func TestStartsOfflineComesOnline(t *testing.T) {
 	bob = startWith(t, bobHome, []peer.AddrInfo{f.info})
 	ev, stop := bob.Subscribe()
 	defer stop()
-	took := waitWithin(t, 15*time.Second, "alice online", func() bool { return alice.Status().Online })
+	took := nodetest.Eventually(t, 15*time.Second, "alice online", func() bool { return alice.Status().Online })
 	t.Logf("alice online %s after the supernode returned", took.Round(time.Millisecond))
 	got := waitMessages(t, ev, 1, 15*time.Second)
 	if got[0].Body != "while offline" {
@@ -204,9 +190,9 @@ func TestRepublishAfterEmptyDisk(t *testing.T) {
 	}
 	f.stop()
 	f.wipe()
-	waitWithin(t, 10*time.Second, "alice sees the supernode gone", func() bool { return !alice.Status().Online })
+	nodetest.Eventually(t, 10*time.Second, "alice sees the supernode gone", func() bool { return !alice.Status().Online })
 	f.start()
-	took := waitWithin(t, 10*time.Second, "whois bob after the supernode's return", func() bool {
+	took := nodetest.Eventually(t, 10*time.Second, "whois bob after the supernode's return", func() bool {
 		_, err := alice.Resolve(ctx, "bob")
 		return err == nil
 	})
@@ -220,7 +206,7 @@ func TestHostCacheJoinsWithoutBootstrap(t *testing.T) {
 	net := startSupernodes(t, 2)
 	home := initHome(t, "alice")
 	a := startWith(t, home, net.infos()[:1])
-	waitWithin(t, 10*time.Second, "both supernodes met", func() bool { return a.supernodesConnected() == 2 })
+	nodetest.Eventually(t, 10*time.Second, "both supernodes met", func() bool { return a.supernodesConnected() == 2 })
 	a.Close()
 	hc, err := discovery.LoadHostCache(home, 0)
 	if err != nil || len(hc.Entries()) != 2 {
@@ -277,7 +263,7 @@ func TestRepublishToReturningSupernode(t *testing.T) {
 	a.start()
 	b.start()
 	alice := startWith(t, initHome(t, "alice"), []peer.AddrInfo{a.info, b.info})
-	waitWithin(t, 10*time.Second, "alice meets both supernodes", func() bool { return alice.supernodesConnected() == 2 })
+	nodetest.Eventually(t, 10*time.Second, "alice meets both supernodes", func() bool { return alice.supernodesConnected() == 2 })
 	a.stop()
 	a.wipe()
 	a.start()
@@ -285,9 +271,9 @@ func TestRepublishToReturningSupernode(t *testing.T) {
 	if !alice.Status().Online {
 		t.Fatal("alice went offline with a supernode left")
 	}
-	waitWithin(t, 10*time.Second, "alice redials the returning supernode", func() bool { return alice.supernodesConnected() == 2 })
+	nodetest.Eventually(t, 10*time.Second, "alice redials the returning supernode", func() bool { return alice.supernodesConnected() == 2 })
 	b.stop()
-	waitWithin(t, 10*time.Second-time.Since(back), "alice's record on the returning supernode", func() bool {
+	nodetest.Eventually(t, 10*time.Second-time.Since(back), "alice's record on the returning supernode", func() bool {
 		return resolveVia(t, a.info, "alice") == nil
 	})
 	t.Logf("the returning supernode serves alice's record %s after it came back", time.Since(back).Round(time.Millisecond))
@@ -307,11 +293,11 @@ func TestRepublishToNewClosestSupernode(t *testing.T) {
 	b.sn, b.info = sn, sn.AddrInfo()
 	joined := time.Now()
 	// Any lookup shows the newcomer to the device.
-	waitWithin(t, 10*time.Second, "alice's routing table learns the new supernode", func() bool {
+	nodetest.Eventually(t, 10*time.Second, "alice's routing table learns the new supernode", func() bool {
 		alice.Resolve(context.Background(), "nobody")
 		return alice.dht.RoutingTable().Find(b.info.ID) != ""
 	})
-	waitWithin(t, 10*time.Second, "the new supernode holds alice's record", func() bool {
+	nodetest.Eventually(t, 10*time.Second, "the new supernode holds alice's record", func() bool {
 		c, err := b.sn.RecordCount()
 		return err == nil && c == 1
 	})

@@ -1,6 +1,7 @@
 // Package node is a parley device: its libp2p host, identity and keystore,
-// handle publishing, chat delivery with a durable outbox, and the control API
-// the CLI talks to. A node never trusts what a frame says about who sent it:
+// handle publishing, chat delivery with a durable outbox, calls (signalling
+// on /parley/call/2.0.0, media through package media, over the relay tiers
+// its path policy allows), and the control API the CLI talks to. A node never trusts what a frame says about who sent it:
 // the sender is the Noise-authenticated peer, listed as a device in an
 // account-signed record, of the account this node pinned for the handle from
 // a verified DHT lookup (see verifySender and SECURITY.md); a record the
@@ -240,6 +241,8 @@ func (c *Config) setDefaults() error {
 // keeps trying (netLoop) and comes online by itself. Start fails only for
 // what no retry can fix: the home, the identity, a handle held by another
 // account, or no supernode address at all.
+// It is long on purpose: it is the one place a node is assembled, step by
+// step in the order the parts depend on each other, each undone on error.
 func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
@@ -586,7 +589,7 @@ var ErrUnverified = errors.New("handle claim not verified by a quorum of superno
 // Resolve looks a handle up in the DHT (always fresh) and pins its key.
 func (n *Node) Resolve(ctx context.Context, handle string) (*Whois, error) {
 	start := n.cfg.Now()
-	rec, l, err := n.lookup(ctx, handle, true)
+	rec, l, err := n.lookup(ctx, handle, skipCache)
 	if err != nil {
 		return nil, err
 	}
@@ -614,8 +617,16 @@ func (n *Node) Resolve(ctx context.Context, handle string) (*Whois, error) {
 	return w, nil
 }
 
-func (n *Node) resolve(ctx context.Context, handle string, fresh bool) (*discovery.HandleRecord, error) {
-	rec, _, err := n.lookup(ctx, handle, fresh)
+// lookupMode says whether a handle lookup may answer from the cache.
+type lookupMode int
+
+const (
+	cacheOK   lookupMode = iota // a cached record younger than resolveCacheTTL answers
+	skipCache                   // ask the DHT (and refresh the cache)
+)
+
+func (n *Node) resolve(ctx context.Context, handle string, mode lookupMode) (*discovery.HandleRecord, error) {
+	rec, _, err := n.lookup(ctx, handle, mode)
 	return rec, err
 }
 
@@ -624,7 +635,9 @@ func (n *Node) resolve(ctx context.Context, handle string, fresh bool) (*discove
 // not replace it), else the account whose claim a quorum of trusted
 // supernodes witnessed first, which it then pins. Only verified records
 // enter the cache. It returns the DHT lookup too, nil when none was made.
-func (n *Node) lookup(ctx context.Context, handle string, fresh bool) (*discovery.HandleRecord, *discovery.Lookup, error) {
+// Long because the cache, the DHT and the pinning decision read best as one
+// sequence.
+func (n *Node) lookup(ctx context.Context, handle string, mode lookupMode) (*discovery.HandleRecord, *discovery.Lookup, error) {
 	now := n.cfg.Now()
 	if handle == n.id.Handle() {
 		rec, err := discovery.ParseHandleRecord(n.id.Record())
@@ -633,11 +646,11 @@ func (n *Node) lookup(ctx context.Context, handle string, fresh bool) (*discover
 	n.mu.Lock()
 	c, ok := n.resolved[handle]
 	n.mu.Unlock()
-	if ok && !fresh && now.Sub(c.at) < resolveCacheTTL {
+	if ok && mode == cacheOK && now.Sub(c.at) < resolveCacheTTL {
 		return c.rec, nil, nil
 	}
 	if err := n.online(); err != nil {
-		if fresh {
+		if mode == skipCache {
 			return nil, nil, fmt.Errorf("look up %s: %w", handle, err)
 		}
 		// Mail can still be addressed with the record last seen, and wait
@@ -657,7 +670,7 @@ func (n *Node) lookup(ctx context.Context, handle string, fresh bool) (*discover
 		n.metrics.lookups.WithLabelValues(result(err)).Inc()
 	}
 	if err != nil {
-		if !fresh {
+		if mode == cacheOK {
 			// The DHT may have lost the record (a supernode back with an
 			// empty disk) until its owner republishes: the signed record
 			// seen last, of the pinned account, is still good while it has
@@ -755,7 +768,7 @@ func (n *Node) cachedRecord(handle string) *discovery.HandleRecord {
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
-			n.resolve(n.ctx, handle, true)
+			n.resolve(n.ctx, handle, skipCache)
 			n.mu.Lock()
 			delete(n.refreshing, handle)
 			n.mu.Unlock()

@@ -185,10 +185,18 @@ func (s *iceSet) tierOf(p media.Path) string {
 	return "relay"
 }
 
+// iceMode says what a call's ICE servers are gathered for.
+type iceMode int
+
+const (
+	iceFirst   iceMode = iota // a call's first attempt: the first relay tier that has any
+	iceRestart                // an ICE restart: every tier, credentials from the cache where it has them
+)
+
 const restartFetchTimeout = 1500 * time.Millisecond
 
-func relayContext(ctx context.Context, fresh bool) (context.Context, context.CancelFunc) {
-	if fresh {
+func relayContext(ctx context.Context, mode iceMode) (context.Context, context.CancelFunc) {
+	if mode == iceRestart {
 		return context.WithTimeout(ctx, restartFetchTimeout)
 	}
 	return context.WithTimeout(ctx, 5*time.Second)
@@ -202,11 +210,11 @@ func relayContext(ctx context.Context, fresh bool) (context.Context, context.Can
 // gets the relays of the first tier that offers any (so with auto, the
 // cloud relay only when no supernode relays), since ICE ranks all relayed
 // pairs alike and would otherwise pick a tier at random. An ICE restart
-// (fresh) offers every tier of the policy, so the call moves to whatever
+// (iceRestart) offers every tier of the policy, so the call moves to whatever
 // still works: credentials come from the cache where it has them (a dead
 // relay then just yields no candidate, without delaying the others), and
 // each relay that must be asked gets at most restartFetchTimeout.
-func (n *Node) callMedia(ctx context.Context, path, profile string, fresh bool) (media.Config, *iceSet, error) {
+func (n *Node) callMedia(ctx context.Context, path, profile string, mode iceMode) (media.Config, *iceSet, error) {
 	if path == "" {
 		path = n.cfg.Path
 	}
@@ -236,20 +244,20 @@ func (n *Node) callMedia(ctx context.Context, path, profile string, fresh bool) 
 		}
 	}
 	if !relayOnly {
-		for _, s := range n.supernodeICE(ctx, fresh) {
+		for _, s := range n.supernodeICE(ctx, mode) {
 			set.add(s, TierSupernode)
 		}
 	}
 	offered := false // a relay tier offered a server
 	for _, tier := range pol.relays {
-		if offered && !fresh {
+		if offered && mode != iceRestart {
 			break
 		}
 		var servers []webrtc.ICEServer
 		if tier == TierSupernode {
-			servers = n.supernodeTURN(ctx, fresh)
+			servers = n.supernodeTURN(ctx, mode)
 		} else {
-			servers = append(n.cloudTURN(ctx, fresh), handTURN...)
+			servers = append(n.cloudTURN(ctx, mode), handTURN...)
 		}
 		for _, s := range servers {
 			set.add(s, tier)
@@ -282,13 +290,13 @@ func (n *Node) callMedia(ctx context.Context, path, profile string, fresh bool) 
 
 // supernodeTURN returns the TURN servers of the supernodes this node is
 // connected to: the supernode relay tier.
-func (n *Node) supernodeTURN(ctx context.Context, fresh bool) []webrtc.ICEServer {
+func (n *Node) supernodeTURN(ctx context.Context, mode iceMode) []webrtc.ICEServer {
 	var out []webrtc.ICEServer
 	for _, sn := range n.cfg.Bootstrap {
 		if n.host.Network().Connectedness(sn.ID) != network.Connected {
 			continue
 		}
-		sctx, cancel := relayContext(ctx, fresh)
+		sctx, cancel := relayContext(ctx, mode)
 		srv, err := n.turnServer(sctx, sn.ID, false)
 		cancel()
 		if err != nil {
@@ -301,17 +309,17 @@ func (n *Node) supernodeTURN(ctx context.Context, fresh bool) []webrtc.ICEServer
 }
 
 // cloudTURN returns the TURN servers of the configured cloud relays that
-// answer: the cloud relay tier. On an ICE restart (fresh) a relay this node
+// answer: the cloud relay tier. On an ICE restart a relay this node
 // is not connected to is left out rather than waited for; cloudLoop keeps
 // reconnecting it.
-func (n *Node) cloudTURN(ctx context.Context, fresh bool) []webrtc.ICEServer {
+func (n *Node) cloudTURN(ctx context.Context, mode iceMode) []webrtc.ICEServer {
 	var out []webrtc.ICEServer
 	for _, r := range n.cfg.CloudRelays {
 		connected := n.host.Network().Connectedness(r.ID) == network.Connected
-		if fresh && !connected {
+		if mode == iceRestart && !connected {
 			continue
 		}
-		srv, err := n.cloudRelay(ctx, r, fresh)
+		srv, err := n.cloudRelay(ctx, r, mode)
 		if err != nil {
 			n.log.Info("cloud relay unavailable", "relay", r.ID, "err", err)
 			continue
@@ -324,8 +332,8 @@ func (n *Node) cloudTURN(ctx context.Context, fresh bool) []webrtc.ICEServer {
 // cloudRelay connects to a cloud relay and returns its TURN server with
 // credentials. A relay reached anew may have restarted: it is asked again
 // rather than trusted with credentials it handed out before.
-func (n *Node) cloudRelay(ctx context.Context, r peer.AddrInfo, fresh bool) (*webrtc.ICEServer, error) {
-	ctx, cancel := relayContext(ctx, fresh)
+func (n *Node) cloudRelay(ctx context.Context, r peer.AddrInfo, mode iceMode) (*webrtc.ICEServer, error) {
+	ctx, cancel := relayContext(ctx, mode)
 	defer cancel()
 	reconnected := n.host.Network().Connectedness(r.ID) != network.Connected
 	if err := n.host.Connect(ctx, r); err != nil {
@@ -347,7 +355,7 @@ func (n *Node) cloudLoop() {
 	defer t.Stop()
 	for {
 		for _, r := range n.cfg.CloudRelays {
-			if _, err := n.cloudRelay(n.ctx, r, false); err != nil && n.ctx.Err() == nil {
+			if _, err := n.cloudRelay(n.ctx, r, iceFirst); err != nil && n.ctx.Err() == nil {
 				n.log.Debug("cloud relay", "relay", r.ID, "err", err)
 			}
 		}
@@ -360,15 +368,15 @@ func (n *Node) cloudLoop() {
 }
 
 // supernodeICE asks the connected supernodes for their STUN servers; on an
-// ICE restart (fresh) it uses their last answers instead.
-func (n *Node) supernodeICE(ctx context.Context, fresh bool) []webrtc.ICEServer {
+// ICE restart it uses their last answers instead.
+func (n *Node) supernodeICE(ctx context.Context, mode iceMode) []webrtc.ICEServer {
 	var out []webrtc.ICEServer
 	for _, sn := range n.cfg.Bootstrap {
 		if n.host.Network().Connectedness(sn.ID) != network.Connected {
 			continue
 		}
 		var urls []string
-		if fresh {
+		if mode == iceRestart {
 			// An ICE restart does not wait on a supernode that may be the
 			// thing that died: it takes what the supernode said last.
 			n.creds.mu.Lock()

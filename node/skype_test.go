@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-net/parley/internal/nodetest"
 	"github.com/parley-net/parley/media"
 )
 
@@ -63,7 +64,7 @@ func TestSkype2010(t *testing.T) {
 	// in tags exactly once, and fails at once on a duplicate.
 	delivered := func(d time.Duration, tags ...string) time.Duration {
 		t.Helper()
-		return waitWithin(t, d, fmt.Sprintf("rounds %v delivered", tags), func() bool {
+		return nodetest.Eventually(t, d, fmt.Sprintf("rounds %v delivered", tags), func() bool {
 			for j, dev := range devs {
 				for i := range names {
 					if i == j {

@@ -175,7 +175,7 @@ func TestForgedEnvelopeHeldViaMailbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err := mailbox.Put(ctx, mallory.h, sn.ID(), []mailbox.Item{{ID: id, To: bobID.PeerID.String(), Account: bobAcct,
-		From: mallory.h.ID().String(), ExpiresMS: time.Now().Add(time.Hour).UnixMilli(), Env: forged}}, false)
+		From: mallory.h.ID().String(), ExpiresMS: time.Now().Add(time.Hour).UnixMilli(), Env: forged}})
 	if err != nil || len(res) != 1 || res[0].Err != "" {
 		t.Fatalf("mallory's deposit: %+v, %v", res, err)
 	}

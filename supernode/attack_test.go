@@ -62,7 +62,7 @@ func TestAttackRogueSupernodeDeletesMail(t *testing.T) {
 	rand.Read(acct)
 	it := mailbox.Item{ID: "c0ffee", To: dave.ID().String(), Account: acct, From: carol.ID().String(),
 		ExpiresMS: time.Now().Add(time.Hour).UnixMilli(), Env: []byte("sealed for dave")}
-	if res, err := mailbox.Put(ctx, carol, honest.ID(), []mailbox.Item{it}, false); err != nil || res[0].Err != "" {
+	if res, err := mailbox.Put(ctx, carol, honest.ID(), []mailbox.Item{it}); err != nil || res[0].Err != "" {
 		t.Fatalf("put: %+v %v", res, err)
 	}
 	ts, sig, _ := mailbox.SignAck(rogue.Host().Peerstore().PrivKey(rogue.ID()), time.Now(), []string{"c0ffee"})

@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/parley-net/parley/internal/nodetest"
 	"github.com/parley-net/parley/mailbox"
 	"github.com/parley-net/parley/supernode/mailboxserver"
 )
@@ -163,7 +164,7 @@ func TestMailboxesHealInWaves(t *testing.T) {
 		for rest := items; len(rest) > 0; {
 			batch := rest[:min(len(rest), mailbox.MaxItemsPerPut)]
 			rest = rest[len(batch):]
-			res, err := mailbox.Put(ctx, sender, ai.ID, batch, false)
+			res, err := mailbox.Put(ctx, sender, ai.ID, batch)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -177,7 +178,7 @@ func TestMailboxesHealInWaves(t *testing.T) {
 
 	restored := func(what string) time.Duration {
 		t.Helper()
-		return waitUntil(t, 20*time.Second, what, func() bool {
+		return nodetest.Eventually(t, 20*time.Second, what, func() bool {
 			for _, i := range nw.expected(key, k) {
 				if !nw.holds(i, msgs) {
 					return false

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/parley-net/parley/discovery"
+	"github.com/parley-net/parley/internal/nodetest"
 )
 
 func quiet() *slog.Logger {
@@ -297,7 +298,7 @@ func TestSupernodeStartsAloneAndJoinsLater(t *testing.T) {
 	}
 	defer b.Close()
 	startA()
-	t.Logf("B joined A %s after A started", waitUntil(t, 10*time.Second, "B joins A", func() bool { return b.connectedSupernodes() > 0 }))
+	t.Logf("B joined A %s after A started", nodetest.Eventually(t, 10*time.Second, "B joins A", func() bool { return b.connectedSupernodes() > 0 }))
 	b.Close()
 
 	b, err = New(context.Background(), Config{Home: homeB, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: quiet()})
@@ -305,19 +306,5 @@ func TestSupernodeStartsAloneAndJoinsLater(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	t.Logf("B rejoined A from its host cache in %s", waitUntil(t, 10*time.Second, "B joins A from its host cache", func() bool { return b.connectedSupernodes() > 0 }))
-}
-
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Since(start) > d {
-			t.Fatalf("%s: not within %s", what, d)
-		}
-		<-tick.C
-	}
-	return time.Since(start)
+	t.Logf("B rejoined A from its host cache in %s", nodetest.Eventually(t, 10*time.Second, "B joins A from its host cache", func() bool { return b.connectedSupernodes() > 0 }))
 }

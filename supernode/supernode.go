@@ -130,6 +130,8 @@ type Supernode struct {
 }
 
 // New starts a supernode.
+// It is long on purpose: it is the one place a supernode is assembled, in
+// the order its services depend on each other, each undone on error.
 func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 	if cfg.Home == "" {
 		return nil, errors.New("supernode: Home is required")

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -82,13 +81,12 @@ func callCmd() *cli.Command {
 				return err
 			}
 			fmt.Printf("calling %s (call %s)\n", h, ci.ID)
-			var sum *callSummary
+			var sum *node.CallSummary
 			if c.Bool("json") {
-				sum = &callSummary{ID: ci.ID}
+				sum = &node.CallSummary{ID: ci.ID}
 			}
 			err = followCall(cl, ci.ID, c.Duration("duration"), sum)
 			if sum != nil {
-				sum.judge(err)
 				json.NewEncoder(os.Stdout).Encode(sum)
 			}
 			return err
@@ -174,58 +172,11 @@ func callsCmd() *cli.Command {
 	}
 }
 
-// callSummary is the one JSON line of `parley call --json`.
-type callSummary struct {
-	OK       bool    `json:"ok"`
-	ID       string  `json:"id"`
-	SetupMS  float64 `json:"setup_ms"`
-	Tier     string  `json:"tier"`
-	Path     string  `json:"path"`
-	Detail   string  `json:"path_detail"`
-	RTTMS    float64 `json:"rtt_ms"`
-	JitterMS float64 `json:"jitter_ms"`
-	LossPct  float64 `json:"loss_pct"`
-	Conceal  float64 `json:"concealed_ms"`
-	MOS      float64 `json:"mos"`
-	Restarts int     `json:"ice_restarts"`
-	Reason   string  `json:"reason"`
-	// SilentPct is the share of the active call whose audio was concealed
-	// or never came; over maxSilentPct the call is not ok, and Why says so.
-	SilentPct float64 `json:"silent_pct"`
-	RecvKbps  float64 `json:"recv_kbps"`
-	SendKbps  float64 `json:"send_kbps"`
-	Why       string  `json:"why,omitempty"`
-	// Paths are the pairs that carried the media, in order, and
-	// FinalPathMS when the last of them took over (since the call began).
-	Paths       []node.PathSwitch `json:"paths,omitempty"`
-	FinalPathMS float64           `json:"final_path_ms,omitempty"`
-
-	activeMS float64 // how long the call had been active at the last stats
-}
-
-// maxSilentPct is the share of a call that may be missing before its
-// summary says it was not ok.
-const maxSilentPct = 20
-
-func (s *callSummary) judge(err error) {
-	if s.activeMS > 0 {
-		s.SilentPct = math.Round(1000*min(100, 100*s.Conceal/s.activeMS)) / 1000
-	}
-	switch {
-	case err != nil:
-		s.Why = err.Error()
-	case s.SetupMS == 0:
-		s.Why = "no audio was heard"
-	case s.SilentPct > maxSilentPct:
-		s.Why = fmt.Sprintf("%.0f%% of the call was silent from missing audio", s.SilentPct)
-	}
-	s.OK = s.Why == ""
-}
-
 // followCall prints a call's state changes and, every second while it has
 // media, its path and quality, until it ends. Ctrl-C hangs up; so does the
-// end of duration once the call is active.
-func followCall(cl *node.Client, id string, duration time.Duration, sum *callSummary) error {
+// end of duration once the call is active. With sum it also fills in and
+// judges the call's summary.
+func followCall(cl *node.Client, id string, duration time.Duration, sum *node.CallSummary) (err error) {
 	ctx, stop := signalContext()
 	defer stop()
 	states := make(chan node.CallInfo, 16)
@@ -240,6 +191,9 @@ func followCall(cl *node.Client, id string, duration time.Duration, sum *callSum
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	f := &callFollower{duration: duration, sum: sum, start: time.Now()}
+	if sum != nil {
+		defer func() { sum.Judge(err, f.activeMS) }()
+	}
 	for {
 		select {
 		case ci := <-states:
@@ -272,7 +226,8 @@ func followCall(cl *node.Client, id string, duration time.Duration, sum *callSum
 // callFollower is what followCall remembers of the call between updates.
 type callFollower struct {
 	duration    time.Duration
-	sum         *callSummary // nil without --json
+	sum         *node.CallSummary // nil without --json
+	activeMS    float64           // how long the call had been active at the last statistics
 	start       time.Time
 	hangupAt    <-chan time.Time // fires duration after the call became active
 	last        string           // the state printed last
@@ -336,11 +291,11 @@ func (f *callFollower) stats(ci *node.CallInfo) {
 		return
 	}
 	if sum := f.sum; sum != nil {
-		sum.SetupMS, sum.Tier, sum.Path, sum.Detail = ci.SetupMS, s.Tier, s.Path, s.PathDetail
-		sum.RTTMS, sum.JitterMS, sum.LossPct, sum.Conceal, sum.MOS, sum.Restarts = s.RTTMS, s.JitterMS, s.LossPct, s.ConcealedMS, s.MOS, s.ICERestarts
+		sum.SetupMS, sum.Tier, sum.Path, sum.PathDetail = ci.SetupMS, s.Tier, s.Path, s.PathDetail
+		sum.RTTMS, sum.JitterMS, sum.LossPct, sum.ConcealedMS, sum.MOS, sum.ICERestarts = s.RTTMS, s.JitterMS, s.LossPct, s.ConcealedMS, s.MOS, s.ICERestarts
 		sum.RecvKbps, sum.SendKbps = s.RecvKbps, s.SendKbps
 		if !f.activeSince.IsZero() {
-			sum.activeMS = float64(time.Since(f.activeSince).Milliseconds())
+			f.activeMS = float64(time.Since(f.activeSince).Milliseconds())
 		}
 	}
 	if ci.State == node.CallActive {

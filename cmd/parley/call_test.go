@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"math"
 	"os"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/parley-net/parley/media"
+	"github.com/parley-net/parley/node"
 )
 
 // TestCallByHandle is the README's call: two daemons, bob answering
@@ -31,10 +33,13 @@ func TestCallByHandle(t *testing.T) {
 	bob.waitLine(t, "ready", 30*time.Second)
 
 	out := mustRun(t, "--home", root+"/alice", "call", "bob", "--tone", "440", "--duration", "3s", "--json")
-	for _, want := range []string{"ringing", "active: audio after", "direct | path host", "MOS", "ended: hung up", `"ok":true`, `"tier":"direct"`} {
+	for _, want := range []string{"ringing", "active: audio after", "direct | path host", "MOS", "ended: hung up"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("call output lacks %q:\n%s", want, out)
 		}
+	}
+	if sum := callSummary(t, out); !sum.OK || sum.Tier != "direct" || sum.SetupMS <= 0 {
+		t.Fatalf("call summary %+v:\n%s", sum, out)
 	}
 	// bob's side learns of the hangup over signalling: wait for it.
 	for deadline := time.Now().Add(10 * time.Second); ; {
@@ -137,7 +142,18 @@ func TestCallerKilledCalleeEnds(t *testing.T) {
 	alice = startProc(t, aliceArgs...)
 	alice.waitLine(t, "ready", 30*time.Second)
 	out := mustRun(t, "--home", root+"/alice", "call", "bob", "--tone", "440", "--duration", "2s", "--json")
-	if !strings.Contains(out, `"ok":true`) {
+	if sum := callSummary(t, out); !sum.OK {
 		t.Fatalf("a new call to the callee whose last caller died:\n%s", out)
 	}
+}
+
+// callSummary is the JSON line `parley call --json` ends out with.
+func callSummary(t *testing.T, out string) node.CallSummary {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var sum node.CallSummary
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &sum); err != nil {
+		t.Fatalf("the last line of parley call --json is not its summary: %v\n%s", err, out)
+	}
+	return sum
 }

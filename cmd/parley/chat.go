@@ -20,50 +20,7 @@ func chatCmd() *cli.Command {
 		Usage:     "chat with a handle or '#group' interactively: lines you type are sent, incoming lines printed",
 		ArgsUsage: "HANDLE|#GROUP",
 		Subcommands: []*cli.Command{
-			{
-				Name:      "send",
-				Usage:     "send one message to a handle or '#group'",
-				ArgsUsage: "HANDLE|#GROUP TEXT",
-				Action: func(c *cli.Context) error {
-					if c.NArg() < 2 {
-						return cli.Exit("usage: parley chat send HANDLE|#GROUP TEXT", exitUsage)
-					}
-					cl, err := dial(c)
-					if err != nil {
-						return err
-					}
-					res, err := cl.Send(c.Context, c.Args().First(), strings.Join(c.Args().Tail(), " "))
-					if err != nil {
-						return err
-					}
-					printSendResult(res)
-					return sendFailure(res)
-				},
-			},
-			{
-				Name:      "history",
-				Usage:     "print the conversation with a handle",
-				ArgsUsage: "HANDLE",
-				Flags:     []cli.Flag{&cli.IntFlag{Name: "limit", Value: 0, Usage: "only the newest N messages (0: all)"}},
-				Action: func(c *cli.Context) error {
-					h, err := oneArg(c, "HANDLE")
-					if err != nil {
-						return err
-					}
-					cl, err := dial(c)
-					if err != nil {
-						return err
-					}
-					msgs, err := cl.History(c.Context, h, c.Int("limit"))
-					if err != nil {
-						return err
-					}
-					for _, m := range msgs {
-						printMessage(m)
-					}
-					return nil
-				},
-			},
+			chatSendCmd(), chatHistoryCmd(),
 		},
 		Action: func(c *cli.Context) error {
 			h, err := oneArg(c, "HANDLE")
@@ -71,6 +28,56 @@ func chatCmd() *cli.Command {
 				return err
 			}
 			return interactiveChat(c, h)
+		},
+	}
+}
+
+func chatSendCmd() *cli.Command {
+	return &cli.Command{
+		Name:      "send",
+		Usage:     "send one message to a handle or '#group'",
+		ArgsUsage: "HANDLE|#GROUP TEXT",
+		Action: func(c *cli.Context) error {
+			if c.NArg() < 2 {
+				return cli.Exit("usage: parley chat send HANDLE|#GROUP TEXT", exitUsage)
+			}
+			cl, err := dial(c)
+			if err != nil {
+				return err
+			}
+			res, err := cl.Send(c.Context, c.Args().First(), strings.Join(c.Args().Tail(), " "))
+			if err != nil {
+				return err
+			}
+			printSendResult(res)
+			return sendFailure(res)
+		},
+	}
+}
+
+func chatHistoryCmd() *cli.Command {
+	return &cli.Command{
+		Name:      "history",
+		Usage:     "print the conversation with a handle",
+		ArgsUsage: "HANDLE",
+		Flags:     []cli.Flag{&cli.IntFlag{Name: "limit", Value: 0, Usage: "only the newest N messages (0: all)"}},
+		Action: func(c *cli.Context) error {
+			h, err := oneArg(c, "HANDLE")
+			if err != nil {
+				return err
+			}
+			cl, err := dial(c)
+			if err != nil {
+				return err
+			}
+			msgs, err := cl.History(c.Context, h, c.Int("limit"))
+			if err != nil {
+				return err
+			}
+			for _, m := range msgs {
+				printMessage(m)
+			}
+			return nil
 		},
 	}
 }

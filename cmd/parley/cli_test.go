@@ -8,11 +8,12 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/parley-net/parley/internal/nodetest"
 )
 
 // These tests run the real parley binary the way the README tells a person
@@ -21,18 +22,7 @@ import (
 var parleyBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "parley-bin-")
-	if err != nil {
-		panic(err)
-	}
-	parleyBin = filepath.Join(dir, "parley")
-	if out, err := exec.Command("go", "build", "-o", parleyBin, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build parley: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	nodetest.RunWithParley(m, "PARLEY_TEST_BINARY", nil, &parleyBin)
 }
 
 // proc is a long-running parley process whose stdout is scanned line by line.

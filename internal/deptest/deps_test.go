@@ -24,28 +24,30 @@ var layers = map[string]int{
 	// protocols or roles.
 	"internal/clock": 0, "internal/wire": 0, "internal/lograte": 0, "internal/homelock": 0,
 	"internal/keyfile": 0, "internal/p2plimits": 0, "internal/metrics": 0, "internal/turnrest": 0,
-	"internal/pionlog": 0,
-	"lab/netlab":       0, // network namespaces and kernel NATs; no parley code
+	"lab/netlab": 0, // network namespaces and kernel NATs; no parley code
 
-	// 1: the media engine and the protocols both sides speak (wire
+	// 1: libraries built on those.
+	"internal/pionlog": 1,
+
+	// 2: the media engine and the protocols both sides speak (wire
 	// formats, clients).
-	"media/...": 1, "discovery": 1, "mailbox": 1, "turncreds": 1, "node/netcheck": 1,
+	"media/...": 2, "discovery": 2, "mailbox": 2, "turncreds": 2, "node/netcheck": 2,
 
-	// 2: the servers of those protocols.
-	"internal/turnrelay": 2, "supernode/mailboxserver": 2,
+	// 3: the servers of those protocols.
+	"internal/turnrelay": 3, "supernode/mailboxserver": 3,
 
-	// 3: the roles, one process each.
-	"node": 3, "supernode": 3, "cloudrelay": 3,
+	// 4: the roles, one process each.
+	"node": 4, "supernode": 4, "cloudrelay": 4,
 
-	// 4: what runs roles together: the lab, the test network and the
-	// dashboards' test.
-	"lab": 4, "lab/natlab": 4, "lab/...": 5, "internal/nodetest": 4, "deploy/...": 4,
+	// 5 and 6: what runs roles together: the lab, the test toolkit and
+	// the dashboards' test.
+	"lab": 5, "lab/natlab": 5, "lab/...": 6, "internal/nodetest": 5, "deploy/...": 5,
 
-	// 6: the binary.
-	"cmd/...": 6,
+	// 7: the binary.
+	"cmd/...": 7,
 
 	// Test-only packages.
-	"internal/deptest": 7,
+	"internal/deptest": 8,
 }
 
 // forbidden are imports no package of a prefix may have, directly or

@@ -1,6 +1,6 @@
 // Package turnrelay is parley's TURN server (RFC 8656, on pion/turn) for the
 // two relay tiers: the operator-run cloud relay (`parley relay`, see
-// StartCloud) and the optional TURN service of a supernode (New). It also
+// package cloudrelay) and the optional TURN service of a supernode (New). It also
 // serves the libp2p protocol through which authenticated peers obtain
 // credentials for it (CredentialService; the protocol and its client are
 // package turncreds).

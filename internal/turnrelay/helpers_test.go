@@ -241,18 +241,6 @@ func metric(t *testing.T, reg *prometheus.Registry, name string, labels map[stri
 	return 0
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // rawClient speaks TURN by hand, for requests pion's client will not send
 // (refused peers, IPv4-mapped spellings, bad credentials).
 type rawClient struct {

@@ -15,6 +15,7 @@ import (
 	"github.com/pion/stun/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/parley-net/parley/internal/nodetest"
 	"github.com/parley-net/parley/internal/turnrest"
 )
 
@@ -80,7 +81,7 @@ func TestRelayBetweenTwoClients(t *testing.T) {
 			// other allocation), then peer to client.
 			// The sender's counter is bumped after its write returns, which
 			// may be after the receiver has the datagram.
-			eventually(t, 2*time.Second, "the counters", func() bool {
+			nodetest.Eventually(t, 2*time.Second, "the counters", func() bool {
 				st := srv.Stats()
 				return st.ToPeerPackets >= 2*n && st.ToClientPackets >= 2*n
 			})
@@ -111,7 +112,7 @@ func TestRelayBetweenTwoClients(t *testing.T) {
 				}
 			}
 			a.Close() // a Refresh with lifetime 0 deletes the allocation
-			eventually(t, 3*time.Second, "allocation count to drop to 1", func() bool { return srv.Stats().Allocations == 1 })
+			nodetest.Eventually(t, 3*time.Second, "allocation count to drop to 1", func() bool { return srv.Stats().Allocations == 1 })
 		})
 	}
 }
@@ -195,7 +196,7 @@ func TestBadCredentialsRefused(t *testing.T) {
 			}
 		})
 	}
-	eventually(t, 2*time.Second, "no allocation left", func() bool { return srv.Stats().Allocations == 0 })
+	nodetest.Eventually(t, 2*time.Second, "no allocation left", func() bool { return srv.Stats().Allocations == 0 })
 }
 
 type lifetimeZero struct{}
@@ -355,7 +356,7 @@ func TestRelayNeverSendsToItsOwnListener(t *testing.T) {
 		t.Fatalf("CreatePermission: %d", code)
 	}
 	c.sendIndication(self, []byte("loop"))
-	eventually(t, 2*time.Second, "a policy drop", func() bool { return srv.Stats().DroppedPolicy == 1 })
+	nodetest.Eventually(t, 2*time.Second, "a policy drop", func() bool { return srv.Stats().DroppedPolicy == 1 })
 	if st := srv.Stats(); st.ToPeerPackets != 0 {
 		t.Fatalf("relayed %d packets to ourselves", st.ToPeerPackets)
 	}
@@ -397,7 +398,7 @@ func TestQuotas(t *testing.T) {
 			if code := errorCode(t, clients[0].request(stun.MethodRefresh, lifetimeZero{})); code != 0 {
 				t.Fatalf("free: %d", code)
 			}
-			eventually(t, 2*time.Second, "a free slot", func() bool { return srv.Stats().Allocations == tc.n-1 })
+			nodetest.Eventually(t, 2*time.Second, "a free slot", func() bool { return srv.Stats().Allocations == tc.n-1 })
 			if code := errorCode(t, clients[tc.n].allocate(4)); code != 0 {
 				t.Fatalf("allocation after freeing one refused with %d", code)
 			}
@@ -421,7 +422,7 @@ func TestRateCap(t *testing.T) {
 	for i := 0; i < 4*pps; i++ {
 		rc.WriteTo([]byte("flood"), peer.LocalAddr())
 	}
-	eventually(t, 3*time.Second, "drops", func() bool { return srv.Stats().DroppedRate > 0 })
+	nodetest.Eventually(t, 3*time.Second, "drops", func() bool { return srv.Stats().DroppedRate > 0 })
 	time.Sleep(100 * time.Millisecond)
 	st := srv.Stats()
 	if st.ToPeerPackets > pps+10 { // a burst of pps, plus what refilled meanwhile
@@ -444,7 +445,7 @@ func TestMaxAllocationDuration(t *testing.T) {
 	if srv.Stats().Allocations != 1 {
 		t.Fatal("no allocation")
 	}
-	eventually(t, 3*time.Second, "the allocation to be closed", func() bool { return srv.Stats().Allocations == 0 })
+	nodetest.Eventually(t, 3*time.Second, "the allocation to be closed", func() bool { return srv.Stats().Allocations == 0 })
 }
 
 // TestStreamConnectionLimit: TCP connections beyond the per-IP cap are
@@ -542,14 +543,14 @@ func TestRelayRefusesEveryPortOfItsOwnAddrs(t *testing.T) {
 					t.Fatalf("service got %q", got)
 				}
 			} else {
-				eventually(t, 2*time.Second, "a policy drop", func() bool { return srv.Stats().DroppedPolicy == tc.wantDropped })
+				nodetest.Eventually(t, 2*time.Second, "a policy drop", func() bool { return srv.Stats().DroppedPolicy == tc.wantDropped })
 				expectSilence(t, service, 300*time.Millisecond)
 			}
 			// The relay's own listener is refused either way.
 			self := peerAddr{ip: loopback4, port: uint16(srv.UDPAddr().Port)}
 			c.request(stun.MethodCreatePermission, self)
 			c.sendIndication(self, []byte("loop"))
-			eventually(t, 2*time.Second, "a policy drop", func() bool { return srv.Stats().DroppedPolicy == tc.wantDropped+1 })
+			nodetest.Eventually(t, 2*time.Second, "a policy drop", func() bool { return srv.Stats().DroppedPolicy == tc.wantDropped+1 })
 		})
 	}
 }

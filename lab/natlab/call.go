@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/parley-net/parley/media"
+	"github.com/parley-net/parley/node"
 )
 
 // Matrix is what RunMatrix found; its JSON form is what `parley lab nat
@@ -87,28 +88,6 @@ type Pair struct {
 	recording []int16
 }
 
-// callResult is the final line `parley call --json` prints.
-type callResult struct {
-	OK          bool    `json:"ok"`
-	ID          string  `json:"id"`
-	SetupMS     float64 `json:"setup_ms"`
-	Path        string  `json:"path"`
-	Tier        string  `json:"tier"`
-	RTTMS       float64 `json:"rtt_ms"`
-	LossPct     float64 `json:"loss_pct"`
-	MOS         float64 `json:"mos"`
-	ConcealedMS float64 `json:"concealed_ms"`
-	PathDetail  string  `json:"path_detail"`
-	ICERestarts int     `json:"ice_restarts"`
-	FinalPathMS float64 `json:"final_path_ms"`
-	Paths       []struct {
-		AtMS float64 `json:"at_ms"`
-		Tier string  `json:"tier"`
-	} `json:"paths"`
-	Reason string `json:"reason"`
-	Error  string `json:"error"`
-}
-
 // maxLag bounds the correlation's search for the delay between the caller
 // starting to send and the callee's first decoded frame; each half-second
 // segment is then aligned near that delay (media.SegmentCorrelation), since
@@ -143,7 +122,7 @@ func (l *Lab) Call(ctx context.Context, spec CallSpec) Pair {
 // call runs the call from spec.Caller's -a host to spec.Callee's -b host;
 // during it, duringCall (if not nil) runs once the caller reports the
 // call active, with the time it did and the running `parley call`.
-func (l *Lab) call(ctx context.Context, spec CallSpec, duringCall func(active time.Time, caller *proc)) (Pair, *callResult) {
+func (l *Lab) call(ctx context.Context, spec CallSpec, duringCall func(active time.Time, caller *proc)) (Pair, *node.CallSummary) {
 	from, okA := l.devices[spec.Caller]
 	to, okB := l.devices[spec.Callee]
 	if !okA || !okB {
@@ -158,7 +137,7 @@ func (l *Lab) call(ctx context.Context, spec CallSpec, duringCall func(active ti
 // spec's types), as Lab.call does. A non-empty tag goes into the names of
 // the call's files, so that two calls between the same devices keep
 // theirs apart.
-func (l *Lab) callBetween(ctx context.Context, spec CallSpec, caller, callee *device, tag string, duringCall func(active time.Time, caller *proc)) (Pair, *callResult) {
+func (l *Lab) callBetween(ctx context.Context, spec CallSpec, caller, callee *device, tag string, duringCall func(active time.Time, caller *proc)) (Pair, *node.CallSummary) {
 	if spec.Audio == 0 {
 		spec.Audio = DefaultAudio
 	}
@@ -242,7 +221,7 @@ func (l *Lab) callBetween(ctx context.Context, spec CallSpec, caller, callee *de
 	p.FinalPathMS, p.Switches, p.FirstPath = finalPath(res)
 	switch {
 	case !res.OK:
-		p.Error = firstNonEmpty(res.Reason, res.Error, "call not connected")
+		p.Error = firstNonEmpty(res.Reason, res.Why, "call not connected")
 	case cp.waitErr != nil:
 		p.Error = fmt.Sprintf("parley call: %v: %s", cp.waitErr, oneLine(tailFile(cp.logPath, 3)))
 	}
@@ -281,14 +260,14 @@ func (l *Lab) callBetween(ctx context.Context, spec CallSpec, caller, callee *de
 
 // lastJSON returns the last stdout line of p that parses as a call
 // result.
-func lastJSON(p *proc) *callResult {
+func lastJSON(p *proc) *node.CallSummary {
 	lines, _ := p.snapshot()
 	for i := len(lines) - 1; i >= 0; i-- {
 		s := strings.TrimSpace(lines[i])
 		if !strings.HasPrefix(s, "{") {
 			continue
 		}
-		var r callResult
+		var r node.CallSummary
 		if json.Unmarshal([]byte(s), &r) == nil {
 			return &r
 		}
@@ -394,7 +373,7 @@ func correlate(sent, received []int16) (segments, whole float64) {
 
 // finalPath reads the pairs a call used: when the final tier took over,
 // how many times the call moved and, when the tier changed, the first one.
-func finalPath(res *callResult) (finalMS float64, switches int, first string) {
+func finalPath(res *node.CallSummary) (finalMS float64, switches int, first string) {
 	finalMS = res.SetupMS
 	if len(res.Paths) == 0 {
 		return round(finalMS, 1), 0, ""

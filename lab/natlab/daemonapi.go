@@ -21,13 +21,13 @@ const apiTimeout = 2 * time.Second
 // decoded here rather than with node's types, so that the lab measures
 // whatever engine the daemon runs.
 type daemonCall struct {
-	ID        string `json:"id"`
-	Peer      string `json:"peer"`      // the other handle
-	Direction string `json:"direction"` // "outgoing" or "incoming"
-	State     string `json:"state"`     // "ended" once over
-	Reason    string `json:"reason"`    // why it ended
-	StartedMS int64  `json:"started_ms"`
-	EndedMS   int64  `json:"ended_ms"` // Unix milliseconds, the daemon's clock
+	ID        string         `json:"id"`
+	Peer      string         `json:"peer"` // the other handle
+	Direction node.Direction `json:"direction"`
+	State     string         `json:"state"`  // "ended" once over
+	Reason    string         `json:"reason"` // why it ended
+	StartedMS int64          `json:"started_ms"`
+	EndedMS   int64          `json:"ended_ms"` // Unix milliseconds, the daemon's clock
 }
 
 // callEnded is the state of a call that is over, on the wire.
@@ -74,7 +74,7 @@ func incomingFrom(calls []daemonCall, handle string, before int64) (daemonCall, 
 	var best daemonCall
 	found := false
 	for _, c := range calls {
-		if c.Direction != "incoming" || c.Peer != handle || c.StartedMS > before {
+		if c.Direction != node.CallIncoming || c.Peer != handle || c.StartedMS > before {
 			continue
 		}
 		if !found || c.StartedMS > best.StartedMS {

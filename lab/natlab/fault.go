@@ -12,6 +12,7 @@ import (
 
 	"github.com/parley-net/parley/lab/netlab"
 	"github.com/parley-net/parley/media"
+	"github.com/parley-net/parley/node"
 )
 
 // The fault call sends audio long enough to hear a recovery, and the kill
@@ -270,7 +271,7 @@ func (l *Lab) Fault(ctx context.Context, which string, calls []FaultSpec) (*Faul
 	actives := make(chan active, len(calls))
 	ended := make(chan int, len(calls))
 	killed := make(chan struct{}) // closed once the kill is done (or given up)
-	results := make([]*callResult, len(calls))
+	results := make([]*node.CallSummary, len(calls))
 	victim := "the " + which
 	if which == FaultCaller {
 		victim = "the caller's daemon"

@@ -485,21 +485,13 @@ func (l *Lab) startDaemon(d *device, name string) error {
 
 // waitReady waits until every device's daemon has printed "ready".
 func waitReady(ctx context.Context, ds []*device) error {
-	errs := make(chan error, len(ds))
-	for _, d := range ds {
-		go func(d *device) {
-			_, _, err := d.daemon.waitLine(ctx, daemonReadyTimeout, `"ready"`, func(s string) bool { return strings.TrimSpace(s) == "ready" })
-			if err != nil {
-				err = fmt.Errorf("daemon %s (%s): %w\n%s", d.handle, d.host, err, d.daemon.tail(20))
-			}
-			errs <- err
-		}(d)
-	}
-	var err error
-	for range ds {
-		err = errors.Join(err, <-errs)
-	}
-	return err
+	return Parallel(ds, 0, func(d *device) error {
+		_, _, err := d.daemon.waitLine(ctx, daemonReadyTimeout, `"ready"`, func(s string) bool { return strings.TrimSpace(s) == "ready" })
+		if err != nil {
+			return fmt.Errorf("daemon %s (%s): %w\n%s", d.handle, d.host, err, d.daemon.tail(20))
+		}
+		return nil
+	})
 }
 
 // sparesOf returns n spare devices of type t (see Lab.spares), adding the

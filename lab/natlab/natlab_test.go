@@ -8,13 +8,13 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/parley-net/parley/internal/nodetest"
 	"github.com/parley-net/parley/lab/netlab"
 	"github.com/parley-net/parley/node"
 )
@@ -25,28 +25,9 @@ import (
 var parleyBin string
 
 func TestMain(m *testing.M) {
-	if netlab.Available() != nil {
-		os.Exit(m.Run()) // the lab tests skip, the others run
-	}
-	if parleyBin = os.Getenv("NATLAB_BINARY"); parleyBin != "" {
-		os.Exit(m.Run()) // a binary built elsewhere
-	}
-	dir, err := os.MkdirTemp("", "parley-natlab-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	parleyBin = filepath.Join(dir, "parley")
-	build := exec.Command("go", "build", "-o", parleyBin, "./cmd/parley")
-	build.Dir = "../.." // the module root
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build parley: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	// Without the lab the lab tests skip and the others run; NATLAB_BINARY
+	// names a binary built elsewhere.
+	nodetest.RunWithParley(m, "NATLAB_BINARY", netlab.Available, &parleyBin)
 }
 
 func needLab(t *testing.T) {

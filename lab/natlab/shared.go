@@ -2,6 +2,7 @@ package natlab
 
 import (
 	"context"
+	"errors"
 	"os/exec"
 	"time"
 )
@@ -98,4 +99,29 @@ func SilentFrames(s []int16) []bool {
 		out[i] = rms(s[i*frame:(i+1)*frame]) < silenceRMS
 	}
 	return out
+}
+
+// Parallel runs f for every item at once, at most limit at a time (0: no
+// limit), and returns their errors joined. The lab starts processes this
+// way: daemons, identity set-ups.
+func Parallel[T any](items []T, limit int, f func(T) error) error {
+	errs := make(chan error, len(items))
+	var sem chan struct{}
+	if limit > 0 {
+		sem = make(chan struct{}, limit)
+	}
+	for _, it := range items {
+		go func() {
+			if sem != nil {
+				sem <- struct{}{}
+				defer func() { <-sem }()
+			}
+			errs <- f(it)
+		}()
+	}
+	var err error
+	for range items {
+		err = errors.Join(err, <-errs)
+	}
+	return err
 }

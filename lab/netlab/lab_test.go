@@ -13,10 +13,11 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/parley-net/parley/internal/nodetest"
 )
 
 // Waits in these tests. A packet that should arrive is resent every
@@ -69,23 +70,6 @@ func must[T any](t *testing.T) func(T, error) T {
 		}
 		return v
 	}
-}
-
-// checkGoroutines fails t if goroutines started during t outlive it
-// (after a bounded wait for them to finish). Register it first, so it runs
-// after every other cleanup.
-func checkGoroutines(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(2 * time.Second)
-		for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-		if n := runtime.NumGoroutine(); n > before {
-			buf := make([]byte, 1<<16)
-			t.Errorf("%d goroutines leaked:\n%s", n-before, buf[:runtime.Stack(buf, true)])
-		}
-	})
 }
 
 // listenUDP opens a UDP socket on any port inside h's namespace.
@@ -203,7 +187,7 @@ func dialTCP(h *Host, addr netip.AddrPort, timeout time.Duration) (string, error
 // probes between Go sockets in the namespaces, the mapping (RFC 4787
 // section 4.1) and filtering (section 5) each type promises.
 func TestNATBehaviour(t *testing.T) {
-	checkGoroutines(t)
+	nodetest.CheckLeaks(t)
 	l := newLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), setupWait)
 	defer cancel()
@@ -330,7 +314,7 @@ func waitFor(arrives bool) time.Duration {
 }
 
 func TestFlushNAT(t *testing.T) {
-	checkGoroutines(t)
+	nodetest.CheckLeaks(t)
 	l := newLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), setupWait)
 	defer cancel()
@@ -368,7 +352,7 @@ func TestFlushNAT(t *testing.T) {
 // one WAN port (inbound would be ambiguous); Linux masquerade may, which
 // is harmless for conntrack filtering.
 func TestHostBehind(t *testing.T) {
-	checkGoroutines(t)
+	nodetest.CheckLeaks(t)
 	l := newLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), setupWait)
 	defer cancel()

@@ -317,38 +317,24 @@ func (l *lab) close() error {
 // initIdentities makes one identity per workload device in dir, once per
 // sweep; each run copies them into fresh homes.
 func initIdentities(ctx context.Context, binary, dir string, devs []Device) error {
-	errs := make(chan error, len(devs))
-	sem := make(chan struct{}, 2)
-	for _, d := range devs {
-		go func(d Device) {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			home := filepath.Join(dir, d.Handle)
-			if err := os.MkdirAll(home, 0o700); err != nil {
-				errs <- err
-				return
-			}
-			cctx, cancel := context.WithTimeout(ctx, commandTimeout)
-			defer cancel()
-			cmd := exec.CommandContext(cctx, binary, "--home", home, "id", "init", "--handle", d.Handle, "--device", d.Handle)
-			var out strings.Builder
-			cmd.Stdout, cmd.Stderr = &out, &out
-			if err := natlab.Spawn(cmd); err != nil {
-				errs <- err
-				return
-			}
-			if err := cmd.Wait(); err != nil {
-				errs <- fmt.Errorf("id init %s: %w: %s", d.Handle, err, strings.TrimSpace(out.String()))
-				return
-			}
-			errs <- nil
-		}(d)
-	}
-	var err error
-	for range devs {
-		err = errors.Join(err, <-errs)
-	}
-	return err
+	return natlab.Parallel(devs, 2, func(d Device) error {
+		home := filepath.Join(dir, d.Handle)
+		if err := os.MkdirAll(home, 0o700); err != nil {
+			return err
+		}
+		cctx, cancel := context.WithTimeout(ctx, commandTimeout)
+		defer cancel()
+		cmd := exec.CommandContext(cctx, binary, "--home", home, "id", "init", "--handle", d.Handle, "--device", d.Handle)
+		var out strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := natlab.Spawn(cmd); err != nil {
+			return err
+		}
+		if err := cmd.Wait(); err != nil {
+			return fmt.Errorf("id init %s: %w: %s", d.Handle, err, strings.TrimSpace(out.String()))
+		}
+		return nil
+	})
 }
 
 // copyDir copies the regular files of a flat tree.

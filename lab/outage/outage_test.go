@@ -2,14 +2,12 @@ package outage
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/parley-net/parley/internal/nodetest"
 	"github.com/parley-net/parley/lab/netlab"
 )
 
@@ -19,28 +17,9 @@ import (
 var parleyBin string
 
 func TestMain(m *testing.M) {
-	if netlab.Available() != nil {
-		os.Exit(m.Run()) // the lab test skips, the others run
-	}
-	if parleyBin = os.Getenv("OUTAGE_BINARY"); parleyBin != "" {
-		os.Exit(m.Run())
-	}
-	dir, err := os.MkdirTemp("", "parley-outage-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	parleyBin = filepath.Join(dir, "parley")
-	build := exec.Command("go", "build", "-o", parleyBin, "./cmd/parley")
-	build.Dir = "../.." // the module root
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build parley: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	// Without the lab the lab test skips and the others run; OUTAGE_BINARY
+	// names a binary built elsewhere.
+	nodetest.RunWithParley(m, "OUTAGE_BINARY", netlab.Available, &parleyBin)
 }
 
 // TestQuick runs the quick sweep (OUTAGE_TOPOLOGIES and OUTAGE_SCENARIOS

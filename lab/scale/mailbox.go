@@ -249,7 +249,7 @@ func depositPhase(ctx context.Context, o MailboxOptions, a *mbNode, recips []hos
 						From: s.ID().String(), ExpiresMS: time.Now().Add(24 * time.Hour).UnixMilli(), Env: env})
 				}
 				t0 := time.Now()
-				rs, err := mailbox.Put(ctx, s, a.h.ID(), items, false)
+				rs, err := mailbox.Put(ctx, s, a.h.ID(), items)
 				took := ms(time.Since(t0))
 				mu.Lock()
 				puts = append(puts, took)

@@ -17,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/parley-net/parley/internal/nodetest"
 	"github.com/parley-net/parley/internal/wire"
 	"github.com/parley-net/parley/mailbox"
 )
@@ -63,7 +64,7 @@ func TestAttackDeleteOthersMail(t *testing.T) {
 		connect(t, h, mb)
 	}
 	ctx := context.Background()
-	if res, err := mailbox.Put(ctx, sender, mb.ID(), []mailbox.Item{item("d1", device.ID(), sender.ID()), item("d2", device.ID(), sender.ID())}, false); err != nil || res[0].Err != "" || res[1].Err != "" {
+	if res, err := mailbox.Put(ctx, sender, mb.ID(), []mailbox.Item{item("d1", device.ID(), sender.ID()), item("d2", device.ID(), sender.ID())}); err != nil || res[0].Err != "" || res[1].Err != "" {
 		t.Fatalf("put: %+v %v", res, err)
 	}
 	// A real proof by the device, for another envelope.
@@ -118,14 +119,14 @@ func TestAckReplicatesDelete(t *testing.T) {
 	connect(t, device, ha)
 	it := item("a1", device.ID(), sender.ID())
 	for _, h := range holders {
-		if res, err := mailbox.Put(context.Background(), sender, h, []mailbox.Item{it}, false); err != nil || res[0].Err != "" {
+		if res, err := mailbox.Put(context.Background(), sender, h, []mailbox.Item{it}); err != nil || res[0].Err != "" {
 			t.Fatalf("put: %+v %v", res, err)
 		}
 	}
 	if got := fetchIDs(t, device, ha.ID(), true); len(got) != 1 {
 		t.Fatalf("fetched %v", got)
 	}
-	waitFor(t, "the other holder deleting the acknowledged envelope", func() bool { c, _ := b.Count(); return c == 0 })
+	nodetest.Eventually(t, 10*time.Second, "the other holder deleting the acknowledged envelope", func() bool { c, _ := b.Count(); return c == 0 })
 }
 
 // TestAttackQuotaFreeIdentities: identities are free, so an attacker uses
@@ -144,7 +145,7 @@ func TestAttackQuotaFreeIdentities(t *testing.T) {
 		for j := 0; j < 16; j++ {
 			items = append(items, item(fmt.Sprintf("a%d%02d", i, j), frank.ID(), atk.ID()))
 		}
-		res, err := mailbox.Put(ctx, atk, mb.ID(), items, false)
+		res, err := mailbox.Put(ctx, atk, mb.ID(), items)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -165,7 +166,7 @@ func TestAttackQuotaFreeIdentities(t *testing.T) {
 	}
 	carol := newHostOn(t, "127.0.2.3")
 	connect(t, carol, mb)
-	if res, err := mailbox.Put(ctx, carol, mb.ID(), []mailbox.Item{item("c1", frank.ID(), carol.ID())}, false); err != nil || res[0].Err != "" {
+	if res, err := mailbox.Put(ctx, carol, mb.ID(), []mailbox.Item{item("c1", frank.ID(), carol.ID())}); err != nil || res[0].Err != "" {
 		t.Fatalf("carol's real message: %+v %v", res, err)
 	}
 }
@@ -200,7 +201,7 @@ func TestAttackDiskFill(t *testing.T) {
 				atk := newHostOn(t, tc.ip)
 				connect(t, atk, mb)
 				n++
-				res, err := mailbox.Put(ctx, atk, mb.ID(), []mailbox.Item{big(fmt.Sprintf("%04x", n), atk.ID())}, false)
+				res, err := mailbox.Put(ctx, atk, mb.ID(), []mailbox.Item{big(fmt.Sprintf("%04x", n), atk.ID())})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -241,12 +242,12 @@ func TestReplicaChargedToSender(t *testing.T) {
 	s1, s2 := newHostOn(t, "127.0.5.2"), newHostOn(t, "127.0.6.2")
 	for i, s := range []host.Host{s1, s2} {
 		connect(t, s, ha)
-		res, err := mailbox.Put(context.Background(), s, ha.ID(), []mailbox.Item{item(fmt.Sprintf("b%d1", i), newRandomPeer(t), s.ID()), item(fmt.Sprintf("b%d2", i), newRandomPeer(t), s.ID())}, false)
+		res, err := mailbox.Put(context.Background(), s, ha.ID(), []mailbox.Item{item(fmt.Sprintf("b%d1", i), newRandomPeer(t), s.ID()), item(fmt.Sprintf("b%d2", i), newRandomPeer(t), s.ID())})
 		if err != nil || res[0].Err != "" || res[1].Err != "" {
 			t.Fatalf("put from %d: %+v %v", i, res, err)
 		}
 	}
-	waitFor(t, "all four envelopes replicated", func() bool { c, _ := b.Count(); return c == 4 })
+	nodetest.Eventually(t, 10*time.Second, "all four envelopes replicated", func() bool { c, _ := b.Count(); return c == 4 })
 	rows, err := b.db.Query(`SELECT src_ip, COUNT(*) FROM items GROUP BY src_ip ORDER BY src_ip`)
 	if err != nil {
 		t.Fatal(err)
@@ -267,7 +268,7 @@ func TestReplicaChargedToSender(t *testing.T) {
 	connect(t, c, hb)
 	it := item("c1", newRandomPeer(t), c.ID())
 	it.Src = "127.0.5.2"
-	if res, _ := mailbox.Put(context.Background(), c, hb.ID(), []mailbox.Item{it}, false); res == nil || res[0].Err != "" {
+	if res, _ := mailbox.Put(context.Background(), c, hb.ID(), []mailbox.Item{it}); res == nil || res[0].Err != "" {
 		t.Fatalf("put naming a source: %+v", res)
 	}
 	var src string
@@ -311,17 +312,6 @@ func newRandomPeer(t *testing.T) peer.ID {
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestMailboxFilesPrivate: the mailbox database and its WAL are 0600 even
 // when the home and an old database were readable by others.
 func TestMailboxFilesPrivate(t *testing.T) {
@@ -338,7 +328,7 @@ func TestMailboxFilesPrivate(t *testing.T) {
 	defer s.Close()
 	sender := newHost(t)
 	connect(t, sender, h)
-	if res, err := mailbox.Put(context.Background(), sender, h.ID(), []mailbox.Item{item("0f", newRandomPeer(t), sender.ID())}, false); err != nil || res[0].Err != "" {
+	if res, err := mailbox.Put(context.Background(), sender, h.ID(), []mailbox.Item{item("0f", newRandomPeer(t), sender.ID())}); err != nil || res[0].Err != "" {
 		t.Fatalf("put: %+v %v", res, err)
 	}
 	for _, f := range []string{"mailbox.db", "mailbox.db-wal", "mailbox.db-shm"} {

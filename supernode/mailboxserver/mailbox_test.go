@@ -71,21 +71,21 @@ func TestMailboxPutFetchAck(t *testing.T) {
 	}
 	ctx := context.Background()
 
-	res, err := mailbox.Put(ctx, sender, mb.ID(), []mailbox.Item{item("01", device.ID(), sender.ID()), item("02", device.ID(), sender.ID()), item("01", device.ID(), sender.ID())}, false)
+	res, err := mailbox.Put(ctx, sender, mb.ID(), []mailbox.Item{item("01", device.ID(), sender.ID()), item("02", device.ID(), sender.ID()), item("01", device.ID(), sender.ID())})
 	if err != nil || res[0].Err != "" || res[1].Err != "" || res[2].Err != "" {
 		t.Fatalf("put: %+v %v", res, err)
 	}
 	// Quota per recipient: 3. A put beyond says why.
-	res, _ = mailbox.Put(ctx, sender, mb.ID(), []mailbox.Item{item("03", device.ID(), sender.ID()), item("04", device.ID(), sender.ID())}, false)
+	res, _ = mailbox.Put(ctx, sender, mb.ID(), []mailbox.Item{item("03", device.ID(), sender.ID()), item("04", device.ID(), sender.ID())})
 	if res[0].Err != "" || !strings.Contains(res[1].Err, "full") {
 		t.Fatalf("over the recipient quota: %+v", res)
 	}
 	// Nobody puts in another's name, and only a supernode puts replicas.
-	res, _ = mailbox.Put(ctx, stranger, mb.ID(), []mailbox.Item{item("05", device.ID(), sender.ID())}, false)
+	res, _ = mailbox.Put(ctx, stranger, mb.ID(), []mailbox.Item{item("05", device.ID(), sender.ID())})
 	if !strings.Contains(res[0].Err, "not the peer") {
 		t.Fatalf("put in another's name: %+v", res)
 	}
-	if _, err := mailbox.Put(ctx, stranger, mb.ID(), []mailbox.Item{item("06", device.ID(), stranger.ID())}, true); err == nil {
+	if _, err := mailbox.PutReplica(ctx, stranger, mb.ID(), []mailbox.Item{item("06", device.ID(), stranger.ID())}); err == nil {
 		t.Fatal("a stranger's replica was taken")
 	}
 	// Only the device takes its own mail.
@@ -102,12 +102,12 @@ func TestMailboxPutFetchAck(t *testing.T) {
 	if n != 0 {
 		t.Fatalf("%d items after acknowledgement", n)
 	}
-	mailbox.Put(ctx, sender, mb.ID(), []mailbox.Item{item("01", device.ID(), sender.ID())}, false)
+	mailbox.Put(ctx, sender, mb.ID(), []mailbox.Item{item("01", device.ID(), sender.ID())})
 	if n, _ := mailbox.Fetch(ctx, device, mb.ID(), device.ID(), func(mailbox.Item) error { return nil }); n != 0 {
 		t.Fatal("a delivered envelope came back")
 	}
 	// An item the device could not commit for now stays.
-	mailbox.Put(ctx, sender, mb.ID(), []mailbox.Item{item("07", device.ID(), sender.ID())}, false)
+	mailbox.Put(ctx, sender, mb.ID(), []mailbox.Item{item("07", device.ID(), sender.ID())})
 	mailbox.Fetch(ctx, device, mb.ID(), device.ID(), func(mailbox.Item) error { return mailbox.ErrRetryLater })
 	if n, _ := mailbox.Fetch(ctx, device, mb.ID(), device.ID(), func(mailbox.Item) error { return nil }); n != 1 {
 		t.Fatalf("item lost after a failed commit: %d", n)
@@ -124,7 +124,7 @@ func TestMailboxExpiry(t *testing.T) {
 	connect(t, device, mb)
 	it := item("0a", device.ID(), sender.ID())
 	it.ExpiresMS = start.Add(24 * time.Hour).UnixMilli() // asks for longer than the TTL
-	if res, err := mailbox.Put(context.Background(), sender, mb.ID(), []mailbox.Item{it}, false); err != nil || res[0].Err != "" {
+	if res, err := mailbox.Put(context.Background(), sender, mb.ID(), []mailbox.Item{it}); err != nil || res[0].Err != "" {
 		t.Fatalf("put: %+v %v", res, err)
 	}
 	skew.Store(int64(2 * time.Hour)) // past the mailbox's TTL

@@ -107,33 +107,49 @@ func human(n int64) string {
 func (s *Server) checkQuota(tx *sql.Tx, it mailbox.Item, ip string, replica bool) error {
 	size := int64(len(it.Env))
 	prefix := sourcePrefix(ip)
-	sum := func(q string, args ...any) int64 {
-		var n sql.NullInt64
-		tx.QueryRow(q, args...).Scan(&n)
-		return n.Int64
+	// A count the store cannot give refuses the envelope: a quota is never
+	// waved through because its query failed.
+	var qerr error
+	count := func(q string, args ...any) (n int64) {
+		var v sql.NullInt64
+		if err := tx.QueryRow(q, args...).Scan(&v); err != nil && qerr == nil {
+			qerr = fmt.Errorf("mailbox quota: %w", err)
+		}
+		return v.Int64
 	}
-	var n int
-	if tx.QueryRow(`SELECT COUNT(*) FROM items WHERE to_device=?`, it.To).Scan(&n); n >= s.cfg.MaxPerRecipient {
+	if n := count(`SELECT COUNT(*) FROM items WHERE to_device=?`, it.To); qerr != nil {
+		return qerr
+	} else if n >= int64(s.cfg.MaxPerRecipient) {
 		return refuse(ReasonRecipientFull, "mailbox of %s is full (%d envelopes)", shortID(it.To), s.cfg.MaxPerRecipient)
 	}
 	if !replica {
-		if tx.QueryRow(`SELECT COUNT(*) FROM items WHERE from_device=?`, it.From).Scan(&n); n >= s.cfg.MaxPerSender {
+		if n := count(`SELECT COUNT(*) FROM items WHERE from_device=?`, it.From); qerr != nil {
+			return qerr
+		} else if n >= int64(s.cfg.MaxPerSender) {
 			return refuse(ReasonSender, "sender quota reached (%d envelopes waiting)", s.cfg.MaxPerSender)
 		}
 	}
-	if tot := sum(`SELECT SUM(size) FROM items`); tot+size > s.cfg.MaxBytes {
+	if tot := count(`SELECT SUM(size) FROM items`); qerr != nil {
+		return qerr
+	} else if tot+size > s.cfg.MaxBytes {
 		return refuse(ReasonGlobal, "mailbox storage is full (%s)", human(s.cfg.MaxBytes))
 	}
 	if ip != "" {
-		if b := sum(`SELECT SUM(size) FROM items WHERE src_ip=?`, ip); b+size > s.cfg.MaxBytesPerIP {
+		if b := count(`SELECT SUM(size) FROM items WHERE src_ip=?`, ip); qerr != nil {
+			return qerr
+		} else if b+size > s.cfg.MaxBytesPerIP {
 			return refuse(ReasonSourceIP, "%s has %s waiting (limit %s)", ip, human(b), human(s.cfg.MaxBytesPerIP))
 		}
-		if b := sum(`SELECT SUM(size) FROM items WHERE src_prefix=?`, prefix); b+size > s.cfg.MaxBytesPerPrefix {
+		if b := count(`SELECT SUM(size) FROM items WHERE src_prefix=?`, prefix); qerr != nil {
+			return qerr
+		} else if b+size > s.cfg.MaxBytesPerPrefix {
 			return refuse(ReasonSourcePrefix, "%s has %s waiting (limit %s)", prefix, human(b), human(s.cfg.MaxBytesPerPrefix))
 		}
 		var cnt int
 		var b sql.NullInt64
-		tx.QueryRow(`SELECT COUNT(*), SUM(size) FROM items WHERE to_device=? AND src_prefix=?`, it.To, prefix).Scan(&cnt, &b)
+		if err := tx.QueryRow(`SELECT COUNT(*), SUM(size) FROM items WHERE to_device=? AND src_prefix=?`, it.To, prefix).Scan(&cnt, &b); err != nil {
+			return fmt.Errorf("mailbox quota: %w", err)
+		}
 		if cnt >= s.cfg.MaxPerRecipientSrc || b.Int64+size > s.cfg.MaxBytesPerRecipientSrc {
 			return refuse(ReasonRecipientSrc, "%s has used its share of the mailbox of %s (%d envelopes, %s)",
 				prefix, shortID(it.To), cnt, human(b.Int64))
@@ -197,10 +213,15 @@ func migrate(db *sql.DB) error {
 	}
 	for rows.Next() {
 		var c string
-		rows.Scan(&c)
+		if err := rows.Scan(&c); err != nil {
+			rows.Close()
+			return err
+		}
 		cols[c] = true
 	}
-	rows.Close()
+	if err := rows.Close(); err != nil {
+		return err
+	}
 	for _, c := range []struct{ name, def string }{
 		{"size", "INTEGER NOT NULL DEFAULT 0"},
 		{"src_ip", "TEXT NOT NULL DEFAULT ''"},

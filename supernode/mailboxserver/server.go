@@ -321,11 +321,17 @@ func (s *Server) store(now time.Time, remote peer.ID, src string, it mailbox.Ite
 		return err
 	}
 	defer tx.Rollback()
-	var n int
-	if tx.QueryRow(`SELECT COUNT(*) FROM tombstones WHERE id=? AND to_device=?`, it.ID, it.To).Scan(&n); n > 0 {
+	var dead, have int
+	if err := tx.QueryRow(`SELECT COUNT(*) FROM tombstones WHERE id=? AND to_device=?`, it.ID, it.To).Scan(&dead); err != nil {
+		return fmt.Errorf("mailbox: look up tombstone: %w", err)
+	}
+	if dead > 0 {
 		return nil // delivered already: nothing to keep, nothing to retry
 	}
-	if tx.QueryRow(`SELECT COUNT(*) FROM items WHERE id=? AND to_device=?`, it.ID, it.To).Scan(&n); n > 0 {
+	if err := tx.QueryRow(`SELECT COUNT(*) FROM items WHERE id=? AND to_device=?`, it.ID, it.To).Scan(&have); err != nil {
+		return fmt.Errorf("mailbox: look up envelope: %w", err)
+	}
+	if have > 0 {
 		return nil
 	}
 	if err := s.checkQuota(tx, it, src, replica); err != nil {
@@ -456,8 +462,12 @@ func (s *Server) maintain() {
 		case <-t.C:
 		}
 		now := s.cfg.Now().UnixMilli()
-		s.db.Exec(`DELETE FROM items WHERE expires_ms <= ?`, now)
-		s.db.Exec(`DELETE FROM tombstones WHERE until_ms <= ?`, now)
+		if _, err := s.db.Exec(`DELETE FROM items WHERE expires_ms <= ?`, now); err != nil {
+			s.log.Warn("expire envelopes", "err", err) // tried again next round
+		}
+		if _, err := s.db.Exec(`DELETE FROM tombstones WHERE until_ms <= ?`, now); err != nil {
+			s.log.Warn("expire tombstones", "err", err)
+		}
 		if err := s.replicate(); err != nil && s.ctx.Err() == nil {
 			s.log.Debug("replicate", "err", err)
 		}
@@ -475,10 +485,15 @@ func (s *Server) replicate() error {
 	var accounts [][]byte
 	for rows.Next() {
 		var a []byte
-		rows.Scan(&a)
+		if err := rows.Scan(&a); err != nil {
+			rows.Close()
+			return err
+		}
 		accounts = append(accounts, a)
 	}
-	rows.Close()
+	if err := rows.Close(); err != nil {
+		return err
+	}
 	for _, acct := range accounts {
 		ctx, cancel := context.WithTimeout(s.ctx, 20*time.Second)
 		holders, err := s.cfg.Closest(ctx, mailbox.Key(acct), s.cfg.K)
@@ -536,7 +551,7 @@ func (s *Server) pushMissing(ctx context.Context, holder peer.ID, items []mailbo
 	for len(missing) > 0 {
 		batch := missing[:min(len(missing), mailbox.MaxItemsPerPut)]
 		missing = missing[len(batch):]
-		res, err := mailbox.Put(ctx, s.cfg.Host, holder, batch, true)
+		res, err := mailbox.PutReplica(ctx, s.cfg.Host, holder, batch)
 		if err != nil {
 			s.log.Debug("replicate to holder", "holder", holder, "err", err)
 			return
