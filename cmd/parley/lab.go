@@ -31,6 +31,7 @@ func labCmd() *cli.Command {
 					"must move to the other relay tier with at most 3 s of silence, and a direct call must not notice; " +
 					"caller: the caller's daemon of a direct call (port-restricted, else restricted, full-cone or public), " +
 					"whose callee must end the call within 12 s and then take a call from the restarted caller"},
+				&cli.IntFlag{Name: "loss", Usage: "drop `PCT` percent of the UDP datagrams at each caller's NAT, both ways, at random (nftables numgen), and report the audio each call concealed"},
 				&cli.StringFlag{Name: "binary", Usage: "parley `BINARY` to run in the lab (default: this one)"},
 				&cli.DurationFlag{Name: "audio", Value: natlab.DefaultAudio, Usage: "audio sent by each call once connected"},
 				&cli.StringFlag{Name: "dir", Usage: "keep homes, recordings and logs in `DIR` (default: a temporary directory, removed)"},
@@ -51,7 +52,7 @@ func labCmd() *cli.Command {
 					return err
 				}
 				opts := natlab.Options{Binary: c.String("binary"), Types: types, Audio: c.Duration("audio"),
-					Fault: c.String("fault"), Dir: c.String("dir"), Progress: os.Stderr, Logger: log.With(slog.String("subsystem", "netlab"))}
+					Fault: c.String("fault"), LossPct: c.Int("loss"), Dir: c.String("dir"), Progress: os.Stderr, Logger: log.With(slog.String("subsystem", "netlab"))}
 				if !c.Bool("matrix") {
 					opts.Pairs = natlab.SameTypePairs(types)
 				}
