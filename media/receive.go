@@ -3,7 +3,6 @@ package media
 import (
 	"errors"
 	"io"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,17 +42,40 @@ func newReceiver(cfg jitterConfig, dec *decoder) *receiver {
 func (r *receiver) push(p *rtp.Packet, now time.Time) pushResult {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.count(len(p.Payload), now)
+	return r.jb.push(p.SequenceNumber, p.Timestamp, p.Payload, now)
+}
+
+// pushRED takes a RED packet (RFC 2198) whose payload red holds, parsed:
+// its primary Opus frame as the packet's own, then each redundant Opus
+// frame as that of the packet as many places before it, to fill a slot
+// the network lost. Blocks of other payload types are ignored.
+func (r *receiver) pushRED(p *rtp.Packet, red *redPacket, opusPT uint8, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.count(len(p.Payload), now)
+	if red.primary.pt == opusPT && len(red.primary.data) > 0 {
+		r.jb.push(p.SequenceNumber, p.Timestamp, red.primary.data, now)
+	}
+	for i, b := range red.redundant[:red.n] {
+		if b.pt == opusPT {
+			r.jb.pushRedundant(p.SequenceNumber-uint16(red.n-i), p.Timestamp-b.tsOffset, b.data, now)
+		}
+	}
+}
+
+// count books a received packet of n payload bytes; r.mu is held.
+func (r *receiver) count(n int, now time.Time) {
 	r.packets++
-	r.bytes += uint64(len(p.Payload))
+	r.bytes += uint64(n)
 	if r.winStart.IsZero() {
 		r.winStart, r.firstPacketTime = now, now
 	}
-	r.winBytes += int64(len(p.Payload))
+	r.winBytes += int64(n)
 	if el := now.Sub(r.winStart); el >= time.Second {
 		r.bitrate = float64(r.winBytes*8) / el.Seconds()
 		r.winStart, r.winBytes = now, 0
 	}
-	return r.jb.push(p.SequenceNumber, p.Timestamp, p.Payload, now)
 }
 
 func (r *receiver) pop(now time.Time) (playKind, []byte) {
@@ -83,7 +105,8 @@ func (s *Session) handleTrack(tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) 
 		s.mu.Unlock()
 		return
 	}
-	if tr.Kind() != webrtc.RTPCodecTypeAudio || !strings.EqualFold(tr.Codec().MimeType, webrtc.MimeTypeOpus) {
+	opusPT, redPT, ok := payloadTypes(recv.GetParameters().Codecs)
+	if tr.Kind() != webrtc.RTPCodecTypeAudio || !ok {
 		s.mu.Unlock()
 		s.log.Warn("ignoring non-Opus track", "kind", tr.Kind(), "codec", tr.Codec().MimeType)
 		return
@@ -110,29 +133,36 @@ func (s *Session) handleTrack(tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) 
 	}
 	go s.readReceiverRTCP(recv)
 	defer s.wg.Done()
-	s.readTrack(tr)
+	s.readTrack(tr, uint8(opusPT), uint8(redPT))
 	s.mu.Lock()
 	s.readingTrack = false
 	s.mu.Unlock()
 }
 
-func (s *Session) readTrack(tr *webrtc.TrackRemote) {
+// readTrack reads the peer's packets: Opus of payload type opusPT and,
+// when redPT is not 0, RED carrying Opus.
+func (s *Session) readTrack(tr *webrtc.TrackRemote, opusPT, redPT uint8) {
 	buf := make([]byte, maxRTPPacket)
-	pt := uint8(tr.PayloadType())
 	var p rtp.Packet
+	var red redPacket
 	for {
 		n, _, err := tr.Read(buf)
-		if err != nil {
+		if err != nil && !errors.Is(err, webrtc.ErrCodecNotFound) {
 			if !errors.Is(err, io.EOF) {
 				s.log.Debug("track reader stopped", "err", err)
 			}
 			return
 		}
-		if err := p.Unmarshal(buf[:n]); err != nil || p.PayloadType != pt {
+		switch {
+		case err != nil || p.Unmarshal(buf[:n]) != nil:
 			s.rx.countMalformed()
-			continue
+		case p.PayloadType == opusPT:
+			s.rx.push(&p, s.cfg.Now())
+		case p.PayloadType == redPT && redPT != 0 && parseRED(p.Payload, &red) == nil:
+			s.rx.pushRED(&p, &red, opusPT, s.cfg.Now())
+		default:
+			s.rx.countMalformed()
 		}
-		s.rx.push(&p, s.cfg.Now())
 	}
 }
 

@@ -27,11 +27,14 @@ func (s *Session) sendLoop() {
 	src := s.cfg.Source
 	frame := make([]int16, FrameSamples)
 	buf := make([]byte, maxOpusPacket)
-	pkt := rtp.Packet{Header: rtp.Header{
+	redBuf := make([]byte, 0, 1+(maxREDDistance+1)*(4+maxOpusPacket))
+	var hist redHistory
+	hdr := rtp.Header{
 		Version:        2,
 		SequenceNumber: uint16(rand.Uint32()),
 		Timestamp:      rand.Uint32(),
-	}}
+	}
+	fecLoss := s.cfg.ExpectedLoss // what the encoder provisions FEC for
 	start := s.cfg.Now()
 	var frames int64 // frames handled so far
 	srcDone := false
@@ -52,9 +55,16 @@ func (s *Session) sendLoop() {
 				}
 			}
 			frames += skip
-			pkt.Timestamp += uint32(skip * FrameSamples)
+			hdr.Timestamp += uint32(skip * FrameSamples)
 			s.sent.skipped.Add(uint64(skip))
 			talkspurt = true
+		}
+		distance, reported := s.red.state()
+		if s.cfg.FEC && max(reported, s.cfg.ExpectedLoss) != fecLoss {
+			// Provision LBRR for the loss the peer reports, never less
+			// than configured.
+			fecLoss = max(reported, s.cfg.ExpectedLoss)
+			s.enc.setPacketLoss(fecLoss)
 		}
 		for ; frames < due; frames++ {
 			if !srcDone {
@@ -75,25 +85,15 @@ func (s *Session) sendLoop() {
 			}
 			if n == 0 || (s.cfg.DTX && n <= 2) {
 				// Nothing to send (DTX silence); time still passes.
-				pkt.Timestamp += FrameSamples
+				hdr.Timestamp += FrameSamples
 				talkspurt = true
 				continue
 			}
-			pkt.Marker = talkspurt // RFC 3551 §4.1: first packet of a talkspurt
-			pkt.Payload = buf[:n]
-			if err := s.track.WriteRTP(&pkt); err != nil && !errors.Is(err, io.ErrClosedPipe) {
-				s.log.Debug("write RTP", "err", err)
-			}
-			s.sent.packets.Add(1)
-			s.sent.bytes.Add(uint64(n))
-			if s.sent.ssrc.Load() == 0 {
-				if enc := s.rtps.GetParameters().Encodings; len(enc) > 0 {
-					s.sent.ssrc.Store(uint32(enc[0].SSRC))
-				}
-			}
+			hdr.Marker = talkspurt // RFC 3551 §4.1: first packet of a talkspurt
+			s.sendFrame(&hdr, buf[:n], &hist, distance, &redBuf)
 			talkspurt = false
-			pkt.SequenceNumber++
-			pkt.Timestamp += FrameSamples
+			hdr.SequenceNumber++
+			hdr.Timestamp += FrameSamples
 		}
 		select {
 		case <-s.quit:
@@ -101,6 +101,32 @@ func (s *Session) sendLoop() {
 		case <-t.C:
 		}
 	}
+}
+
+// sendFrame sends one Opus frame with the header h: wrapped in RED with
+// up to distance earlier frames from hist when the peer negotiated RED,
+// plain Opus otherwise. Before the call is negotiated nothing is sent,
+// but the frame is counted and remembered all the same.
+func (s *Session) sendFrame(h *rtp.Header, opus []byte, hist *redHistory, distance int, redBuf *[]byte) {
+	if b := s.track.binding(); b != nil {
+		payload := opus
+		h.PayloadType = b.opusPT
+		if b.redPT != 0 && distance > 0 {
+			blocks := hist.blocksFor(h.SequenceNumber, h.Timestamp, distance)
+			*redBuf = appendRED((*redBuf)[:0], b.opusPT, blocks, opus)
+			payload, h.PayloadType = *redBuf, b.redPT
+			s.sent.redundant.Add(uint64(len(blocks)))
+		}
+		if err := b.write(h, payload); err != nil {
+			s.log.Debug("write RTP", "err", err)
+		}
+		if s.sent.ssrc.Load() == 0 {
+			s.sent.ssrc.Store(uint32(b.ssrc))
+		}
+	}
+	hist.add(h.SequenceNumber, h.Timestamp, opus)
+	s.sent.packets.Add(1)
+	s.sent.bytes.Add(uint64(len(opus)))
 }
 
 // rtcpRTT derives the round-trip time from RTCP receiver reports about our
@@ -116,13 +142,14 @@ type rtcpRTT struct {
 	ok           bool
 }
 
-func (r *rtcpRTT) observe(pkts []rtcp.Packet, ssrc uint32, now time.Time) {
+// It returns the fraction lost (percent) of the last report about ssrc, and
+// whether there was one.
+func (r *rtcpRTT) observe(pkts []rtcp.Packet, ssrc uint32, now time.Time) (lossPct float64, ok bool) {
 	for _, p := range pkts {
-		rr, ok := p.(*rtcp.ReceiverReport)
 		var reports []rtcp.ReceptionReport
-		if ok {
+		if rr, isRR := p.(*rtcp.ReceiverReport); isRR {
 			reports = rr.Reports
-		} else if sr, ok := p.(*rtcp.SenderReport); ok {
+		} else if sr, isSR := p.(*rtcp.SenderReport); isSR {
 			reports = sr.Reports
 		}
 		for _, rep := range reports {
@@ -131,6 +158,7 @@ func (r *rtcpRTT) observe(pkts []rtcp.Packet, ssrc uint32, now time.Time) {
 			}
 			r.mu.Lock()
 			r.remoteLoss = float64(rep.FractionLost) * 100 / 256
+			lossPct, ok = r.remoteLoss, true
 			r.remoteJitter = samplesDuration(int64(rep.Jitter))
 			if rep.LastSenderReport != 0 {
 				a := ntpMiddle(now)
@@ -144,6 +172,7 @@ func (r *rtcpRTT) observe(pkts []rtcp.Packet, ssrc uint32, now time.Time) {
 			r.mu.Unlock()
 		}
 	}
+	return lossPct, ok
 }
 
 func (r *rtcpRTT) get() (rtt time.Duration, ok bool, remoteLoss float64, remoteJitter time.Duration) {

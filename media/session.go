@@ -83,7 +83,7 @@ type Session struct {
 	cfg   Config
 	log   *slog.Logger
 	pc    *webrtc.PeerConnection
-	track *webrtc.TrackLocalStaticRTP
+	track *audioTrack
 	rtps  *webrtc.RTPSender
 	enc   *encoder
 	rx    *receiver
@@ -117,6 +117,7 @@ type Session struct {
 	sent     sendCounters
 	sendRate sendRate
 	rtt      rtcpRTT
+	red      *redPolicy // how much redundancy to send, from the peer's reports
 }
 
 type event struct {
@@ -127,6 +128,7 @@ type event struct {
 type sendCounters struct {
 	packets, bytes atomic.Uint64
 	skipped        atomic.Uint64 // frames dropped because the sender fell behind
+	redundant      atomic.Uint64 // earlier frames repeated in RED packets
 	ssrc           atomic.Uint32
 }
 
@@ -144,6 +146,7 @@ func NewSession(cfg Config) (*Session, error) {
 		quit:       make(chan struct{}),
 		done:       make(chan struct{}),
 		firstAudio: make(chan struct{}),
+		red:        newREDPolicy(1),
 	}
 	s.enc, err = newEncoder(cfg.Bitrate, cfg.FEC, cfg.DTX, cfg.ExpectedLoss)
 	if err != nil {
@@ -177,10 +180,8 @@ func NewSession(cfg Config) (*Session, error) {
 		// It fails on configuration: ICE server URLs and credentials.
 		return nil, fmt.Errorf("%w: new peer connection: %w", ErrInvalidConfig, err)
 	}
-	s.track, err = webrtc.NewTrackLocalStaticRTP(opusCapability(cfg), "audio", "parley")
-	if err == nil {
-		s.rtps, err = s.pc.AddTrack(s.track)
-	}
+	s.track = newAudioTrack(opusCapability(cfg))
+	s.rtps, err = s.pc.AddTrack(s.track)
 	if err == nil && cfg.Recorder != nil {
 		s.ogg, err = ogg.NewWriter(cfg.Recorder, SampleRate, 1)
 	}
@@ -213,8 +214,8 @@ func opusCapability(cfg Config) webrtc.RTPCodecCapability {
 	}
 }
 
-// newAPI builds the pion API: Opus only, RTCP sender and receiver reports,
-// and the ICE policy from cfg.
+// newAPI builds the pion API: Opus, then RED for Opus (unless cfg.NoRED),
+// RTCP sender and receiver reports, and the ICE policy from cfg.
 func newAPI(cfg Config, log *slog.Logger) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterCodec(webrtc.RTPCodecParameters{
@@ -222,6 +223,16 @@ func newAPI(cfg Config, log *slog.Logger) (*webrtc.API, error) {
 		PayloadType:        opusPayloadType,
 	}, webrtc.RTPCodecTypeAudio); err != nil {
 		return nil, fmt.Errorf("media: register Opus: %w", err)
+	}
+	if !cfg.NoRED {
+		// After Opus, as browsers list it: a peer that prefers the first
+		// codec it knows still sends plain Opus unless it wants RED.
+		if err := m.RegisterCodec(webrtc.RTPCodecParameters{
+			RTPCodecCapability: redCapability(opusPayloadType),
+			PayloadType:        redPayloadType,
+		}, webrtc.RTPCodecTypeAudio); err != nil {
+			return nil, fmt.Errorf("media: register RED: %w", err)
+		}
 	}
 	ir := &interceptor.Registry{}
 	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
@@ -608,6 +619,8 @@ func (s *Session) readSenderRTCP() {
 			}
 			return
 		}
-		s.rtt.observe(pkts, s.sent.ssrc.Load(), s.cfg.Now())
+		if loss, ok := s.rtt.observe(pkts, s.sent.ssrc.Load(), s.cfg.Now()); ok {
+			s.red.report(loss)
+		}
 	}
 }
