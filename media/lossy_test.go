@@ -165,15 +165,46 @@ func TestCallRandomLoss(t *testing.T) {
 	}
 }
 
+// TestCallWithoutRED calls between a session that offers RED and one that
+// does not, each way, over a path losing every tenth packet: the call
+// must carry plain Opus (nothing sent or rebuilt as RED), conceal the
+// losses, and still be heard.
+func TestCallWithoutRED(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		noREDTx, noREDRx bool
+	}{
+		{"sender without RED", true, false},
+		{"receiver without RED", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			check := checkGoroutines(t)
+			defer check()
+			r := lossyCall(t, lossySpec{frames: 150, noRED: tc.noREDTx, rxNoRED: tc.noREDRx, drop: everyNth(10)})
+			if r.redSent != 0 || r.st.REDRecovered != 0 {
+				t.Errorf("RED sent %d frames, rebuilt %v, with one side not offering it", r.redSent, r.st.REDRecovered)
+			}
+			if r.st.Concealed < 5*FrameDuration {
+				t.Errorf("concealed %v of %d lost frames", r.st.Concealed, r.dropped)
+			}
+			if r.seg < 0.8 && !raceEnabled {
+				t.Errorf("correlation %.3f per segment, want >= 0.8", r.seg)
+			}
+		})
+	}
+}
+
 type lossySpec struct {
 	frames      int
 	fec, noRED  bool // the sender's
+	rxNoRED     bool // the receiver's NoRED
 	drop        func(n int) bool
 	jitterStart time.Duration // the receiver's; 0 means the default
 }
 
 type lossyResult struct {
 	st        Stats
+	redSent   uint64 // the sender's Stats.REDFramesSent
 	dropped   int
 	seg, peak float64 // correlation of what b heard with what a sent
 }
@@ -204,7 +235,7 @@ func lossyCall(t *testing.T, spec lossySpec) lossyResult {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, err := NewSession(vcfg(ln.netB, Config{Sink: capB, JitterStart: spec.jitterStart}))
+		b, err := NewSession(vcfg(ln.netB, Config{Sink: capB, JitterStart: spec.jitterStart, NoRED: spec.rxNoRED}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -229,7 +260,9 @@ func lossyCall(t *testing.T, spec lossySpec) lossyResult {
 		}
 		var r attempt
 		r.st, r.heard = b.Stats(), capB.Samples()
-		skipped := disturbances(a.Stats(), r.st)
+		stA := a.Stats()
+		r.redSent = stA.REDFramesSent
+		skipped := disturbances(stA, r.st)
 		ln.mu.Lock()
 		r.dropped = ln.dropped
 		ln.mu.Unlock()

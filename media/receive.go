@@ -153,16 +153,24 @@ func (s *Session) readTrack(tr *webrtc.TrackRemote, opusPT, redPT uint8) {
 			}
 			return
 		}
-		switch {
-		case err != nil || p.Unmarshal(buf[:n]) != nil:
+		if err != nil || p.Unmarshal(buf[:n]) != nil {
 			s.rx.countMalformed()
-		case p.PayloadType == opusPT:
-			s.rx.push(&p, s.cfg.Now())
-		case p.PayloadType == redPT && redPT != 0 && parseRED(p.Payload, &red) == nil:
-			s.rx.pushRED(&p, &red, opusPT, s.cfg.Now())
-		default:
-			s.rx.countMalformed()
+			continue
 		}
+		s.rx.receive(&p, &red, opusPT, redPT, s.cfg.Now())
+	}
+}
+
+// receive takes one RTP packet of the peer's stream: Opus of payload type
+// opusPT, or RED carrying Opus when redPT is not 0. red is scratch space.
+func (r *receiver) receive(p *rtp.Packet, red *redPacket, opusPT, redPT uint8, now time.Time) {
+	switch {
+	case p.PayloadType == opusPT:
+		r.push(p, now)
+	case p.PayloadType == redPT && redPT != 0 && parseRED(p.Payload, red) == nil:
+		r.pushRED(p, red, opusPT, now)
+	default:
+		r.countMalformed()
 	}
 }
 

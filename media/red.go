@@ -82,6 +82,7 @@ func parseRED(payload []byte, p *redPacket) error {
 	p.n = 0
 	off := 0
 	total := 0
+	var lengths [maxREDBlocks - 1]int
 	for {
 		if off >= len(payload) {
 			return fmt.Errorf("%w: header runs past the end (%d bytes)", ErrBadRED, len(payload))
@@ -104,7 +105,7 @@ func parseRED(payload []byte, p *redPacket) error {
 		if blk.tsOffset == 0 || (p.n > 0 && blk.tsOffset >= p.redundant[p.n-1].tsOffset) {
 			return fmt.Errorf("%w: block %d has timestamp offset %d after an earlier block", ErrBadRED, p.n, blk.tsOffset)
 		}
-		blk.data = payload[:length] // length only; placed below
+		lengths[p.n] = length
 		p.redundant[p.n] = blk
 		p.n++
 		total += length
@@ -114,7 +115,7 @@ func parseRED(payload []byte, p *redPacket) error {
 		return fmt.Errorf("%w: blocks of %d bytes in a %d-byte payload", ErrBadRED, total, len(payload)-off)
 	}
 	for i := range p.n {
-		l := len(p.redundant[i].data)
+		l := lengths[i]
 		p.redundant[i].data = payload[off : off+l : off+l]
 		off += l
 	}
