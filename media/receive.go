@@ -120,17 +120,13 @@ func (s *Session) handleTrack(tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) 
 	}
 	s.readingTrack = true
 	s.wg.Add(2)
-	startPlayout := !s.playStarted
-	if startPlayout {
+	if !s.playStarted {
 		s.playStarted = true
-		s.wg.Add(1)
+		s.startMedia(&s.playOn)
 	}
 	s.mu.Unlock()
 
 	s.log.Debug("receiving audio", "ssrc", tr.SSRC(), "payload_type", tr.PayloadType())
-	if startPlayout {
-		go s.playoutLoop()
-	}
 	go s.readReceiverRTCP(recv)
 	defer s.wg.Done()
 	s.readTrack(tr, uint8(opusPT), uint8(redPT))
@@ -192,37 +188,30 @@ type player struct {
 	last      []byte // last packet decoded, for its TOC
 	sinkDead  bool
 	recording bool
+	start     time.Time // when playout started
+	frames    int64     // frames played so far
 }
 
-// playoutLoop pulls a frame from the jitter buffer every 20 ms, decodes or
-// conceals it, and feeds the sink and the recorder. Like sendLoop it is paced
-// by absolute time.
-func (s *Session) playoutLoop() {
-	defer s.wg.Done()
-	t := time.NewTicker(FrameDuration)
-	defer t.Stop()
-	pl := player{
+func (s *Session) newPlayer() *player {
+	return &player{
 		fifo:      make([]int16, 0, maxDecodeSamples+FrameSamples),
 		sink:      s.cfg.Sink,
 		recording: s.ogg != nil,
+		start:     s.cfg.Now(),
 	}
-	start := s.cfg.Now()
-	var frames int64
-	for {
-		select {
-		case <-s.quit:
-			return
-		case <-t.C:
-		}
-		now := s.cfg.Now()
-		due := int64(now.Sub(start)/FrameDuration) + 1
-		if lag := due - frames; lag > maxCatchUp {
-			frames += lag - maxCatchUp
-			s.rx.playoutSkipped.Add(uint64(lag - maxCatchUp))
-		}
-		for ; frames < due; frames++ {
-			s.playFrame(&pl, now)
-		}
+}
+
+// playDue pulls a frame from the jitter buffer for every 20 ms due by now,
+// decodes or conceals it, and feeds the sink and the recorder. Like sending
+// it is paced by absolute time from its start.
+func (s *Session) playDue(pl *player, now time.Time) {
+	due := int64(now.Sub(pl.start)/FrameDuration) + 1
+	if lag := due - pl.frames; lag > maxCatchUp {
+		pl.frames += lag - maxCatchUp
+		s.rx.playoutSkipped.Add(uint64(lag - maxCatchUp))
+	}
+	for ; pl.frames < due; pl.frames++ {
+		s.playFrame(pl, now)
 	}
 }
 

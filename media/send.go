@@ -11,95 +11,97 @@ import (
 	"github.com/pion/rtp"
 )
 
-// maxCatchUp is how many frames a pacing loop will process at once after a
-// stall (200 ms, what the jitter buffer and device queues absorb by
-// default); beyond that it skips ahead to stay in real time.
-const maxCatchUp = 10
+// sender is the send half of mediaLoop's state.
+type sender struct {
+	frame     []int16
+	buf       []byte // the encoded frame
+	redBuf    []byte // the RED payload built around it
+	hist      redHistory
+	hdr       rtp.Header
+	fecLoss   int // the loss the encoder provisions FEC for
+	start     time.Time
+	frames    int64 // frames handled so far
+	srcDone   bool
+	talkspurt bool // the next packet sent starts a talkspurt
+}
 
-// sendLoop reads the source every 20 ms, encodes and sends. It is paced by
-// absolute time from its start, so a late tick is made up for and the RTP
-// timestamps (RFC 3550 §5.1) stay on the wall clock.
-func (s *Session) sendLoop() {
-	defer s.wg.Done()
-	t := time.NewTicker(FrameDuration)
-	defer t.Stop()
-
-	src := s.cfg.Source
-	frame := make([]int16, FrameSamples)
-	buf := make([]byte, maxOpusPacket)
-	redBuf := make([]byte, 0, 1+(maxREDDistance+1)*(4+maxOpusPacket))
-	var hist redHistory
-	hdr := rtp.Header{
-		Version:        2,
-		SequenceNumber: uint16(rand.Uint32()),
-		Timestamp:      rand.Uint32(),
-	}
-	fecLoss := s.cfg.ExpectedLoss // what the encoder provisions FEC for
-	start := s.cfg.Now()
-	var frames int64 // frames handled so far
-	srcDone := false
-	talkspurt := true // the next packet sent starts a talkspurt
+func (s *Session) newSender() *sender {
 	s.log.Debug("sending audio", "bitrate", s.cfg.Bitrate, "fec", s.cfg.FEC, "dtx", s.cfg.DTX)
+	return &sender{
+		frame:  make([]int16, FrameSamples),
+		buf:    make([]byte, maxOpusPacket),
+		redBuf: make([]byte, 0, 1+(maxREDDistance+1)*(4+maxOpusPacket)),
+		hdr: rtp.Header{
+			Version:        2,
+			SequenceNumber: uint16(rand.Uint32()),
+			Timestamp:      rand.Uint32(),
+		},
+		fecLoss:   s.cfg.ExpectedLoss,
+		start:     s.cfg.Now(),
+		talkspurt: true,
+	}
+}
 
-	// The first frame goes out at once: the peer is waiting for it.
-	for {
-		due := int64(s.cfg.Now().Sub(start)/FrameDuration) + 1
-		if lag := due - frames; lag > maxCatchUp {
-			skip := lag - maxCatchUp
-			// The skipped frames' audio is lost, as a live microphone's would
-			// be: read it from the source and drop it, so what follows stays
-			// on the wall clock the RTP timestamps follow.
-			for i := int64(0); i < skip && !srcDone; i++ {
-				if err := src.ReadFrame(frame); err != nil {
-					srcDone = true
+// sendDue reads, encodes and sends every frame due by now. Sending is
+// paced by absolute time from its start, so a late tick is made up for and
+// the RTP timestamps (RFC 3550 §5.1) stay on the wall clock; the first
+// frame goes out at once, since the peer is waiting for it.
+func (s *Session) sendDue(sn *sender, now time.Time) {
+	src := s.cfg.Source
+	due := int64(now.Sub(sn.start)/FrameDuration) + 1
+	if lag := due - sn.frames; lag > maxCatchUp {
+		skip := lag - maxCatchUp
+		// The skipped frames' audio is lost, as a live microphone's would
+		// be: read it from the source and drop it, so what follows stays
+		// on the wall clock the RTP timestamps follow.
+		for i := int64(0); i < skip && !sn.srcDone; i++ {
+			if err := src.ReadFrame(sn.frame); err != nil {
+				sn.srcDone = true
+			}
+		}
+		sn.frames += skip
+		sn.hdr.Timestamp += uint32(skip * FrameSamples)
+		s.sent.skipped.Add(uint64(skip))
+		sn.talkspurt = true
+	}
+	if sn.frames >= due {
+		return
+	}
+	distance, reported := s.red.state()
+	if s.cfg.FEC && max(reported, s.cfg.ExpectedLoss) != sn.fecLoss {
+		// Provision LBRR for the loss the peer reports, never less than
+		// configured.
+		sn.fecLoss = max(reported, s.cfg.ExpectedLoss)
+		s.enc.setPacketLoss(sn.fecLoss)
+	}
+	for ; sn.frames < due; sn.frames++ {
+		if !sn.srcDone {
+			if err := src.ReadFrame(sn.frame); err != nil {
+				if !errors.Is(err, io.EOF) {
+					s.log.Warn("audio source failed; sending silence", "err", err)
 				}
+				sn.srcDone = true
 			}
-			frames += skip
-			hdr.Timestamp += uint32(skip * FrameSamples)
-			s.sent.skipped.Add(uint64(skip))
-			talkspurt = true
 		}
-		distance, reported := s.red.state()
-		if s.cfg.FEC && max(reported, s.cfg.ExpectedLoss) != fecLoss {
-			// Provision LBRR for the loss the peer reports, never less
-			// than configured.
-			fecLoss = max(reported, s.cfg.ExpectedLoss)
-			s.enc.setPacketLoss(fecLoss)
+		if sn.srcDone {
+			clear(sn.frame)
 		}
-		for ; frames < due; frames++ {
-			if !srcDone {
-				if err := src.ReadFrame(frame); err != nil {
-					if !errors.Is(err, io.EOF) {
-						s.log.Warn("audio source failed; sending silence", "err", err)
-					}
-					srcDone = true
-				}
-			}
-			if srcDone {
-				clear(frame)
-			}
-			n, err := s.enc.encode(frame, buf)
-			if err != nil {
-				s.log.Error("opus encode failed", "err", err)
-				n = 0
-			}
-			if n == 0 || (s.cfg.DTX && n <= 2) {
-				// Nothing to send (DTX silence); time still passes.
-				hdr.Timestamp += FrameSamples
-				talkspurt = true
-				continue
-			}
-			hdr.Marker = talkspurt // RFC 3551 §4.1: first packet of a talkspurt
-			s.sendFrame(&hdr, buf[:n], &hist, distance, &redBuf)
-			talkspurt = false
-			hdr.SequenceNumber++
-			hdr.Timestamp += FrameSamples
+		n, err := s.enc.encode(sn.frame, sn.buf)
+		if err != nil {
+			s.log.Error("opus encode failed", "err", err)
+			n = 0
 		}
-		select {
-		case <-s.quit:
-			return
-		case <-t.C:
+		if n == 0 || (s.cfg.DTX && n <= 2) {
+			// Nothing to send (DTX silence); time still passes.
+			sn.hdr.Timestamp += FrameSamples
+			sn.talkspurt = true
+			continue
 		}
+		sn.hdr.Marker = sn.talkspurt // RFC 3551 §4.1: first packet of a talkspurt
+		s.sendFrame(&sn.hdr, sn.buf[:n], &sn.hist, distance, &sn.redBuf)
+		sn.talkspurt = false
+		sn.hdr.SequenceNumber++
+		sn.hdr.Timestamp += FrameSamples
 	}
 }
 

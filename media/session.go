@@ -89,16 +89,22 @@ type Session struct {
 	rx    *receiver
 	ogg   *ogg.Writer // nil without a Recorder
 
-	mu           sync.Mutex
-	closed       bool
-	state        State
-	onCandidate  func(string)
-	onState      func(State)
-	remoteSet    bool
-	pending      []webrtc.ICECandidateInit
-	sendStarted  bool
-	playStarted  bool
-	readingTrack bool // a goroutine is reading the peer's audio track
+	mu          sync.Mutex
+	closed      bool
+	state       State
+	onCandidate func(string)
+	onState     func(State)
+	remoteSet   bool
+	pending     []webrtc.ICECandidateInit
+	sendStarted bool // sendOn is set
+	playStarted bool // playOn is set
+	loopStarted bool // mediaLoop is running
+
+	// Read by mediaLoop: sending starts once the call connects, playout
+	// once the peer's track arrives.
+	sendOn, playOn atomic.Bool
+	loopWake       chan struct{}
+	readingTrack   bool // a goroutine is reading the peer's audio track
 
 	// Event delivery.
 	evMu     sync.Mutex
@@ -146,6 +152,7 @@ func NewSession(cfg Config) (*Session, error) {
 		quit:       make(chan struct{}),
 		done:       make(chan struct{}),
 		firstAudio: make(chan struct{}),
+		loopWake:   make(chan struct{}, 1),
 		red:        newREDPolicy(1),
 	}
 	s.enc, err = newEncoder(cfg.Bitrate, cfg.FEC, cfg.DTX, cfg.ExpectedLoss)
@@ -503,10 +510,9 @@ func (s *Session) handleState(webrtc.PeerConnectionState) {
 		return
 	}
 	s.state = st
-	startSend := st == StateConnected && !s.sendStarted
-	if startSend {
+	if st == StateConnected && !s.sendStarted {
 		s.sendStarted = true
-		s.wg.Add(1)
+		s.startMedia(&s.sendOn)
 	}
 	if st != StateClosed {
 		s.enqueue(event{state: st})
@@ -514,9 +520,6 @@ func (s *Session) handleState(webrtc.PeerConnectionState) {
 	s.mu.Unlock()
 
 	s.log.Info("call state", "state", st)
-	if startSend {
-		go s.sendLoop()
-	}
 	if st == StateClosed {
 		// The peer closed DTLS (it hung up): tear down our side too.
 		go s.Close()
