@@ -53,8 +53,9 @@ type Config struct {
 	// NoRED leaves audio redundancy (RED, RFC 2198) out of the session
 	// description: we then neither send nor accept it. false means RED for
 	// Opus is offered after Opus, as browsers do, and when the peer takes
-	// it every packet repeats the one or two frames before it (two while
-	// the peer reports 3 % loss or more), so a lost packet is rebuilt
+	// it every packet repeats the one or two frames before it (two until
+	// the peer's receiver reports show less than 0.5 % loss for 5 s, and
+	// again as soon as one shows 3 % or more), so a lost packet is rebuilt
 	// from the next one instead of concealed.
 	NoRED bool
 	// DTX enables discontinuous transmission: during silence the encoder

@@ -136,17 +136,27 @@ func TestCallLossyNetwork(t *testing.T) {
 func TestCallRandomLoss(t *testing.T) {
 	for _, tc := range []struct {
 		pct           float64
+		mobile        bool // the mobile profile's sender: 20 kbit/s, FEC, DTX
 		maxConcealPct float64
 		minMOS        float64
 		minCorr       float64
 	}{
-		{5, 1, 4.1, 0.9},
-		{15, 100, 0, 0.8},
+		{5, false, 1, 4.1, 0.9},
+		{15, false, 100, 0, 0.8},
+		{5, true, 1, 4.1, 0.9},
 	} {
-		t.Run(fmt.Sprintf("%.0f%%", tc.pct), func(t *testing.T) {
+		name := fmt.Sprintf("%.0f%%", tc.pct)
+		if tc.mobile {
+			name += " mobile"
+		}
+		t.Run(name, func(t *testing.T) {
 			check := checkGoroutines(t)
 			defer check()
-			r := lossyCall(t, lossySpec{frames: 250, drop: randomLoss(tc.pct, uint64(tc.pct))})
+			spec := lossySpec{frames: 250, drop: randomLoss(tc.pct, uint64(tc.pct))}
+			if tc.mobile {
+				spec.bitrate, spec.fec, spec.dtx = 20000, true, true
+			}
+			r := lossyCall(t, spec)
 			st := r.st
 			played := st.Concealed + st.REDRecovered + st.FECRecovered + time.Duration(st.PacketsReceived)*FrameDuration
 			concealPct := 100 * float64(st.Concealed) / float64(played)
@@ -197,6 +207,8 @@ func TestCallWithoutRED(t *testing.T) {
 type lossySpec struct {
 	frames      int
 	fec, noRED  bool // the sender's
+	dtx         bool // the sender's
+	bitrate     int  // the sender's; 0 means the default
 	rxNoRED     bool // the receiver's NoRED
 	drop        func(n int) bool
 	jitterStart time.Duration // the receiver's; 0 means the default
@@ -231,7 +243,7 @@ func lossyCall(t *testing.T, spec lossySpec) lossyResult {
 			return c
 		}
 		capB := NewCaptureSink(0)
-		a, err := NewSession(vcfg(ln.netA, Config{Source: LimitSource(SpeechLikeSource(12), frames), FEC: spec.fec, NoRED: spec.noRED}))
+		a, err := NewSession(vcfg(ln.netA, Config{Source: LimitSource(SpeechLikeSource(12), frames), FEC: spec.fec, DTX: spec.dtx, Bitrate: spec.bitrate, NoRED: spec.noRED}))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -180,7 +180,9 @@ func (h *redHistory) add(seq uint16, ts uint32, data []byte) {
 // peer reports in RTCP receiver reports (RFC 3550 §6.4.1 fraction lost,
 // about once a second): two as soon as a report shows 3 % or more, at
 // least one at 0.5 % or more, and one fewer after redCalmReports reports in
-// a row below 0.5 %. It starts at one frame, before any report. It also
+// a row below 0.5 %. Before any report it sends two: the loss is not
+// known yet, and the first seconds of a call are when a listener notices
+// a gap most. It also
 // gives the loss, smoothed, that the Opus encoder should provision in-band
 // FEC for.
 type redPolicy struct {
@@ -196,7 +198,7 @@ type redPolicy struct {
 const redCalmReports = 5
 
 func newREDPolicy(floor int) *redPolicy {
-	return &redPolicy{distance: max(1, floor), floor: floor}
+	return &redPolicy{distance: maxREDDistance, floor: floor}
 }
 
 // report takes the fraction lost (percent) from one receiver report.

@@ -151,7 +151,8 @@ func TestREDPolicy(t *testing.T) {
 		loss float64
 		want int
 	}{
-		{0, 1}, {4, 2}, {1, 2}, {0, 2}, {0, 2}, {0, 2}, {0, 2}, {0, 1}, // five calm reports step down
+		{0, 2}, {0, 2}, {0, 2}, {0, 2}, {0, 1}, // two until five calm reports
+		{4, 2}, {1, 2}, {0, 2}, {0, 2}, {0, 2}, {0, 2}, {0, 1}, // five calm reports step down
 		{0, 1}, {0, 1}, {0, 1}, {0, 1}, {0, 1}, // never below the floor
 		{0.6, 1}, {10, 2},
 	}
