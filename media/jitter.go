@@ -441,6 +441,13 @@ func (j *jitterBuffer) pop(now time.Time) (playKind, []byte) {
 		j.raiseTarget(now)
 	}
 	j.commitExpand(false)
+	j.playHead()
+	return playPacket, q.payload
+}
+
+// playHead takes the head packet out to be played.
+func (j *jitterBuffer) playHead() {
+	q := j.pkts[0]
 	j.pkts = slices.Delete(j.pkts, 0, 1)
 	j.nextSeq = q.seq + 1
 	j.playTS = q.ts + int64(q.samples)
@@ -448,7 +455,6 @@ func (j *jitterBuffer) pop(now time.Time) (playKind, []byte) {
 	if q.redundant {
 		j.st.REDSamples += int64(q.samples)
 	}
-	return playPacket, q.payload
 }
 
 // commitExpand books pending expansion as concealment (the awaited packet

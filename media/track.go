@@ -1,6 +1,7 @@
 package media
 
 import (
+	"errors"
 	"io"
 	"strings"
 	"sync"
@@ -92,7 +93,7 @@ func (t *audioTrack) binding() *trackBinding {
 func (b *trackBinding) write(h *rtp.Header, payload []byte) error {
 	h.SSRC = uint32(b.ssrc)
 	_, err := b.w.WriteRTP(h, payload)
-	if err == io.ErrClosedPipe {
+	if errors.Is(err, io.ErrClosedPipe) {
 		return nil
 	}
 	return err
