@@ -109,7 +109,8 @@ func TestCallLossyNetwork(t *testing.T) {
 			const someFrames = 5 * FrameDuration
 			lost := time.Duration(r.dropped) * FrameDuration
 			switch {
-			case !tc.noRED && (st.REDRecovered < lost-2*FrameDuration || st.Concealed > 2*FrameDuration):
+			case !tc.noRED && !raceEnabled && (st.REDRecovered < lost-2*FrameDuration || st.Concealed > 2*FrameDuration):
+				// (Under -race packets come too late for real time.)
 				t.Errorf("RED rebuilt %v and concealed %v of %d lost frames", st.REDRecovered, st.Concealed, r.dropped)
 			case tc.noRED && st.REDRecovered != 0:
 				t.Errorf("RED rebuilt %v with RED off", st.REDRecovered)
@@ -162,13 +163,17 @@ func TestCallRandomLoss(t *testing.T) {
 			concealPct := 100 * float64(st.Concealed) / float64(played)
 			t.Logf("%.0f%% loss: %d dropped, concealed %v (%.2f%%), RED rebuilt %v, MOS %.2f, correlation %.3f",
 				tc.pct, r.dropped, st.Concealed, concealPct, st.REDRecovered, st.MOS, r.seg)
+			if raceEnabled {
+				// Too slow for real time: lateness is concealed too.
+				return
+			}
 			if concealPct > tc.maxConcealPct {
 				t.Errorf("concealed %v, %.2f%% of the audio, with %.0f%% loss (want <= %.0f%%)", st.Concealed, concealPct, tc.pct, tc.maxConcealPct)
 			}
 			if st.MOS < tc.minMOS {
 				t.Errorf("MOS %.2f with %.0f%% loss, want >= %.1f", st.MOS, tc.pct, tc.minMOS)
 			}
-			if r.seg < tc.minCorr && !raceEnabled {
+			if r.seg < tc.minCorr {
 				t.Errorf("correlation %.3f per segment with %.0f%% loss, want >= %.2f", r.seg, tc.pct, tc.minCorr)
 			}
 		})
@@ -253,7 +258,13 @@ func lossyCall(t *testing.T, spec lossySpec) lossyResult {
 		}
 		a.OnLocalCandidate(func(c string) { _ = b.AddRemoteCandidate(c) })
 		b.OnLocalCandidate(func(c string) { _ = a.AddRemoteCandidate(c) })
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		// The race detector slows the virtual network's goroutines down
+		// several times over.
+		wait := 15 * time.Second
+		if raceEnabled {
+			wait = 90 * time.Second
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		defer cancel()
 		offer, err := a.CreateOffer(ctx)
 		if err != nil {
