@@ -22,7 +22,7 @@ import (
 	"github.com/parley-net/parley/media"
 	"github.com/parley-net/parley/node"
 	"github.com/parley-net/parley/supernode"
-	"github.com/parley-net/parley/supernode/mailbox"
+	"github.com/parley-net/parley/supernode/mailboxserver"
 )
 
 // DemoOptions configures RunDemo.
@@ -161,7 +161,7 @@ func runDemo(ctx context.Context, opt DemoOptions, dir string, out io.Writer, lo
 	var boot []peer.AddrInfo
 	for i := range sns {
 		s, err := supernode.New(ctx, supernode.Config{Home: fmt.Sprintf("%s/supernode%d", dir, i), Listen: loopback, Bootstrap: boot,
-			Logger: log.With("role", fmt.Sprintf("supernode%d", i)), Mailbox: mailbox.Config{ReplicateInterval: 500 * time.Millisecond}})
+			Logger: log.With("role", fmt.Sprintf("supernode%d", i)), Mailbox: mailboxserver.Config{ReplicateInterval: 500 * time.Millisecond}})
 		if err != nil {
 			return err
 		}

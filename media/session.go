@@ -89,22 +89,24 @@ type Session struct {
 	rx    *receiver
 	ogg   *ogg.Writer // nil without a Recorder
 
-	mu          sync.Mutex
-	closed      bool
-	state       State
-	onCandidate func(string)
-	onState     func(State)
-	remoteSet   bool
-	pending     []webrtc.ICECandidateInit
-	sendStarted bool // sendOn is set
-	playStarted bool // playOn is set
-	loopStarted bool // mediaLoop is running
+	mu           sync.Mutex
+	closed       bool
+	state        State
+	onCandidate  func(string)
+	onState      func(State)
+	onPath       func(Path)
+	lastPath     *Path // the pair ICE selected last, nil before the first
+	remoteSet    bool
+	pending      []webrtc.ICECandidateInit
+	sendStarted  bool // sendOn is set
+	playStarted  bool // playOn is set
+	loopStarted  bool // mediaLoop is running
+	readingTrack bool // a goroutine is reading the peer's audio track
 
 	// Read by mediaLoop: sending starts once the call connects, playout
 	// once the peer's track arrives.
 	sendOn, playOn atomic.Bool
 	loopWake       chan struct{}
-	readingTrack   bool // a goroutine is reading the peer's audio track
 
 	// Event delivery.
 	evMu     sync.Mutex
@@ -128,7 +130,8 @@ type Session struct {
 
 type event struct {
 	state     State
-	candidate *string // nil for a state event
+	candidate *string // set for a candidate event
+	path      *Path   // set for a path event
 }
 
 type sendCounters struct {
@@ -200,6 +203,7 @@ func NewSession(cfg Config) (*Session, error) {
 	s.pc.OnICECandidate(s.handleCandidate)
 	s.pc.OnConnectionStateChange(s.handleState)
 	s.pc.OnTrack(s.handleTrack)
+	s.pc.SCTP().Transport().ICETransport().OnSelectedCandidatePairChange(s.handlePair)
 
 	go s.deliverEvents()
 	s.wg.Add(1)
@@ -263,14 +267,22 @@ func newAPI(cfg Config, log *slog.Logger) (*webrtc.API, error) {
 		}
 	}
 	se.SetICETimeouts(cfg.DisconnectedTimeout, cfg.FailedTimeout, cfg.KeepaliveInterval)
-	if cfg.RelayOnly {
-		// ICE holds a pair back (2 s for a relay, 1 s for a peer-reflexive
-		// remote) in case a more direct one succeeds; every pair of a
-		// relay-only session is relayed, so it has nothing better to wait for.
-		se.SetRelayAcceptanceMinWait(0)
-		se.SetPrflxAcceptanceMinWait(0)
-		se.SetSrflxAcceptanceMinWait(0)
-		se.SetHostAcceptanceMinWait(0)
+	// pion's ICE holds a working pair back (relay 2 s, peer-reflexive 1 s)
+	// in case a more direct one succeeds, which was most of a NATed call's
+	// setup. parley takes the first direct pair that works at once, and a
+	// relayed one after relayHoldBack: while nothing is selected the
+	// controlled side checks every pair, and its first checks are what
+	// open its own NAT to the peer; once a pair is selected only the
+	// controlling side keeps checking. The controlling side then moves
+	// the call to a better pair when one succeeds later (renomination:
+	// relay to direct, or a clearly better RTT), on the same DTLS session,
+	// so the move is not heard.
+	se.SetRelayAcceptanceMinWait(relayHoldBack)
+	se.SetPrflxAcceptanceMinWait(0)
+	se.SetSrflxAcceptanceMinWait(0)
+	se.SetHostAcceptanceMinWait(0)
+	if err := se.SetICERenomination(webrtc.WithRenominationInterval(renominationInterval)); err != nil {
+		return nil, fmt.Errorf("media: ICE renomination: %w", err)
 	}
 	if cfg.Net != nil {
 		se.SetNet(cfg.Net)
@@ -553,12 +565,18 @@ func (s *Session) deliverEvents() {
 		s.evMu.Unlock()
 		for _, e := range q {
 			s.mu.Lock()
-			onCandidate, onState := s.onCandidate, s.onState
+			onCandidate, onState, onPath := s.onCandidate, s.onState, s.onPath
 			s.mu.Unlock()
 			switch {
-			case e.candidate != nil && onCandidate != nil:
-				onCandidate(*e.candidate)
-			case e.candidate == nil && onState != nil:
+			case e.candidate != nil:
+				if onCandidate != nil {
+					onCandidate(*e.candidate)
+				}
+			case e.path != nil:
+				if onPath != nil {
+					onPath(*e.path)
+				}
+			case onState != nil:
 				onState(e.state)
 			}
 		}

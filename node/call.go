@@ -162,11 +162,15 @@ type CallInfo struct {
 	DevicesRang int `json:"devices_rang,omitempty"`
 	// AnsweredElsewhere is set on a device that rang while another device
 	// of its account took the call.
-	AnsweredElsewhere bool       `json:"answered_elsewhere,omitempty"`
-	StartedMS         int64      `json:"started_ms"`
-	SetupMS           float64    `json:"setup_ms,omitempty"` // start to first decoded audio
-	EndedMS           int64      `json:"ended_ms,omitempty"`
-	Stats             *CallStats `json:"stats,omitempty"`
+	AnsweredElsewhere bool    `json:"answered_elsewhere,omitempty"`
+	StartedMS         int64   `json:"started_ms"`
+	SetupMS           float64 `json:"setup_ms,omitempty"` // start to first decoded audio
+	// Paths are the pairs that carried the media, in order: the first one
+	// ICE selected, each move to a better pair and each pair after a
+	// restart (at most maxPathSwitches, the latest kept).
+	Paths   []PathSwitch `json:"paths,omitempty"`
+	EndedMS int64        `json:"ended_ms,omitempty"`
+	Stats   *CallStats   `json:"stats,omitempty"`
 }
 
 // CallStats is a call's health in units a person reads.
@@ -200,6 +204,17 @@ type CallStats struct {
 	// peer is open (it is re-opened when it breaks).
 	Signalling string `json:"signalling"`
 }
+
+// PathSwitch is a pair that started carrying a call's media.
+type PathSwitch struct {
+	AtMS   float64 `json:"at_ms"` // since the call started
+	Tier   string  `json:"tier"`  // "direct", "supernode", "cloud" or "relay"
+	Path   string  `json:"path"`  // as CallStats.Path
+	Detail string  `json:"detail"`
+}
+
+// maxPathSwitches bounds CallInfo.Paths.
+const maxPathSwitches = 32
 
 // TierNone is CallStats.Tier while no path carries media.
 const TierNone = "none"

@@ -229,7 +229,11 @@ type (
 		l  *leg
 		st media.State
 	}
-	evFirstAudio  struct{ l *leg }
+	evFirstAudio struct{ l *leg }
+	evPath       struct {
+		l *leg
+		p media.Path
+	}
 	evMediaClosed struct{ l *leg }
 	evTimer       struct{ kind, gen int }
 	evAnswer      struct {
@@ -510,6 +514,10 @@ func (c *Call) handle(e callEvent) {
 		c.info.SetupMS = float64(now.Sub(c.started).Microseconds()) / 1000
 		c.mu.Unlock()
 		c.setState(stActive)
+	case evPath:
+		if e.l == c.winner {
+			c.pathChanged(now, e.p)
+		}
 	case evMediaClosed:
 		if e.l == c.winner && !c.armed(tGrace) {
 			// A hangup closes the peer's media and sends a hangup frame;

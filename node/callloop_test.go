@@ -104,6 +104,7 @@ func (l *fakeLink) isClosed() bool {
 type fakeSession struct {
 	mu         sync.Mutex
 	onState    func(media.State)
+	onPath     func(media.Path)
 	answers    []string
 	candidates []string
 	restarts   atomic.Int32
@@ -163,6 +164,17 @@ func (s *fakeSession) Stats() media.Stats          { return media.Stats{PacketsR
 func (s *fakeSession) Close() error {
 	s.closeOnce.Do(func() { close(s.done) })
 	return nil
+}
+func (s *fakeSession) OnPathChange(f func(media.Path)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onPath = f
+}
+func (s *fakeSession) path(p media.Path) {
+	s.mu.Lock()
+	f := s.onPath
+	s.mu.Unlock()
+	f(p)
 }
 func (s *fakeSession) state(st media.State) {
 	s.mu.Lock()
@@ -565,6 +577,41 @@ func TestCallMachineSignallingResumes(t *testing.T) {
 	// A hangup still travels, on the new link.
 	b.deliver(callFrame{Type: sigHangup, Call: "0a0b", Seq: 5})
 	m.wantEnded("remote hung up")
+}
+
+// A call records every pair its media moves to, timed from its start: a
+// relayed start, then the direct pair found later.
+func TestCallMachinePathsRecorded(t *testing.T) {
+	m := newMachine(t, CallIncoming, CallOptions{})
+	m.incoming()
+	reply := make(chan error, 1)
+	m.c.post(evAnswer{opts: CallOptions{}, reply: reply})
+	if err := <-reply; err != nil {
+		t.Fatal(err)
+	}
+	m.wantState(CallConnecting)
+	m.step(150 * time.Millisecond)
+	m.env.session.path(media.Path{LocalType: "relay", RemoteType: "srflx", Local: "203.0.113.10:50000", Remote: "198.51.100.7:4000", Protocol: "udp"})
+	m.step(2 * time.Second)
+	m.env.session.path(media.Path{LocalType: "host", RemoteType: "srflx", Local: "192.0.2.2:4000", Remote: "198.51.100.7:4000", Protocol: "udp"})
+	m.step(testTick)
+	paths := m.c.Info().Paths
+	if len(paths) != 2 {
+		t.Fatalf("paths %+v, want the relayed one and the direct one", paths)
+	}
+	if paths[0].Path != "relay" || paths[0].Tier != "relay" || paths[1].Tier != TierDirect || paths[1].Path != "srflx" {
+		t.Fatalf("paths %+v", paths)
+	}
+	if !(paths[0].AtMS < paths[1].AtMS) || paths[1].AtMS-paths[0].AtMS < 2000 {
+		t.Fatalf("paths %+v: not timed by the call's clock", paths)
+	}
+	for range maxPathSwitches + 5 {
+		m.env.session.path(media.Path{LocalType: "host", RemoteType: "host", Local: "192.0.2.2:4000", Remote: "192.0.2.3:4000", Protocol: "udp"})
+	}
+	m.step(testTick)
+	if n := len(m.c.Info().Paths); n != maxPathSwitches {
+		t.Fatalf("%d paths kept, want at most %d", n, maxPathSwitches)
+	}
 }
 
 func TestCallMachineLostPeerEnds(t *testing.T) {

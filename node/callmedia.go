@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/parley-net/parley/media"
@@ -18,6 +19,9 @@ import (
 func (c *Call) watchMedia(l *leg) {
 	s := l.session
 	s.OnState(func(st media.State) { c.post(evMedia{l: l, st: st}) })
+	if pw, ok := s.(interface{ OnPathChange(func(media.Path)) }); ok {
+		pw.OnPathChange(func(p media.Path) { c.post(evPath{l: l, p: p}) })
+	}
 	c.lastHeard, c.lastPacket = c.clk.Now(), time.Time{}
 	c.updateSnap()
 	c.wg.Add(1)
@@ -50,6 +54,24 @@ func (c *Call) mediaState(st media.State) {
 		c.stop(tRestart)
 		c.stop(tStuck)
 	}
+}
+
+// pathChanged records a new pair carrying the media.
+func (c *Call) pathChanged(now time.Time, p media.Path) {
+	st := statsOf(media.Stats{Path: p})
+	sw := PathSwitch{
+		AtMS:   float64(now.Sub(c.started).Microseconds()) / 1000,
+		Tier:   c.ice.tierOf(p),
+		Path:   st.Path,
+		Detail: st.PathDetail,
+	}
+	c.log.Info("media path", "tier", sw.Tier, "path", sw.Detail)
+	c.mu.Lock()
+	if len(c.info.Paths) >= maxPathSwitches {
+		c.info.Paths = slices.Delete(c.info.Paths, 0, 1)
+	}
+	c.info.Paths = append(c.info.Paths, sw)
+	c.mu.Unlock()
 }
 
 // tick checks that the peer is still there and keeps the link alive.

@@ -23,7 +23,7 @@ import (
 
 	"github.com/parley-net/parley/discovery"
 	"github.com/parley-net/parley/internal/wire"
-	"github.com/parley-net/parley/supernode/mailbox"
+	"github.com/parley-net/parley/mailbox"
 )
 
 const (
@@ -941,7 +941,7 @@ func (n *Node) FetchMailbox(ctx context.Context) int {
 				}
 				if errors.Is(err, ErrHeld) {
 					// The holder keeps it until its sender can be verified.
-					n.log.Warn("mailbox envelope held", "holder", h, "id", it.ID, "err", err)
+					n.badInput.Warn("mailbox envelope held", "holder", h, "id", it.ID, "err", err)
 					return fmt.Errorf("%w: %w", mailbox.ErrRetryLater, err)
 				}
 				if err != nil {

@@ -15,7 +15,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
-	"github.com/parley-net/parley/interop/turnrest"
+	"github.com/parley-net/parley/internal/turnrest"
 	"github.com/parley-net/parley/media"
 )
 

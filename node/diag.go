@@ -22,8 +22,8 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/parley-net/parley/discovery"
-	"github.com/parley-net/parley/internal/turnrelay"
 	"github.com/parley-net/parley/node/netcheck"
+	"github.com/parley-net/parley/turncreds"
 )
 
 // Netcheck measures this device's network against its connected
@@ -142,7 +142,7 @@ func NetcheckWithout(ctx context.Context, supernodes, cloud []peer.AddrInfo, log
 					t.STUN = urls
 				}
 			}
-			c, err := turnrelay.FetchCredentials(cctx, h, pi.ID)
+			c, err := turncreds.Fetch(cctx, h, pi.ID)
 			if err != nil {
 				t.TURNError = turnError(err)
 				return

@@ -2,21 +2,19 @@ package node
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/parley-net/parley/internal/metrics"
 )
 
-// metrics are the device's Prometheus metrics (Config.Registerer). Every
+// nodeMetrics are the device's Prometheus metrics (Config.Registerer). Every
 // label takes values from a fixed set, so a peer cannot grow the series.
-type metrics struct {
+type nodeMetrics struct {
 	callsEnded  *prometheus.CounterVec // reason, tier
 	callSetup   prometheus.Histogram
 	callMOS     prometheus.Histogram
@@ -35,8 +33,8 @@ var knownReasons = map[string]bool{
 	"connection lost": true, "media closed": true, "no path": true, "unreachable": true, "answered elsewhere": true,
 }
 
-func newMetrics() *metrics {
-	return &metrics{
+func newMetrics() *nodeMetrics {
+	return &nodeMetrics{
 		callsEnded: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_calls_ended_total",
 			Help: "Calls ended, by why and by the path tier carrying the media at the end (direct, supernode, cloud, relay, none)."},
 			[]string{"reason", "tier"}),
@@ -64,34 +62,20 @@ func newMetrics() *metrics {
 
 // serveMetrics listens on Config.MetricsAddr and serves the metrics.
 func (n *Node) serveMetrics() error {
-	var g prometheus.Gatherer
-	switch r := n.cfg.Registerer.(type) {
-	case nil:
-		reg := prometheus.NewRegistry()
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		n.cfg.Registerer, g = reg, reg
-	case prometheus.Gatherer:
-		g = r
-	default:
-		return errors.New("node: MetricsAddr needs a Registerer that is also a prometheus.Gatherer (a *prometheus.Registry), or none")
-	}
-	l, err := net.Listen("tcp", n.cfg.MetricsAddr)
+	reg, g, err := metrics.Registry(n.cfg.Registerer, n.cfg.MetricsAddr)
 	if err != nil {
-		return fmt.Errorf("metrics listener %s: %w", n.cfg.MetricsAddr, err)
+		return fmt.Errorf("node: %w", err)
 	}
-	n.metricsAddr = l.Addr()
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
-	n.metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go n.metricsSrv.Serve(l)
-	return nil
+	n.cfg.Registerer = reg
+	n.metricsSrv, err = metrics.Serve(n.cfg.MetricsAddr, g)
+	return err
 }
 
 // MetricsAddr is where the node serves metrics, or nil.
-func (n *Node) MetricsAddr() net.Addr { return n.metricsAddr }
+func (n *Node) MetricsAddr() net.Addr { return n.metricsSrv.Addr() }
 
 // register adds the metrics, and the outbox depth read from store, to reg.
-func (m *metrics) register(reg prometheus.Registerer, store *Store) error {
+func (m *nodeMetrics) register(reg prometheus.Registerer, store *Store) error {
 	outbox := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "parley_outbox_pending",
 		Help: "Envelopes in the outbox not yet delivered nor left at a mailbox."},
 		func() float64 {
@@ -111,7 +95,7 @@ func (m *metrics) register(reg prometheus.Registerer, store *Store) error {
 }
 
 // callEnded counts an ended call from its final snapshot.
-func (m *metrics) callEnded(info CallInfo) {
+func (m *nodeMetrics) callEnded(info CallInfo) {
 	reason := info.Reason
 	if !knownReasons[reason] {
 		reason = "other"

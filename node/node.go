@@ -17,8 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -39,9 +37,10 @@ import (
 	"github.com/parley-net/parley/internal/clock"
 	"github.com/parley-net/parley/internal/homelock"
 	"github.com/parley-net/parley/internal/lograte"
+	"github.com/parley-net/parley/internal/metrics"
 	"github.com/parley-net/parley/internal/p2plimits"
+	"github.com/parley-net/parley/mailbox"
 	"github.com/parley-net/parley/media"
-	"github.com/parley-net/parley/supernode/mailbox"
 )
 
 // Defaults of Config.
@@ -152,7 +151,10 @@ type Node struct {
 	dht   *dht.IpfsDHT
 	lock  *homelock.Lock
 	hosts *discovery.HostCache
-	net   netView
+	// trusted are the configured bootstrap supernodes, whose claim
+	// witnesses count (nil: every bootstrap peer, the host cache's too).
+	trusted []peer.ID
+	net     netView
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -168,9 +170,8 @@ type Node struct {
 	timings     CallTimings
 	links       linkCodes
 	creds       relayCreds
-	metrics     *metrics
-	metricsSrv  *http.Server // nil: no metrics server
-	metricsAddr net.Addr
+	metrics     *nodeMetrics
+	metricsSrv  *metrics.Server // nil: no metrics server
 	kick        chan struct{}
 	inflight    sync.Map // device peer ID -> struct{}: a delivery is under way
 	unreachable sync.Map // device peer ID -> time.Time: not dialled for new mail until then
@@ -266,6 +267,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	// (relay reservations, circuits, STUN), so a device whose --bootstrap
 	// list is dead still has relays once it joins through its host cache.
 	cached := n.hosts.Peers()
+	// Only the supernodes the user configured are trusted to witness handle
+	// claims; the host cache holds whatever DHT server was connected, a
+	// rogue one too. A device started from its host cache alone trusts that.
+	for _, pi := range n.cfg.Bootstrap {
+		n.trusted = append(n.trusted, pi.ID)
+	}
 	n.cfg.Bootstrap = discovery.MergePeers(n.cfg.Bootstrap, cached[:min(len(cached), cachedBootstrap)])
 	if len(n.bootstrapPeers()) == 0 {
 		return nil, fmt.Errorf("%w: pass --bootstrap with a supernode's multiaddr", discovery.ErrNoBootstrap)
@@ -379,7 +386,7 @@ func (n *Node) startHost() error {
 		libp2p.SwarmOpts(swarm.WithDialRanker(dialRanker)),
 		libp2p.Routing(func(h host.Host) (routing.PeerRouting, error) {
 			var err error
-			d, err = discovery.NewDHT(n.ctx, h, discovery.DHTConfig{Bootstrap: n.cfg.Bootstrap, Now: n.cfg.Now})
+			d, err = discovery.NewDHT(n.ctx, h, discovery.DHTConfig{Bootstrap: n.cfg.Bootstrap, Trusted: n.trusted, Now: n.cfg.Now})
 			return d, err
 		}),
 	}
@@ -421,9 +428,7 @@ func (n *Node) Close() error {
 	if n.host != nil {
 		n.host.Close()
 	}
-	if n.metricsSrv != nil {
-		n.metricsSrv.Close()
-	}
+	n.metricsSrv.Close()
 	if n.store != nil {
 		n.store.Close()
 	}
@@ -499,7 +504,15 @@ func (n *Node) gatherWitnesses(ctx context.Context) {
 	for _, pi := range n.cfg.Bootstrap {
 		boot = append(boot, pi.ID)
 	}
-	for _, p := range append(boot, n.dht.RoutingTable().ListPeers()...) {
+	// The servers closest to the handle's key hold its record and are the
+	// ones other devices ask: each must have seen this claim before a rival
+	// asks it to witness one. Right after joining, the routing table holds
+	// little more than the bootstrap supernode, so they are looked up.
+	closest, err := n.dht.GetClosestPeers(ctx, discovery.HandleKey(n.id.Handle()))
+	if err != nil {
+		n.log.Debug("claim witnesses: closest servers", "err", err)
+	}
+	for _, p := range append(append(boot, closest...), n.dht.RoutingTable().ListPeers()...) {
 		if !seen[p] && len(ask) < discovery.MaxWitnesses {
 			seen[p] = true
 			ask = append(ask, p)
@@ -816,8 +829,10 @@ func dialRanker(addrs []ma.Multiaddr) []network.AddrDelay {
 }
 
 // circuitDelay is how long connect tries direct addresses alone before it
-// also dials through the supernodes.
-const circuitDelay = 500 * time.Millisecond
+// also dials through the supernodes: long enough for a direct dial to a
+// reachable device to win (a round trip or two), short enough not to hold
+// up a call to a device behind a NAT, whose circuit is what answers.
+const circuitDelay = 100 * time.Millisecond
 
 // connect reaches a device, preferring a direct connection: a relayed one
 // through a supernode's circuit is limited in time and bytes, so signalling

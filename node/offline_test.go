@@ -13,7 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/parley-net/parley/supernode"
-	"github.com/parley-net/parley/supernode/mailbox"
+	"github.com/parley-net/parley/supernode/mailboxserver"
 )
 
 // tap collects what a supernode reads from its mailbox streams.
@@ -68,7 +68,7 @@ func (s *snet) start(i int) {
 		}
 	}
 	sn, err := supernode.New(context.Background(), supernode.Config{Home: s.homes[i], Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: boot,
-		Logger: quietLogger(), Mailbox: mailbox.Config{ReplicateInterval: 300 * time.Millisecond, Tap: s.taps[i]}})
+		Logger: quietLogger(), Mailbox: mailboxserver.Config{ReplicateInterval: 300 * time.Millisecond, Tap: s.taps[i]}})
 	if err != nil {
 		s.t.Fatal(err)
 	}

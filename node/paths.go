@@ -16,8 +16,8 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/parley-net/parley/discovery"
-	"github.com/parley-net/parley/internal/turnrelay"
 	"github.com/parley-net/parley/media"
+	"github.com/parley-net/parley/turncreds"
 )
 
 // Path tiers, from most to least direct. A call's media goes direct when
@@ -102,7 +102,7 @@ func checkPolicy(path, profile string) error {
 // they expire.
 type relayCreds struct {
 	mu    sync.Mutex
-	byPID map[peer.ID]*turnrelay.Credentials
+	byPID map[peer.ID]*turncreds.Credentials
 	stun  map[peer.ID][]string // the STUN URLs each supernode announced
 }
 
@@ -112,12 +112,12 @@ func (n *Node) turnServer(ctx context.Context, relay peer.ID, refetch bool) (*we
 	n.creds.mu.Unlock()
 	if refetch || !ok || n.cfg.Now().After(c.Expires.Add(-10*time.Minute)) {
 		var err error
-		if c, err = turnrelay.FetchCredentials(ctx, n.host, relay); err != nil {
+		if c, err = turncreds.Fetch(ctx, n.host, relay); err != nil {
 			return nil, err
 		}
 		n.creds.mu.Lock()
 		if n.creds.byPID == nil {
-			n.creds.byPID = map[peer.ID]*turnrelay.Credentials{}
+			n.creds.byPID = map[peer.ID]*turncreds.Credentials{}
 		}
 		n.creds.byPID[relay] = c
 		n.creds.mu.Unlock()
@@ -160,6 +160,9 @@ func (s *iceSet) tierOf(p media.Path) string {
 	}
 	if !p.Relayed() {
 		return TierDirect
+	}
+	if s == nil {
+		return "relay"
 	}
 	// The relay's URL when media knows it, else the relayed address, which
 	// is at the relay's IP.

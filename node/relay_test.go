@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/parley-net/parley/cloudrelay"
 	"github.com/parley-net/parley/internal/turnrelay"
 	"github.com/parley-net/parley/media"
 	"github.com/parley-net/parley/supernode"
@@ -28,12 +29,12 @@ func turnConfig(ip string) *turnrelay.Config {
 		AllowCIDRs: loopbackNet, AllowOwnAddrs: true}
 }
 
-func startCloudRelay(t *testing.T) *turnrelay.Cloud {
+func startCloudRelay(t *testing.T) *cloudrelay.Relay {
 	t.Helper()
 	key, _, _ := crypto.GenerateEd25519Key(rand.Reader)
-	cfg := turnrelay.CloudConfig{TURN: *turnConfig("127.0.0.2"), Key: key, Listen: []string{"/ip4/127.0.0.2/tcp/0"}, Logger: quietLogger()}
+	cfg := cloudrelay.Config{TURN: *turnConfig("127.0.0.2"), Key: key, Listen: []string{"/ip4/127.0.0.2/tcp/0"}, Logger: quietLogger()}
 	cfg.TURN.Secret = "a-cloud-secret-of-enough-length"
-	c, err := turnrelay.StartCloud(cfg)
+	c, err := cloudrelay.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +46,7 @@ func startCloudRelay(t *testing.T) *turnrelay.Cloud {
 // cloud relay on 127.0.0.2, for nodes that call through them.
 type relayNet struct {
 	sn    *supernode.Supernode
-	cloud *turnrelay.Cloud // nil: no cloud tier
+	cloud *cloudrelay.Relay // nil: no cloud tier
 	// reg, if set, takes the metrics of the next node started.
 	reg prometheus.Registerer
 }

@@ -21,7 +21,7 @@ import (
 
 	"github.com/parley-net/parley/discovery"
 	"github.com/parley-net/parley/internal/wire"
-	"github.com/parley-net/parley/supernode/mailbox"
+	"github.com/parley-net/parley/mailbox"
 )
 
 // attacker is a small client with its own keys that claims to be someone
@@ -256,11 +256,16 @@ func TestForgedCallInviteRefused(t *testing.T) {
 	}
 }
 
-// permissive is a rogue DHT server's validator: it stores anything.
+// permissive is a rogue DHT server's validator: it stores anything and
+// keeps what it stored. (The DHT's PUT handler calls Select with {incoming,
+// stored}: preferring index 0 let the real alice's republish, which a new
+// DHT server nearby triggers, overwrite the rogue's forgery now and then.)
 type permissive struct{}
 
-func (permissive) Validate(string, []byte) error        { return nil }
-func (permissive) Select(string, [][]byte) (int, error) { return 0, nil }
+func (permissive) Validate(string, []byte) error { return nil }
+func (permissive) Select(_ string, vs [][]byte) (int, error) {
+	return len(vs) - 1, nil
+}
 
 // startRogue starts a DHT server that joins the supernodes' DHT and serves
 // whatever it is given, and waits until every supernode has it in its

@@ -13,7 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/parley-net/parley/internal/wire"
-	"github.com/parley-net/parley/supernode/mailbox"
+	"github.com/parley-net/parley/mailbox"
 )
 
 func startTestSupernode(t *testing.T, bootstrap ...peer.AddrInfo) *Supernode {

@@ -10,12 +10,12 @@ import (
 	"testing"
 	"time"
 
+	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
-	kb "github.com/libp2p/go-libp2p-kbucket"
-
-	"github.com/parley-net/parley/supernode/mailbox"
+	"github.com/parley-net/parley/mailbox"
+	"github.com/parley-net/parley/supernode/mailboxserver"
 )
 
 // member is one supernode of a test network, at a fixed address so it can
@@ -71,7 +71,7 @@ func (n *siteNet) start(i int) {
 	}
 	m := n.members[i]
 	sn, err := New(context.Background(), Config{Home: m.home, Listen: []string{m.listen}, Bootstrap: boot, Logger: quiet(),
-		Mailbox: mailbox.Config{ReplicateInterval: n.repl}})
+		Mailbox: mailboxserver.Config{ReplicateInterval: n.repl}})
 	if err != nil {
 		n.t.Fatal(err)
 	}

@@ -19,13 +19,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
 	dht "github.com/libp2p/go-libp2p-kad-dht"
+	kb "github.com/libp2p/go-libp2p-kbucket"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/routing"
@@ -33,17 +33,15 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	kb "github.com/libp2p/go-libp2p-kbucket"
 
 	"github.com/parley-net/parley/discovery"
 	"github.com/parley-net/parley/internal/homelock"
 	"github.com/parley-net/parley/internal/keyfile"
+	"github.com/parley-net/parley/internal/metrics"
 	"github.com/parley-net/parley/internal/p2plimits"
 	"github.com/parley-net/parley/internal/turnrelay"
-	"github.com/parley-net/parley/supernode/mailbox"
+	"github.com/parley-net/parley/mailbox"
+	"github.com/parley-net/parley/supernode/mailboxserver"
 )
 
 // DefaultPort is the supernode's default TCP and UDP (QUIC) port.
@@ -91,12 +89,12 @@ type Config struct {
 	STUNAddr string
 	// TURN, when set, runs a TURN server for peers' media (the supernode
 	// relay tier) and hands credentials for it to connected peers over
-	// turnrelay.CredentialProtocol. An empty Secret gets a random one: the
+	// turncreds.Protocol. An empty Secret gets a random one: the
 	// supernode is the only issuer. nil means no TURN service.
 	TURN *turnrelay.Config
 	// Mailbox configures the offline mailbox; Home, Host, Closest and
 	// IsSupernode are filled in. Its zero value is the mailbox's defaults.
-	Mailbox mailbox.Config
+	Mailbox mailboxserver.Config
 	// Limits narrow the host's resource manager per peer and per address;
 	// its zero value is p2plimits' defaults.
 	Limits p2plimits.Config
@@ -112,10 +110,9 @@ type Supernode struct {
 	host    host.Host
 	dht     *dht.IpfsDHT
 	lock    *homelock.Lock
-	metrics *http.Server
-	mAddr   net.Addr
+	metrics *metrics.Server // nil: not serving metrics
 	stun    *STUNServer
-	mailbox *mailbox.Server
+	mailbox *mailboxserver.Server
 	turn    *turnrelay.Server
 	creds   *turnrelay.CredentialService
 	claims  *ClaimServer
@@ -171,9 +168,9 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 	if err != nil {
 		return nil, err
 	}
-	reg, gather, err := registry(cfg.Registerer, cfg.MetricsAddr)
+	reg, gather, err := metrics.Registry(cfg.Registerer, cfg.MetricsAddr)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("supernode: %w", err)
 	}
 	if reg != nil {
 		cfg.Limits.Registerer = reg // the resource manager's own
@@ -194,7 +191,14 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 		libp2p.EnableNATService(),
 		libp2p.Routing(func(h host.Host) (routing.PeerRouting, error) {
 			var err error
-			s.dht, err = discovery.NewDHT(ctx, h, discovery.DHTConfig{Server: true, Bootstrap: boot, Now: cfg.Now, Datastore: s.records})
+			// Only the configured bootstrap supernodes and this one are
+			// trusted to witness claims: a peer merely met (the host cache
+			// holds any DHT server that was connected, a rogue too) is not.
+			trusted := []peer.ID{h.ID()}
+			for _, pi := range cfg.Bootstrap {
+				trusted = append(trusted, pi.ID)
+			}
+			s.dht, err = discovery.NewDHT(ctx, h, discovery.DHTConfig{Server: true, Bootstrap: boot, Trusted: trusted, Now: cfg.Now, Datastore: s.records})
 			return s.dht, err
 		}),
 	}
@@ -255,14 +259,14 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 	if reg != nil && mb.Registerer == nil {
 		mb.Registerer = reg
 	}
-	if s.mailbox, err = mailbox.NewServer(mb); err != nil {
+	if s.mailbox, err = mailboxserver.NewServer(mb); err != nil {
 		return nil, err
 	}
 	if reg != nil {
 		s.registerMetrics(reg)
 	}
 	if gather != nil {
-		if err := s.serveMetrics(gather); err != nil {
+		if s.metrics, err = metrics.Serve(cfg.MetricsAddr, gather); err != nil {
 			return nil, err
 		}
 	}
@@ -298,27 +302,6 @@ func (s *Supernode) sweepLoop() {
 	}
 }
 
-// registry is the registerer of metrics and what serves them: reg as
-// given, or a new registry with the Go and process collectors when only
-// addr is set.
-func registry(reg prometheus.Registerer, addr string) (prometheus.Registerer, prometheus.Gatherer, error) {
-	switch {
-	case reg == nil && addr == "":
-		return nil, nil, nil
-	case reg == nil:
-		r := prometheus.NewRegistry()
-		r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		return r, r, nil
-	case addr == "":
-		return reg, nil, nil
-	}
-	g, ok := reg.(prometheus.Gatherer)
-	if !ok {
-		return nil, nil, errors.New("supernode: MetricsAddr needs a Registerer that is also a prometheus.Gatherer")
-	}
-	return reg, g, nil
-}
-
 func (s *Supernode) registerMetrics(reg prometheus.Registerer) {
 	if s.stun != nil {
 		reg.MustRegister(s.stun.Collectors()...)
@@ -343,19 +326,6 @@ func (s *Supernode) registerMetrics(reg prometheus.Registerer) {
 	}))
 }
 
-func (s *Supernode) serveMetrics(reg prometheus.Gatherer) error {
-	l, err := net.Listen("tcp", s.cfg.MetricsAddr)
-	if err != nil {
-		return fmt.Errorf("metrics listener %s: %w", s.cfg.MetricsAddr, err)
-	}
-	s.mAddr = l.Addr()
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	s.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go s.metrics.Serve(l)
-	return nil
-}
-
 // ID is the supernode's peer ID.
 func (s *Supernode) ID() peer.ID { return s.host.ID() }
 
@@ -363,7 +333,7 @@ func (s *Supernode) ID() peer.ID { return s.host.ID() }
 func (s *Supernode) Host() host.Host { return s.host }
 
 // MetricsAddr is where metrics are served, or nil.
-func (s *Supernode) MetricsAddr() net.Addr { return s.mAddr }
+func (s *Supernode) MetricsAddr() net.Addr { return s.metrics.Addr() }
 
 // Addrs are the supernode's full multiaddrs, /p2p/<id> included: what a user
 // copies as a bootstrap address.
@@ -414,7 +384,7 @@ func (s *Supernode) isSupernode(p peer.ID) bool {
 func (s *Supernode) RecordCount() (int, error) { return s.records.count(s.ctx) }
 
 // Mailbox is the supernode's mailbox.
-func (s *Supernode) Mailbox() *mailbox.Server { return s.mailbox }
+func (s *Supernode) Mailbox() *mailboxserver.Server { return s.mailbox }
 
 // DHT is the supernode's DHT (server mode).
 func (s *Supernode) DHT() *dht.IpfsDHT { return s.dht }
@@ -448,9 +418,7 @@ func (s *Supernode) Close() error {
 	if s.stun != nil {
 		s.stun.Close()
 	}
-	if s.metrics != nil {
-		s.metrics.Close()
-	}
+	s.metrics.Close()
 	if s.dht != nil {
 		s.dht.Close()
 	}

@@ -195,6 +195,10 @@ type callSummary struct {
 	RecvKbps  float64 `json:"recv_kbps"`
 	SendKbps  float64 `json:"send_kbps"`
 	Why       string  `json:"why,omitempty"`
+	// Paths are the pairs that carried the media, in order, and
+	// FinalPathMS when the last of them took over (since the call began).
+	Paths       []node.PathSwitch `json:"paths,omitempty"`
+	FinalPathMS float64           `json:"final_path_ms,omitempty"`
 
 	activeMS float64 // how long the call had been active at the last stats
 }
@@ -235,46 +239,11 @@ func followCall(cl *node.Client, id string, duration time.Duration, sum *callSum
 	})
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	var hangupAt <-chan time.Time
-	last, wasActive, rang := "", false, 0
-	start := time.Now()
-	var activeSince time.Time
-	show := func(ci node.CallInfo) (ended bool, err error) {
-		if line := ringLine(&rang, ci); line != "" {
-			fmt.Println(line)
-		}
-		if ci.State != last {
-			last = ci.State
-			switch ci.State {
-			case node.CallRinging:
-				if ci.DevicesRang == 0 {
-					last = ""
-				}
-			case node.CallConnecting:
-				fmt.Printf("connecting to device %s\n", ci.Device)
-			case node.CallActive:
-				wasActive = true
-				fmt.Printf("active: audio after %.0f ms\n", ci.SetupMS)
-				if duration > 0 {
-					hangupAt = time.After(duration)
-				}
-			case node.CallEnded:
-				fmt.Printf("ended: %s\n", ci.Reason)
-				if sum != nil {
-					sum.Reason = ci.Reason
-				}
-				if !wasActive && ci.Direction == "outgoing" {
-					return true, fmt.Errorf("call to %s not connected: %s", ci.Peer, ci.Reason)
-				}
-				return true, nil
-			}
-		}
-		return false, nil
-	}
+	f := &callFollower{duration: duration, sum: sum, start: time.Now()}
 	for {
 		select {
 		case ci := <-states:
-			if done, err := show(ci); done {
+			if done, err := f.show(ci); done {
 				return err
 			}
 		case <-tick.C:
@@ -282,34 +251,101 @@ func followCall(cl *node.Client, id string, duration time.Duration, sum *callSum
 			if err != nil {
 				return err
 			}
-			if done, err := show(*ci); done {
+			if done, err := f.show(*ci); done {
 				return err
 			}
-			if ci.State == node.CallActive && activeSince.IsZero() {
-				activeSince = time.Now()
-			}
-			if s := ci.Stats; s != nil && sum != nil {
-				sum.SetupMS, sum.Tier, sum.Path, sum.Detail = ci.SetupMS, s.Tier, s.Path, s.PathDetail
-				sum.RTTMS, sum.JitterMS, sum.LossPct, sum.Conceal, sum.MOS, sum.Restarts = s.RTTMS, s.JitterMS, s.LossPct, s.ConcealedMS, s.MOS, s.ICERestarts
-				sum.RecvKbps, sum.SendKbps = s.RecvKbps, s.SendKbps
-				if !activeSince.IsZero() {
-					sum.activeMS = float64(time.Since(activeSince).Milliseconds())
-				}
-			}
-			if s := ci.Stats; s != nil && ci.State == node.CallActive {
-				fmt.Printf("[%3.0fs] %s | %s | rtt %.1f ms | jitter %.1f ms | loss %.1f%% | concealed %.0f ms | %s | MOS %.2f\n",
-					time.Since(start).Seconds(), s.Tier, pathLine(s), s.RTTMS, s.JitterMS, s.LossPct, s.ConcealedMS, bitrateLine(s), s.MOS)
-			}
-		case <-hangupAt:
-			hangupAt = nil
+			f.stats(ci)
+		case <-f.hangupAt:
+			f.hangupAt = nil
 			if _, err := cl.CallVerb(context.Background(), "hangup", id, node.AudioSpec{}); err != nil && !errors.Is(err, context.Canceled) {
 				return err
 			}
 		case <-ctx.Done():
-			cl.CallVerb(context.Background(), "hangup", id, node.AudioSpec{})
+			// Best effort: the call may have ended on its own meanwhile.
+			_, _ = cl.CallVerb(context.Background(), "hangup", id, node.AudioSpec{})
 			fmt.Println("hung up")
 			return nil
 		}
+	}
+}
+
+// callFollower is what followCall remembers of the call between updates.
+type callFollower struct {
+	duration    time.Duration
+	sum         *callSummary // nil without --json
+	start       time.Time
+	hangupAt    <-chan time.Time // fires duration after the call became active
+	last        string           // the state printed last
+	wasActive   bool
+	rang        int // ringing devices printed so far
+	activeSince time.Time
+	pathsShown  int // media paths printed so far
+}
+
+// show prints what changed in ci, and says whether the call has ended
+// (with an error when an outgoing call ended before it was connected).
+func (f *callFollower) show(ci node.CallInfo) (ended bool, err error) {
+	if line := ringLine(&f.rang, ci); line != "" {
+		fmt.Println(line)
+	}
+	if ci.State == f.last {
+		return false, nil
+	}
+	f.last = ci.State
+	switch ci.State {
+	case node.CallRinging:
+		if ci.DevicesRang == 0 {
+			f.last = ""
+		}
+	case node.CallConnecting:
+		fmt.Printf("connecting to device %s\n", ci.Device)
+	case node.CallActive:
+		f.wasActive = true
+		fmt.Printf("active: audio after %.0f ms\n", ci.SetupMS)
+		if f.duration > 0 {
+			f.hangupAt = time.After(f.duration)
+		}
+	case node.CallEnded:
+		fmt.Printf("ended: %s\n", ci.Reason)
+		if f.sum != nil {
+			f.sum.Reason = ci.Reason
+		}
+		if !f.wasActive && ci.Direction == node.CallOutgoing {
+			return true, fmt.Errorf("call to %s not connected: %s", ci.Peer, ci.Reason)
+		}
+		return true, nil
+	}
+	return false, nil
+}
+
+// stats prints the once-a-second line of an active call and keeps its
+// figures for the --json summary.
+func (f *callFollower) stats(ci *node.CallInfo) {
+	if ci.State == node.CallActive && f.activeSince.IsZero() {
+		f.activeSince = time.Now()
+	}
+	for ; f.pathsShown < len(ci.Paths); f.pathsShown++ {
+		p := ci.Paths[f.pathsShown]
+		fmt.Printf("media path %d at %.0f ms: %s | %s\n", f.pathsShown+1, p.AtMS, p.Tier, p.Detail)
+	}
+	if f.sum != nil && len(ci.Paths) > 0 {
+		f.sum.Paths, f.sum.FinalPathMS = ci.Paths, ci.Paths[len(ci.Paths)-1].AtMS
+	}
+	s := ci.Stats
+	if s == nil {
+		return
+	}
+	if sum := f.sum; sum != nil {
+		sum.SetupMS, sum.Tier, sum.Path, sum.Detail = ci.SetupMS, s.Tier, s.Path, s.PathDetail
+		sum.RTTMS, sum.JitterMS, sum.LossPct, sum.Conceal, sum.MOS, sum.Restarts = s.RTTMS, s.JitterMS, s.LossPct, s.ConcealedMS, s.MOS, s.ICERestarts
+		sum.RecvKbps, sum.SendKbps = s.RecvKbps, s.SendKbps
+		if !f.activeSince.IsZero() {
+			sum.activeMS = float64(time.Since(f.activeSince).Milliseconds())
+		}
+	}
+	if ci.State == node.CallActive {
+		fmt.Printf("[%3.0fs] %s | %s | rtt %.1f ms | jitter %.1f ms | loss %.1f%% | concealed %.0f ms | %s | MOS %.2f\n",
+			time.Since(f.start).Seconds(), s.Tier, pathLine(s), s.RTTMS, s.JitterMS, s.LossPct, s.ConcealedMS, bitrateLine(s), s.MOS)
 	}
 }
 

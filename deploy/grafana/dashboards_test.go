@@ -24,6 +24,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/parley-net/parley/cloudrelay"
 	"github.com/parley-net/parley/internal/turnrelay"
 	"github.com/parley-net/parley/node"
 	"github.com/parley-net/parley/supernode"
@@ -88,7 +89,7 @@ func registered(t *testing.T) (sn, relay, daemon map[string]bool) {
 	}
 	t.Cleanup(func() { s.Close() })
 	key, _, _ := crypto.GenerateEd25519Key(rand.Reader)
-	c, err := turnrelay.StartCloud(turnrelay.CloudConfig{Key: key, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Registerer: relayRec, Logger: quiet,
+	c, err := cloudrelay.Start(cloudrelay.Config{Key: key, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Registerer: relayRec, Logger: quiet,
 		TURN: turnrelay.Config{UDPAddr: "127.0.0.1:0", TCPAddr: "127.0.0.1:0", RelayIPs: []netip.Addr{lo}, Secret: "a-cloud-secret-of-enough-length"}})
 	if err != nil {
 		t.Fatal(err)

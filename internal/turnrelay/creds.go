@@ -1,14 +1,12 @@
 package turnrelay
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,25 +19,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/time/rate"
 
+	"github.com/parley-net/parley/internal/metrics"
+	"github.com/parley-net/parley/internal/turnrest"
 	"github.com/parley-net/parley/internal/wire"
-	"github.com/parley-net/parley/interop/turnrest"
+	"github.com/parley-net/parley/turncreds"
 )
 
-// CredentialProtocol is the libp2p protocol that hands TURN credentials to
-// authenticated peers (see the package comment for the frame).
-const CredentialProtocol = "/parley/turn/1.0.0"
-
-// Credential frame limits.
-const (
-	maxCredFrame      = 4 << 10
-	maxCredURLs       = 8
-	maxCredURLLen     = 300
-	maxCredentialLen  = 64
-	maxCredErrorLen   = 256
-	maxFrameTTL       = 7 * 24 * time.Hour
-	credStreamTimeout = 10 * time.Second
-	maxLimiterEntries = 10000
-)
+const maxLimiterEntries = 10000 // keys a limiterSet holds
 
 // Credential service defaults for the zero values of CredentialConfig.
 const (
@@ -49,117 +35,6 @@ const (
 	DefaultIPRate        = rate.Limit(2)        // per client IP
 	DefaultIPBurst       = 40
 )
-
-// ErrRefused is returned by FetchCredentials when the server answered with
-// an error frame.
-var ErrRefused = errors.New("TURN credentials refused")
-
-// CredentialFrame is the one frame the server writes on CredentialProtocol:
-// either credentials (URLs, Username, Credential, TTLSeconds) or Error.
-type CredentialFrame struct {
-	URLs       []string `json:"urls,omitempty"`
-	Username   string   `json:"username,omitempty"`
-	Credential string   `json:"credential,omitempty"`
-	TTLSeconds int64    `json:"ttl_s,omitempty"`
-	Error      string   `json:"error,omitempty"`
-}
-
-// DecodeCredentialFrame decodes and validates a frame's payload: strict
-// JSON (no unknown fields, nothing trailing), then the limits in the package
-// comment.
-func DecodeCredentialFrame(b []byte) (*CredentialFrame, error) {
-	var f CredentialFrame
-	if err := wire.DecodeJSON(b, &f); err != nil {
-		return nil, err
-	}
-	if err := f.validate(); err != nil {
-		return nil, fmt.Errorf("credential frame: %w", err)
-	}
-	return &f, nil
-}
-
-func (f *CredentialFrame) validate() error {
-	if f.Error != "" {
-		if len(f.URLs) != 0 || f.Username != "" || f.Credential != "" || f.TTLSeconds != 0 {
-			return errors.New("error frame carries credentials")
-		}
-		if len(f.Error) > maxCredErrorLen || !printable(f.Error) {
-			return errors.New("error text is too long or not printable ASCII")
-		}
-		return nil
-	}
-	if len(f.URLs) == 0 || len(f.URLs) > maxCredURLs {
-		return fmt.Errorf("%d URLs (want 1 to %d)", len(f.URLs), maxCredURLs)
-	}
-	for _, u := range f.URLs {
-		if err := checkTURNURL(u); err != nil {
-			return err
-		}
-	}
-	if _, _, err := turnrest.ParseUsername(f.Username); err != nil {
-		return err
-	}
-	if f.Credential == "" || len(f.Credential) > maxCredentialLen || !printable(f.Credential) {
-		return errors.New("credential is empty, too long or not printable ASCII")
-	}
-	if f.TTLSeconds <= 0 || f.TTLSeconds > int64(maxFrameTTL/time.Second) {
-		return fmt.Errorf("ttl_s %d outside 1 to %d", f.TTLSeconds, int64(maxFrameTTL/time.Second))
-	}
-	return nil
-}
-
-func printable(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < ' ' || s[i] > '~' {
-			return false
-		}
-	}
-	return true
-}
-
-// checkTURNURL accepts RFC 7065 URIs of the form
-// turn[s]:HOST:PORT[?transport=udp|tcp], HOST a name or an IP literal
-// (IPv6 in brackets).
-func checkTURNURL(u string) error {
-	bad := func(why string) error { return fmt.Errorf("TURN URL %.80q: %s", u, why) }
-	if len(u) > maxCredURLLen {
-		return bad("too long")
-	}
-	scheme, rest, ok := strings.Cut(u, ":")
-	if !ok || scheme != "turn" && scheme != "turns" {
-		return bad("scheme is not turn or turns")
-	}
-	hostport, query, _ := strings.Cut(rest, "?")
-	if query != "" && query != "transport=udp" && query != "transport=tcp" {
-		return bad("query is not transport=udp or transport=tcp")
-	}
-	if scheme == "turns" && query == "transport=udp" {
-		return bad("turns over UDP (DTLS) is not offered")
-	}
-	h, p, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return bad("no HOST:PORT")
-	}
-	if n, err := strconv.ParseUint(p, 10, 16); err != nil || n == 0 || p[0] == '0' {
-		return bad("bad port")
-	}
-	if strings.Contains(hostport, "[") {
-		if a, err := netip.ParseAddr(h); err != nil || !a.Is6() || a.Zone() != "" {
-			return bad("bad IPv6 literal")
-		}
-		return nil
-	}
-	if h == "" || len(h) > 253 {
-		return bad("bad host")
-	}
-	for i := 0; i < len(h); i++ {
-		c := h[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-') {
-			return bad("bad host")
-		}
-	}
-	return nil
-}
 
 // CredentialConfig configures a CredentialService.
 type CredentialConfig struct {
@@ -209,7 +84,7 @@ const (
 	credRefusedNoAddress    = "no_address"
 )
 
-// CredentialService answers CredentialProtocol on a libp2p host.
+// CredentialService answers turncreds.Protocol on a libp2p host.
 type CredentialService struct {
 	cfg    CredentialConfig
 	h      host.Host
@@ -222,7 +97,7 @@ type CredentialService struct {
 	refused   map[string]prometheus.Counter
 }
 
-// ServeCredentials starts answering CredentialProtocol on h.
+// ServeCredentials starts answering turncreds.Protocol on h.
 func ServeCredentials(h host.Host, cfg CredentialConfig) (*CredentialService, error) {
 	if len(cfg.Secret) < MinSecretLen {
 		return nil, fmt.Errorf("TURN credential service: shared secret of %d bytes is too short (at least %d)", len(cfg.Secret), MinSecretLen)
@@ -230,8 +105,8 @@ func ServeCredentials(h host.Host, cfg CredentialConfig) (*CredentialService, er
 	switch {
 	case cfg.TTL == 0:
 		cfg.TTL = DefaultCredentialTTL
-	case cfg.TTL < time.Minute || cfg.TTL > maxFrameTTL:
-		return nil, fmt.Errorf("TURN credential service: TTL %v outside 1m to %v", cfg.TTL, maxFrameTTL)
+	case cfg.TTL < time.Minute || cfg.TTL > turncreds.MaxTTL:
+		return nil, fmt.Errorf("TURN credential service: TTL %v outside 1m to %v", cfg.TTL, turncreds.MaxTTL)
 	}
 	for _, p := range []int{cfg.UDPPort, cfg.TCPPort, cfg.TLSPort} {
 		if p < 0 || p > 65535 {
@@ -242,7 +117,7 @@ func ServeCredentials(h host.Host, cfg CredentialConfig) (*CredentialService, er
 		return nil, errors.New("TURN credential service: no relay port to offer")
 	}
 	if cfg.PublicHost != "" {
-		if err := checkTURNURL("turn:" + net.JoinHostPort(cfg.PublicHost, "1")); err != nil {
+		if err := turncreds.CheckURL("turn:" + net.JoinHostPort(cfg.PublicHost, "1")); err != nil {
 			return nil, fmt.Errorf("TURN credential service: PublicHost %q is not a host name or IP address", cfg.PublicHost)
 		}
 	}
@@ -277,13 +152,13 @@ func ServeCredentials(h host.Host, cfg CredentialConfig) (*CredentialService, er
 			return nil, err
 		}
 	}
-	h.SetStreamHandler(CredentialProtocol, cs.handle)
+	h.SetStreamHandler(turncreds.Protocol, cs.handle)
 	return cs, nil
 }
 
 // Close stops answering the protocol.
 func (cs *CredentialService) Close() {
-	cs.h.RemoveStreamHandler(CredentialProtocol)
+	cs.h.RemoveStreamHandler(turncreds.Protocol)
 	if cs.unreg != nil {
 		cs.unreg()
 	}
@@ -303,26 +178,26 @@ func (cs *CredentialService) registerMetrics(reg prometheus.Registerer) (func(),
 		cs.refused[r] = c
 		cols = append(cols, c)
 	}
-	return registerAll(reg, cols)
+	return metrics.RegisterAll(reg, cols)
 }
 
 func (cs *CredentialService) handle(s network.Stream) {
 	defer s.Close()
-	s.SetDeadline(time.Now().Add(credStreamTimeout))
+	s.SetDeadline(time.Now().Add(turncreds.StreamTimeout))
 	f := cs.answer(s.Conn().RemotePeer(), s.Conn().RemoteMultiaddr(), s.Conn().LocalMultiaddr())
-	if err := wire.WriteJSON(s, f, maxCredFrame); err != nil {
+	if err := wire.WriteJSON(s, f, turncreds.MaxFrame); err != nil {
 		cs.cfg.Logger.Debug("TURN credentials: write", "peer", s.Conn().RemotePeer(), "err", err)
 		s.Reset()
 	}
 }
 
-func (cs *CredentialService) answer(p peer.ID, remote, local ma.Multiaddr) *CredentialFrame {
-	refuse := func(reason, msg string) *CredentialFrame {
+func (cs *CredentialService) answer(p peer.ID, remote, local ma.Multiaddr) *turncreds.Frame {
+	refuse := func(reason, msg string) *turncreds.Frame {
 		if c := cs.refused[reason]; c != nil {
 			c.Inc()
 		}
 		cs.cfg.Logger.Debug("TURN credentials refused", "peer", p, "remote", remote, "reason", reason)
-		return &CredentialFrame{Error: msg}
+		return &turncreds.Frame{Error: msg}
 	}
 	if isCircuit(remote) {
 		return refuse(credRefusedRelayed, "credentials are only given over a direct connection")
@@ -362,7 +237,7 @@ func (cs *CredentialService) answer(p peer.ID, remote, local ma.Multiaddr) *Cred
 	if err != nil {
 		return refuse(credRefusedUnauthorized, "cannot issue credentials for this peer ID")
 	}
-	f := &CredentialFrame{Username: c.Username, Credential: c.Password, TTLSeconds: int64(cs.cfg.TTL / time.Second)}
+	f := &turncreds.Frame{Username: c.Username, Credential: c.Password, TTLSeconds: int64(cs.cfg.TTL / time.Second)}
 	for _, u := range []struct {
 		scheme, transport string
 		port              int
@@ -402,45 +277,6 @@ func multiaddrIP(m ma.Multiaddr) (netip.Addr, bool) {
 	}
 	a, ok := netip.AddrFromSlice(ip)
 	return a.Unmap(), ok
-}
-
-// Credentials are TURN credentials fetched from a relay.
-type Credentials struct {
-	// URLs are turn: and turns: URIs (RFC 7065) of the relay.
-	URLs     []string
-	Username string
-	Password string
-	// Expires is when the relay stops accepting them, by the local clock.
-	Expires time.Time
-}
-
-// FetchCredentials asks relay, a peer h can reach, for TURN credentials
-// over CredentialProtocol. A refusal is an error wrapping ErrRefused that
-// carries the relay's reason.
-func FetchCredentials(ctx context.Context, h host.Host, relay peer.ID) (*Credentials, error) {
-	ctx, cancel := context.WithTimeout(ctx, credStreamTimeout)
-	defer cancel()
-	s, err := h.NewStream(ctx, relay, CredentialProtocol)
-	if err != nil {
-		return nil, fmt.Errorf("ask relay %s for TURN credentials: %w", relay.ShortString(), err)
-	}
-	defer s.Close()
-	dl, _ := ctx.Deadline()
-	s.SetDeadline(dl)
-	b, err := wire.ReadFrame(s, maxCredFrame)
-	if err != nil {
-		s.Reset()
-		return nil, fmt.Errorf("TURN credentials from %s: %w", relay.ShortString(), err)
-	}
-	f, err := DecodeCredentialFrame(b)
-	if err != nil {
-		return nil, fmt.Errorf("TURN credentials from %s: %w", relay.ShortString(), err)
-	}
-	if f.Error != "" {
-		return nil, fmt.Errorf("TURN credentials from %s: %w: %s", relay.ShortString(), ErrRefused, f.Error)
-	}
-	return &Credentials{URLs: f.URLs, Username: f.Username, Password: f.Credential,
-		Expires: time.Now().Add(time.Duration(f.TTLSeconds) * time.Second)}, nil
 }
 
 // limiterSet is a token bucket per key, holding at most maxLimiterEntries

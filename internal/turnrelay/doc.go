@@ -1,12 +1,13 @@
 // Package turnrelay is parley's TURN server (RFC 8656, on pion/turn) for the
 // two relay tiers: the operator-run cloud relay (`parley relay`, see
 // StartCloud) and the optional TURN service of a supernode (New). It also
-// carries the libp2p protocol through which authenticated peers obtain
-// credentials for it.
+// serves the libp2p protocol through which authenticated peers obtain
+// credentials for it (CredentialService; the protocol and its client are
+// package turncreds).
 //
 // What the relay must never do:
 //   - relay for anyone without a valid TURN REST credential
-//     (interop/turnrest: "<expiry>:<id>" and base64 HMAC-SHA1, shared with
+//     (internal/turnrest: "<expiry>:<id>" and base64 HMAC-SHA1, shared with
 //     coturn's use-auth-secret); expired, future-dated beyond
 //     MaxCredentialTTL, malformed, other-realm and wrong-HMAC credentials
 //     are refused, and an Allocate without MESSAGE-INTEGRITY only gets the
@@ -36,23 +37,4 @@
 //
 // The relayed address is always RelayIPs (one per family) and a port in
 // MinPort-MaxPort.
-//
-// # Credential protocol
-//
-// CredentialProtocol (/parley/turn/1.0.0): the client opens a stream and
-// reads; the server writes one frame and closes. The frame is
-// internal/wire's (4-byte big-endian length, then JSON), at most 4 KiB:
-//
-//	{"urls":["turn:203.0.113.7:3479?transport=udp", ...],
-//	 "username":"<expiry>:<peer ID>","credential":"<base64>","ttl_s":21600}
-//
-// or, when refused, {"error":"rate limited: ..."}, never both. Limits the
-// decoder enforces: 1 to 8 URLs, each at most 300 bytes of the form
-// turn[s]:HOST:PORT[?transport=udp|tcp]; a username turnrest accepts; a
-// credential of 1 to 64 printable ASCII bytes; ttl_s from 1 to 604800
-// (7 days); an error of at most 256 printable ASCII bytes. Unknown fields
-// and trailing bytes are refused. The server answers within 10 s, only over
-// a direct (non-circuit) connection, at most PeerBurst then PeerRate per
-// peer ID and IPBurst then IPRate per client IP, and names in the URLs the
-// IP address the client reached it at unless a PublicHost is configured.
 package turnrelay

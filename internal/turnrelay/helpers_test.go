@@ -24,7 +24,7 @@ import (
 	"github.com/pion/turn/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/parley-net/parley/interop/turnrest"
+	"github.com/parley-net/parley/internal/turnrest"
 )
 
 const testSecret = "turnrelay-test-secret-0123456789"

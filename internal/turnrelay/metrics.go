@@ -4,6 +4,8 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parley-net/parley/internal/metrics"
 )
 
 type reason int
@@ -98,20 +100,5 @@ func (s *Server) registerMetrics(reg prometheus.Registerer) (unregister func(), 
 			Help:        "Relayed datagrams dropped, by reason (rate, policy).",
 			ConstLabels: prometheus.Labels{"reason": dropNames[d]}}, u64(&c.dropped[d])))
 	}
-	return registerAll(reg, cs)
-}
-
-func registerAll(reg prometheus.Registerer, cs []prometheus.Collector) (func(), error) {
-	unregister := func(done []prometheus.Collector) {
-		for _, c := range done {
-			reg.Unregister(c)
-		}
-	}
-	for i, c := range cs {
-		if err := reg.Register(c); err != nil {
-			unregister(cs[:i])
-			return nil, err
-		}
-	}
-	return func() { unregister(cs) }, nil
+	return metrics.RegisterAll(reg, cs)
 }

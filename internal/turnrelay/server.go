@@ -12,7 +12,7 @@ import (
 
 	"github.com/pion/turn/v5"
 
-	"github.com/parley-net/parley/interop/turnrest"
+	"github.com/parley-net/parley/internal/turnrest"
 )
 
 // Timers pion applies to every allocation (RFC 8656 §9 and §12).

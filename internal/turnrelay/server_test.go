@@ -15,7 +15,7 @@ import (
 	"github.com/pion/stun/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/parley-net/parley/interop/turnrest"
+	"github.com/parley-net/parley/internal/turnrest"
 )
 
 // TestRelayBetweenTwoClients: two pion/turn clients allocate on our relay

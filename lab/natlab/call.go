@@ -24,6 +24,8 @@ type Matrix struct {
 	LossPct int          `json:"loss_pct,omitempty"`
 	Pairs   []Pair       `json:"pairs"`
 	Fault   *FaultReport `json:"fault,omitempty"`
+	// Summary sums up the calls with a NAT on either side.
+	Summary *Summary `json:"summary,omitempty"`
 	// Dir is where homes, recordings and logs were kept (only when
 	// Options.Dir named it).
 	Dir string `json:"dir,omitempty"`
@@ -49,6 +51,22 @@ type Pair struct {
 	// it: "relay 203.0.113.10:61022 -> host 198.51.100.11:54314 (udp) via …".
 	PathDetail string  `json:"path_detail,omitempty"`
 	SetupMS    float64 `json:"setup_ms"`
+	// FinalPathMS is when the tier that carried the call at the end took
+	// over (since the call began): SetupMS, or later when the call started
+	// on a relay and moved to a direct pair found after it. Switches
+	// counts every move to another pair, within a tier too (from a
+	// peer-reflexive to a server-reflexive candidate of the same NAT
+	// binding, say); FirstPath is the first pair's tier when the tier
+	// changed.
+	FinalPathMS float64 `json:"final_path_ms,omitempty"`
+	Switches    int     `json:"switches"`
+	FirstPath   string  `json:"first_path,omitempty"`
+	// DirectAfterMS repeats CallSpec.DirectAfter; SwitchGapMS is then the
+	// longest silence in the callee's recording beyond the longest of the
+	// audio sent (its natural pauses), in 20 ms frames: what moving from
+	// the relay to the direct pair cost.
+	DirectAfterMS float64 `json:"direct_after_ms,omitempty"`
+	SwitchGapMS   float64 `json:"switch_gap_ms,omitempty"`
 	// AudioCorrelation compares the speech-like signal the caller sent
 	// with what the callee recorded: the energy-weighted mean of the peak
 	// normalised cross-correlations of half-second segments, each aligned
@@ -88,8 +106,13 @@ type callResult struct {
 	ConcealedMS float64 `json:"concealed_ms"`
 	PathDetail  string  `json:"path_detail"`
 	ICERestarts int     `json:"ice_restarts"`
-	Reason      string  `json:"reason"`
-	Error       string  `json:"error"`
+	FinalPathMS float64 `json:"final_path_ms"`
+	Paths       []struct {
+		AtMS float64 `json:"at_ms"`
+		Tier string  `json:"tier"`
+	} `json:"paths"`
+	Reason string `json:"reason"`
+	Error  string `json:"error"`
 }
 
 // maxLag bounds the correlation's search for the delay between the caller
@@ -109,7 +132,14 @@ const (
 func (l *Lab) Call(ctx context.Context, spec CallSpec) Pair {
 	p, _ := l.call(ctx, spec, nil)
 	if p.OK {
-		l.progress("%s: %s (%s), setup %.0f ms, correlation %.3f", spec, p.Path, p.Candidate, p.SetupMS, p.AudioCorrelation)
+		moved := ""
+		if p.FirstPath != "" {
+			moved = fmt.Sprintf(", moved from %s at %.0f ms", p.FirstPath, p.FinalPathMS)
+		}
+		if spec.DirectAfter != 0 {
+			moved += fmt.Sprintf(", longest gap %.0f ms", p.SwitchGapMS)
+		}
+		l.progress("%s: %s (%s), setup %.0f ms%s, correlation %.3f", spec, p.Path, p.Candidate, p.SetupMS, moved, p.AudioCorrelation)
 	} else {
 		l.progress("%s: FAIL: %s", spec, p.Error)
 	}
@@ -173,6 +203,21 @@ func (l *Lab) callBetween(ctx context.Context, spec CallSpec, caller, callee *de
 	if tag != "" {
 		name += "-" + tag
 	}
+	if spec.DirectAfter != 0 {
+		p.DirectAfterMS = float64(spec.DirectAfter.Milliseconds())
+		unblock, err := l.net.BlockUDP(ctx, caller.host, callee.host)
+		if err != nil {
+			p.Error = err.Error()
+			return p, nil
+		}
+		defer unblock(context.WithoutCancel(ctx))
+		lift := time.AfterFunc(spec.DirectAfter, func() {
+			if err := unblock(context.WithoutCancel(ctx)); err != nil {
+				l.progress("%s: %v", spec, err)
+			}
+		})
+		defer lift.Stop()
+	}
 	start := time.Now()
 	cp, err := startProc(cmd, l.dir, name)
 	if err != nil {
@@ -201,6 +246,7 @@ func (l *Lab) callBetween(ctx context.Context, spec CallSpec, caller, callee *de
 	p.Path, p.Candidate, p.PathDetail = res.Tier, res.Path, res.PathDetail
 	p.SetupMS, p.RTTMS, p.LossPct, p.MOS = round(res.SetupMS, 1), round(res.RTTMS, 2), round(res.LossPct, 2), round(res.MOS, 2)
 	p.ConcealedMS = round(res.ConcealedMS, 0)
+	p.FinalPathMS, p.Switches, p.FirstPath = finalPath(res)
 	switch {
 	case !res.OK:
 		p.Error = firstNonEmpty(res.Reason, res.Error, "call not connected")
@@ -230,8 +276,12 @@ func (l *Lab) callBetween(ctx context.Context, spec CallSpec, caller, callee *de
 		p.Recording = kept
 	}
 	p.recording = rec
-	seg, whole := correlate(reference(len(rec)+maxLag), rec)
+	ref := reference(len(rec) + maxLag)
+	seg, whole := correlate(ref, rec)
 	p.AudioCorrelation, p.WholeCorrelation = round(seg, 3), round(whole, 3)
+	if spec.DirectAfter != 0 {
+		p.SwitchGapMS = switchGap(rec, ref, int(spec.Audio.Seconds()*media.SampleRate))
+	}
 	p.OK = p.Error == ""
 	return p, res
 }
@@ -347,4 +397,35 @@ func reference(n int) []int16 {
 // of received against sent, and the whole-recording one.
 func correlate(sent, received []int16) (segments, whole float64) {
 	return media.SegmentCorrelation(sent, received, maxLag)
+}
+
+// finalPath reads the pairs a call used: when the final tier took over,
+// how many times the call moved and, when the tier changed, the first one.
+func finalPath(res *callResult) (finalMS float64, switches int, first string) {
+	finalMS = res.SetupMS
+	if len(res.Paths) == 0 {
+		return round(finalMS, 1), 0, ""
+	}
+	last := res.Paths[len(res.Paths)-1].Tier
+	for i := len(res.Paths) - 1; i >= 0 && res.Paths[i].Tier == last; i-- {
+		if i > 0 && res.Paths[i-1].Tier != last {
+			finalMS = max(res.Paths[i].AtMS, res.SetupMS)
+			first = res.Paths[0].Tier
+		}
+	}
+	return round(finalMS, 1), len(res.Paths) - 1, first
+}
+
+// switchGap is the longest silence of the recording's first n samples
+// from its first sound on (the audio sent, not the quiet before the
+// hangup), beyond the longest natural pause of the audio sent, in ms.
+func switchGap(rec, ref []int16, n int) float64 {
+	first := 0
+	for first*frame+frame <= len(rec) && rms(rec[first*frame:(first+1)*frame]) < silenceRMS {
+		first++
+	}
+	heard := rec[first*frame : min(len(rec), first*frame+n)]
+	_, gap := longestSilence(heard)
+	_, natural := longestSilence(ref[:min(len(ref), n)])
+	return float64(max(gap-natural, 0) * 20)
 }

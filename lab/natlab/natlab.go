@@ -68,6 +68,9 @@ type Options struct {
 	// Audio is how long each call of RunMatrix sends the speech-like
 	// signal once connected; 0 means DefaultAudio.
 	Audio time.Duration
+	// DirectAfter is CallSpec.DirectAfter for every call of RunMatrix that
+	// sets none.
+	DirectAfter time.Duration
 	// Fault, when not empty, makes RunMatrix end with Lab.Fault: "cloud"
 	// kills the cloud relay, "supernode" the supernode, "caller" the
 	// caller's daemon, in the middle of the calls of FaultCalls. Anything
@@ -106,6 +109,11 @@ type CallSpec struct {
 	// Audio is how long the call sends audio once connected; 0 means
 	// DefaultAudio.
 	Audio time.Duration
+	// DirectAfter, when not 0, drops UDP between the two devices' public
+	// addresses from before the call until this long after it was placed:
+	// the call must start on a relay and move to a direct pair once one
+	// works, and Pair.SwitchGapMS tells what the move cost in audio.
+	DirectAfter time.Duration
 }
 
 func (s CallSpec) String() string {
@@ -115,6 +123,9 @@ func (s CallSpec) String() string {
 	}
 	if s.Profile != "" {
 		out += " --profile " + s.Profile
+	}
+	if s.DirectAfter != 0 {
+		out += " --direct-after " + s.DirectAfter.String()
 	}
 	return out
 }
@@ -635,12 +646,16 @@ func RunMatrix(ctx context.Context, opts Options) (m *Matrix, err error) {
 		if spec.Audio == 0 {
 			spec.Audio = l.opts.Audio
 		}
+		if spec.DirectAfter == 0 {
+			spec.DirectAfter = l.opts.DirectAfter
+		}
 		p := l.Call(ctx, spec)
 		if ctx.Err() != nil {
 			return m, ctx.Err()
 		}
 		m.Pairs = append(m.Pairs, p)
 	}
+	m.summarize()
 	if l.opts.Fault != "" {
 		calls := FaultCalls(l.opts.Types, l.opts.Fault)
 		for i := range calls {

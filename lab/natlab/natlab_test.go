@@ -56,18 +56,6 @@ func needLab(t *testing.T) {
 	}
 }
 
-// expectRelayed lists the pairs whose NATs cannot punch: a symmetric NAT
-// against a symmetric or port-restricted one (a port-restricted NAT
-// filters on the exact port, and a symmetric one never sends from the
-// port its peer learnt). Every other pair of this matrix without a
-// udp-blocked end must be direct.
-func expectRelayed(a, b netlab.NATType) bool {
-	hard := func(x, y netlab.NATType) bool {
-		return x == netlab.Symmetric && (y == netlab.Symmetric || y == netlab.PortRestricted)
-	}
-	return hard(a, b) || hard(b, a)
-}
-
 // TestMatrix runs the calls between public, port-restricted, symmetric and
 // udp-blocked hosts, a mobile-profile call, and a cloud relay outage in
 // one lab.
@@ -95,11 +83,12 @@ func TestMatrix(t *testing.T) {
 	for _, spec := range AllPairs(types) {
 		spec.Audio = opts.Audio
 		p := l.Call(ctx, spec)
-		if punchable(spec) && p.OK && relayed(p.Path) {
-			// ICE nominated the relayed pair before the peer-reflexive
-			// one was valid: seen now and then on this 2-core machine.
-			// The pair must still go direct when asked again; the first
-			// try stays in the log as a finding.
+		if Punchable(spec) && p.OK && relayed(p.Path) {
+			// The call started relayed and had not moved to the direct
+			// pair by the end of its 3 s (renomination runs every 2 s and
+			// judges by the RTT it last measured, which a loaded 2-core
+			// machine makes noisy). The pair must go direct when asked
+			// again; the first try stays in the log as a finding.
 			t.Logf("%s settled on %s (%s) once; calling again", spec, p.Path, p.PathDetail)
 			p = l.Call(ctx, spec)
 		}
@@ -179,6 +168,24 @@ func TestFaults(t *testing.T) {
 	}()
 	report := &Matrix{Types: typeNames(types)}
 
+	// No direct path for the first 1.5 s: the call starts relayed and
+	// must move to the direct pair once it works, without a gap.
+	t.Run("late direct path", func(t *testing.T) {
+		spec := CallSpec{Caller: netlab.PortRestricted, Callee: netlab.PortRestricted, Audio: 5 * time.Second, DirectAfter: 1500 * time.Millisecond}
+		p := l.Call(ctx, spec)
+		js, _ := json.Marshal(p)
+		t.Logf("late direct path: %s", js)
+		if !p.OK {
+			t.Fatalf("%s failed: %s\ncall output: %s", spec, p.Error, tailFile(p.CallOutput, 20))
+		}
+		if p.Path != "direct" || !relayed(p.FirstPath) {
+			t.Errorf("%s: tier %s, first %q; want a relayed start and a direct end\ncall output: %s", spec, p.Path, p.FirstPath, tailFile(p.CallOutput, 20))
+		}
+		if p.AudioCorrelation < minCorrelation {
+			t.Errorf("%s: audio correlation %.3f, want ≥ %.1f (longest gap beyond the audio's own: %.0f ms)", spec, p.AudioCorrelation, minCorrelation, p.SwitchGapMS)
+		}
+	})
+
 	t.Run("caller", func(t *testing.T) {
 		calls := FaultCalls(types, FaultCaller)
 		if len(calls) != 1 || calls[0].Spec.Caller != netlab.PortRestricted {
@@ -234,12 +241,6 @@ func checkFault(t *testing.T, f *FaultReport) {
 
 // checkPair asserts what every call of the matrix must achieve and, on
 // failure, shows both daemons' logs.
-// punchable says whether a call of the matrix must end on a direct path.
-func punchable(spec CallSpec) bool {
-	return spec.Profile == "" && spec.Path == "" && spec.Caller != netlab.UDPBlocked && spec.Callee != netlab.UDPBlocked &&
-		!expectRelayed(spec.Caller, spec.Callee)
-}
-
 func checkPair(t *testing.T, spec CallSpec, p Pair) {
 	t.Helper()
 	switch {
@@ -263,7 +264,7 @@ func checkPair(t *testing.T, spec CallSpec, p Pair) {
 		if !relayed(p.Path) {
 			t.Errorf("%s went %s (%s), want relayed: the callee sends no UDP", spec, p.Path, p.PathDetail)
 		}
-	case expectRelayed(spec.Caller, spec.Callee):
+	case ExpectRelayed(spec.Caller, spec.Callee):
 		if !relayed(p.Path) {
 			t.Errorf("%s went %s (%s): these NATs cannot punch, want supernode or cloud\ncaller log (%s):\n%s\ncallee log (%s):\n%s",
 				spec, p.Path, p.PathDetail, p.CallerLog, tailFile(p.CallerLog, 30), p.CalleeLog, tailFile(p.CalleeLog, 30))

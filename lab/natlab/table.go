@@ -69,11 +69,14 @@ func (m *Matrix) WriteTable(w io.Writer) error {
 			}
 			b.WriteString("\n")
 		}
-		legend := "cell: tier, call setup, correlation of the audio heard with the audio sent"
+		legend := "cell: tier, call setup (when the call moved to a better pair: when it did, from which tier, and the setup), correlation of the audio heard with the audio sent"
 		if m.LossPct > 0 {
 			legend += fmt.Sprintf(", audio concealed at the caller (%d%% UDP loss at each caller's NAT)", m.LossPct)
 		}
 		b.WriteString(legend + "\n")
+		if line := m.setupLine(); line != "" {
+			b.WriteString(line + "\n")
+		}
 	}
 	for _, p := range extra {
 		what := ""
@@ -104,8 +107,22 @@ func (p Pair) cell(concealed bool) string {
 		return "FAIL"
 	}
 	c := fmt.Sprintf("%s %.0fms %.2f", p.Path, p.SetupMS, p.AudioCorrelation)
+	if p.FirstPath != "" {
+		c = fmt.Sprintf("%s %.0fms (from %s at %.0fms) %.2f", p.Path, p.FinalPathMS, p.FirstPath, p.SetupMS, p.AudioCorrelation)
+	}
 	if concealed {
 		c += fmt.Sprintf(" c%.0fms", p.ConcealedMS)
 	}
 	return c
+}
+
+// setupLine is the matrix's Summary in a line.
+func (m *Matrix) setupLine() string {
+	m.summarize()
+	s := m.Summary
+	if s == nil {
+		return ""
+	}
+	return fmt.Sprintf("NATed calls: %d; setup p50 %.0f ms (max %.0f); final tier p50 %.0f ms (max %.0f); %d moved tier; %d of %d punchable pairs direct",
+		s.NATedCalls, s.SetupP50MS, s.SetupMaxMS, s.FinalPathP50MS, s.FinalPathMaxMS, s.Moved, s.PunchableDirect, s.Punchable)
 }

@@ -69,6 +69,7 @@ type Lab struct {
 	nPublic    int // public hosts on 203.0.113.0/24
 	nClient    int // routers and Public clients on 198.51.100.0/24
 	nLAN       int // LANs carved from 192.0.2.0/24
+	nBlock     int // BlockUDP tables made
 }
 
 // router is a NAT router namespace and the LAN behind it.

@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/parley-net/parley/internal/turnrelay"
-	"github.com/parley-net/parley/interop/turnrest"
+	"github.com/parley-net/parley/internal/turnrest"
 	"github.com/parley-net/parley/supernode"
 )
 

@@ -1,4 +1,13 @@
-package mailbox
+// Package mailboxserver is a supernode's side of the mailbox protocol
+// (package mailbox describes the protocol and its limits): it keeps devices'
+// envelopes in SQLite on disk, hands them over to their device, deletes them
+// on the device's signed acknowledgement, enforces the quotas and copies
+// every account's mail to the current k closest supernodes.
+//
+// It must never acknowledge an envelope it has not committed to disk, never
+// give a device's envelopes to anyone but that device, and never delete mail
+// without the recipient device's signature.
+package mailboxserver
 
 import (
 	"context"
@@ -21,13 +30,12 @@ import (
 	"github.com/parley-net/parley/internal/homelock"
 	"github.com/parley-net/parley/internal/lograte"
 	"github.com/parley-net/parley/internal/wire"
+	"github.com/parley-net/parley/mailbox"
 )
 
 // Defaults of Config.
 const (
-	DefaultTTL               = 30 * 24 * time.Hour
 	DefaultReplicateInterval = 30 * time.Second
-	streamTimeout            = 30 * time.Second
 )
 
 // Config configures a mailbox server.
@@ -123,19 +131,19 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, errors.New("mailbox: Home, Host, Closest and IsSupernode are required")
 	}
 	if cfg.K == 0 {
-		cfg.K = DefaultK
+		cfg.K = mailbox.DefaultK
 	}
 	if cfg.TTL == 0 {
-		cfg.TTL = DefaultTTL
+		cfg.TTL = mailbox.DefaultTTL
 	}
 	if cfg.ReplicateInterval == 0 {
 		cfg.ReplicateInterval = DefaultReplicateInterval
 	}
 	if cfg.MaxPerRecipient == 0 {
-		cfg.MaxPerRecipient = MaxPerRecipient
+		cfg.MaxPerRecipient = mailbox.MaxPerRecipient
 	}
 	if cfg.MaxPerSender == 0 {
-		cfg.MaxPerSender = MaxPerSender
+		cfg.MaxPerSender = mailbox.MaxPerSender
 	}
 	if cfg.MaxPerRecipientSrc == 0 {
 		cfg.MaxPerRecipientSrc = max(1, cfg.MaxPerRecipient/DefaultRecipientShare)
@@ -182,7 +190,7 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	cfg.Host.SetStreamHandler(Protocol, s.handle)
+	cfg.Host.SetStreamHandler(mailbox.Protocol, s.handle)
 	// A holder that went away may come back with an empty disk: what it
 	// was known to hold is known no longer.
 	s.notifee = &network.NotifyBundle{DisconnectedF: func(nw network.Network, c network.Conn) {
@@ -200,7 +208,7 @@ func NewServer(cfg Config) (*Server, error) {
 
 // Close stops serving and closes the database.
 func (s *Server) Close() error {
-	s.cfg.Host.RemoveStreamHandler(Protocol)
+	s.cfg.Host.RemoveStreamHandler(mailbox.Protocol)
 	s.cfg.Host.Network().StopNotify(s.notifee)
 	s.cancel()
 	s.wg.Wait()
@@ -232,12 +240,12 @@ func (t tapReader) Read(p []byte) (int, error) {
 
 func (s *Server) handle(st network.Stream) {
 	remote := st.Conn().RemotePeer()
-	st.SetDeadline(s.cfg.Now().Add(streamTimeout))
+	st.SetDeadline(s.cfg.Now().Add(mailbox.StreamTimeout))
 	var r io.Reader = st
 	if s.cfg.Tap != nil {
 		r = tapReader{r: st, s: s}
 	}
-	f, err := readFrame(r)
+	f, err := mailbox.ReadFrame(r)
 	if err == nil {
 		switch f.Type {
 		case "put":
@@ -247,7 +255,7 @@ func (s *Server) handle(st network.Stream) {
 		case "del":
 			err = s.serveDel(f)
 		default:
-			err = fmt.Errorf("%w: %s is not a request", ErrBadFrame, f.Type)
+			err = fmt.Errorf("%w: %s is not a request", mailbox.ErrBadFrame, f.Type)
 		}
 	}
 	if err != nil {
@@ -258,23 +266,15 @@ func (s *Server) handle(st network.Stream) {
 	st.Close()
 }
 
-func readFrame(r io.Reader) (*Frame, error) {
-	b, err := wire.ReadFrame(r, MaxFrame)
-	if err != nil {
-		return nil, err
-	}
-	return DecodeFrame(b)
-}
-
-func (s *Server) servePut(st network.Stream, remote peer.ID, f *Frame) error {
+func (s *Server) servePut(st network.Stream, remote peer.ID, f *mailbox.Frame) error {
 	if f.Replica && !s.cfg.IsSupernode(remote) {
 		return fmt.Errorf("replica put from %s, not a supernode", remote.ShortString())
 	}
 	now := s.cfg.Now()
 	ip := sourceIP(st.Conn())
-	results := make([]Result, 0, len(f.Items))
+	results := make([]mailbox.Result, 0, len(f.Items))
 	for _, it := range f.Items {
-		res := Result{ID: it.ID}
+		res := mailbox.Result{ID: it.ID}
 		// A replica is charged to the address its first holder took it
 		// from, which only a supernode may name; anything else to the
 		// address the stream comes from.
@@ -286,8 +286,8 @@ func (s *Server) servePut(st network.Stream, remote peer.ID, f *Frame) error {
 		}
 		if err := s.store(now, remote, src, it, f.Replica); err != nil {
 			res.Err = err.Error()
-			if len(res.Err) > maxReason { // the client refuses a longer one
-				res.Err = strings.ToValidUTF8(res.Err[:maxReason], "")
+			if len(res.Err) > mailbox.MaxReason { // the client refuses a longer one
+				res.Err = strings.ToValidUTF8(res.Err[:mailbox.MaxReason], "")
 			}
 			reason := "error"
 			var qe *QuotaError
@@ -302,11 +302,11 @@ func (s *Server) servePut(st network.Stream, remote peer.ID, f *Frame) error {
 		}
 		results = append(results, res)
 	}
-	return wire.WriteJSON(st, Frame{Type: "put-ok", Results: results}, MaxFrame)
+	return wire.WriteJSON(st, mailbox.Frame{Type: "put-ok", Results: results}, mailbox.MaxFrame)
 }
 
 // store commits one item coming from the address src, or says why not.
-func (s *Server) store(now time.Time, remote peer.ID, src string, it Item, replica bool) error {
+func (s *Server) store(now time.Time, remote peer.ID, src string, it mailbox.Item, replica bool) error {
 	if !replica && it.From != remote.String() {
 		return refuse(ReasonNotSender, "sender %s is not the peer putting it", it.From)
 	}
@@ -338,7 +338,7 @@ func (s *Server) store(now time.Time, remote peer.ID, src string, it Item, repli
 	return tx.Commit()
 }
 
-func (s *Server) serveFetch(st network.Stream, r io.Reader, remote peer.ID, f *Frame) error {
+func (s *Server) serveFetch(st network.Stream, r io.Reader, remote peer.ID, f *mailbox.Frame) error {
 	if f.Device != remote.String() {
 		return fmt.Errorf("%s asked for the mail of %s", remote.ShortString(), shortID(f.Device))
 	}
@@ -346,9 +346,9 @@ func (s *Server) serveFetch(st network.Stream, r io.Reader, remote peer.ID, f *F
 	if err != nil {
 		return err
 	}
-	var items []Item
+	var items []mailbox.Item
 	for rows.Next() {
-		var it Item
+		var it mailbox.Item
 		if err := rows.Scan(&it.ID, &it.To, &it.Account, &it.From, &it.Env, &it.ExpiresMS); err != nil {
 			rows.Close()
 			return err
@@ -357,11 +357,11 @@ func (s *Server) serveFetch(st network.Stream, r io.Reader, remote peer.ID, f *F
 	}
 	rows.Close()
 	for i := range items {
-		if err := wire.WriteJSON(st, Frame{Type: "item", Item: &items[i]}, MaxFrame); err != nil {
+		if err := wire.WriteJSON(st, mailbox.Frame{Type: "item", Item: &items[i]}, mailbox.MaxFrame); err != nil {
 			return err
 		}
 	}
-	if err := wire.WriteJSON(st, Frame{Type: "end"}, MaxFrame); err != nil {
+	if err := wire.WriteJSON(st, mailbox.Frame{Type: "end"}, mailbox.MaxFrame); err != nil {
 		return err
 	}
 	s.metrics.handed.Add(float64(len(items)))
@@ -369,7 +369,7 @@ func (s *Server) serveFetch(st network.Stream, r io.Reader, remote peer.ID, f *F
 		return nil
 	}
 	for {
-		a, err := readFrame(r)
+		a, err := mailbox.ReadFrame(r)
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
@@ -377,9 +377,9 @@ func (s *Server) serveFetch(st network.Stream, r io.Reader, remote peer.ID, f *F
 			return err
 		}
 		if a.Type != "ack" {
-			return fmt.Errorf("%w: expected ack, got %s", ErrBadFrame, a.Type)
+			return fmt.Errorf("%w: expected ack, got %s", mailbox.ErrBadFrame, a.Type)
 		}
-		ack := Ack{Device: f.Device, IDs: a.IDs, TS: a.TS, Sig: a.Sig}
+		ack := mailbox.Ack{Device: f.Device, IDs: a.IDs, TS: a.TS, Sig: a.Sig}
 		if err := s.removeAcked(ack); err != nil {
 			return err
 		}
@@ -390,14 +390,14 @@ func (s *Server) serveFetch(st network.Stream, r io.Reader, remote peer.ID, f *F
 
 // serveDel takes a device's acknowledgement passed on by another holder.
 // Who passes it on does not matter; the device's signature does.
-func (s *Server) serveDel(f *Frame) error {
-	return s.removeAcked(Ack{Device: f.Device, IDs: f.IDs, TS: f.TS, Sig: f.Sig})
+func (s *Server) serveDel(f *mailbox.Frame) error {
+	return s.removeAcked(mailbox.Ack{Device: f.Device, IDs: f.IDs, TS: f.TS, Sig: f.Sig})
 }
 
 // removeAcked deletes what the device acknowledged, once its signature
 // holds.
-func (s *Server) removeAcked(a Ack) error {
-	if err := VerifyAck(a.Device, a.TS, a.IDs, a.Sig, s.cfg.Now(), s.cfg.TTL); err != nil {
+func (s *Server) removeAcked(a mailbox.Ack) error {
+	if err := mailbox.VerifyAck(a.Device, a.TS, a.IDs, a.Sig, s.cfg.Now(), s.cfg.TTL); err != nil {
 		return err
 	}
 	return s.remove(a.Device, a.IDs)
@@ -424,20 +424,20 @@ func (s *Server) remove(device string, ids []string) error {
 
 // tellHolders passes a device's signed acknowledgement on to the other
 // holders, unchanged.
-func (s *Server) tellHolders(ack Ack, items []Item) {
+func (s *Server) tellHolders(ack mailbox.Ack, items []mailbox.Item) {
 	defer s.wg.Done()
 	if len(items) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	defer cancel()
-	holders, err := s.cfg.Closest(ctx, Key(items[0].Account), s.cfg.K)
+	holders, err := s.cfg.Closest(ctx, mailbox.Key(items[0].Account), s.cfg.K)
 	if err != nil {
 		return
 	}
 	for _, h := range holders {
 		if h != s.cfg.Host.ID() {
-			if err := Del(ctx, s.cfg.Host, h, ack); err != nil {
+			if err := mailbox.Del(ctx, s.cfg.Host, h, ack); err != nil {
 				s.log.Debug("tell holder", "holder", h, "err", err)
 			}
 		}
@@ -481,7 +481,7 @@ func (s *Server) replicate() error {
 	rows.Close()
 	for _, acct := range accounts {
 		ctx, cancel := context.WithTimeout(s.ctx, 20*time.Second)
-		holders, err := s.cfg.Closest(ctx, Key(acct), s.cfg.K)
+		holders, err := s.cfg.Closest(ctx, mailbox.Key(acct), s.cfg.K)
 		if err != nil {
 			cancel()
 			continue
@@ -502,15 +502,15 @@ func (s *Server) replicate() error {
 	return nil
 }
 
-func (s *Server) itemsOf(account []byte) ([]Item, error) {
+func (s *Server) itemsOf(account []byte) ([]mailbox.Item, error) {
 	rows, err := s.db.Query(`SELECT id, to_device, account, from_device, env, expires_ms, src_ip FROM items WHERE account=? ORDER BY stored_ms, id`, account)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []Item
+	var out []mailbox.Item
 	for rows.Next() {
-		var it Item
+		var it mailbox.Item
 		if err := rows.Scan(&it.ID, &it.To, &it.Account, &it.From, &it.Env, &it.ExpiresMS, &it.Src); err != nil {
 			return nil, err
 		}
@@ -519,14 +519,14 @@ func (s *Server) itemsOf(account []byte) ([]Item, error) {
 	return out, rows.Err()
 }
 
-func (s *Server) pushMissing(ctx context.Context, holder peer.ID, items []Item) {
+func (s *Server) pushMissing(ctx context.Context, holder peer.ID, items []mailbox.Item) {
 	s.mu.Lock()
 	known := s.confirmed[holder]
 	if known == nil {
 		known = map[string]bool{}
 		s.confirmed[holder] = known
 	}
-	var missing []Item
+	var missing []mailbox.Item
 	for _, it := range items {
 		if !known[it.ID+"/"+it.To] {
 			missing = append(missing, it)
@@ -534,9 +534,9 @@ func (s *Server) pushMissing(ctx context.Context, holder peer.ID, items []Item) 
 	}
 	s.mu.Unlock()
 	for len(missing) > 0 {
-		batch := missing[:min(len(missing), MaxItemsPerPut)]
+		batch := missing[:min(len(missing), mailbox.MaxItemsPerPut)]
 		missing = missing[len(batch):]
-		res, err := Put(ctx, s.cfg.Host, holder, batch, true)
+		res, err := mailbox.Put(ctx, s.cfg.Host, holder, batch, true)
 		if err != nil {
 			s.log.Debug("replicate to holder", "holder", holder, "err", err)
 			return

@@ -1,11 +1,19 @@
-package turnrelay
+// Package cloudrelay is the cloud relay role (`parley relay`): the
+// operator-run last-resort media path. It runs a TURN server
+// (internal/turnrelay) and a libp2p host beside it that hands authenticated
+// peers credentials for it (package turncreds) and relays their signalling
+// circuits when every supernode is gone (CircuitLimits).
+//
+// It must never carry media over a libp2p circuit, never give credentials
+// over a relayed connection, and never serve anything on the metrics
+// address but /metrics.
+package cloudrelay
 
 import (
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -16,13 +24,14 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/parley-net/parley/internal/metrics"
+	"github.com/parley-net/parley/internal/turnrelay"
 )
 
-// DefaultCloudPort is the cloud relay's default libp2p port (TCP and QUIC),
+// DefaultPort is the cloud relay's default libp2p port (TCP and QUIC),
 // next to the supernode's 4100.
-const DefaultCloudPort = 4101
+const DefaultPort = 4101
 
 // CircuitLimits are the circuit relay v2 limits of the cloud relay's libp2p
 // host: signalling only, as at a supernode. When every supernode that
@@ -44,21 +53,21 @@ var CircuitLimits = relay.Resources{
 	MaxReservationsPerASN:  32,
 }
 
-// CloudConfig configures the operator-run cloud relay: a TURN Server plus
-// a libp2p host that hands its credentials out over CredentialProtocol.
-type CloudConfig struct {
+// Config configures the operator-run cloud relay: a TURN Server plus
+// a libp2p host that hands its credentials out over turncreds.Protocol.
+type Config struct {
 	// TURN configures the relay. Leave TURN.Registerer and TURN.Logger nil:
-	// StartCloud sets them from MetricsAddr and Logger.
-	TURN Config
+	// Start sets them from MetricsAddr and Logger.
+	TURN turnrelay.Config
 	// Credentials configures the credential protocol. Leave Secret, the
-	// ports, Registerer, Logger and Now unset: StartCloud takes them from
+	// ports, Registerer, Logger and Now unset: Start takes them from
 	// TURN.
-	Credentials CredentialConfig
+	Credentials turnrelay.CredentialConfig
 	// Key is the libp2p identity; required, and kept across restarts so
 	// nodes can be given the relay's /p2p/ address.
 	Key crypto.PrivKey
 	// Listen are libp2p multiaddrs; nil means TCP and QUIC on
-	// DefaultCloudPort of every interface.
+	// DefaultPort of every interface.
 	Listen []string
 	// MetricsAddr serves Prometheus metrics on http://ADDR/metrics; "" is
 	// off.
@@ -72,76 +81,71 @@ type CloudConfig struct {
 	Logger *slog.Logger
 }
 
-// Cloud is a running cloud relay.
-type Cloud struct {
-	TURN  *Server
-	Creds *CredentialService
-	host  host.Host
-	mAddr net.Addr
-	mSrv  *http.Server
+// Relay is a running cloud relay.
+type Relay struct {
+	TURN    *turnrelay.Server
+	Creds   *turnrelay.CredentialService
+	host    host.Host
+	metrics *metrics.Server // nil: no metrics
 }
 
-// StartCloud starts a cloud relay.
-func StartCloud(cfg CloudConfig) (_ *Cloud, err error) {
+// withDefaults checks cfg for contradictions and fills in its defaults.
+func (cfg Config) withDefaults() (Config, error) {
 	cc := &cfg.Credentials
 	switch {
 	case cfg.Key == nil:
-		return nil, errors.New("cloud relay: Key is required")
+		return cfg, errors.New("cloud relay: Key is required")
 	case cfg.TURN.Registerer != nil || cfg.TURN.Logger != nil:
-		return nil, errors.New("cloud relay: TURN.Registerer and TURN.Logger are set by StartCloud")
+		return cfg, errors.New("cloud relay: TURN.Registerer and TURN.Logger are set by Start")
 	case cc.Secret != "" || cc.UDPPort != 0 || cc.TCPPort != 0 || cc.TLSPort != 0 ||
 		cc.Registerer != nil || cc.Logger != nil || cc.Now != nil:
-		return nil, errors.New("cloud relay: Credentials.Secret, ports, Registerer, Logger and Now come from TURN")
+		return cfg, errors.New("cloud relay: Credentials.Secret, ports, Registerer, Logger and Now come from TURN")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
 	maxTTL := cfg.TURN.MaxCredentialTTL
 	if maxTTL == 0 {
-		maxTTL = DefaultMaxCredentialTTL
+		maxTTL = turnrelay.DefaultMaxCredentialTTL
 	}
 	ttl := cc.TTL
 	if ttl == 0 {
-		ttl = DefaultCredentialTTL
+		ttl = turnrelay.DefaultCredentialTTL
 	}
 	if ttl > maxTTL {
-		return nil, fmt.Errorf("cloud relay: credential TTL %v exceeds what the relay accepts (%v)", ttl, maxTTL)
+		return cfg, fmt.Errorf("cloud relay: credential TTL %v exceeds what the relay accepts (%v)", ttl, maxTTL)
 	}
 	if cfg.Listen == nil {
 		cfg.Listen = []string{
-			fmt.Sprintf("/ip4/0.0.0.0/tcp/%d", DefaultCloudPort),
-			fmt.Sprintf("/ip4/0.0.0.0/udp/%d/quic-v1", DefaultCloudPort),
+			fmt.Sprintf("/ip4/0.0.0.0/tcp/%d", DefaultPort),
+			fmt.Sprintf("/ip4/0.0.0.0/udp/%d/quic-v1", DefaultPort),
 		}
 	}
-	c := &Cloud{}
+	return cfg, nil
+}
+
+// Start starts a cloud relay.
+func Start(cfg Config) (_ *Relay, err error) {
+	if cfg, err = cfg.withDefaults(); err != nil {
+		return nil, err
+	}
+	cc := &cfg.Credentials
+	c := &Relay{}
 	defer func() {
 		if err != nil {
 			c.Close()
 		}
 	}()
-	var reg prometheus.Registerer
-	var gather prometheus.Gatherer
-	switch {
-	case cfg.Registerer != nil:
-		reg = cfg.Registerer
-		if cfg.MetricsAddr != "" {
-			g, ok := reg.(prometheus.Gatherer)
-			if !ok {
-				return nil, errors.New("cloud relay: MetricsAddr needs a Registerer that is also a prometheus.Gatherer")
-			}
-			gather = g
-		}
-	case cfg.MetricsAddr != "":
-		r := prometheus.NewRegistry()
-		r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		reg, gather = r, r
+	reg, gather, err := metrics.Registry(cfg.Registerer, cfg.MetricsAddr)
+	if err != nil {
+		return nil, fmt.Errorf("cloud relay: %w", err)
 	}
 	if reg != nil {
 		cfg.TURN.Registerer = reg
 		cc.Registerer = reg
 	}
 	cfg.TURN.Logger = cfg.Logger.With("service", "turn")
-	if c.TURN, err = New(cfg.TURN); err != nil {
+	if c.TURN, err = turnrelay.New(cfg.TURN); err != nil {
 		return nil, err
 	}
 	cm, err := connmgr.NewConnManager(100, 400, connmgr.WithGracePeriod(time.Minute))
@@ -164,51 +168,44 @@ func StartCloud(cfg CloudConfig) (_ *Cloud, err error) {
 		opts = append(opts, libp2p.DisableMetrics())
 	}
 	if c.host, err = libp2p.New(opts...); err != nil {
+		cm.Close() // the host closes it, but there is no host
 		return nil, fmt.Errorf("cloud relay libp2p host: %w", err)
 	}
 	own := c.TURN.CredentialConfig()
 	cc.Secret, cc.Now, cc.UDPPort, cc.TCPPort, cc.TLSPort = own.Secret, own.Now, own.UDPPort, own.TCPPort, own.TLSPort
 	cc.Logger = cfg.Logger.With("service", "turn-credentials")
-	if c.Creds, err = ServeCredentials(c.host, *cc); err != nil {
+	if c.Creds, err = turnrelay.ServeCredentials(c.host, *cc); err != nil {
 		return nil, err
 	}
 	if gather != nil {
-		l, err := net.Listen("tcp", cfg.MetricsAddr)
-		if err != nil {
-			return nil, fmt.Errorf("metrics listener %s: %w", cfg.MetricsAddr, err)
+		if c.metrics, err = metrics.Serve(cfg.MetricsAddr, gather); err != nil {
+			return nil, err
 		}
-		c.mAddr = l.Addr()
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{}))
-		c.mSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go c.mSrv.Serve(l)
 	}
 	cfg.Logger.Info("cloud relay started", "peer", c.host.ID(), "addrs", c.host.Addrs())
 	return c, nil
 }
 
 // ID is the relay's libp2p peer ID.
-func (c *Cloud) ID() peer.ID { return c.host.ID() }
+func (c *Relay) ID() peer.ID { return c.host.ID() }
 
 // Host is the relay's libp2p host.
-func (c *Cloud) Host() host.Host { return c.host }
+func (c *Relay) Host() host.Host { return c.host }
 
 // Addrs are the relay's full libp2p multiaddrs, /p2p/<id> included: what
 // nodes are given to fetch credentials from.
-func (c *Cloud) Addrs() []ma.Multiaddr {
+func (c *Relay) Addrs() []ma.Multiaddr {
 	as, _ := peer.AddrInfoToP2pAddrs(&peer.AddrInfo{ID: c.host.ID(), Addrs: c.host.Addrs()})
 	return as
 }
 
 // MetricsAddr is where metrics are served, or nil.
-func (c *Cloud) MetricsAddr() net.Addr { return c.mAddr }
+func (c *Relay) MetricsAddr() net.Addr { return c.metrics.Addr() }
 
 // Close stops everything the relay runs.
-func (c *Cloud) Close() error {
+func (c *Relay) Close() error {
 	var errs []error
-	if c.mSrv != nil {
-		errs = append(errs, c.mSrv.Close())
-	}
+	errs = append(errs, c.metrics.Close())
 	if c.Creds != nil {
 		c.Creds.Close()
 	}

@@ -1,4 +1,4 @@
-package mailbox
+package mailboxserver
 
 import (
 	"database/sql"
@@ -10,6 +10,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parley-net/parley/mailbox"
 )
 
 // Byte quotas, the defaults of Config. Each is checked with the envelope
@@ -31,8 +33,8 @@ const (
 	ReasonSourceIP      = "source-ip"        // MaxBytesPerIP reached
 	ReasonSourcePrefix  = "source-prefix"    // MaxBytesPerPrefix reached
 	ReasonRecipientSrc  = "recipient-source" // this prefix's share of the recipient's mailbox used up
-	ReasonRecipientFull = "recipient-full"   // MaxPerRecipient reached
-	ReasonSender        = "sender"           // MaxPerSender reached
+	ReasonRecipientFull = "recipient-full"   // mailbox.MaxPerRecipient reached
+	ReasonSender        = "sender"           // mailbox.MaxPerSender reached
 	ReasonNotSender     = "not-sender"       // put in another device's name
 	ReasonExpired       = "expired"          // expired before it arrived
 )
@@ -102,7 +104,7 @@ func human(n int64) string {
 
 // checkQuota refuses it, coming from ip, when storing it would break a
 // quota. It runs inside the storing transaction.
-func (s *Server) checkQuota(tx *sql.Tx, it Item, ip string, replica bool) error {
+func (s *Server) checkQuota(tx *sql.Tx, it mailbox.Item, ip string, replica bool) error {
 	size := int64(len(it.Env))
 	prefix := sourcePrefix(ip)
 	sum := func(q string, args ...any) int64 {

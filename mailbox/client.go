@@ -20,12 +20,12 @@ func Put(ctx context.Context, h host.Host, holder peer.ID, items []Item, replica
 		return nil, fmt.Errorf("mailbox %s: %w", holder.ShortString(), err)
 	}
 	defer s.Close()
-	s.SetDeadline(time.Now().Add(streamTimeout))
+	s.SetDeadline(time.Now().Add(StreamTimeout))
 	if err := wire.WriteJSON(s, Frame{Type: "put", Items: items, Replica: replica}, MaxFrame); err != nil {
 		s.Reset()
 		return nil, err
 	}
-	f, err := readFrame(s)
+	f, err := ReadFrame(s)
 	if err != nil {
 		s.Reset()
 		return nil, fmt.Errorf("mailbox %s: %w", holder.ShortString(), err)
@@ -57,14 +57,14 @@ func Fetch(ctx context.Context, h host.Host, holder, device peer.ID, commit func
 		return 0, fmt.Errorf("mailbox %s: %w", holder.ShortString(), err)
 	}
 	defer s.Close()
-	s.SetDeadline(time.Now().Add(streamTimeout))
+	s.SetDeadline(time.Now().Add(StreamTimeout))
 	if err := wire.WriteJSON(s, Frame{Type: "fetch", Device: device.String()}, MaxFrame); err != nil {
 		s.Reset()
 		return 0, err
 	}
 	var done []string
 	for {
-		f, err := readFrame(s)
+		f, err := ReadFrame(s)
 		if err != nil {
 			s.Reset()
 			return 0, fmt.Errorf("mailbox %s: %w", holder.ShortString(), err)
@@ -123,6 +123,6 @@ func Del(ctx context.Context, h host.Host, holder peer.ID, ack Ack) error {
 		return err
 	}
 	defer s.Close()
-	s.SetDeadline(time.Now().Add(streamTimeout))
+	s.SetDeadline(time.Now().Add(StreamTimeout))
 	return wire.WriteJSON(s, Frame{Type: "del", Device: ack.Device, IDs: ack.IDs, TS: ack.TS, Sig: ack.Sig}, MaxFrame)
 }

@@ -41,6 +41,8 @@ package mailbox
 import (
 	"errors"
 	"fmt"
+	"io"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -58,7 +60,12 @@ const (
 	MaxPerRecipient = 10000
 	MaxPerSender    = 5000
 	DefaultK        = 3
-	maxReason       = 200
+	// DefaultTTL is the longest a holder keeps an envelope.
+	DefaultTTL = 30 * 24 * time.Hour
+	// StreamTimeout bounds one request, on either side.
+	StreamTimeout = 30 * time.Second
+	// MaxReason bounds the reason a put-ok result gives for a refusal.
+	MaxReason = 200
 )
 
 // ErrBadFrame is returned for a frame that breaks the protocol.
@@ -129,7 +136,7 @@ func DecodeFrame(b []byte) (*Frame, error) {
 			return bad("put-ok of 1 to 16 results")
 		}
 		for _, r := range f.Results {
-			if !validID(r.ID) || len(r.Err) > maxReason {
+			if !validID(r.ID) || len(r.Err) > MaxReason {
 				return bad("bad result")
 			}
 		}
@@ -184,3 +191,12 @@ func (it *Item) check() error {
 }
 
 func validID(s string) bool { return wire.ValidID(s) }
+
+// ReadFrame reads and decodes one frame of at most MaxFrame bytes.
+func ReadFrame(r io.Reader) (*Frame, error) {
+	b, err := wire.ReadFrame(r, MaxFrame)
+	if err != nil {
+		return nil, err
+	}
+	return DecodeFrame(b)
+}

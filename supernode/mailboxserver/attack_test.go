@@ -1,4 +1,4 @@
-package mailbox
+package mailboxserver
 
 import (
 	"context"
@@ -18,17 +18,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parley-net/parley/internal/wire"
+	"github.com/parley-net/parley/mailbox"
 )
 
 // rawDel sends a del frame as an attacker would, whatever it holds.
-func rawDel(t *testing.T, from host.Host, holder peer.ID, f Frame) {
+func rawDel(t *testing.T, from host.Host, holder peer.ID, f mailbox.Frame) {
 	t.Helper()
-	s, err := from.NewStream(context.Background(), holder, Protocol)
+	s, err := from.NewStream(context.Background(), holder, mailbox.Protocol)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.Type = "del"
-	wire.WriteJSON(s, f, MaxFrame)
+	wire.WriteJSON(s, f, mailbox.MaxFrame)
 	s.CloseWrite()
 	buf := make([]byte, 1)
 	s.Read(buf) // the holder's close or reset: it has handled the frame
@@ -38,10 +39,10 @@ func rawDel(t *testing.T, from host.Host, holder peer.ID, f Frame) {
 func fetchIDs(t *testing.T, device host.Host, holder peer.ID, ack bool) []string {
 	t.Helper()
 	var got []string
-	_, err := Fetch(context.Background(), device, holder, device.ID(), func(it Item) error {
+	_, err := mailbox.Fetch(context.Background(), device, holder, device.ID(), func(it mailbox.Item) error {
 		got = append(got, it.ID)
 		if !ack {
-			return ErrRetryLater
+			return mailbox.ErrRetryLater
 		}
 		return nil
 	})
@@ -62,23 +63,23 @@ func TestAttackDeleteOthersMail(t *testing.T) {
 		connect(t, h, mb)
 	}
 	ctx := context.Background()
-	if res, err := Put(ctx, sender, mb.ID(), []Item{item("d1", device.ID(), sender.ID()), item("d2", device.ID(), sender.ID())}, false); err != nil || res[0].Err != "" || res[1].Err != "" {
+	if res, err := mailbox.Put(ctx, sender, mb.ID(), []mailbox.Item{item("d1", device.ID(), sender.ID()), item("d2", device.ID(), sender.ID())}, false); err != nil || res[0].Err != "" || res[1].Err != "" {
 		t.Fatalf("put: %+v %v", res, err)
 	}
 	// A real proof by the device, for another envelope.
 	devKey := device.Peerstore().PrivKey(device.ID())
-	ts, sigOther, _ := SignAck(devKey, time.Now(), []string{"ff"})
+	ts, sigOther, _ := mailbox.SignAck(devKey, time.Now(), []string{"ff"})
 	// The attacker's own key, claiming to be the device.
-	atkTS, atkSig, _ := SignAck(attacker.Peerstore().PrivKey(attacker.ID()), time.Now(), []string{"d1"})
+	atkTS, atkSig, _ := mailbox.SignAck(attacker.Peerstore().PrivKey(attacker.ID()), time.Now(), []string{"d1"})
 	// A proof by the device, from far outside the TTL.
-	oldTS, oldSig, _ := SignAck(devKey, time.Now().Add(-2*DefaultTTL), []string{"d1"})
+	oldTS, oldSig, _ := mailbox.SignAck(devKey, time.Now().Add(-2*mailbox.DefaultTTL), []string{"d1"})
 	dev := device.ID().String()
-	for _, f := range []Frame{
+	for _, f := range []mailbox.Frame{
 		{Device: dev, IDs: []string{"d1", "d2"}},                                      // no proof at all (today's del)
 		{Device: dev, IDs: []string{"d1", "d2"}, TS: atkTS, Sig: atkSig},              // signed by someone else
 		{Device: dev, IDs: []string{"d1"}, TS: ts, Sig: sigOther},                     // the device's proof for other IDs
 		{Device: dev, IDs: []string{"d1"}, TS: oldTS, Sig: oldSig},                    // expired proof
-		{Device: dev, IDs: []string{"d1"}, TS: ts, Sig: make([]byte, ackSigLen)},      // zero signature
+		{Device: dev, IDs: []string{"d1"}, TS: ts, Sig: make([]byte, 64)},             // zero signature
 		{Device: attacker.ID().String(), IDs: []string{"d1"}, TS: atkTS, Sig: atkSig}, // own proof, other device's mail: no match
 	} {
 		rawDel(t, attacker, mb.ID(), f)
@@ -87,8 +88,8 @@ func TestAttackDeleteOthersMail(t *testing.T) {
 		t.Fatalf("after the attacker's deletes the device gets %v, want d1,d2", got)
 	}
 	// The device's own acknowledgement, passed on by anyone, does delete.
-	ts, sig, _ := SignAck(devKey, time.Now(), []string{"d1"})
-	rawDel(t, attacker, mb.ID(), Frame{Device: dev, IDs: []string{"d1"}, TS: ts, Sig: sig})
+	ts, sig, _ := mailbox.SignAck(devKey, time.Now(), []string{"d1"})
+	rawDel(t, attacker, mb.ID(), mailbox.Frame{Device: dev, IDs: []string{"d1"}, TS: ts, Sig: sig})
 	if got := fetchIDs(t, device, mb.ID(), true); strings.Join(got, ",") != "d2" {
 		t.Fatalf("after the device's proof: %v, want d2", got)
 	}
@@ -117,7 +118,7 @@ func TestAckReplicatesDelete(t *testing.T) {
 	connect(t, device, ha)
 	it := item("a1", device.ID(), sender.ID())
 	for _, h := range holders {
-		if res, err := Put(context.Background(), sender, h, []Item{it}, false); err != nil || res[0].Err != "" {
+		if res, err := mailbox.Put(context.Background(), sender, h, []mailbox.Item{it}, false); err != nil || res[0].Err != "" {
 			t.Fatalf("put: %+v %v", res, err)
 		}
 	}
@@ -139,11 +140,11 @@ func TestAttackQuotaFreeIdentities(t *testing.T) {
 	for i := 0; i < 4; i++ {
 		atk := newHostOn(t, "127.0.1.2")
 		connect(t, atk, mb)
-		var items []Item
+		var items []mailbox.Item
 		for j := 0; j < 16; j++ {
 			items = append(items, item(fmt.Sprintf("a%d%02d", i, j), frank.ID(), atk.ID()))
 		}
-		res, err := Put(ctx, atk, mb.ID(), items, false)
+		res, err := mailbox.Put(ctx, atk, mb.ID(), items, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -164,7 +165,7 @@ func TestAttackQuotaFreeIdentities(t *testing.T) {
 	}
 	carol := newHostOn(t, "127.0.2.3")
 	connect(t, carol, mb)
-	if res, err := Put(ctx, carol, mb.ID(), []Item{item("c1", frank.ID(), carol.ID())}, false); err != nil || res[0].Err != "" {
+	if res, err := mailbox.Put(ctx, carol, mb.ID(), []mailbox.Item{item("c1", frank.ID(), carol.ID())}, false); err != nil || res[0].Err != "" {
 		t.Fatalf("carol's real message: %+v %v", res, err)
 	}
 }
@@ -173,10 +174,10 @@ func TestAttackQuotaFreeIdentities(t *testing.T) {
 // supernode's disk with the largest envelopes to ever more recipients. The
 // per-IP, per-prefix and global byte caps stop it, each with its reason.
 func TestAttackDiskFill(t *testing.T) {
-	const env = MaxEnvelope // 96 KiB
+	const env = mailbox.MaxEnvelope // 96 KiB
 	_, mb := newMailbox(t, Config{MaxBytesPerIP: 4 * env, MaxBytesPerPrefix: 6 * env, MaxBytes: 9 * env})
 	ctx := context.Background()
-	big := func(id string, from peer.ID) Item {
+	big := func(id string, from peer.ID) mailbox.Item {
 		d := newRandomPeer(t)
 		it := item(id, d, from)
 		it.Env = make([]byte, env)
@@ -199,7 +200,7 @@ func TestAttackDiskFill(t *testing.T) {
 				atk := newHostOn(t, tc.ip)
 				connect(t, atk, mb)
 				n++
-				res, err := Put(ctx, atk, mb.ID(), []Item{big(fmt.Sprintf("%04x", n), atk.ID())}, false)
+				res, err := mailbox.Put(ctx, atk, mb.ID(), []mailbox.Item{big(fmt.Sprintf("%04x", n), atk.ID())}, false)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -240,7 +241,7 @@ func TestReplicaChargedToSender(t *testing.T) {
 	s1, s2 := newHostOn(t, "127.0.5.2"), newHostOn(t, "127.0.6.2")
 	for i, s := range []host.Host{s1, s2} {
 		connect(t, s, ha)
-		res, err := Put(context.Background(), s, ha.ID(), []Item{item(fmt.Sprintf("b%d1", i), newRandomPeer(t), s.ID()), item(fmt.Sprintf("b%d2", i), newRandomPeer(t), s.ID())}, false)
+		res, err := mailbox.Put(context.Background(), s, ha.ID(), []mailbox.Item{item(fmt.Sprintf("b%d1", i), newRandomPeer(t), s.ID()), item(fmt.Sprintf("b%d2", i), newRandomPeer(t), s.ID())}, false)
 		if err != nil || res[0].Err != "" || res[1].Err != "" {
 			t.Fatalf("put from %d: %+v %v", i, res, err)
 		}
@@ -266,7 +267,7 @@ func TestReplicaChargedToSender(t *testing.T) {
 	connect(t, c, hb)
 	it := item("c1", newRandomPeer(t), c.ID())
 	it.Src = "127.0.5.2"
-	if res, _ := Put(context.Background(), c, hb.ID(), []Item{it}, false); res == nil || res[0].Err != "" {
+	if res, _ := mailbox.Put(context.Background(), c, hb.ID(), []mailbox.Item{it}, false); res == nil || res[0].Err != "" {
 		t.Fatalf("put naming a source: %+v", res)
 	}
 	var src string
@@ -337,7 +338,7 @@ func TestMailboxFilesPrivate(t *testing.T) {
 	defer s.Close()
 	sender := newHost(t)
 	connect(t, sender, h)
-	if res, err := Put(context.Background(), sender, h.ID(), []Item{item("0f", newRandomPeer(t), sender.ID())}, false); err != nil || res[0].Err != "" {
+	if res, err := mailbox.Put(context.Background(), sender, h.ID(), []mailbox.Item{item("0f", newRandomPeer(t), sender.ID())}, false); err != nil || res[0].Err != "" {
 		t.Fatalf("put: %+v %v", res, err)
 	}
 	for _, f := range []string{"mailbox.db", "mailbox.db-wal", "mailbox.db-shm"} {
