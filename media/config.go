@@ -44,10 +44,20 @@ type Config struct {
 	// LBRR, RFC 6716 §2.1.7) to what we send. Received FEC is always used.
 	// false means none is sent.
 	FEC bool
-	// ExpectedLoss is the packet loss, in percent (1 to 100), the encoder
-	// provisions FEC for; Opus only spends bits on FEC when it expects loss.
-	// 0 means 10 when FEC is on. It must be 0 when FEC is off.
+	// ExpectedLoss is the least packet loss, in percent (1 to 100), the
+	// encoder provisions FEC for; Opus only spends bits on FEC when it
+	// expects loss. When the peer's RTCP receiver reports show more loss,
+	// the encoder provisions for that instead. 0 means 10 when FEC is on.
+	// It must be 0 when FEC is off.
 	ExpectedLoss int
+	// NoRED leaves audio redundancy (RED, RFC 2198) out of the session
+	// description: we then neither send nor accept it. false means RED for
+	// Opus is offered after Opus, as browsers do, and when the peer takes
+	// it every packet repeats the one or two frames before it (two until
+	// the peer's receiver reports show less than 0.5 % loss for 5 s, and
+	// again as soon as one shows 3 % or more), so a lost packet is rebuilt
+	// from the next one instead of concealed.
+	NoRED bool
 	// DTX enables discontinuous transmission: during silence the encoder
 	// sends a packet only every 400 ms (RFC 7587 §3.1.3). false means a
 	// packet every 20 ms.

@@ -55,9 +55,10 @@ type jitterConfig struct {
 }
 
 type jbPacket struct {
-	seq, ts int64 // extended (unwrapped) sequence number and timestamp
-	payload []byte
-	samples int
+	seq, ts   int64 // extended (unwrapped) sequence number and timestamp
+	payload   []byte
+	samples   int
+	redundant bool // rebuilt from a later packet's RED block
 }
 
 // playKind is what the decoder must do for the next slot.
@@ -118,6 +119,10 @@ type jitterStats struct {
 	// come since the last packet.
 	MissingSamples int64
 	FECSamples     int64 // output rebuilt from in-band FEC
+	REDSamples     int64 // output decoded from a frame rebuilt from RED
+	// LateRedundant counts RED blocks that came after their slot had
+	// been concealed: more delay would have let them help.
+	LateRedundant  int64
 	ComfortSamples int64 // output produced for DTX pauses
 
 	JitterSamples   float64 // RFC 3550 interarrival jitter
@@ -145,6 +150,11 @@ type jitterBuffer struct {
 	playTS        int64
 	pendingExpand int64
 
+	// concealedSeqs remembers the last slots concealed for a lost packet,
+	// so a RED block that comes too late for one raises the delay.
+	concealedSeqs [8]int64
+	concealedNext int
+
 	boost     int // frames added to the target after late packets
 	lastBoost time.Time
 	lowWater  int
@@ -155,6 +165,9 @@ type jitterBuffer struct {
 
 func newJitterBuffer(cfg jitterConfig) *jitterBuffer {
 	j := &jitterBuffer{cfg: cfg, lowWater: math.MaxInt}
+	for i := range j.concealedSeqs {
+		j.concealedSeqs[i] = -1
+	}
 	j.boost = max(0, (cfg.startDelay-FrameSamples)/FrameSamples)
 	return j
 }
@@ -197,16 +210,15 @@ func (j *jitterBuffer) push(seq uint16, ts uint32, payload []byte, now time.Time
 		j.raiseTarget(now)
 		return pushLate
 	}
-	i, found := slices.BinarySearchFunc(j.pkts, ext, func(p jbPacket, s int64) int {
-		switch {
-		case p.seq < s:
-			return -1
-		case p.seq > s:
-			return 1
-		}
-		return 0
-	})
+	i, found := j.find(ext)
 	if found {
+		if j.pkts[i].redundant {
+			// The original came after all (the network reordered it
+			// behind the packet carrying its copy): it is the same
+			// frame, but count it as received, not rebuilt.
+			j.pkts[i].redundant = false
+			return pushAccepted
+		}
 		j.st.Duplicate++
 		return pushDuplicate
 	}
@@ -221,6 +233,74 @@ func (j *jitterBuffer) push(seq uint16, ts uint32, payload []byte, now time.Time
 		j.dropHead()
 	}
 	return pushAccepted
+}
+
+// pushRedundant offers a frame rebuilt from a RED block (RFC 2198) of a
+// packet just pushed: the frame of sequence number seq and timestamp ts,
+// which the network lost or has yet to deliver. It fills the slot if that
+// is still to be played and empty, and is ignored otherwise; it does not
+// count as a received packet nor feed the jitter estimate. payload is
+// copied.
+func (j *jitterBuffer) pushRedundant(seq uint16, ts uint32, payload []byte, now time.Time) {
+	n := packetSamples(payload)
+	if n == 0 || len(payload) > maxOpusPacket || !j.haveSeq {
+		return
+	}
+	ext := j.maxSeq + int64(int16(seq-uint16(j.maxSeq)))
+	extTS := j.lastTS + int64(int32(ts-uint32(j.lastTS)))
+	if ext > j.maxSeq || ext < j.maxSeq-maxREDBlocks {
+		return // a redundant frame is always of an earlier packet
+	}
+	if j.started && ext < j.nextSeq {
+		if slices.Contains(j.concealedSeqs[:], ext) {
+			// It would have saved a concealed slot had it come in time.
+			j.st.LateRedundant++
+			j.raiseTarget(now)
+			j.forgetConcealed(ext)
+		}
+		return
+	}
+	i, found := j.find(ext)
+	if found {
+		return
+	}
+	j.pkts = slices.Insert(j.pkts, i, jbPacket{
+		seq:       ext,
+		ts:        extTS,
+		payload:   append([]byte(nil), payload...),
+		samples:   n,
+		redundant: true,
+	})
+	if len(j.pkts) > jitterCapacity {
+		j.st.Overflow++
+		j.dropHead()
+	}
+}
+
+// find returns where seq is, or would be inserted, in j.pkts.
+func (j *jitterBuffer) find(seq int64) (int, bool) {
+	return slices.BinarySearchFunc(j.pkts, seq, func(p jbPacket, s int64) int {
+		switch {
+		case p.seq < s:
+			return -1
+		case p.seq > s:
+			return 1
+		}
+		return 0
+	})
+}
+
+func (j *jitterBuffer) rememberConcealed(seq int64) {
+	j.concealedSeqs[j.concealedNext] = seq
+	j.concealedNext = (j.concealedNext + 1) % len(j.concealedSeqs)
+}
+
+func (j *jitterBuffer) forgetConcealed(seq int64) {
+	for i, s := range j.concealedSeqs {
+		if s == seq {
+			j.concealedSeqs[i] = -1
+		}
+	}
 }
 
 func (j *jitterBuffer) resetStream(seq uint16, ts uint32, now time.Time) {
@@ -238,6 +318,9 @@ func (j *jitterBuffer) resetStream(seq uint16, ts uint32, now time.Time) {
 	j.started = false
 	j.pkts = j.pkts[:0]
 	j.pendingExpand = 0
+	for i := range j.concealedSeqs {
+		j.concealedSeqs[i] = -1
+	}
 }
 
 // dropHead removes the oldest buffered packet; if playout has started the
@@ -332,6 +415,7 @@ func (j *jitterBuffer) pop(now time.Time) (playKind, []byte) {
 				return playFEC, q.payload
 			}
 			j.st.ConcealedSamples += FrameSamples
+			j.rememberConcealed(j.nextSeq - 1)
 			return playConceal, nil
 		}
 		// Every missing packet's time has passed.
@@ -357,11 +441,20 @@ func (j *jitterBuffer) pop(now time.Time) (playKind, []byte) {
 		j.raiseTarget(now)
 	}
 	j.commitExpand(false)
+	j.playHead()
+	return playPacket, q.payload
+}
+
+// playHead takes the head packet out to be played.
+func (j *jitterBuffer) playHead() {
+	q := j.pkts[0]
 	j.pkts = slices.Delete(j.pkts, 0, 1)
 	j.nextSeq = q.seq + 1
 	j.playTS = q.ts + int64(q.samples)
 	j.st.Played++
-	return playPacket, q.payload
+	if q.redundant {
+		j.st.REDSamples += int64(q.samples)
+	}
 }
 
 // commitExpand books pending expansion as concealment (the awaited packet

@@ -59,6 +59,12 @@ func newEncoder(bitrate int, fec, dtx bool, lossPercent int) (*encoder, error) {
 	return &encoder{enc: enc, pcm: make([]float32, FrameSamples), dtx: dtx}, nil
 }
 
+// setPacketLoss sets the loss, in percent, the encoder provisions in-band
+// FEC for; it is only called with FEC on.
+func (e *encoder) setPacketLoss(pct int) {
+	_ = e.enc.SetPacketLoss(min(max(pct, 0), 100)) // errors only out of range
+}
+
 // encode encodes one frame into out and returns the packet length. With DTX
 // on, packets of at most 2 bytes mean "nothing worth sending" (RFC 7587
 // §3.1.3); callers skip them.

@@ -3,12 +3,14 @@ package media
 import (
 	"testing"
 	"time"
+
+	"github.com/parley-net/parley/internal/nodetest"
 )
 
 // Both sides hear of the pair ICE selected, with its candidates' types and
 // addresses, also when they register after the selection.
 func TestOnPathChange(t *testing.T) {
-	check := checkGoroutines(t)
+	check := nodetest.LeakCheck(t)
 	defer check()
 	c := newCall(t, Config{Source: SpeechLikeSource(3)}, Config{Source: SpeechLikeSource(4)})
 	paths := make(chan Path, 8)

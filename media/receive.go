@@ -3,7 +3,6 @@ package media
 import (
 	"errors"
 	"io"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,17 +42,40 @@ func newReceiver(cfg jitterConfig, dec *decoder) *receiver {
 func (r *receiver) push(p *rtp.Packet, now time.Time) pushResult {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.count(len(p.Payload), now)
+	return r.jb.push(p.SequenceNumber, p.Timestamp, p.Payload, now)
+}
+
+// pushRED takes a RED packet (RFC 2198) whose payload red holds, parsed:
+// its primary Opus frame as the packet's own, then each redundant Opus
+// frame as that of the packet as many places before it, to fill a slot
+// the network lost. Blocks of other payload types are ignored.
+func (r *receiver) pushRED(p *rtp.Packet, red *redPacket, opusPT uint8, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.count(len(p.Payload), now)
+	if red.primary.pt == opusPT && len(red.primary.data) > 0 {
+		r.jb.push(p.SequenceNumber, p.Timestamp, red.primary.data, now)
+	}
+	for i, b := range red.redundant[:red.n] {
+		if b.pt == opusPT {
+			r.jb.pushRedundant(p.SequenceNumber-uint16(red.n-i), p.Timestamp-b.tsOffset, b.data, now)
+		}
+	}
+}
+
+// count books a received packet of n payload bytes; r.mu is held.
+func (r *receiver) count(n int, now time.Time) {
 	r.packets++
-	r.bytes += uint64(len(p.Payload))
+	r.bytes += uint64(n)
 	if r.winStart.IsZero() {
 		r.winStart, r.firstPacketTime = now, now
 	}
-	r.winBytes += int64(len(p.Payload))
+	r.winBytes += int64(n)
 	if el := now.Sub(r.winStart); el >= time.Second {
 		r.bitrate = float64(r.winBytes*8) / el.Seconds()
 		r.winStart, r.winBytes = now, 0
 	}
-	return r.jb.push(p.SequenceNumber, p.Timestamp, p.Payload, now)
 }
 
 func (r *receiver) pop(now time.Time) (playKind, []byte) {
@@ -83,7 +105,8 @@ func (s *Session) handleTrack(tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) 
 		s.mu.Unlock()
 		return
 	}
-	if tr.Kind() != webrtc.RTPCodecTypeAudio || !strings.EqualFold(tr.Codec().MimeType, webrtc.MimeTypeOpus) {
+	opusPT, redPT, ok := payloadTypes(recv.GetParameters().Codecs)
+	if tr.Kind() != webrtc.RTPCodecTypeAudio || !ok {
 		s.mu.Unlock()
 		s.log.Warn("ignoring non-Opus track", "kind", tr.Kind(), "codec", tr.Codec().MimeType)
 		return
@@ -97,42 +120,53 @@ func (s *Session) handleTrack(tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) 
 	}
 	s.readingTrack = true
 	s.wg.Add(2)
-	startPlayout := !s.playStarted
-	if startPlayout {
+	if !s.playStarted {
 		s.playStarted = true
-		s.wg.Add(1)
+		s.startMedia(&s.playOn)
 	}
 	s.mu.Unlock()
 
 	s.log.Debug("receiving audio", "ssrc", tr.SSRC(), "payload_type", tr.PayloadType())
-	if startPlayout {
-		go s.playoutLoop()
-	}
 	go s.readReceiverRTCP(recv)
 	defer s.wg.Done()
-	s.readTrack(tr)
+	s.readTrack(tr, uint8(opusPT), uint8(redPT))
 	s.mu.Lock()
 	s.readingTrack = false
 	s.mu.Unlock()
 }
 
-func (s *Session) readTrack(tr *webrtc.TrackRemote) {
+// readTrack reads the peer's packets: Opus of payload type opusPT and,
+// when redPT is not 0, RED carrying Opus.
+func (s *Session) readTrack(tr *webrtc.TrackRemote, opusPT, redPT uint8) {
 	buf := make([]byte, maxRTPPacket)
-	pt := uint8(tr.PayloadType())
 	var p rtp.Packet
+	var red redPacket
 	for {
 		n, _, err := tr.Read(buf)
-		if err != nil {
+		if err != nil && !errors.Is(err, webrtc.ErrCodecNotFound) {
 			if !errors.Is(err, io.EOF) {
 				s.log.Debug("track reader stopped", "err", err)
 			}
 			return
 		}
-		if err := p.Unmarshal(buf[:n]); err != nil || p.PayloadType != pt {
+		if err != nil || p.Unmarshal(buf[:n]) != nil {
 			s.rx.countMalformed()
 			continue
 		}
-		s.rx.push(&p, s.cfg.Now())
+		s.rx.receive(&p, &red, opusPT, redPT, s.cfg.Now())
+	}
+}
+
+// receive takes one RTP packet of the peer's stream: Opus of payload type
+// opusPT, or RED carrying Opus when redPT is not 0. red is scratch space.
+func (r *receiver) receive(p *rtp.Packet, red *redPacket, opusPT, redPT uint8, now time.Time) {
+	switch {
+	case p.PayloadType == opusPT:
+		r.push(p, now)
+	case p.PayloadType == redPT && redPT != 0 && parseRED(p.Payload, red) == nil:
+		r.pushRED(p, red, opusPT, now)
+	default:
+		r.countMalformed()
 	}
 }
 
@@ -154,37 +188,30 @@ type player struct {
 	last      []byte // last packet decoded, for its TOC
 	sinkDead  bool
 	recording bool
+	start     time.Time // when playout started
+	frames    int64     // frames played so far
 }
 
-// playoutLoop pulls a frame from the jitter buffer every 20 ms, decodes or
-// conceals it, and feeds the sink and the recorder. Like sendLoop it is paced
-// by absolute time.
-func (s *Session) playoutLoop() {
-	defer s.wg.Done()
-	t := time.NewTicker(FrameDuration)
-	defer t.Stop()
-	pl := player{
+func (s *Session) newPlayer() *player {
+	return &player{
 		fifo:      make([]int16, 0, maxDecodeSamples+FrameSamples),
 		sink:      s.cfg.Sink,
 		recording: s.ogg != nil,
+		start:     s.cfg.Now(),
 	}
-	start := s.cfg.Now()
-	var frames int64
-	for {
-		select {
-		case <-s.quit:
-			return
-		case <-t.C:
-		}
-		now := s.cfg.Now()
-		due := int64(now.Sub(start)/FrameDuration) + 1
-		if lag := due - frames; lag > maxCatchUp {
-			frames += lag - maxCatchUp
-			s.rx.playoutSkipped.Add(uint64(lag - maxCatchUp))
-		}
-		for ; frames < due; frames++ {
-			s.playFrame(&pl, now)
-		}
+}
+
+// playDue pulls a frame from the jitter buffer for every 20 ms due by now,
+// decodes or conceals it, and feeds the sink and the recorder. Like sending
+// it is paced by absolute time from its start.
+func (s *Session) playDue(pl *player, now time.Time) {
+	due := int64(now.Sub(pl.start)/FrameDuration) + 1
+	if lag := due - pl.frames; lag > maxCatchUp {
+		pl.frames += lag - maxCatchUp
+		s.rx.playoutSkipped.Add(uint64(lag - maxCatchUp))
+	}
+	for ; pl.frames < due; pl.frames++ {
+		s.playFrame(pl, now)
 	}
 }
 

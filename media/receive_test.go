@@ -45,6 +45,36 @@ func FuzzReceive(f *testing.F) {
 	}
 	f.Add(seed)
 	f.Add([]byte{0, 13, 5, 0x80, 111, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xfc})
+	// The same stream as RED with one redundant frame, packet 5 lost.
+	seed = nil
+	var prev []byte
+	for i := range 12 {
+		if err := src.ReadFrame(frame); err != nil {
+			f.Fatal(err)
+		}
+		n, err := enc.encode(frame, buf)
+		if err != nil {
+			f.Fatal(err)
+		}
+		var blocks []redBlock
+		if prev != nil {
+			blocks = []redBlock{{tsOffset: FrameSamples, data: prev}}
+		}
+		payload := appendRED(nil, 111, blocks, buf[:n])
+		prev = append([]byte(nil), buf[:n]...)
+		if i == 5 {
+			continue
+		}
+		p := rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: redPayloadType, SequenceNumber: uint16(i), Timestamp: uint32(i * FrameSamples)}, Payload: payload}
+		raw, err := p.Marshal()
+		if err != nil {
+			f.Fatal(err)
+		}
+		seed = binary.BigEndian.AppendUint16(seed, uint16(len(raw)))
+		seed = append(seed, 20)
+		seed = append(seed, raw...)
+	}
+	f.Add(seed)
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		dec, err := newDecoder()
@@ -60,13 +90,14 @@ func FuzzReceive(f *testing.F) {
 		pl := player{fifo: make([]int16, 0, maxDecodeSamples+FrameSamples), sink: DiscardSink()}
 		now := time.Unix(0, 0)
 		var p rtp.Packet
+		var red redPacket
 		for len(data) >= 3 {
 			n := int(binary.BigEndian.Uint16(data))
 			delay := time.Duration(data[2]) * time.Millisecond
 			data = data[3:]
 			n = min(n, len(data))
 			if err := p.Unmarshal(data[:n]); err == nil {
-				s.rx.push(&p, now)
+				s.rx.receive(&p, &red, opusPayloadType, redPayloadType, now)
 			}
 			data = data[n:]
 			for next := now.Add(delay); !now.After(next); now = now.Add(FrameDuration) {

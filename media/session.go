@@ -83,7 +83,7 @@ type Session struct {
 	cfg   Config
 	log   *slog.Logger
 	pc    *webrtc.PeerConnection
-	track *webrtc.TrackLocalStaticRTP
+	track *audioTrack
 	rtps  *webrtc.RTPSender
 	enc   *encoder
 	rx    *receiver
@@ -98,9 +98,15 @@ type Session struct {
 	lastPath     *Path // the pair ICE selected last, nil before the first
 	remoteSet    bool
 	pending      []webrtc.ICECandidateInit
-	sendStarted  bool
-	playStarted  bool
+	sendStarted  bool // sendOn is set
+	playStarted  bool // playOn is set
+	loopStarted  bool // mediaLoop is running
 	readingTrack bool // a goroutine is reading the peer's audio track
+
+	// Read by mediaLoop: sending starts once the call connects, playout
+	// once the peer's track arrives.
+	sendOn, playOn atomic.Bool
+	loopWake       chan struct{}
 
 	// Event delivery.
 	evMu     sync.Mutex
@@ -119,6 +125,7 @@ type Session struct {
 	sent     sendCounters
 	sendRate sendRate
 	rtt      rtcpRTT
+	red      *redPolicy // how much redundancy to send, from the peer's reports
 }
 
 type event struct {
@@ -130,6 +137,7 @@ type event struct {
 type sendCounters struct {
 	packets, bytes atomic.Uint64
 	skipped        atomic.Uint64 // frames dropped because the sender fell behind
+	redundant      atomic.Uint64 // earlier frames repeated in RED packets
 	ssrc           atomic.Uint32
 }
 
@@ -147,6 +155,8 @@ func NewSession(cfg Config) (*Session, error) {
 		quit:       make(chan struct{}),
 		done:       make(chan struct{}),
 		firstAudio: make(chan struct{}),
+		loopWake:   make(chan struct{}, 1),
+		red:        newREDPolicy(1),
 	}
 	s.enc, err = newEncoder(cfg.Bitrate, cfg.FEC, cfg.DTX, cfg.ExpectedLoss)
 	if err != nil {
@@ -180,10 +190,8 @@ func NewSession(cfg Config) (*Session, error) {
 		// It fails on configuration: ICE server URLs and credentials.
 		return nil, fmt.Errorf("%w: new peer connection: %w", ErrInvalidConfig, err)
 	}
-	s.track, err = webrtc.NewTrackLocalStaticRTP(opusCapability(cfg), "audio", "parley")
-	if err == nil {
-		s.rtps, err = s.pc.AddTrack(s.track)
-	}
+	s.track = newAudioTrack(opusCapability(cfg))
+	s.rtps, err = s.pc.AddTrack(s.track)
 	if err == nil && cfg.Recorder != nil {
 		s.ogg, err = ogg.NewWriter(cfg.Recorder, SampleRate, 1)
 	}
@@ -217,8 +225,8 @@ func opusCapability(cfg Config) webrtc.RTPCodecCapability {
 	}
 }
 
-// newAPI builds the pion API: Opus only, RTCP sender and receiver reports,
-// and the ICE policy from cfg.
+// newAPI builds the pion API: Opus, then RED for Opus (unless cfg.NoRED),
+// RTCP sender and receiver reports, and the ICE policy from cfg.
 func newAPI(cfg Config, log *slog.Logger) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterCodec(webrtc.RTPCodecParameters{
@@ -226,6 +234,16 @@ func newAPI(cfg Config, log *slog.Logger) (*webrtc.API, error) {
 		PayloadType:        opusPayloadType,
 	}, webrtc.RTPCodecTypeAudio); err != nil {
 		return nil, fmt.Errorf("media: register Opus: %w", err)
+	}
+	if !cfg.NoRED {
+		// After Opus, as browsers list it: a peer that prefers the first
+		// codec it knows still sends plain Opus unless it wants RED.
+		if err := m.RegisterCodec(webrtc.RTPCodecParameters{
+			RTPCodecCapability: redCapability(opusPayloadType),
+			PayloadType:        redPayloadType,
+		}, webrtc.RTPCodecTypeAudio); err != nil {
+			return nil, fmt.Errorf("media: register RED: %w", err)
+		}
 	}
 	ir := &interceptor.Registry{}
 	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
@@ -504,10 +522,9 @@ func (s *Session) handleState(webrtc.PeerConnectionState) {
 		return
 	}
 	s.state = st
-	startSend := st == StateConnected && !s.sendStarted
-	if startSend {
+	if st == StateConnected && !s.sendStarted {
 		s.sendStarted = true
-		s.wg.Add(1)
+		s.startMedia(&s.sendOn)
 	}
 	if st != StateClosed {
 		s.enqueue(event{state: st})
@@ -515,9 +532,6 @@ func (s *Session) handleState(webrtc.PeerConnectionState) {
 	s.mu.Unlock()
 
 	s.log.Info("call state", "state", st)
-	if startSend {
-		go s.sendLoop()
-	}
 	if st == StateClosed {
 		// The peer closed DTLS (it hung up): tear down our side too.
 		go s.Close()
@@ -626,6 +640,8 @@ func (s *Session) readSenderRTCP() {
 			}
 			return
 		}
-		s.rtt.observe(pkts, s.sent.ssrc.Load(), s.cfg.Now())
+		if loss, ok := s.rtt.observe(pkts, s.sent.ssrc.Load(), s.cfg.Now()); ok {
+			s.red.report(loss)
+		}
 	}
 }

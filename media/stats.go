@@ -46,10 +46,13 @@ type Stats struct {
 	RTTSource string
 
 	// Receive side, measured by us.
-	Jitter         time.Duration // RFC 3550 interarrival jitter
-	LossPercent    float64       // packets never received, of those expected (RFC 3550 §6.4.1)
-	Concealed      time.Duration // audio produced by loss concealment (late or lost packets)
-	FECRecovered   time.Duration // audio rebuilt from in-band FEC
+	Jitter       time.Duration // RFC 3550 interarrival jitter
+	LossPercent  float64       // packets never received, of those expected (RFC 3550 §6.4.1)
+	Concealed    time.Duration // audio produced by loss concealment (late or lost packets)
+	FECRecovered time.Duration // audio rebuilt from in-band FEC
+	// REDRecovered is audio decoded from frames the network lost but a
+	// later packet repeated (RED, RFC 2198): heard as sent, not concealed.
+	REDRecovered   time.Duration
 	Comfort        time.Duration // comfort noise played during the peer's DTX pauses
 	JitterBuffer   time.Duration // current target delay of the jitter buffer
 	LatePackets    int64         // arrived after their playout time and were dropped
@@ -62,7 +65,9 @@ type Stats struct {
 	// that died shows here at once.
 	Missing time.Duration
 
-	PacketsSent, BytesSent         uint64 // Opus payload bytes, excluding RTP/SRTP headers
+	PacketsSent, BytesSent uint64 // Opus payload bytes, excluding RTP/SRTP headers and RED's copies
+	// REDFramesSent counts the earlier frames repeated in our RED packets.
+	REDFramesSent                  uint64
 	PacketsReceived, BytesReceived uint64
 	// FramesSkipped and PlayoutSkipped count frames of sending and of
 	// playout skipped because the process fell more than 200 ms behind
@@ -88,6 +93,7 @@ func (s *Session) Stats() Stats {
 		BytesSent:      s.sent.bytes.Load(),
 		FramesSkipped:  s.sent.skipped.Load(),
 		PlayoutSkipped: s.rx.playoutSkipped.Load(),
+		REDFramesSent:  s.sent.redundant.Load(),
 	}
 
 	s.rx.mu.Lock()
@@ -109,6 +115,7 @@ func (s *Session) Stats() Stats {
 	st.Missing = samplesDuration(js.MissingSamples)
 	st.SendBitrate = s.sendRate.update(s.cfg.Now(), st.BytesSent)
 	st.FECRecovered = samplesDuration(js.FECSamples)
+	st.REDRecovered = samplesDuration(js.REDSamples)
 	st.Comfort = samplesDuration(js.ComfortSamples)
 	st.JitterBuffer = samplesDuration(js.TargetSamples)
 	st.LatePackets = js.Late

@@ -31,6 +31,7 @@ func labCmd() *cli.Command {
 					"must move to the other relay tier with at most 3 s of silence, and a direct call must not notice; " +
 					"caller: the caller's daemon of a direct call (port-restricted, else restricted, full-cone or public), " +
 					"whose callee must end the call within 12 s and then take a call from the restarted caller"},
+				&cli.IntFlag{Name: "loss", Usage: "drop `PCT` percent of the UDP datagrams at each caller's NAT, both ways, at random (nftables numgen), and report the audio each call concealed"},
 				&cli.DurationFlag{Name: "direct-after", Usage: "drop UDP between each call's two devices until `D` after it is placed, so it starts relayed and must move to a direct pair (punchable pairs only)"},
 				&cli.StringFlag{Name: "binary", Usage: "parley `BINARY` to run in the lab (default: this one)"},
 				&cli.DurationFlag{Name: "audio", Value: natlab.DefaultAudio, Usage: "audio sent by each call once connected"},
@@ -57,7 +58,7 @@ func runLabNat(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	opts := natlab.Options{Binary: c.String("binary"), Types: types, Audio: c.Duration("audio"), DirectAfter: c.Duration("direct-after"),
+	opts := natlab.Options{Binary: c.String("binary"), Types: types, Audio: c.Duration("audio"), DirectAfter: c.Duration("direct-after"), LossPct: c.Int("loss"),
 		Fault: c.String("fault"), Dir: c.String("dir"), Progress: os.Stderr, Logger: log.With(slog.String("subsystem", "netlab"))}
 	if !c.Bool("matrix") {
 		opts.Pairs = natlab.SameTypePairs(types)

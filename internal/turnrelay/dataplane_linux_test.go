@@ -1,6 +1,8 @@
 package turnrelay
 
 import (
+	"github.com/parley-net/parley/internal/nodetest"
+
 	"bytes"
 	"net"
 	"net/netip"
@@ -170,7 +172,7 @@ func TestFastPathKeepsOwnAddressRule(t *testing.T) {
 	if code := errorCode(t, b.request(stun.MethodRefresh, lifetime0{})); code != 0 {
 		t.Fatalf("Refresh 0: %d", code)
 	}
-	eventually(t, 3*time.Second, "B's allocation to end", func() bool { return srv.Stats().Allocations == 1 })
+	nodetest.Eventually(t, 3*time.Second, "B's allocation to end", func() bool { return srv.Stats().Allocations == 1 })
 	port, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(rb))
 	if err != nil {
 		t.Skipf("cannot take over B's relayed port: %v", err)
@@ -178,7 +180,7 @@ func TestFastPathKeepsOwnAddressRule(t *testing.T) {
 	defer port.Close()
 	before := srv.Stats().DroppedPolicy
 	a.channelData(0x4001, []byte("to a port of ours"))
-	eventually(t, 2*time.Second, "a policy drop", func() bool { return srv.Stats().DroppedPolicy == before+1 })
+	nodetest.Eventually(t, 2*time.Second, "a policy drop", func() bool { return srv.Stats().DroppedPolicy == before+1 })
 	expectSilence(t, port, 200*time.Millisecond)
 
 	self := peerAddr{ip: loopback4, port: uint16(srv.UDPAddr().Port)}
@@ -186,7 +188,7 @@ func TestFastPathKeepsOwnAddressRule(t *testing.T) {
 		t.Fatalf("ChannelBind to our listener (policy allows loopback): %d", code)
 	}
 	a.channelData(0x4002, []byte("loop"))
-	eventually(t, 2*time.Second, "a policy drop", func() bool { return srv.Stats().DroppedPolicy == before+2 })
+	nodetest.Eventually(t, 2*time.Second, "a policy drop", func() bool { return srv.Stats().DroppedPolicy == before+2 })
 }
 
 type lifetime0 struct{}

@@ -20,9 +20,11 @@ import (
 // Matrix is what RunMatrix found; its JSON form is what `parley lab nat
 // --json` prints.
 type Matrix struct {
-	Types []string     `json:"types"`
-	Pairs []Pair       `json:"pairs"`
-	Fault *FaultReport `json:"fault,omitempty"`
+	Types []string `json:"types"`
+	// LossPct is Options.LossPct: the random UDP loss at each caller's NAT.
+	LossPct int          `json:"loss_pct,omitempty"`
+	Pairs   []Pair       `json:"pairs"`
+	Fault   *FaultReport `json:"fault,omitempty"`
 	// Summary sums up the calls with a NAT on either side.
 	Summary *Summary `json:"summary,omitempty"`
 	// Dir is where homes, recordings and logs were kept (only when
@@ -78,6 +80,10 @@ type Pair struct {
 	RTTMS            float64 `json:"rtt_ms,omitempty"`
 	LossPct          float64 `json:"loss_pct,omitempty"`
 	MOS              float64 `json:"mos,omitempty"`
+	// ConcealedMS is the audio the caller's playout had to make up by
+	// loss concealment over the call (lost or late packets that neither
+	// RED nor in-band FEC recovered), as the caller reported it.
+	ConcealedMS float64 `json:"concealed_ms"`
 	// Error says why OK is false.
 	Error string `json:"error,omitempty"`
 
@@ -218,6 +224,7 @@ func (l *Lab) callBetween(ctx context.Context, spec CallSpec, caller, callee *de
 	}
 	p.Path, p.Candidate, p.PathDetail = res.Tier, res.Path, res.PathDetail
 	p.SetupMS, p.RTTMS, p.LossPct, p.MOS = round(res.SetupMS, 1), round(res.RTTMS, 2), round(res.LossPct, 2), round(res.MOS, 2)
+	p.ConcealedMS = round(res.ConcealedMS, 0)
 	p.FinalPathMS, p.Switches, p.FirstPath = finalPath(res)
 	switch {
 	case !res.OK:

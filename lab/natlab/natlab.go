@@ -77,6 +77,12 @@ type Options struct {
 	// else is an error, and so is a fault for which Types hold none of
 	// the calls that show it (FaultCalls).
 	Fault string
+	// LossPct, when not 0, makes the NAT router of every caller (each
+	// type's -a host; the host itself for Public) drop that percentage of
+	// the UDP datagrams it forwards, both ways, at random
+	// (netlab.Lab.SetLoss), so every call runs over a lossy path. It must
+	// be in [0, 100); 0 means no loss.
+	LossPct int
 	// Dir holds the devices' homes, the recordings and every process's
 	// stdout (NAME.out) and stderr (NAME.log). Empty means a new temporary
 	// directory that Close removes; a directory given here is kept.
@@ -271,6 +277,9 @@ func (o *Options) check() error {
 		}
 		seen[t] = true
 	}
+	if o.LossPct < 0 || o.LossPct >= 100 {
+		return fmt.Errorf("natlab: loss %d%% outside [0, 100)", o.LossPct)
+	}
 	if o.Audio < 0 {
 		return fmt.Errorf("natlab: negative audio duration %s", o.Audio)
 	}
@@ -330,6 +339,11 @@ func (l *Lab) build(ctx context.Context) error {
 			h, err := l.net.AddNATHost(ctx, name, t)
 			if err != nil {
 				return err
+			}
+			if i == 0 && l.opts.LossPct > 0 {
+				if err := l.net.SetLoss(ctx, h, l.opts.LossPct); err != nil {
+					return err
+				}
 			}
 			home := filepath.Join(l.dir, name)
 			pair[i] = &device{host: h, handle: name, home: home, heard: filepath.Join(home, "heard.wav")}
@@ -616,7 +630,7 @@ func RunMatrix(ctx context.Context, opts Options) (m *Matrix, err error) {
 	if pairs == nil {
 		pairs = AllPairs(l.opts.Types)
 	}
-	m = &Matrix{Types: typeNames(l.opts.Types), Pairs: []Pair{}}
+	m = &Matrix{Types: typeNames(l.opts.Types), LossPct: l.opts.LossPct, Pairs: []Pair{}}
 	if !l.tempDir {
 		m.Dir = l.dir
 	}

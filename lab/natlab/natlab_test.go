@@ -273,6 +273,7 @@ func TestOptionsCheck(t *testing.T) {
 		{"repeated type", Options{Types: []netlab.NATType{netlab.Public, netlab.Public}}, "twice"},
 		{"pair outside types", Options{Types: []netlab.NATType{netlab.Public}, Pairs: []CallSpec{{Caller: netlab.Public, Callee: netlab.Symmetric}}}, "among"},
 		{"unknown fault", Options{Fault: "dns"}, "unknown fault"},
+		{"loss out of range", Options{LossPct: 100}, "loss 100% outside"},
 		{"caller fault without a direct pair", Options{Types: []netlab.NATType{netlab.Symmetric, netlab.UDPBlocked}, Fault: FaultCaller}, "needs one of port-restricted"},
 		{"supernode fault without public or symmetric", Options{Types: []netlab.NATType{netlab.PortRestricted}, Fault: FaultSupernode}, "needs public or symmetric"},
 		{"negative audio", Options{Audio: -time.Second}, "negative"},
@@ -331,6 +332,23 @@ func TestWriteTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"caller \\ callee | public", "direct 210ms 0.99", "| FAIL", "public → public --profile mobile: cloud 400ms 0.95", "FAIL symmetric → symmetric: ice failed"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+// TestWriteTableLoss checks that under --loss every cell shows the audio
+// the caller concealed, and the legend says how much loss there was.
+func TestWriteTableLoss(t *testing.T) {
+	m := &Matrix{Types: []string{"public"}, LossPct: 5, Pairs: []Pair{
+		{Caller: "public", Callee: "public", OK: true, Path: "direct", SetupMS: 210, AudioCorrelation: 0.97, ConcealedMS: 20},
+	}}
+	var b bytes.Buffer
+	if err := m.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"direct 210ms 0.97 c20ms", "audio concealed at the caller (5% UDP loss at each caller's NAT)"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, b.String())
 		}

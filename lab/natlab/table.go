@@ -19,7 +19,7 @@ func (m *Matrix) WriteTable(w io.Writer) error {
 			extra = append(extra, p)
 			continue
 		}
-		cells[[2]string{p.Caller, p.Callee}] = p.cell()
+		cells[[2]string{p.Caller, p.Callee}] = p.cell(m.LossPct > 0)
 	}
 	var rows, cols []string
 	for _, t := range m.Types {
@@ -69,7 +69,11 @@ func (m *Matrix) WriteTable(w io.Writer) error {
 			}
 			b.WriteString("\n")
 		}
-		b.WriteString("cell: tier, call setup (when the call moved to a better pair: when it did, from which tier, and the setup), correlation of the audio heard with the audio sent\n")
+		legend := "cell: tier, call setup (when the call moved to a better pair: when it did, from which tier, and the setup), correlation of the audio heard with the audio sent"
+		if m.LossPct > 0 {
+			legend += fmt.Sprintf(", audio concealed at the caller (%d%% UDP loss at each caller's NAT)", m.LossPct)
+		}
+		b.WriteString(legend + "\n")
 		if line := m.setupLine(); line != "" {
 			b.WriteString(line + "\n")
 		}
@@ -82,7 +86,7 @@ func (m *Matrix) WriteTable(w io.Writer) error {
 		if p.ForcedPath != "" {
 			what += " --path " + p.ForcedPath
 		}
-		fmt.Fprintf(&b, "%s → %s%s: %s\n", p.Caller, p.Callee, what, p.cell())
+		fmt.Fprintf(&b, "%s → %s%s: %s\n", p.Caller, p.Callee, what, p.cell(m.LossPct > 0))
 	}
 	for _, p := range m.Pairs {
 		if !p.OK {
@@ -98,14 +102,18 @@ func (m *Matrix) WriteTable(w io.Writer) error {
 	return err
 }
 
-func (p Pair) cell() string {
+func (p Pair) cell(concealed bool) string {
 	if !p.OK {
 		return "FAIL"
 	}
+	c := fmt.Sprintf("%s %.0fms %.2f", p.Path, p.SetupMS, p.AudioCorrelation)
 	if p.FirstPath != "" {
-		return fmt.Sprintf("%s %.0fms (from %s at %.0fms) %.2f", p.Path, p.FinalPathMS, p.FirstPath, p.SetupMS, p.AudioCorrelation)
+		c = fmt.Sprintf("%s %.0fms (from %s at %.0fms) %.2f", p.Path, p.FinalPathMS, p.FirstPath, p.SetupMS, p.AudioCorrelation)
 	}
-	return fmt.Sprintf("%s %.0fms %.2f", p.Path, p.SetupMS, p.AudioCorrelation)
+	if concealed {
+		c += fmt.Sprintf(" c%.0fms", p.ConcealedMS)
+	}
+	return c
 }
 
 // setupLine is the matrix's Summary in a line.
