@@ -85,6 +85,7 @@ func (n *Node) apiHandler() http.Handler {
 	mux.HandleFunc("POST /v1/groups", n.serveGroupCreate)
 	mux.HandleFunc("GET /v1/groups", n.serveGroups)
 	mux.HandleFunc("GET /v1/events", n.serveEvents)
+	n.uiLoginRoute(mux)
 	return mux
 }
 
