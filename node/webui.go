@@ -418,5 +418,3 @@ func (c *Client) UILogin(ctx context.Context) (string, error) {
 	err := c.do(ctx, http.MethodPost, "/v1/ui/login", struct{}{}, &out)
 	return out.URL, err
 }
-
-
