@@ -174,9 +174,10 @@ type Node struct {
 	metrics     *nodeMetrics
 	metricsSrv  *metrics.Server // nil: no metrics server
 	kick        chan struct{}
-	inflight    sync.Map           // device peer ID -> struct{}: a delivery is under way
-	unreachable sync.Map           // device peer ID -> time.Time: not dialled for new mail until then
-	ui          atomic.Pointer[UI] // the local web app, when served (webui.go)
+	inflight    sync.Map // device peer ID -> struct{}: a delivery is under way
+	unreachable sync.Map // device peer ID -> time.Time: not dialled for new mail until then
+
+	ui atomic.Pointer[UI] // the local web app, when served (webui.go)
 
 	mu         sync.Mutex
 	resolved   map[string]resolvedRecord
