@@ -1,7 +1,6 @@
 package node
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/base64"
@@ -396,25 +395,4 @@ func (u *UI) ws(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	p.Serve(u.n.ctx)
-}
-
-// uiLoginRoute is the control API route `parley open` asks for a login URL.
-func (n *Node) uiLoginRoute(mux *http.ServeMux) {
-	mux.HandleFunc("POST /v1/ui/login", func(w http.ResponseWriter, r *http.Request) {
-		u := n.ui.Load()
-		if u == nil {
-			writeJSON(w, http.StatusServiceUnavailable, apiError{Error: "this daemon serves no web app (started with --ui off)"})
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"url": u.LoginURL(), "addr": u.addr})
-	})
-}
-
-// UILogin asks the daemon for a one-time login URL of its web app.
-func (c *Client) UILogin(ctx context.Context) (string, error) {
-	var out struct {
-		URL string `json:"url"`
-	}
-	err := c.do(ctx, http.MethodPost, "/v1/ui/login", struct{}{}, &out)
-	return out.URL, err
 }
