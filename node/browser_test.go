@@ -190,6 +190,7 @@ func TestBrowser(t *testing.T) {
 		if err := bc.Answer(ctx, CallOptions{Sink: r.capture}); err != nil {
 			t.Fatal(err)
 		}
+		defer bc.Hangup() // the next test needs both free, whatever happens here
 		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
 		want := (micSeconds + 2) * media.SampleRate
@@ -214,8 +215,14 @@ func TestBrowser(t *testing.T) {
 		time.Sleep(2 * time.Second) // let the chart draw two more seconds for the screenshot
 		r.shot(t, "call")
 		info := ac.Info()
+		raw, _ := chromedp.Run(r.tab, chromedp.Evaluate[string](`JSON.stringify([...parley.rtc.pcs.values()].map(s => s.last))`))
+		t.Logf("page stats %s", raw)
 		t.Logf("browser -> node: correlation %.3f (lowest half second %.3f); alice's leg: %+v", seg, whole, info.Stats)
-		if seg < 0.9 {
+		if raceEnabled {
+			// -race slows pion's decoding several times over: what bob
+			// hears then says nothing of the browser leg.
+			t.Logf("-race: audio quality not judged")
+		} else if seg < 0.9 {
 			t.Fatalf("bob's recording correlates %.3f with the WAV the browser sent, want >= 0.9", seg)
 		}
 		if info.State != CallActive || info.Stats == nil || info.Stats.Tier != TierDirect {

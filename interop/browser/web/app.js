@@ -6,7 +6,7 @@ import {RTC} from './rtc.js';
 
 const $ = id => document.getElementById(id);
 const app = {csrf: '', me: '', page: '', ws: null, peer: localStorage.getItem('parley.peer') || '',
-  contacts: JSON.parse(localStorage.getItem('parley.contacts') || '[]'), call: null, samples: [], ringing: null};
+  contacts: JSON.parse(localStorage.getItem('parley.contacts') || '[]'), msgs: new Map(), msgsPeer: '', call: null, samples: [], ringing: null};
 window.parley = app; // for the console and the tests
 
 async function api(method, path, body) {
@@ -80,21 +80,29 @@ function msgItem(m) {
   const state = m.outgoing && m.devices ? ' · ' + [...new Set(m.devices.map(d => d.state))].join(', ') : '';
   return el('li', {class: m.outgoing ? 'out' : 'in', 'data-id': m.id}, m.body, el('span', {class: 'meta'}, (m.outgoing ? 'me' : m.from) + ' · ' + t + state));
 }
+// The shown conversation: its history merged with live messages, so a
+// history load that crosses a message event loses neither.
+function renderChat() {
+  const ms = [...app.msgs.values()].sort((a, b) => a.lamport - b.lamport || a.sent_ms - b.sent_ms);
+  $('history').replaceChildren(...ms.map(msgItem));
+  $('history').scrollTop = 1e9;
+}
 async function loadChat() {
   $('chat-peer').textContent = app.peer || '(pick a contact)';
+  if (app.msgsPeer !== app.peer) { app.msgs = new Map(); app.msgsPeer = app.peer; }
+  renderChat();
   if (!app.peer) return;
-  const seq = app.chatSeq = (app.chatSeq || 0) + 1;
+  const peer = app.peer;
   try {
-    const h = await api('GET', '/v1/chat/history/' + encodeURIComponent(app.peer) + '?limit=200');
-    if (seq !== app.chatSeq) return; // a newer load is under way
-    $('history').replaceChildren(...h.map(msgItem));
-    $('history').scrollTop = 1e9;
+    const h = await api('GET', '/v1/chat/history/' + encodeURIComponent(peer) + '?limit=200');
+    if (peer !== app.msgsPeer) return;
+    for (const m of h) app.msgs.set(m.id, m);
+    renderChat();
   } catch (err) { $('send-error').textContent = err.message; }
 }
 function addMessage(m) {
-  if ($('history').querySelector(`[data-id="${CSS.escape(m.id)}"]`)) return;
-  $('history').append(msgItem(m));
-  $('history').scrollTop = 1e9;
+  app.msgs.set(m.id, m);
+  renderChat();
 }
 $('send').addEventListener('submit', async e => {
   e.preventDefault();
@@ -250,7 +258,7 @@ function connect() {
   };
 }
 function onEvent(e) {
-  if (e.type === 'message' && e.message && (e.peer === app.peer || e.message.conv === app.peer)) addMessage(e.message);
+  if (e.type === 'message' && e.message && app.peer && (e.peer === app.peer || e.message.conv === app.peer) && app.msgsPeer === app.peer) addMessage(e.message);
   if (e.type === 'call' && e.call) callEvent(e.call);
 }
 
