@@ -5,7 +5,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +31,7 @@ type browserRig struct {
 	sn      *supernode.Supernode
 	alice   *Node // the web app's node; its calls' media is the page's
 	bob     *Node // a pion node
+	phone   *Node // bob's second device: both ring
 	ui      *UI
 	b       *headless.Browser
 	tab     context.Context
@@ -52,7 +52,10 @@ func startBrowserRig(t *testing.T) *browserRig {
 		r.art = t.TempDir()
 	}
 	r.alice = startCallNode(t, initHome(t, "alice"), r.sn, nil)
-	r.bob = startCallNode(t, initHome(t, "bob"), r.sn, nil)
+	bobHome := initHome(t, "bob")
+	phoneHome := linkDevice(t, bobHome, "bob-phone")
+	r.bob = startCallNode(t, bobHome, r.sn, nil)
+	r.phone = startCallNode(t, phoneHome, r.sn, nil)
 	if r.ui, err = r.alice.ServeUI("127.0.0.1:0"); err != nil {
 		t.Fatal(err)
 	}
@@ -181,8 +184,11 @@ func TestBrowser(t *testing.T) {
 	t.Run("browser calls a node", func(t *testing.T) {
 		bobEv, stop := r.bob.Subscribe()
 		defer stop()
+		phoneEv, stopP := r.phone.Subscribe()
+		defer stopP()
 		r.eval(t, `parley.startCall('bob')`)
 		ring := waitCall(t, bobEv, "bob rings", func(c CallInfo) bool { return c.State == CallRinging })
+		waitCall(t, phoneEv, "bob's phone rings", func(c CallInfo) bool { return c.State == CallRinging })
 		bc, err := r.bob.FindCall(ring.ID)
 		if err != nil {
 			t.Fatal(err)
@@ -191,6 +197,9 @@ func TestBrowser(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer bc.Hangup() // the next test needs both free, whatever happens here
+		if e := waitCall(t, phoneEv, "the phone stops ringing", func(c CallInfo) bool { return c.State == CallEnded }); !e.AnsweredElsewhere {
+			t.Fatalf("the phone's call ended with %q, want answered elsewhere", e.Reason)
+		}
 		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		defer cancel()
 		want := (micSeconds + 2) * media.SampleRate
@@ -206,7 +215,7 @@ func TestBrowser(t *testing.T) {
 			w.Close()
 		}
 		// Skip the first second (the jitter buffer settles).
-		seg, whole := loopCorrelation(r.mic, got[media.SampleRate:])
+		seg, whole := media.LoopCorrelation(r.mic, got[media.SampleRate:])
 		ac, err := r.alice.FindCall(ring.ID)
 		if err != nil {
 			t.Fatal(err)
@@ -217,7 +226,9 @@ func TestBrowser(t *testing.T) {
 		info := ac.Info()
 		raw, _ := chromedp.Run(r.tab, chromedp.Evaluate[string](`JSON.stringify([...parley.rtc.pcs.values()].map(s => s.last))`))
 		t.Logf("page stats %s", raw)
-		t.Logf("browser -> node: correlation %.3f (lowest half second %.3f); alice's leg: %+v", seg, whole, info.Stats)
+		trace, _ := chromedp.Run(r.tab, chromedp.Evaluate[string](`parley.rtc.trace.map(e => e.join(' ')).join('\n')`))
+		t.Logf("page trace:\n%s", trace)
+		t.Logf("browser -> node: correlation %.3f (lowest half second %.3f), setup %.0f ms; alice's leg: %+v", seg, whole, info.SetupMS, info.Stats)
 		if raceEnabled {
 			// -race slows pion's decoding several times over: what bob
 			// hears then says nothing of the browser leg.
@@ -276,58 +287,4 @@ func TestBrowser(t *testing.T) {
 			r.shot(t, s)
 		}
 	})
-}
-
-// loopCorrelation is how well received matches a signal that loops sent
-// (Chromium's fake microphone plays its file over and over, from wherever
-// it was when the call began): each half second of received is found in
-// two loops of sent, where it lies whole, and correlated there. It returns
-// the median of those peaks, and the lowest.
-func loopCorrelation(sent, received []int16) (median, lowest float64) {
-	const piece, slack, dec = media.SampleRate / 2, 2 * media.FrameSamples, 8
-	two := append(append([]int16(nil), sent...), sent...)
-	down := func(x []int16) []float64 { // a box filter, then every dec-th sample
-		out := make([]float64, len(x)/dec)
-		for i := range out {
-			for _, v := range x[i*dec : i*dec+dec] {
-				out[i] += float64(v)
-			}
-		}
-		return out
-	}
-	d2 := down(two)
-	var peaks []float64
-	for at := 0; at+piece <= len(received); at += piece {
-		p := received[at : at+piece]
-		dp := down(p)
-		var pe float64
-		for _, v := range dp {
-			pe += v * v
-		}
-		best, bestK := math.Inf(-1), 0
-		// Coarse: every start where the piece lies whole in two loops
-		// (the first loop's length of starts covers every phase).
-		for k := 0; k+len(dp) <= len(d2) && k < len(sent)/dec; k++ {
-			var xy, ee float64
-			for i, v := range dp {
-				xy += v * d2[k+i]
-				ee += d2[k+i] * d2[k+i]
-			}
-			if ee > 0 && pe > 0 {
-				if c := xy / math.Sqrt(ee*pe); c > best {
-					best, bestK = c, k
-				}
-			}
-		}
-		// Fine: around it at the full rate.
-		lo := max(0, bestK*dec-slack)
-		hi := min(len(two), bestK*dec+piece+slack)
-		c, _ := media.Correlation(two[lo:hi], p, 2*slack)
-		peaks = append(peaks, c)
-	}
-	if len(peaks) == 0 {
-		return 0, 0
-	}
-	sort.Float64s(peaks)
-	return peaks[len(peaks)/2], peaks[0]
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"time"
 
 	"github.com/chromedp/chromedp"
 )
@@ -111,3 +112,35 @@ func (b *Browser) Context() context.Context { return b.ctx }
 
 // Close stops the browser.
 func (b *Browser) Close() { b.cancel() }
+
+// Eval evaluates expr in tab (awaiting it if it is a promise), within 10 s.
+func Eval[T any](tab context.Context, expr string) (T, error) {
+	ctx, cancel := context.WithTimeout(tab, 10*time.Second)
+	defer cancel()
+	return chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
+}
+
+// WaitTrue evaluates expr in tab until it is true, or fails after d. The
+// page has no event to wait on from here, so it polls every 100 ms.
+func WaitTrue(tab context.Context, what, expr string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	var last error
+	for {
+		ok, err := Eval[bool](tab, expr)
+		if err == nil && ok {
+			return nil
+		}
+		last = err
+		if time.Now().After(deadline) {
+			if last != nil {
+				return fmt.Errorf("page: %s: not within %v (%w)", what, d, last)
+			}
+			return fmt.Errorf("page: %s: not within %v", what, d)
+		}
+		select {
+		case <-tab.Done():
+			return tab.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

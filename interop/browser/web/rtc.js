@@ -10,10 +10,17 @@ export class RTC {
     this.pcs = new Map();      // id -> {pc, chain, audio, analyser, timer}
     this.muted = false;
     this.onchange = () => {};  // a peer connection came or went
+    this.trace = [];           // what happened, for the console and the tests
+  }
+
+  note(id, what) {
+    this.trace.push([Math.round(performance.now()), id, what]);
+    if (this.trace.length > 500) this.trace.shift();
   }
 
   // handle applies one message of the daemon; false if it is not ours.
   handle(m) {
+    this.note(m.id, m.t + (m.t === 'cand' ? ' ' + (m.cand || '').slice(0, 80) : ''));
     if (m.t === 'pc') { this.create(m); return true; }
     const s = this.pcs.get(m.id);
     if (!['offer', 'answer', 'remote', 'cand', 'ice', 'close'].includes(m.t)) return false;
@@ -33,19 +40,21 @@ export class RTC {
     const conf = {iceServers: (m.ice || []).map(iceServer), bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require'};
     if (m.relay_only) conf.iceTransportPolicy = 'relay';
     const pc = new RTCPeerConnection(conf);
-    const s = {id: m.id, pc, chain: Promise.resolve(), stream: null, remote: null};
+    const s = {id: m.id, pc, chain: Promise.resolve(), remote: null};
     this.pcs.set(m.id, s);
-    pc.onicecandidate = e => this.send({t: 'cand', id: m.id, cand: e.candidate ? JSON.stringify(e.candidate.toJSON()) : ''});
+    pc.onicecandidate = e => this.note(m.id, 'local ' + (e.candidate ? e.candidate.candidate.slice(0, 80) : 'end')) || this.send({t: 'cand', id: m.id, cand: e.candidate ? JSON.stringify(e.candidate.toJSON()) : ''});
+    pc.oniceconnectionstatechange = () => this.note(m.id, 'ice ' + pc.iceConnectionState);
     pc.onconnectionstatechange = () => {
+      this.note(m.id, 'state ' + pc.connectionState);
       this.send({t: 'state', id: m.id, state: pc.connectionState});
       this.onchange();
     };
     pc.ontrack = e => this.play(s, e.streams[0] || new MediaStream([e.track]));
     // The microphone first: the offer or answer must carry its track.
-    s.chain = navigator.mediaDevices.getUserMedia({audio: {echoCancellation: false, noiseSuppression: false, autoGainControl: false, channelCount: 1}})
+    s.chain = this.microphone()
       .then(stream => {
-        s.stream = stream;
-        for (const t of stream.getAudioTracks()) { t.enabled = !this.muted; pc.addTrack(t, stream); }
+        this.note(m.id, 'microphone');
+        for (const t of stream.getAudioTracks()) pc.addTrack(t, stream);
       })
       .catch(e => {
         // No microphone: receive only, and say why.
@@ -62,6 +71,7 @@ export class RTC {
       case 'offer': {
         const o = await pc.createOffer({iceRestart: !!m.restart});
         await pc.setLocalDescription(o);
+        this.note(m.id, 'offer sent');
         this.send({t: 'sdp', req: m.req, sdp: pc.localDescription.sdp});
         break;
       }
@@ -129,19 +139,36 @@ export class RTC {
     return 0;
   }
 
+  // microphone is the page's one microphone stream, shared by every peer
+  // connection (ring-all makes one per callee device): one capture, one
+  // mute, released when the last peer connection closes.
+  microphone() {
+    if (!this.mic) {
+      this.mic = navigator.mediaDevices.getUserMedia({audio: {echoCancellation: false, noiseSuppression: false, autoGainControl: false, channelCount: 1}})
+        .then(stream => {
+          for (const t of stream.getAudioTracks()) t.enabled = !this.muted;
+          return stream;
+        });
+      this.mic.catch(() => { this.mic = null; });
+    }
+    return this.mic;
+  }
+
   setMuted(on) {
     this.muted = on;
-    for (const s of this.pcs.values()) {
-      if (s.stream) for (const t of s.stream.getAudioTracks()) t.enabled = !on;
-    }
+    if (this.mic) this.mic.then(stream => { for (const t of stream.getAudioTracks()) t.enabled = !on; }).catch(() => {});
   }
 
   close(s, tell) {
     clearInterval(s.timer);
     s.pc.close();
-    if (s.stream) for (const t of s.stream.getTracks()) t.stop();
     if (s.audio) { s.audio.srcObject = null; s.audio.remove(); }
     this.pcs.delete(s.id);
+    if (this.pcs.size === 0 && this.mic) {
+      const mic = this.mic;
+      this.mic = null;
+      mic.then(stream => { for (const t of stream.getTracks()) t.stop(); }).catch(() => {});
+    }
     if (tell) this.send({t: 'closed', id: s.id});
     this.onchange();
   }
