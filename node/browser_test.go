@@ -123,7 +123,7 @@ func (r *browserRig) shot(t *testing.T, name string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(r.tab, 10*time.Second)
 	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatalf("screenshot %s: %v", name, err)
 	}
@@ -286,5 +286,12 @@ func TestBrowser(t *testing.T) {
 			r.waitJS(t, s+" loaded", `document.querySelector('#`+s+` li, #`+s+` tr') !== null`, 10*time.Second)
 			r.shot(t, s)
 		}
+		// A phone's width: nothing wider than the screen.
+		if err := chromedp.Do(r.tab, chromedp.EmulateViewport(390, 844), chromedp.Navigate("http://"+r.ui.Addr()+"/#chat")); err != nil {
+			t.Fatal(err)
+		}
+		r.waitJS(t, "the chat at a phone's width", `document.querySelectorAll('#history li').length > 0`, 10*time.Second)
+		r.waitJS(t, "no horizontal scrolling at a phone's width", `document.documentElement.scrollWidth <= 390`, 5*time.Second)
+		r.shot(t, "chat-phone")
 	})
 }

@@ -196,15 +196,17 @@ function drawChart() {
   for (let y = 0; y <= 4; y++) { g.beginPath(); g.moveTo(0, y * h / 4); g.lineTo(w, y * h / 4); g.stroke(); }
   const line = (color, f, max) => {
     g.strokeStyle = color; g.lineWidth = 2; g.beginPath();
-    s.forEach((p, i) => { const x = w - (s.length - 1 - i) * (w / 119), y = h - 4 - Math.min(f(p) / max, 1) * (h - 8); i ? g.lineTo(x, y) : g.moveTo(x, y); });
+    const span = Math.max(30, s.length) - 1; // seconds across: 30 at first, up to 120
+    s.forEach((p, i) => { const x = w - (s.length - 1 - i) * (w / span), y = h - 4 - Math.min(f(p) / max, 1) * (h - 8); i ? g.lineTo(x, y) : g.moveTo(x, y); });
     g.stroke();
   };
-  line('#2456a6', p => p.rtt, Math.max(50, ...s.map(p => p.rtt)));
+  const rttMax = Math.max(50, ...s.map(p => p.rtt));
+  line('#2456a6', p => p.rtt, rttMax);
   line('#b3261e', p => p.loss, 20);
   line('#117a3c', p => p.mos, 5);
   line('#8a5a00', p => tiers[p.tier] || 0, 3);
   g.fillStyle = '#5b636d'; g.font = '12px system-ui';
-  g.fillText('last ' + s.length + ' s', 6, 14);
+  g.fillText('last ' + s.length + ' s · top: RTT ' + Math.round(rttMax) + ' ms, loss 20 %, MOS 5, tier direct', 6, 14);
 }
 
 // Devices and network.
