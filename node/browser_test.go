@@ -134,6 +134,8 @@ func (r *browserRig) shot(t *testing.T, name string) {
 	t.Logf("screenshot %s", p)
 }
 
+// TestBrowser is one rig (Chromium, a supernode, three nodes) for every
+// subtest, since starting Chromium costs seconds: hence its length.
 func TestBrowser(t *testing.T) {
 	r := startBrowserRig(t)
 	ctx := context.Background()

@@ -79,12 +79,8 @@ var ErrUIAddr = errors.New("the web app listens on a loopback address only")
 // ServeUI serves the web app on addr (host:port; port 0 picks a free one),
 // which must be a loopback address, until the node closes.
 func (n *Node) ServeUI(addr string) (*UI, error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, fmt.Errorf("--ui %q: %w", addr, err)
-	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return nil, fmt.Errorf("--ui %q: %w", addr, ErrUIAddr)
+	if err := CheckUIAddr(addr); err != nil {
+		return nil, err
 	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -106,6 +102,19 @@ func (n *Node) ServeUI(addr string) (*UI, error) {
 		u.srv.Close()
 	}()
 	return u, nil
+}
+
+// CheckUIAddr says whether the web app may listen on addr: host:port with
+// a loopback host.
+func CheckUIAddr(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--ui %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("--ui %q: %w", addr, ErrUIAddr)
+	}
+	return nil
 }
 
 // Addr is the address the web app listens on.

@@ -84,6 +84,9 @@ func daemonConfig(c *cli.Context, log *slog.Logger) (node.Config, error) {
 	if err != nil {
 		return node.Config{}, err
 	}
+	if err := checkUIFlag(c); err != nil {
+		return node.Config{}, err
+	}
 	home := c.String("home")
 	cloud, err := discovery.ParseAddrs(c.StringSlice("cloud-relay"))
 	if err != nil {

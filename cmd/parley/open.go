@@ -13,6 +13,14 @@ import (
 var uiFlag = &cli.StringFlag{Name: "ui", Value: "127.0.0.1:0", EnvVars: []string{"PARLEY_UI"},
 	Usage: "serve the local web app on `ADDR`, a loopback address (port 0: a free one); off turns it off. parley open prints a login link"}
 
+// checkUIFlag checks --ui before the node starts.
+func checkUIFlag(c *cli.Context) error {
+	if a := c.String("ui"); a != "off" && a != "" {
+		return node.CheckUIAddr(a)
+	}
+	return nil
+}
+
 // serveUI starts the daemon's web app as --ui asks.
 func serveUI(c *cli.Context, n *node.Node) error {
 	addr := c.String("ui")

@@ -23,6 +23,11 @@ type SessionConfig struct {
 	RelayOnly bool
 }
 
+type report struct {
+	at      time.Time
+	in, out uint64 // bytes
+}
+
 // Session is one RTCPeerConnection in a page, with the methods of
 // media.Session a call needs. Callbacks (OnLocalCandidate, OnState) run one
 // at a time, in order, on a goroutine of the session's own.
@@ -41,9 +46,9 @@ type Session struct {
 	onState     func(media.State)
 	state       media.State
 	stats       PageStats
-	statsAt     time.Time
-	prev        PageStats // the report a second or more before stats, for bitrates
-	prevAt      time.Time
+	// recent holds the reports of about the last second and one before
+	// it, oldest first: bitrates are taken over at least a second.
+	recent []report
 	queue       []func()
 	signal      chan struct{}
 }
@@ -179,7 +184,13 @@ func (s *Session) PacketsReceived() uint64 {
 func (s *Session) Stats() media.Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return statsFrom(s.state, s.stats, s.prev, s.statsAt.Sub(s.prevAt))
+	var prev PageStats
+	var over time.Duration
+	if n := len(s.recent); n > 1 {
+		first, last := s.recent[0], s.recent[n-1]
+		prev.BytesIn, prev.BytesOut, over = first.in, first.out, last.at.Sub(first.at)
+	}
+	return statsFrom(s.state, s.stats, prev, over)
 }
 
 // Close closes the page's peer connection.
@@ -246,13 +257,11 @@ func (s *Session) fromPage(m *Message) {
 	case "stats":
 		now := time.Now()
 		s.mu.Lock()
-		if s.prevAt.IsZero() || now.Sub(s.prevAt) >= 2*time.Second {
-			s.prev, s.prevAt = s.stats, s.statsAt
+		s.stats = *m.Stats
+		s.recent = append(s.recent, report{at: now, in: m.Stats.BytesIn, out: m.Stats.BytesOut})
+		for len(s.recent) > 1 && !s.recent[1].at.After(now.Add(-time.Second)) {
+			s.recent = s.recent[1:]
 		}
-		if now.Sub(s.prevAt) >= time.Second && !s.statsAt.IsZero() {
-			s.prev, s.prevAt = s.stats, s.statsAt
-		}
-		s.stats, s.statsAt = *m.Stats, now
 		s.mu.Unlock()
 		if m.Stats.PacketsIn > 0 && m.Stats.ReceivedS > 0 {
 			s.firstOnce.Do(func() { close(s.first) })
