@@ -49,8 +49,8 @@ type Session struct {
 	// recent holds the reports of about the last second and one before
 	// it, oldest first: bitrates are taken over at least a second.
 	recent []report
-	queue       []func()
-	signal      chan struct{}
+	queue  []func()
+	signal chan struct{}
 }
 
 func newSession(p *Page, id string, cfg SessionConfig) *Session {
