@@ -50,17 +50,16 @@ export class RTC {
       this.onchange();
     };
     pc.ontrack = e => this.play(s, e.streams[0] || new MediaStream([e.track]));
-    // The microphone first: the offer or answer must carry its track.
-    s.chain = this.microphone()
+    // The microphone opens while the offer or answer goes out (it takes a
+    // second or more): its track joins the audio transceiver when ready,
+    // long before anybody answers a ringing call.
+    this.microphone()
       .then(stream => {
         this.note(m.id, 'microphone');
-        for (const t of stream.getAudioTracks()) pc.addTrack(t, stream);
+        s.track = stream.getAudioTracks()[0];
+        this.attach(s);
       })
-      .catch(e => {
-        // No microphone: receive only, and say why.
-        this.send({t: 'error', id: m.id, error: 'microphone: ' + e});
-        pc.addTransceiver('audio', {direction: 'recvonly'});
-      });
+      .catch(e => this.send({t: 'error', id: m.id, error: 'microphone: ' + e})); // receive only
     s.timer = setInterval(() => this.report(s), 250);
     this.onchange();
   }
@@ -69,6 +68,8 @@ export class RTC {
     const pc = s.pc;
     switch (m.t) {
       case 'offer': {
+        if (!s.tx) s.tx = pc.addTransceiver('audio', {direction: 'sendrecv'});
+        this.attach(s);
         const o = await pc.createOffer({iceRestart: !!m.restart});
         await pc.setLocalDescription(o);
         this.note(m.id, 'offer sent');
@@ -77,6 +78,11 @@ export class RTC {
       }
       case 'answer': {
         await pc.setRemoteDescription({type: 'offer', sdp: m.sdp});
+        if (!s.tx) {
+          s.tx = pc.getTransceivers().find(t => t.receiver.track.kind === 'audio');
+          if (s.tx) s.tx.direction = 'sendrecv';
+        }
+        this.attach(s);
         const a = await pc.createAnswer();
         await pc.setLocalDescription(a);
         this.send({t: 'sdp', req: m.req, sdp: pc.localDescription.sdp});
@@ -94,6 +100,13 @@ export class RTC {
       case 'close':
         this.close(s, false);
         break;
+    }
+  }
+
+  // attach puts the microphone's track on the audio transceiver once both exist.
+  attach(s) {
+    if (s.tx && s.track && s.tx.sender.track !== s.track) {
+      s.tx.sender.replaceTrack(s.track).catch(e => this.send({t: 'error', id: s.id, error: 'microphone track: ' + e}));
     }
   }
 
