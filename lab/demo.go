@@ -39,6 +39,9 @@ type DemoOptions struct {
 	Dir string
 	// Logger receives component logs; nil discards them.
 	Logger *slog.Logger
+	// Browser adds the browser part (demobrowser.go): headless Chromium
+	// in alice's web app calls and is called. false leaves it out.
+	Browser bool
 }
 
 // DemoReport is the demo's summary; its JSON form is what `parley demo
@@ -50,6 +53,7 @@ type DemoReport struct {
 	Chat      ChatReport     `json:"chat"`
 	Call      *CallReport    `json:"call,omitempty"`
 	Offline   *OfflineReport `json:"offline,omitempty"`
+	Browser   *BrowserReport `json:"browser,omitempty"`
 	Error     string         `json:"error,omitempty"`
 }
 
@@ -224,6 +228,12 @@ func runDemo(ctx context.Context, opt DemoOptions, dir string, out io.Writer, lo
 	rep.Call = &CallReport{}
 	if err := demoCall(ctx, out, dir, alice, bob, phone, rep.Call); err != nil {
 		return err
+	}
+	if opt.Browser {
+		rep.Browser = &BrowserReport{}
+		if err := demoBrowser(ctx, out, dir, alice, bob, rep.Browser); err != nil {
+			return err
+		}
 	}
 	rep.Offline = &OfflineReport{}
 	restart := func() (*node.Node, error) {

@@ -38,6 +38,7 @@ const SocketFile = "parley.sock"
 //	GET  /v1/groups                  []Group
 //	GET  /v1/netcheck                netcheck.Report
 //	GET  /v1/ping/{handle}           []PingResult
+//	POST /v1/ui/login                -> {"url","addr"}: a one-time login link of the web app
 const maxRequestBody = 64 << 10
 
 // ServeAPI serves the control API on home/parley.sock until ctx ends.
@@ -85,6 +86,7 @@ func (n *Node) apiHandler() http.Handler {
 	mux.HandleFunc("POST /v1/groups", n.serveGroupCreate)
 	mux.HandleFunc("GET /v1/groups", n.serveGroups)
 	mux.HandleFunc("GET /v1/events", n.serveEvents)
+	mux.HandleFunc("POST /v1/ui/login", n.serveUILogin)
 	return mux
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/parley-net/parley/interop/browser"
 	"github.com/parley-net/parley/media"
 )
 
@@ -141,6 +142,10 @@ type CallOptions struct {
 	// Path and Profile override the node's policy for this call ("" keeps
 	// Config.Path and Config.Profile).
 	Path, Profile string
+	// Browser, when set, runs the call's media in that web page's own
+	// RTCPeerConnection (browserleg.go); Source, Sink and Recorder are then
+	// unused. nil: the media runs here.
+	Browser *browser.Page
 }
 
 // Close closes what the options own.

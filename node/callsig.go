@@ -221,7 +221,7 @@ func (e nodeEnv) answerSession(ctx context.Context, opts CallOptions) (callSessi
 		return nil, nil, err
 	}
 	mcfg.Source, mcfg.Sink, mcfg.Recorder = opts.Source, opts.Sink, opts.Recorder
-	s, err := media.NewSession(mcfg)
+	s, err := legSession(opts, mcfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -360,7 +360,7 @@ func (n *Node) invite(ctx context.Context, c *Call, d peer.ID, mcfg media.Config
 	if opts.Recorder != nil {
 		mcfg.Recorder = gatedWriter{g}
 	}
-	sess, err := media.NewSession(mcfg)
+	sess, err := legSession(opts, mcfg)
 	if err != nil {
 		s.Reset()
 		return err

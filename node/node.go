@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -176,6 +177,8 @@ type Node struct {
 	kick        chan struct{}
 	inflight    sync.Map // device peer ID -> struct{}: a delivery is under way
 	unreachable sync.Map // device peer ID -> time.Time: not dialled for new mail until then
+
+	ui atomic.Pointer[UI] // the local web app, when served (webui.go)
 
 	mu         sync.Mutex
 	resolved   map[string]resolvedRecord

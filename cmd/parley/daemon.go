@@ -29,6 +29,7 @@ func daemonCmd() *cli.Command {
 			&cli.StringFlag{Name: "profile", Value: "desktop", EnvVars: []string{"PARLEY_PROFILE"}, Usage: "desktop, or mobile (relay-only, 20 kb/s, FEC, DTX, longer keepalives)"},
 			&cli.BoolFlag{Name: "auto-answer", Usage: "answer every incoming call (for unattended devices), with the audio flags below"},
 			&cli.StringFlag{Name: "metrics", EnvVars: []string{"PARLEY_METRICS"}, Usage: "serve Prometheus metrics on `ADDR` (e.g. 127.0.0.1:9102); off by default"},
+			uiFlag,
 		}, append(sourceFlags(), sinkFlags()...)...),
 		Action: runDaemon,
 	}
@@ -62,6 +63,9 @@ func runDaemon(c *cli.Context) error {
 	if a := n.MetricsAddr(); a != nil {
 		fmt.Printf("metrics: http://%s/metrics\n", a)
 	}
+	if err := serveUI(c, n); err != nil {
+		return err
+	}
 	fmt.Printf("control API: %s\nready\n", filepath.Join(cfg.Home, node.SocketFile))
 	errc := make(chan error, 1)
 	go func() { errc <- n.ServeAPI(ctx) }()
@@ -78,6 +82,9 @@ func runDaemon(c *cli.Context) error {
 func daemonConfig(c *cli.Context, log *slog.Logger) (node.Config, error) {
 	boot, err := discovery.ParseAddrs(c.StringSlice("bootstrap"))
 	if err != nil {
+		return node.Config{}, err
+	}
+	if err := checkUIFlag(c); err != nil {
 		return node.Config{}, err
 	}
 	home := c.String("home")

@@ -17,6 +17,7 @@ func demoCmd() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "json", Usage: "print one JSON summary instead of the transcript"},
 			&cli.IntFlag{Name: "messages", Value: 10, Usage: "messages each way"},
+			&cli.BoolFlag{Name: "browser", Usage: "also call and be called by headless Chromium in alice's web app (needs chromium)"},
 		},
 		Action: func(c *cli.Context) error {
 			log, err := logger(c, "error")
@@ -25,7 +26,7 @@ func demoCmd() *cli.Command {
 			}
 			ctx, stop := signalContext()
 			defer stop()
-			opt := lab.DemoOptions{Messages: c.Int("messages"), Logger: log}
+			opt := lab.DemoOptions{Messages: c.Int("messages"), Logger: log, Browser: c.Bool("browser")}
 			if !c.Bool("json") {
 				opt.Transcript = os.Stdout
 			}

@@ -99,7 +99,7 @@ func newApp() *cli.App {
 			groupCmd(), callCmd(), callsCmd(), answerCmd(), relayCmd(), labCmd(),
 			simpleCallVerb("reject", "decline a ringing call (the only one, or by ID)"),
 			simpleCallVerb("hangup", "end a call (the only one, or by ID)"),
-			statusCmd(), netcheckCmd(), pingCmd(), demoCmd(),
+			statusCmd(), netcheckCmd(), pingCmd(), demoCmd(), openCmd(),
 		},
 	}
 	app.OnUsageError = usageError
