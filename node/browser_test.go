@@ -11,7 +11,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/parley-net/parley/interop/browser/headless"
+	"github.com/parley-net/parley/browser/headless"
 	"github.com/parley-net/parley/media"
 	"github.com/parley-net/parley/supernode"
 )

@@ -1,7 +1,7 @@
 package node
 
 import (
-	"github.com/parley-net/parley/interop/browser"
+	"github.com/parley-net/parley/browser"
 	"github.com/parley-net/parley/media"
 )
 

@@ -14,7 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/pion/webrtc/v4"
 
-	"github.com/parley-net/parley/interop/browser"
+	"github.com/parley-net/parley/browser"
 	"github.com/parley-net/parley/media"
 )
 

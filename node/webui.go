@@ -16,11 +16,11 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/parley-net/parley/interop/browser"
+	"github.com/parley-net/parley/browser"
 )
 
 // The local web app (`parley daemon --ui ADDR`): the embedded page of
-// interop/browser served on a loopback address, as one more client of the
+// browser served on a loopback address, as one more client of the
 // control API. A person logs in with a one-time URL (`parley open`), which
 // sets a session cookie (HttpOnly, SameSite=Strict); every state change
 // carries the session's CSRF token in a header; the WebSocket checks Origin;

@@ -32,9 +32,11 @@ var layers = map[string]int{
 	// 2: the media engine and the protocols both sides speak (wire
 	// formats, clients).
 	"media/...": 2, "discovery": 2, "mailbox": 2, "turncreds": 2, "node/netcheck": 2,
+	"browser/headless": 2, // drives Chromium, for tests and the demo
 
 	// 3: the servers of those protocols.
 	"internal/turnrelay": 3, "supernode/mailboxserver": 3,
+	"browser": 3, // a call leg in a web page: media's types, the page's protocol
 
 	// 4: the roles, one process each.
 	"node": 4, "supernode": 4, "cloudrelay": 4,

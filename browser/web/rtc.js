@@ -1,5 +1,5 @@
 // The browser leg of parley calls: the daemon drives RTCPeerConnections in
-// this page over the app's WebSocket (see interop/browser/protocol.go). The
+// this page over the app's WebSocket (see browser/protocol.go). The
 // daemon keeps identity, signalling and ringing; the audio goes from this
 // page straight to the other device.
 'use strict';
