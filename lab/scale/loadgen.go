@@ -25,7 +25,6 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/libp2p/go-msgio/pbio"
-	ma "github.com/multiformats/go-multiaddr"
 	"golang.org/x/sys/unix"
 
 	"github.com/parley-net/parley/discovery"
@@ -208,11 +207,6 @@ func (g *loadGen) device(ctx context.Context) (*loadDevice, bool, error, error) 
 	if err := h.Connect(cctx, g.target); err != nil {
 		h.Close()
 		return nil, false, nil, err
-	}
-	// The listening socket only chose the source address: close it, so
-	// the generator holds one descriptor a device, not two.
-	if sw, ok := h.Network().(interface{ ListenClose(...ma.Multiaddr) }); ok {
-		sw.ListenClose(h.Network().ListenAddresses()...)
 	}
 	if d.rec, err = deviceRecord(d.handle, h.ID(), time.Now()); err == nil {
 		err = putRecord(cctx, h, g.target.ID, discovery.HandleKey(d.handle), d.rec)
