@@ -137,7 +137,7 @@ func TestFastPathRefusesStrangers(t *testing.T) {
 	}
 	// The counter is bumped after sendto returns, which may be after the
 	// peer has the datagram.
-	eventually(t, 2*time.Second, "the to-peer counter", func() bool { return f.srv.Stats().ToPeerPackets >= 1 })
+	nodetest.Eventually(t, 2*time.Second, "the to-peer counter", func() bool { return f.srv.Stats().ToPeerPackets >= 1 })
 	if st := f.srv.Stats(); st.ToPeerPackets != 1 || st.ToClientPackets != 0 {
 		t.Fatalf("relayed to peer/client %d/%d, want 1/0", st.ToPeerPackets, st.ToClientPackets)
 	}
