@@ -417,7 +417,9 @@ func (c *Call) updateSnap() {
 	c.snap.ice, c.snap.restarts, c.snap.lastPacket = c.ice, c.restarts, c.lastPacket
 }
 
-// handle is every transition of the call.
+// handle is every transition of the call. It is long on purpose: one
+// case per event type, so every transition of the state machine reads in
+// one switch; the work of each case lives in the functions it calls.
 func (c *Call) handle(e callEvent) {
 	now := c.clk.Now()
 	switch e := e.(type) {
