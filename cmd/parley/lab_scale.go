@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -25,6 +26,14 @@ func printJSON(v any) error {
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// printResult prints a lab's result as JSON with --json, else as its table.
+func printResult(c *cli.Context, res interface{ WriteTable(io.Writer) error }) error {
+	if c.Bool("json") {
+		return printJSON(res)
+	}
+	return res.WriteTable(os.Stdout)
 }
 
 func noArgs(c *cli.Context) error {
@@ -63,12 +72,8 @@ func labScaleDHTCmd() *cli.Command {
 				Parallel: c.Int("parallel"), Refresh: c.Bool("refresh"), Progress: os.Stderr,
 			})
 			if res != nil && res.Lookups > 0 {
-				if c.Bool("json") {
-					if jerr := printJSON(res); jerr != nil {
-						return jerr
-					}
-				} else if terr := res.WriteTable(os.Stdout); terr != nil {
-					return terr
+				if perr := printResult(c, res); perr != nil {
+					return perr
 				}
 			}
 			if err != nil {
@@ -110,12 +115,8 @@ func labScaleSupernodeCmd() *cli.Command {
 				Dir: c.String("dir"), Progress: os.Stderr,
 			})
 			if res != nil {
-				if c.Bool("json") {
-					if jerr := printJSON(res); jerr != nil {
-						return jerr
-					}
-				} else if terr := res.WriteTable(os.Stdout); terr != nil {
-					return terr
+				if perr := printResult(c, res); perr != nil {
+					return perr
 				}
 			}
 			if err != nil {
@@ -175,12 +176,8 @@ func labScaleMailboxCmd() *cli.Command {
 			res, err := scale.RunMailbox(ctx, scale.MailboxOptions{Envelopes: c.Int("envelopes"), Duration: c.Duration("duration"),
 				Size: c.Int("size"), Recipients: c.Int("recipients"), Senders: c.Int("senders"), Dir: c.String("dir"), Progress: os.Stderr})
 			if res != nil {
-				if c.Bool("json") {
-					if jerr := printJSON(res); jerr != nil {
-						return jerr
-					}
-				} else if terr := res.WriteTable(os.Stdout); terr != nil {
-					return terr
+				if perr := printResult(c, res); perr != nil {
+					return perr
 				}
 			}
 			if err != nil {

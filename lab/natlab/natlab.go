@@ -647,7 +647,7 @@ func RunMatrix(ctx context.Context, opts Options) (m *Matrix, err error) {
 		}
 		m.Pairs = append(m.Pairs, p)
 	}
-	m.summarize()
+	m.Summary = m.summarize()
 	if l.opts.Fault != "" {
 		calls := FaultCalls(l.opts.Types, l.opts.Fault)
 		for i := range calls {

@@ -44,8 +44,8 @@ type Summary struct {
 	Moved           int `json:"moved"`
 }
 
-// summarize fills m.Summary from its pairs; nil when no call had a NAT.
-func (m *Matrix) summarize() {
+// summarize sums up m's pairs; nil when no call had a NAT.
+func (m *Matrix) summarize() *Summary {
 	var s Summary
 	var setup, final []float64
 	for _, p := range m.Pairs {
@@ -70,12 +70,11 @@ func (m *Matrix) summarize() {
 		final = append(final, p.FinalPathMS)
 	}
 	if s.NATedCalls == 0 {
-		m.Summary = nil
-		return
+		return nil
 	}
 	s.SetupP50MS, s.SetupMaxMS = median(setup), slices.Max(append(setup, 0))
 	s.FinalPathP50MS, s.FinalPathMaxMS = median(final), slices.Max(append(final, 0))
-	m.Summary = &s
+	return &s
 }
 
 // median is the middle value (the mean of the two middle ones for an even
