@@ -43,6 +43,7 @@ func (s *Session) handlePair(pair *webrtc.ICECandidatePair) {
 	if pair == nil || pair.Local == nil || pair.Remote == nil {
 		return
 	}
+	s.trig.disarm()
 	p := Path{
 		LocalType:  pair.Local.Typ.String(),
 		RemoteType: pair.Remote.Typ.String(),

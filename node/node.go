@@ -825,9 +825,10 @@ func (n *Node) reserveLoop() {
 }
 
 // dialRanker is libp2p's default ranking of a peer's addresses, except that
-// circuit addresses are dialled at once: connect adds them to a dial only
-// after circuitDelay, and must not wait out the default relay delay again
-// behind direct addresses that may never answer.
+// circuit addresses are dialled at once: connect decides when each is added
+// to a dial (the first relay's at once, the others after circuitDelay), and
+// a circuit must not wait out the default relay delay behind direct
+// addresses that may never answer.
 func dialRanker(addrs []ma.Multiaddr) []network.AddrDelay {
 	var circuits, direct []ma.Multiaddr
 	for _, a := range addrs {
@@ -844,21 +845,25 @@ func dialRanker(addrs []ma.Multiaddr) []network.AddrDelay {
 	return res
 }
 
-// circuitDelay is how long connect tries direct addresses alone before it
-// also dials through the supernodes: long enough for a direct dial to a
-// reachable device to win (a round trip or two), short enough not to hold
-// up a call to a device behind a NAT, whose circuit is what answers.
+// circuitDelay is how long connect waits before it also dials through the
+// supernodes after the first: the first relay's circuit is dialled at once,
+// beside the direct addresses, and the others are the fallback when that
+// relay does not answer.
 const circuitDelay = 100 * time.Millisecond
 
-// connect reaches a device, preferring a direct connection: a relayed one
-// through a supernode's circuit is limited in time and bytes, so signalling
-// should ride on it only when nothing else works. It dials the addresses in
-// the peerstore at once and those a DHT lookup finds when the lookup ends;
-// after circuitDelay it adds a circuit through every bootstrap supernode.
-// A lookup of a device behind a NAT tries to reach the device itself and
-// can take seconds, which must not hold up the relayed dial. The first
-// connection wins; hole punching (DCUtR) then tries to turn a relayed one
-// into a direct one.
+// connect reaches a device. It dials, at once and side by side, the
+// addresses in the peerstore, those a DHT lookup finds when the lookup
+// ends, and a circuit through the first supernode; after circuitDelay it
+// adds a circuit through every other relay. The first connection wins.
+// A device behind a NAT answers only through its circuit, so waiting for
+// the direct dial to fail first would be waiting for nothing (it was 100
+// ms of every NATed call's setup); a reachable device's direct dial
+// usually wins anyway (one or two round trips against the circuit's three
+// or four), and when the circuit wins, signalling rides it (limited in time
+// and bytes, re-opened when it dies) while hole punching (DCUtR) tries to
+// turn it into a direct connection. A lookup of a device behind a NAT
+// tries to reach the device itself and can take seconds, which must not
+// hold up the relayed dial.
 func (n *Node) connect(ctx context.Context, id peer.ID) error {
 	return n.connectVia(ctx, id, circuitDelay)
 }
@@ -869,8 +874,9 @@ func (n *Node) relays() []peer.AddrInfo {
 	return append(append([]peer.AddrInfo(nil), n.cfg.Bootstrap...), n.cfg.CloudRelays...)
 }
 
-// connectVia is connect with circuits after delay (0: at once, as when
-// signalling must be re-opened because the path it rode died).
+// connectVia is connect with the other relays' circuits after delay (0: at
+// once, as when signalling must be re-opened because the path it rode
+// died).
 func (n *Node) connectVia(ctx context.Context, id peer.ID, delay time.Duration) error {
 	return n.connectAvoiding(ctx, id, delay, "")
 }
@@ -916,8 +922,14 @@ func (n *Node) connectAvoiding(ctx context.Context, id peer.ID, delay time.Durat
 			circuits = append(circuits, a...)
 		}
 	}
-	// Buffered for all three, so none blocks once connect has returned.
-	results := make(chan error, 3)
+	// The first relay's circuit at once, the others after delay.
+	first, later := circuits, []ma.Multiaddr(nil)
+	if len(circuits) > 1 {
+		first, later = circuits[:1], circuits[1:]
+	}
+	// Buffered for all four, so none blocks once connect has returned.
+	const dials = 4
+	results := make(chan error, dials)
 	dial := func(addrs []ma.Multiaddr) error {
 		if len(addrs) == 0 {
 			return errors.New("no addresses")
@@ -939,18 +951,23 @@ func (n *Node) connectAvoiding(ctx context.Context, id peer.ID, delay time.Durat
 		}
 		results <- dial(found.Addrs)
 	}()
+	go func() { results <- dial(first) }()
 	go func() {
+		if len(later) == 0 {
+			results <- errors.New("no other relay")
+			return
+		}
 		t := time.NewTimer(delay)
 		defer t.Stop()
 		select {
 		case <-t.C:
-			results <- dial(circuits)
+			results <- dial(later)
 		case <-ctx.Done():
 			results <- ctx.Err()
 		}
 	}()
 	var errs []error
-	for range 3 {
+	for range dials {
 		err := <-results
 		if err == nil {
 			n.log.Debug("device reached", "peer", id, "connectedness", n.host.Network().Connectedness(id), "took", time.Since(start))
