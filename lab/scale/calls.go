@@ -96,6 +96,9 @@ type CallsLevel struct {
 	// fell behind): the mean and the worst end.
 	HeardLossPct      float64 `json:"heard_loss_pct"`
 	WorstHeardLossPct float64 `json:"worst_heard_loss_pct"`
+	// GapPct is the part of HeardLossPct (mean over ends) that was no
+	// frame played at all: the process fell behind real time.
+	GapPct float64 `json:"gap_pct"`
 	// MinCorrelation is the lowest segment correlation (see
 	// media.SegmentCorrelation) of what an end recorded against what the
 	// peer sent: about 1 when the audio arrived intact.
@@ -143,8 +146,8 @@ func RunCalls(ctx context.Context, o CallsOptions) (*CallsResult, error) {
 		}
 		lv := r.level(ctx, n)
 		res.Levels = append(res.Levels, lv)
-		r.progress("level %d: %d connected, %d at MOS ≥ %.1f; MOS min %.2f p50 %.2f; heard loss mean %.2f%% worst %.2f%%; correlation min %.3f; CPU %.0f ms/s; load %s",
-			n, lv.Connected, lv.Good, o.MinMOS, lv.MinMOS, lv.P50MOS, lv.HeardLossPct, lv.WorstHeardLossPct, lv.MinCorrelation, lv.CPUMSPerS, lv.Load)
+		r.progress("level %d: %d connected, %d at MOS ≥ %.1f; MOS min %.2f p50 %.2f; heard loss mean %.2f%% (no frame played %.2f%%) worst %.2f%%; correlation min %.3f; CPU %.0f ms/s; load %s",
+			n, lv.Connected, lv.Good, o.MinMOS, lv.MinMOS, lv.P50MOS, lv.HeardLossPct, lv.GapPct, lv.WorstHeardLossPct, lv.MinCorrelation, lv.CPUMSPerS, lv.Load)
 		for _, e := range lv.Errors {
 			r.progress("level %d: %s", n, e)
 		}
@@ -458,7 +461,7 @@ func (r *callsRig) hangUp(calls []*liveCall) {
 // judge fills lv from the calls' ends.
 func (r *callsRig) judge(lv *CallsLevel, calls []*liveCall, window time.Duration) {
 	var moss []float64
-	var lossSum float64
+	var lossSum, gapSum float64
 	lv.MinCorrelation = 1
 	for _, c := range calls {
 		if c.err != nil {
@@ -468,9 +471,9 @@ func (r *callsRig) judge(lv *CallsLevel, calls []*liveCall, window time.Duration
 		lv.Connected++
 		good := true
 		for j, e := range c.ends {
-			mos, loss := endHeard(e, window)
+			mos, loss, gap := endHeard(e, window)
 			moss = append(moss, mos)
-			lossSum += loss
+			lossSum, gapSum = lossSum+loss, gapSum+gap
 			lv.WorstHeardLossPct = max(lv.WorstHeardLossPct, round2(loss))
 			if mos < r.o.MinMOS {
 				good = false
@@ -504,16 +507,18 @@ func (r *callsRig) judge(lv *CallsLevel, calls []*liveCall, window time.Duration
 	sort.Float64s(moss)
 	lv.MinMOS, lv.P50MOS = round2(moss[0]), round2(moss[len(moss)/2])
 	lv.HeardLossPct = round2(lossSum / float64(len(moss)))
+	lv.GapPct = round2(gapSum / float64(len(moss)))
 }
 
 // endHeard is the MOS of what an end heard over the window, and the
 // share (percent) of the window it did not hear the peer: audio its
 // playout concealed, plus frames it never played because it fell behind
-// real time (its sink got fewer than one frame per 20 ms). The E-model
+// real time (its sink got fewer than one frame per 20 ms), that part
+// alone as gapPct. The E-model
 // (media.EModelR) takes that share as its loss, with the delay impairment
 // of the node's own estimate (CallStats.MOS, from the call's one-way delay
 // and its loss so far).
-func endHeard(e *callEnd, window time.Duration) (mos, lossPct float64) {
+func endHeard(e *callEnd, window time.Duration) (mos, lossPct, gapPct float64) {
 	frames := window.Seconds() * 50
 	played := float64(e.samples1-e.samples0) / media.FrameSamples
 	gap := max(0, frames-played)
@@ -526,7 +531,7 @@ func endHeard(e *callEnd, window time.Duration) (mos, lossPct float64) {
 		nodeLoss = min(100, 100*e.stats.ConcealedMS/heardMS)
 	}
 	delayR := rFromMOS(e.stats.MOS) + lossImpairment(nodeLoss)
-	return media.MOSFromR(delayR - lossImpairment(lossPct)), lossPct
+	return media.MOSFromR(delayR - lossImpairment(lossPct)), lossPct, 100 * gap / frames
 }
 
 // lossImpairment is the E-model's Ie,eff for Opus at lossPct random loss
@@ -555,15 +560,15 @@ func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
 // WriteTable prints the levels as a table and the verdict.
 func (r *CallsResult) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "calls\tconnected\tMOS≥min\tMOS min\tMOS p50\theard loss mean\tworst\tcorrelation min\ttiers\tsetup s\tCPU ms/s\tload")
+	fmt.Fprintln(tw, "calls\tconnected\tMOS≥min\tMOS min\tMOS p50\theard loss mean\tworst\tno frame played\tcorrelation min\ttiers\tsetup s\tCPU ms/s\tload")
 	for _, l := range r.Levels {
 		var tiers []string
 		for t, n := range l.Tiers {
 			tiers = append(tiers, fmt.Sprintf("%s:%d", t, n))
 		}
 		sort.Strings(tiers)
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%.2f\t%.2f\t%.2f%%\t%.2f%%\t%.3f\t%s\t%.1f\t%.0f\t%s\n", l.Calls, l.Connected, l.Good, l.MinMOS, l.P50MOS,
-			l.HeardLossPct, l.WorstHeardLossPct, l.MinCorrelation, strings.Join(tiers, " "), l.SetupS, l.CPUMSPerS, l.Load)
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%.2f\t%.2f\t%.2f%%\t%.2f%%\t%.2f%%\t%.3f\t%s\t%.1f\t%.0f\t%s\n", l.Calls, l.Connected, l.Good, l.MinMOS, l.P50MOS,
+			l.HeardLossPct, l.WorstHeardLossPct, l.GapPct, l.MinCorrelation, strings.Join(tiers, " "), l.SetupS, l.CPUMSPerS, l.Load)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
