@@ -14,13 +14,19 @@ import (
 //     Opus settings (32 kbit/s, voice, mono, 20 ms frames), both ways (two
 //     encoders and two decoders, as the two ends of a call run), as fast
 //     as it goes;
+//   - codec-paced: the same, but at a call's pace: each end, on its own
+//     goroutine, encodes a frame every 20 ms and decodes the other's, for
+//     as long as the call; a codec woken 50 times a second from a cold
+//     cache costs more than one run back to back, and no call can avoid
+//     that part;
 //   - call: two Sessions on loopback, each sending that audio to the
 //     other for callSeconds in real time, with everything a call does
 //     (pacing, RTP, SRTP, DTLS, ICE consent, RTCP, RED, jitter buffer,
 //     playout).
 //
 // Both are process CPU (user + system, getrusage) per second of audio,
-// both ends together. Run it with -benchtime=1x (each iteration is a
+// both ends together; the call's metrics x-codec and x-paced-codec are
+// its ratios to the two references measured just before it. Run it with -benchtime=1x (each iteration is a
 // whole call) and -count for spread; -cpuprofile with -bench
 // 'BenchmarkCallCPU/call' profiles the call alone.
 func BenchmarkCallCPU(b *testing.B) {

@@ -44,6 +44,9 @@ const (
 	// loaded machine); the speech-like signal repeats its patterns, so a
 	// wider search finds false peaks in a short recording.
 	callMaxLag = 2 * media.SampleRate
+	// idleWindow is how long the rig's CPU is measured before a level's
+	// calls.
+	idleWindow = 2 * time.Second
 )
 
 // CallsOptions configure RunCalls. Zero values mean the defaults named.
@@ -110,9 +113,15 @@ type CallsLevel struct {
 	SetupS float64 `json:"setup_s"`
 	// CPUMSPerS is this process's CPU over the window (both ends of every
 	// call, the supernode, the relay), ms per second: 1000 is one core.
-	CPUMSPerS float64  `json:"cpu_ms_per_s"`
-	Load      string   `json:"load_average"`
-	Errors    []string `json:"errors,omitempty"`
+	CPUMSPerS float64 `json:"cpu_ms_per_s"`
+	// IdleCPUMSPerS is the same over 2 s just before the calls: the
+	// nodes, the supernode and the relay with no call.
+	IdleCPUMSPerS float64 `json:"idle_cpu_ms_per_s"`
+	// CallCPUMSPerS is (CPUMSPerS − IdleCPUMSPerS) / Calls: one call, both
+	// ends.
+	CallCPUMSPerS float64  `json:"call_cpu_ms_per_s"`
+	Load          string   `json:"load_average"`
+	Errors        []string `json:"errors,omitempty"`
 }
 
 // RunCalls places increasing numbers of simultaneous calls between real
@@ -146,8 +155,8 @@ func RunCalls(ctx context.Context, o CallsOptions) (*CallsResult, error) {
 		}
 		lv := r.level(ctx, n)
 		res.Levels = append(res.Levels, lv)
-		r.progress("level %d: %d connected, %d at MOS ≥ %.1f; MOS min %.2f p50 %.2f; heard loss mean %.2f%% (no frame played %.2f%%) worst %.2f%%; correlation min %.3f; CPU %.0f ms/s; load %s",
-			n, lv.Connected, lv.Good, o.MinMOS, lv.MinMOS, lv.P50MOS, lv.HeardLossPct, lv.GapPct, lv.WorstHeardLossPct, lv.MinCorrelation, lv.CPUMSPerS, lv.Load)
+		r.progress("level %d: %d connected, %d at MOS ≥ %.1f; MOS min %.2f p50 %.2f; heard loss mean %.2f%% (no frame played %.2f%%) worst %.2f%%; correlation min %.3f; CPU %.0f ms/s (idle %.0f, %.1f per call); load %s",
+			n, lv.Connected, lv.Good, o.MinMOS, lv.MinMOS, lv.P50MOS, lv.HeardLossPct, lv.GapPct, lv.WorstHeardLossPct, lv.MinCorrelation, lv.CPUMSPerS, lv.IdleCPUMSPerS, lv.CallCPUMSPerS, lv.Load)
 		for _, e := range lv.Errors {
 			r.progress("level %d: %s", n, e)
 		}
@@ -358,6 +367,12 @@ type callEnd struct {
 // once every one carries audio both ways, then hung up and judged.
 func (r *callsRig) level(ctx context.Context, n int) CallsLevel {
 	lv := CallsLevel{Calls: n, Tiers: map[string]int{}}
+	idle0, i0 := cpuSeconds(), time.Now()
+	select {
+	case <-time.After(idleWindow):
+	case <-ctx.Done():
+	}
+	lv.IdleCPUMSPerS = round2(1000 * (cpuSeconds() - idle0) / time.Since(i0).Seconds())
 	calls := make([]*liveCall, n)
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -386,6 +401,7 @@ func (r *callsRig) level(ctx context.Context, n int) CallsLevel {
 	}
 	window := time.Since(w0)
 	lv.CPUMSPerS = round2(1000 * (cpuSeconds() - cpu0) / window.Seconds())
+	lv.CallCPUMSPerS = round2((lv.CPUMSPerS - lv.IdleCPUMSPerS) / float64(n))
 	lv.Load = loadAverage()
 	for _, c := range calls {
 		if c.err == nil {
@@ -560,15 +576,15 @@ func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
 // WriteTable prints the levels as a table and the verdict.
 func (r *CallsResult) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "calls\tconnected\tMOS≥min\tMOS min\tMOS p50\theard loss mean\tworst\tno frame played\tcorrelation min\ttiers\tsetup s\tCPU ms/s\tload")
+	fmt.Fprintln(tw, "calls\tconnected\tMOS≥min\tMOS min\tMOS p50\theard loss mean\tworst\tno frame played\tcorrelation min\ttiers\tsetup s\tCPU ms/s\tidle\tper call\tload")
 	for _, l := range r.Levels {
 		var tiers []string
 		for t, n := range l.Tiers {
 			tiers = append(tiers, fmt.Sprintf("%s:%d", t, n))
 		}
 		sort.Strings(tiers)
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%.2f\t%.2f\t%.2f%%\t%.2f%%\t%.2f%%\t%.3f\t%s\t%.1f\t%.0f\t%s\n", l.Calls, l.Connected, l.Good, l.MinMOS, l.P50MOS,
-			l.HeardLossPct, l.WorstHeardLossPct, l.GapPct, l.MinCorrelation, strings.Join(tiers, " "), l.SetupS, l.CPUMSPerS, l.Load)
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%.2f\t%.2f\t%.2f%%\t%.2f%%\t%.2f%%\t%.3f\t%s\t%.1f\t%.0f\t%.0f\t%.1f\t%s\n", l.Calls, l.Connected, l.Good, l.MinMOS, l.P50MOS,
+			l.HeardLossPct, l.WorstHeardLossPct, l.GapPct, l.MinCorrelation, strings.Join(tiers, " "), l.SetupS, l.CPUMSPerS, l.IdleCPUMSPerS, l.CallCPUMSPerS, l.Load)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
