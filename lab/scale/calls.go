@@ -35,7 +35,7 @@ var DefaultCallLevels = []int{1, 2, 4, 6, 8, 12, 16, 20, 24, 32, 40, 48, 64}
 // Defaults of CallsOptions.
 const (
 	DefaultCallAudio  = 10 * time.Second
-	DefaultCallBudget = 10 * time.Minute
+	DefaultCallBudget = 8 * time.Minute
 	DefaultMinMOS     = 4.0
 	// callSetupTimeout bounds a level's calls reaching audio at both ends.
 	callSetupTimeout = 45 * time.Second
@@ -65,7 +65,8 @@ type CallsOptions struct {
 	// DefaultMinMOS.
 	MinMOS float64
 	// Budget: no level starts after it has passed; 0 means
-	// DefaultCallBudget.
+	// DefaultCallBudget, which with a level's at most 45 s of setup, its
+	// window and its judging keeps a run within ten minutes.
 	Budget time.Duration
 	// Progress receives a line per step; nil is silent.
 	Progress io.Writer
