@@ -362,6 +362,7 @@ type callEnd struct {
 	concealed0 float64
 	samples1   int
 	stats      node.CallStats
+	paths      []node.PathSwitch // every pair that carried the call, to the window's end
 }
 
 // level runs n calls at once: all placed together, measured for o.Audio
@@ -407,7 +408,7 @@ func (r *callsRig) level(ctx context.Context, n int) CallsLevel {
 	for _, c := range calls {
 		if c.err == nil {
 			for _, e := range c.ends {
-				e.samples1, e.stats = e.sink.Len(), statsOf(e.call)
+				e.samples1, e.stats, e.paths = e.sink.Len(), statsOf(e.call), e.call.Info().Paths
 			}
 		}
 	}
@@ -495,18 +496,12 @@ func (r *callsRig) judge(lv *CallsLevel, calls []*liveCall, window time.Duration
 			if mos < r.o.MinMOS {
 				good = false
 			}
-			if j == 0 {
-				// The caller's end names the tier it chose; the
-				// callee's only sees the pair.
-				lv.Tiers[e.stats.Tier]++
-				if e.stats.Tier != r.tier {
-					good = false
-					lv.Errors = append(lv.Errors, fmt.Sprintf("call %d went %s, not %s", c.p.i, e.stats.Tier, r.tier))
-				}
-			}
-			if r.o.Relay != "" && e.stats.Path != "relay" {
+			if err := r.checkPaths(e, j == 0); err != nil {
 				good = false
-				lv.Errors = append(lv.Errors, fmt.Sprintf("call %d end %d: path %s, not relayed", c.p.i, j, e.stats.PathDetail))
+				lv.Errors = append(lv.Errors, fmt.Sprintf("call %d: %v", c.p.i, err))
+			}
+			if j == 0 && len(e.paths) > 0 {
+				lv.Tiers[e.paths[len(e.paths)-1].Tier]++
 			}
 			heard := e.sink.Samples()
 			ref, _ := media.ReadAll(media.SpeechLikeSource(e.heardSeed), len(heard)+callMaxLag)
@@ -525,6 +520,25 @@ func (r *callsRig) judge(lv *CallsLevel, calls []*liveCall, window time.Duration
 	lv.MinMOS, lv.P50MOS = round2(moss[0]), round2(moss[len(moss)/2])
 	lv.HeardLossPct = round2(lossSum / float64(len(moss)))
 	lv.GapPct = round2(gapSum / float64(len(moss)))
+}
+
+// checkPaths checks that every pair that carried an end's call went the
+// way the level asked: the caller's end names the tier it chose, both
+// ends see a relayed pair as "relay". A moment without media (TierNone
+// in the stats, on a starved machine) is not a path.
+func (r *callsRig) checkPaths(e *callEnd, caller bool) error {
+	if len(e.paths) == 0 {
+		return errors.New("no path carried the call")
+	}
+	for _, p := range e.paths {
+		switch {
+		case caller && p.Tier != r.tier:
+			return fmt.Errorf("went %s (%s), not %s", p.Tier, p.Detail, r.tier)
+		case r.o.Relay != "" && p.Path != "relay":
+			return fmt.Errorf("a %s pair (%s) carried it, not a relayed one", p.Path, p.Detail)
+		}
+	}
+	return nil
 }
 
 // endHeard is the MOS of what an end heard over the window, and the

@@ -34,7 +34,7 @@ func TestCallsCarryAudio(t *testing.T) {
 				if l.Tiers[res.Relay] != l.Calls {
 					t.Errorf("%d calls: tiers %v, want every call %s", l.Calls, l.Tiers, res.Relay)
 				}
-				if l.MinCorrelation < 0.5 {
+				if l.MinCorrelation < 0.5 && !raceEnabled {
 					t.Errorf("%d calls: an end heard audio correlating %.3f with what was sent, want ≥ 0.5", l.Calls, l.MinCorrelation)
 				}
 			}
