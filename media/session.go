@@ -82,15 +82,16 @@ const maxQueuedEvents = 1024
 // goroutine of the session's own; they may call any Session method,
 // including Close.
 type Session struct {
-	cfg   Config
-	log   *slog.Logger
-	pc    *webrtc.PeerConnection
-	trig  *checkTrigger // triggered check rounds while connecting (trigger.go)
-	track *audioTrack
-	rtps  *webrtc.RTPSender
-	enc   *encoder
-	rx    *receiver
-	ogg   *ogg.Writer // nil without a Recorder
+	cfg    Config
+	log    *slog.Logger
+	pc     *webrtc.PeerConnection
+	trig   *checkTrigger // triggered check rounds while connecting (trigger.go)
+	relays *relaySockets // sockets to TURN servers, released once direct (relayrelease.go)
+	track  *audioTrack
+	rtps   *webrtc.RTPSender
+	enc    *encoder
+	rx     *receiver
+	ogg    *ogg.Writer // nil without a Recorder
 
 	mu           sync.Mutex
 	closed       bool
@@ -177,7 +178,8 @@ func NewSession(cfg Config) (*Session, error) {
 	}, dec)
 
 	s.trig = newCheckTrigger(clock.Real{})
-	api, err := newAPI(cfg, s.log, s.trig)
+	s.relays = &relaySockets{clk: clock.Real{}}
+	api, err := newAPI(cfg, s.log, s.trig, s.relays)
 	if err != nil {
 		return nil, err
 	}
@@ -235,7 +237,7 @@ func opusCapability(cfg Config) webrtc.RTPCodecCapability {
 
 // newAPI builds the pion API: Opus, then RED for Opus (unless cfg.NoRED),
 // RTCP sender and receiver reports, and the ICE policy from cfg.
-func newAPI(cfg Config, log *slog.Logger, trig *checkTrigger) (*webrtc.API, error) {
+func newAPI(cfg Config, log *slog.Logger, trig *checkTrigger, relays *relaySockets) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterCodec(webrtc.RTPCodecParameters{
 		RTPCodecCapability: opusCapability(cfg),
@@ -292,7 +294,7 @@ func newAPI(cfg Config, log *slog.Logger, trig *checkTrigger) (*webrtc.API, erro
 	if err := se.SetICERenomination(webrtc.WithRenominationInterval(renominationInterval)); err != nil {
 		return nil, fmt.Errorf("media: ICE renomination: %w", err)
 	}
-	if err := setTriggerNet(&se, cfg, trig); err != nil {
+	if err := setTriggerNet(&se, cfg, trig, relays); err != nil {
 		return nil, err
 	}
 	return webrtc.NewAPI(
@@ -611,6 +613,8 @@ func (s *Session) Close() error {
 		s.state = StateClosed
 		s.mu.Unlock()
 		close(s.quit)
+		s.relays.stop()
+		s.trig.disarm()
 		err := s.pc.Close()
 		if err != nil {
 			err = fmt.Errorf("media: close peer connection: %w", err)

@@ -50,20 +50,12 @@ const (
 )
 
 // setTriggerNet gives the agent cfg.Net (or the host's network) with its
-// sockets watched for trig, and the check limit the triggered rounds need.
-// With a TCP network type enabled it does neither: the trigger's candidate
-// would then be paired and dialled, so trig is left disarmed for good.
-func setTriggerNet(se *webrtc.SettingEngine, cfg Config, trig *checkTrigger) error {
+// sockets watched for trig and its sockets to TURN servers recorded in
+// relays, and the check limit the triggered rounds need. With a TCP
+// network type enabled, trig is left disarmed for good: its candidate
+// would then be paired and dialled.
+func setTriggerNet(se *webrtc.SettingEngine, cfg Config, trig *checkTrigger, relays *relaySockets) error {
 	base := cfg.Net
-	for _, nt := range cfg.NetworkTypes {
-		if nt == webrtc.NetworkTypeTCP4 || nt == webrtc.NetworkTypeTCP6 {
-			trig.off = true
-			if base != nil {
-				se.SetNet(base)
-			}
-			return nil
-		}
-	}
 	if base == nil {
 		n, err := stdnet.NewNet()
 		if err != nil {
@@ -71,7 +63,13 @@ func setTriggerNet(se *webrtc.SettingEngine, cfg Config, trig *checkTrigger) err
 		}
 		base = n
 	}
-	se.SetNet(triggerNet{Net: base, t: trig})
+	se.SetNet(triggerNet{Net: base, t: trig, relays: relays})
+	for _, nt := range cfg.NetworkTypes {
+		if nt == webrtc.NetworkTypeTCP4 || nt == webrtc.NetworkTypeTCP6 {
+			trig.off = true
+			return nil
+		}
+	}
 	se.SetICEMaxBindingRequests(maxBindingRequests)
 	return nil
 }
@@ -194,10 +192,12 @@ func isBindingCheck(b []byte) bool {
 	return typ == 0x0001 || typ == 0x0101
 }
 
-// triggerNet is the agent's network with its UDP sockets watched for t.
+// triggerNet is the agent's network with its UDP sockets watched for t,
+// and its sockets to TURN servers recorded in relays (relayrelease.go).
 type triggerNet struct {
 	transport.Net
-	t *checkTrigger
+	t      *checkTrigger
+	relays *relaySockets
 }
 
 // ListenUDP is where the agent opens its host and server-reflexive sockets.
