@@ -67,6 +67,8 @@ var forbidden = []struct {
 
 type pkg struct {
 	ImportPath   string
+	Dir          string
+	GoFiles      []string // non-test files, for TestFunctionLength
 	Imports      []string
 	Deps         []string
 	TestImports  []string
