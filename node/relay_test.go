@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parley-net/parley/cloudrelay"
+	"github.com/parley-net/parley/internal/nodetest"
 	"github.com/parley-net/parley/internal/turnrelay"
 	"github.com/parley-net/parley/media"
 	"github.com/parley-net/parley/supernode"
@@ -34,12 +35,7 @@ func startCloudRelay(t *testing.T) *cloudrelay.Relay {
 	key, _, _ := crypto.GenerateEd25519Key(rand.Reader)
 	cfg := cloudrelay.Config{TURN: *turnConfig("127.0.0.2"), Key: key, Listen: []string{"/ip4/127.0.0.2/tcp/0"}, Logger: quietLogger()}
 	cfg.TURN.Secret = "a-cloud-secret-of-enough-length"
-	c, err := cloudrelay.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return nodetest.Start(t, "cloud relay", func() (*cloudrelay.Relay, error) { return cloudrelay.Start(cfg) })
 }
 
 // relayNet is a supernode running TURN on 127.0.0.1 and, optionally, a
@@ -53,13 +49,7 @@ type relayNet struct {
 
 func newRelayNet(t *testing.T, withCloud bool) *relayNet {
 	t.Helper()
-	sn, err := supernode.New(context.Background(), supernode.Config{Home: t.TempDir(), Listen: []string{"/ip4/127.0.0.1/tcp/0"},
-		Logger: quietLogger(), TURN: turnConfig("127.0.0.1")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sn.Close() })
-	r := &relayNet{sn: sn}
+	r := &relayNet{sn: startSupernodeWith(t, supernode.Config{Listen: nodetest.Loopback, TURN: turnConfig("127.0.0.1")})}
 	if withCloud {
 		r.cloud = startCloudRelay(t)
 	}
@@ -70,18 +60,13 @@ func newRelayNet(t *testing.T, withCloud bool) *relayNet {
 // profile, answering calls with auto (nil: it rings).
 func (r *relayNet) start(t *testing.T, handle string, mc media.Config, profile string, auto func(CallInfo) (CallOptions, error)) *Node {
 	t.Helper()
-	cfg := Config{Home: initHome(t, handle), Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: []peer.AddrInfo{r.sn.AddrInfo()},
-		Logger: quietLogger(), Media: mc, Profile: profile, AutoAnswer: auto, Registerer: r.reg}
+	cfg := Config{Home: initHome(t, handle), Listen: nodetest.Loopback, Bootstrap: []peer.AddrInfo{r.sn.AddrInfo()},
+		Media: mc, Profile: profile, AutoAnswer: auto, Registerer: r.reg}
 	r.reg = nil
 	if r.cloud != nil {
 		cfg.CloudRelays = []peer.AddrInfo{{ID: r.cloud.ID(), Addrs: r.cloud.Host().Addrs()}}
 	}
-	n, err := Start(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
+	return startNodeWith(t, cfg)
 }
 
 // TestRelayTiers: a forced tier carries the call through that relay, with
