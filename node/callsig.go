@@ -424,9 +424,10 @@ func (n *Node) handleCall(s network.Stream) {
 		return
 	}
 	l := &leg{device: remote, link: link, offer: f.SDP, sendable: true, recv: f.Seq}
-	c := newCall(nodeEnv{n}, n.clock, n.timings, f.Call, CallIncoming, caller.Handle, CallOptions{})
+	c := makeCall(nodeEnv{n}, n.clock, n.timings, f.Call, CallIncoming, caller.Handle, CallOptions{})
 	c.info.Device = remote.String()
 	c.legs[remote] = l
+	c.start() // the loop owns info and legs from here on
 	if reason := n.admitIncoming(c); reason != "" {
 		c.post(evRefuse{reason: reason})
 		release()
