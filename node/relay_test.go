@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -73,9 +74,12 @@ func (r *relayNet) start(t *testing.T, handle string, mc media.Config, profile s
 // audio intact; the mobile profile never goes direct.
 func TestRelayTiers(t *testing.T) {
 	net := newRelayNet(t, true)
-	var sink *media.CaptureSink
+	// Each case's sink, read by bob's auto-answer: that may run after the
+	// case's call ended (a loaded machine), while the next case sets its
+	// own, hence atomic.
+	var sinkNow atomic.Pointer[media.CaptureSink]
 	alice := net.start(t, "alice", loopbackMedia, "", nil)
-	bob := net.start(t, "bob", loopbackMedia, "", func(CallInfo) (CallOptions, error) { return CallOptions{Sink: sink}, nil })
+	bob := net.start(t, "bob", loopbackMedia, "", func(CallInfo) (CallOptions, error) { return CallOptions{Sink: sinkNow.Load()}, nil })
 
 	cases := []struct {
 		path, profile, tier string
@@ -93,7 +97,8 @@ func TestRelayTiers(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.path+"/"+tc.profile, func(t *testing.T) {
-			sink = media.NewCaptureSink(0)
+			sink := media.NewCaptureSink(0)
+			sinkNow.Store(sink)
 			src := &tee{src: media.SpeechLikeSource(3)}
 			c, err := alice.Call(context.Background(), "bob", CallOptions{Source: src, Path: tc.path, Profile: tc.profile})
 			if err != nil {
