@@ -154,6 +154,10 @@ func (r *DemoReport) check() error {
 	return nil
 }
 
+// runDemo builds the demo's network (supernodes, alice, bob's laptop and
+// phone) and runs its acts in order, filling rep.
+// Long because it is the demo's script: the acts read top to bottom in the
+// order a viewer sees them, each a few lines around a call of its own.
 func runDemo(ctx context.Context, opt DemoOptions, dir string, out io.Writer, log *slog.Logger, rep *DemoReport) error {
 	// Four supernodes: each account's mail lives on the three closest to it,
 	// so one is left to take over when holders die.
@@ -266,6 +270,8 @@ func linkDevice(primaryHome, home, name string) error {
 
 // chatBothWays sends n messages each way, alternating, and waits for every
 // one to arrive.
+// Long because the exchange is one story (send, wait, check order, report)
+// whose steps share the two nodes' event streams.
 func chatBothWays(ctx context.Context, out io.Writer, a, b *node.Node, n int, rep *DemoReport) error {
 	type sent struct {
 		id       string

@@ -16,6 +16,8 @@ import (
 // demoCall: alice calls bob; his laptop and phone ring; the laptop answers
 // and records; the phone is told the call was answered elsewhere; five
 // seconds of a speech-like signal flow; alice hangs up.
+// Long because it is one act of the demo's script, told in the order it
+// happens, with a check after each step.
 func demoCall(ctx context.Context, out io.Writer, dir string, alice, laptop, phone *node.Node, rep *CallReport) error {
 	lapEv, stopL := laptop.Subscribe()
 	defer stopL()

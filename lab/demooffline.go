@@ -31,6 +31,8 @@ type OfflineReport struct {
 // wait in the mailboxes of the three supernodes closest to bob's account;
 // two of those are stopped; the phone comes back and gets everything from
 // what is left, in order, once.
+// Long because it is one act of the demo's script, told in the order it
+// happens, with a check after each step.
 func demoOffline(ctx context.Context, out io.Writer, sns []*supernode.Supernode, alice, laptop, phone *node.Node, restart func() (*node.Node, error), rep *OfflineReport) error {
 	fmt.Fprintf(out, "\nbob's phone goes offline; alice sends %d messages\n", demoOfflineMessage)
 	phone.Close()

@@ -135,72 +135,10 @@ const (
 // normalized returns a copy of c with defaults filled in, or an error
 // wrapping ErrInvalidConfig.
 func (c Config) normalized() (Config, error) {
-	bad := func(format string, args ...any) (Config, error) {
-		return Config{}, fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
-	}
-	if c.Bitrate == 0 {
-		c.Bitrate = defaultBitrate
-	}
-	if c.Bitrate < minBitrate || c.Bitrate > maxBitrate {
-		return bad("bitrate %d bit/s outside [%d, %d]", c.Bitrate, minBitrate, maxBitrate)
-	}
-	switch {
-	case !c.FEC && c.ExpectedLoss != 0:
-		return bad("ExpectedLoss %d%% without FEC", c.ExpectedLoss)
-	case c.ExpectedLoss < 0 || c.ExpectedLoss > 100:
-		return bad("ExpectedLoss %d%% outside [0, 100]", c.ExpectedLoss)
-	case c.FEC && c.ExpectedLoss == 0:
-		c.ExpectedLoss = defaultExpectedLoss
-	}
-
-	if c.JitterMin < 0 || c.JitterMax < 0 || c.JitterStart < 0 {
-		return bad("negative jitter buffer delay")
-	}
-	if c.JitterMin == 0 {
-		c.JitterMin = defaultJitterMin
-	}
-	if c.JitterMax == 0 {
-		c.JitterMax = max(defaultJitterMax, c.JitterMin)
-	}
-	c.JitterMin = roundUpFrame(c.JitterMin)
-	c.JitterMax = roundUpFrame(c.JitterMax)
-	if c.JitterMax > maxJitterMax {
-		return bad("JitterMax %v above %v", c.JitterMax, maxJitterMax)
-	}
-	if c.JitterMin > c.JitterMax {
-		return bad("JitterMin %v above JitterMax %v", c.JitterMin, c.JitterMax)
-	}
-	if c.JitterStart == 0 {
-		c.JitterStart = defaultJitterStart
-	}
-	c.JitterStart = min(max(roundUpFrame(c.JitterStart), c.JitterMin), c.JitterMax)
-
-	if (c.PortMin == 0) != (c.PortMax == 0) || c.PortMin > c.PortMax {
-		return bad("port range [%d, %d]", c.PortMin, c.PortMax)
-	}
-	for _, d := range []time.Duration{c.DisconnectedTimeout, c.FailedTimeout, c.KeepaliveInterval} {
-		if d < 0 {
-			return bad("negative ICE timeout %v", d)
+	for _, step := range []func(*Config) error{(*Config).normalizeCodec, (*Config).normalizeJitter, (*Config).normalizeICE} {
+		if err := step(&c); err != nil {
+			return Config{}, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 		}
-	}
-	if c.DisconnectedTimeout == 0 {
-		c.DisconnectedTimeout = defaultDisconnected
-	}
-	if c.FailedTimeout == 0 {
-		c.FailedTimeout = defaultFailed
-	}
-	if c.KeepaliveInterval == 0 {
-		c.KeepaliveInterval = defaultKeepalive
-	}
-
-	if len(c.ICEServers) > maxICEServers {
-		return bad("%d ICE servers (at most %d)", len(c.ICEServers), maxICEServers)
-	}
-	if c.RelayOnly && !hasTURN(c.ICEServers) {
-		return bad("RelayOnly without a TURN server in ICEServers")
-	}
-	if len(c.NetworkTypes) == 0 {
-		c.NetworkTypes = []webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6}
 	}
 	if c.Source == nil {
 		c.Source = SilenceSource()
@@ -218,6 +156,84 @@ func (c Config) normalized() (Config, error) {
 		c.Logger = slog.Default()
 	}
 	return c, nil
+}
+
+// normalizeCodec checks and fills in the Opus settings: bitrate and FEC.
+func (c *Config) normalizeCodec() error {
+	if c.Bitrate == 0 {
+		c.Bitrate = defaultBitrate
+	}
+	if c.Bitrate < minBitrate || c.Bitrate > maxBitrate {
+		return fmt.Errorf("bitrate %d bit/s outside [%d, %d]", c.Bitrate, minBitrate, maxBitrate)
+	}
+	switch {
+	case !c.FEC && c.ExpectedLoss != 0:
+		return fmt.Errorf("ExpectedLoss %d%% without FEC", c.ExpectedLoss)
+	case c.ExpectedLoss < 0 || c.ExpectedLoss > 100:
+		return fmt.Errorf("ExpectedLoss %d%% outside [0, 100]", c.ExpectedLoss)
+	case c.FEC && c.ExpectedLoss == 0:
+		c.ExpectedLoss = defaultExpectedLoss
+	}
+	return nil
+}
+
+// normalizeJitter checks and fills in the jitter buffer's delays, rounded
+// up to whole frames.
+func (c *Config) normalizeJitter() error {
+	if c.JitterMin < 0 || c.JitterMax < 0 || c.JitterStart < 0 {
+		return errors.New("negative jitter buffer delay")
+	}
+	if c.JitterMin == 0 {
+		c.JitterMin = defaultJitterMin
+	}
+	if c.JitterMax == 0 {
+		c.JitterMax = max(defaultJitterMax, c.JitterMin)
+	}
+	c.JitterMin = roundUpFrame(c.JitterMin)
+	c.JitterMax = roundUpFrame(c.JitterMax)
+	if c.JitterMax > maxJitterMax {
+		return fmt.Errorf("JitterMax %v above %v", c.JitterMax, maxJitterMax)
+	}
+	if c.JitterMin > c.JitterMax {
+		return fmt.Errorf("JitterMin %v above JitterMax %v", c.JitterMin, c.JitterMax)
+	}
+	if c.JitterStart == 0 {
+		c.JitterStart = defaultJitterStart
+	}
+	c.JitterStart = min(max(roundUpFrame(c.JitterStart), c.JitterMin), c.JitterMax)
+	return nil
+}
+
+// normalizeICE checks and fills in the ports, ICE timers, servers and
+// network types.
+func (c *Config) normalizeICE() error {
+	if (c.PortMin == 0) != (c.PortMax == 0) || c.PortMin > c.PortMax {
+		return fmt.Errorf("port range [%d, %d]", c.PortMin, c.PortMax)
+	}
+	for _, d := range []time.Duration{c.DisconnectedTimeout, c.FailedTimeout, c.KeepaliveInterval} {
+		if d < 0 {
+			return fmt.Errorf("negative ICE timeout %v", d)
+		}
+	}
+	if c.DisconnectedTimeout == 0 {
+		c.DisconnectedTimeout = defaultDisconnected
+	}
+	if c.FailedTimeout == 0 {
+		c.FailedTimeout = defaultFailed
+	}
+	if c.KeepaliveInterval == 0 {
+		c.KeepaliveInterval = defaultKeepalive
+	}
+	if len(c.ICEServers) > maxICEServers {
+		return fmt.Errorf("%d ICE servers (at most %d)", len(c.ICEServers), maxICEServers)
+	}
+	if c.RelayOnly && !hasTURN(c.ICEServers) {
+		return errors.New("RelayOnly without a TURN server in ICEServers")
+	}
+	if len(c.NetworkTypes) == 0 {
+		c.NetworkTypes = []webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6}
+	}
+	return nil
 }
 
 func hasTURN(servers []webrtc.ICEServer) bool {

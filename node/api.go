@@ -132,5 +132,7 @@ func readJSONLimit(w http.ResponseWriter, r *http.Request, v any, limit int) boo
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(v)
+	// An error here is the client gone or its connection broken: the
+	// status is sent already, and there is no one left to tell.
+	_ = json.NewEncoder(w).Encode(v)
 }

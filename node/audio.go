@@ -29,7 +29,7 @@ var ErrBadAudio = errors.New("bad audio option")
 func (a AudioSpec) Open() (opts CallOptions, err error) {
 	defer func() {
 		if err != nil {
-			opts.Close()
+			opts.discard()
 		}
 	}()
 	sources := 0

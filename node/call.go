@@ -148,12 +148,21 @@ type CallOptions struct {
 	Browser *browser.Page
 }
 
-// Close closes what the options own.
-func (o CallOptions) Close() {
+// Close closes what the options own. Its error is what did not close
+// cleanly: a recording or a sink file that may miss its end.
+func (o CallOptions) Close() error {
+	var errs []error
 	for _, c := range o.Closers {
-		c.Close()
+		if err := c.Close(); err != nil {
+			errs = append(errs, err)
+		}
 	}
+	return errors.Join(errs...)
 }
+
+// discard closes options no call used. Nothing was written to them, so
+// there is nothing to report.
+func (o CallOptions) discard() { _ = o.Close() }
 
 // CallInfo is what clients see of a call.
 type CallInfo struct {
@@ -342,7 +351,7 @@ func (c *Call) Reject() error {
 func (c *Call) Answer(ctx context.Context, opts CallOptions) error {
 	reply := make(chan error, 1)
 	if !c.post(evAnswer{opts: opts, reply: reply}) {
-		opts.Close()
+		opts.discard()
 		return fmt.Errorf("%w: call %s has ended", ErrCallState, c.id)
 	}
 	select {
@@ -475,7 +484,7 @@ func (n *Node) admitIncoming(c *Call) (reject string) {
 			// Our call to this peer lost a glare before this one came.
 			answerWith = &g.opts
 		} else {
-			g.opts.Close()
+			g.opts.discard()
 		}
 	}
 	n.calls.mu.Unlock()
@@ -509,7 +518,7 @@ func (n *Node) lostGlare(peerHandle string, opts CallOptions) {
 			n.calls.glare = map[string]glareWait{}
 		}
 		if old, ok := n.calls.glare[peerHandle]; ok {
-			old.opts.Close()
+			old.opts.discard()
 		}
 		n.calls.glare[peerHandle] = glareWait{opts: opts, until: n.cfg.Now().Add(glareWindow)}
 	}

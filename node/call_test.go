@@ -14,6 +14,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/parley-net/parley/internal/nodetest"
 	"github.com/parley-net/parley/media"
 	"github.com/parley-net/parley/supernode"
 )
@@ -29,13 +30,8 @@ func startCallNode(t testing.TB, home string, sn *supernode.Supernode, auto func
 
 func startCallNodeWith(t testing.TB, home string, sn *supernode.Supernode, auto func(CallInfo) (CallOptions, error), timings CallTimings) *Node {
 	t.Helper()
-	n, err := Start(context.Background(), Config{Home: home, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: []peer.AddrInfo{sn.AddrInfo()},
-		Logger: quietLogger(), Media: loopbackMedia, AutoAnswer: auto, CallTimings: timings})
-	if err != nil {
-		t.Fatalf("start node: %v", err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
+	return startNodeWith(t, Config{Home: home, Listen: nodetest.Loopback, Bootstrap: []peer.AddrInfo{sn.AddrInfo()},
+		Media: loopbackMedia, AutoAnswer: auto, CallTimings: timings})
 }
 
 // linkDevice makes a second device of primary's account in a new home.

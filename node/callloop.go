@@ -611,7 +611,7 @@ func (c *Call) legReady(l *leg, offer string) {
 	early := c.early[l]
 	delete(c.early, l)
 	if c.state != stDialing && c.state != stRinging || c.winner != nil {
-		l.close()
+		c.closeLeg(l)
 		return
 	}
 	c.legs[l.device] = l
@@ -751,12 +751,14 @@ func (c *Call) accepted(l *leg, sdp string) {
 	for d, o := range c.legs {
 		if o != l {
 			c.send(o, callFrame{Type: sigCancel, Reason: ErrAnsweredElsewhere.Error()})
-			o.close()
+			c.closeLeg(o)
 			delete(c.legs, d)
 		}
 	}
 	c.env.activate(c)
-	l.gate.decide(true)
+	if err := l.gate.decide(true); err != nil {
+		c.log.Warn("recording: the start of the call was not written", "err", err)
+	}
 	if err := l.session.SetAnswer(sdp); err != nil {
 		c.failCall(l, "bad answer from callee: "+err.Error(), "bad answer")
 		return
@@ -769,12 +771,12 @@ func (c *Call) accepted(l *leg, sdp string) {
 // answer starts answering an incoming ringing call.
 func (c *Call) answer(e evAnswer) {
 	if c.dir != CallIncoming || c.state != stRinging {
-		e.opts.Close()
+		e.opts.discard()
 		e.reply <- fmt.Errorf("%w: call %s is %s", ErrCallState, c.id, c.state)
 		return
 	}
 	if !c.env.activate(c) {
-		e.opts.Close()
+		e.opts.discard()
 		e.reply <- ErrBusy
 		return
 	}
@@ -799,12 +801,12 @@ func (c *Call) answer(e evAnswer) {
 		sdp, err := s.Answer(actx, l.offer)
 		cancel()
 		if err != nil {
-			s.Close()
+			_ = s.Close() // it carried no audio: nothing to report
 			c.post(evAnswerReady{l: l, err: fmt.Errorf("bad offer: %w", err)})
 			return
 		}
 		if !c.post(evAnswerReady{l: l, session: s, ice: ice, sdp: sdp}) {
-			s.Close()
+			_ = s.Close() // the call ended first: it carried no audio
 		}
 	}()
 }
@@ -814,7 +816,7 @@ func (c *Call) answerReady(e evAnswerReady) {
 	c.answerReply = nil
 	if c.state != stAnswering {
 		if e.session != nil {
-			e.session.Close()
+			_ = e.session.Close() // it carried no audio: nothing to report
 		}
 		return
 	}
@@ -1031,7 +1033,7 @@ func (c *Call) dropLeg(l *leg, reason string) {
 	if c.legs[l.device] == l {
 		delete(c.legs, l.device)
 	}
-	l.close()
+	c.closeLeg(l)
 	if reason != "" {
 		c.lastReason = reason
 	}
@@ -1106,10 +1108,13 @@ func (c *Call) end(reason string) {
 	c.info.EndedMS = c.clk.Now().UnixMilli()
 	c.mu.Unlock()
 	for _, l := range c.legs {
-		l.close()
+		c.closeLeg(l)
 	}
 	if !c.gaveWay {
-		c.opts.Close() // else they went on to the call that won the glare
+		// Else they went on to the call that won the glare.
+		if err := c.opts.Close(); err != nil {
+			c.log.Warn("call audio files not closed cleanly", "err", err)
+		}
 	}
 	if c.answerReply != nil {
 		c.answerReply <- fmt.Errorf("%w: call ended (%s)", ErrCallState, reason)
@@ -1123,17 +1128,28 @@ func (c *Call) end(reason string) {
 	c.env.publish(c)
 }
 
-// close closes the leg's link (flushing what was queued) and session.
-func (l *leg) close() {
+// close closes the leg's link (flushing what was queued) and session. Its
+// error is the session's: a recording that could not be finished.
+func (l *leg) close() error {
 	if l.link != nil {
 		l.link.close()
 		l.link = nil
 	}
+	var err error
 	if l.session != nil {
-		l.session.Close()
+		err = l.session.Close()
 	}
 	if l.gate != nil {
-		l.gate.decide(false)
+		_ = l.gate.decide(false) // shuts an undecided gate: never writes, never fails
+	}
+	return err
+}
+
+// closeLeg closes l, logging what its session could not finish (the
+// recording of the leg that won).
+func (c *Call) closeLeg(l *leg) {
+	if err := l.close(); err != nil {
+		c.log.Warn("call leg closed with an error", "device", l.device, "err", err)
 	}
 }
 

@@ -274,7 +274,7 @@ func (e nodeEnv) reopen(ctx context.Context, device peer.ID, callID string, ack 
 // watch the events, Info or Done for what happens next.
 func (n *Node) Call(ctx context.Context, handle string, opts CallOptions) (*Call, error) {
 	fail := func(err error) (*Call, error) {
-		opts.Close()
+		opts.discard()
 		return nil, err
 	}
 	rec, err := n.resolve(ctx, handle, skipCache)
@@ -369,13 +369,13 @@ func (n *Node) invite(ctx context.Context, c *Call, d peer.ID, mcfg media.Config
 	sess.OnLocalCandidate(func(cand string) { c.post(evLocalCandidate{l: l, cand: cand}) })
 	offer, err := sess.CreateOffer(ctx)
 	if err != nil {
-		sess.Close()
+		_ = sess.Close() // it carried no audio: nothing to report
 		s.Reset()
 		return err
 	}
 	l.link = n.newLink(s)
 	if !c.post(evLegReady{l: l, offer: offer}) {
-		l.close()
+		_ = l.close() // the call ended before this leg joined it: nothing was recorded
 		return errors.New("call already ended")
 	}
 	return nil

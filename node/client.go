@@ -62,8 +62,7 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		var e apiError
-		json.NewDecoder(io.LimitReader(resp.Body, maxRequestBody)).Decode(&e)
-		if e.Error == "" {
+		if err := json.NewDecoder(io.LimitReader(resp.Body, maxRequestBody)).Decode(&e); err != nil || e.Error == "" {
 			// Not an answer of ours (no such route): name the request.
 			e.Error = fmt.Sprintf("daemon answered %s %s with %q", method, path, resp.Status)
 		}

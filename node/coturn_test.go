@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -105,12 +106,13 @@ func TestCoturnAsCloudRelay(t *testing.T) {
 	mc := loopbackMedia
 	mc.ICEServers = []webrtc.ICEServer{{URLs: []string{url}, Username: cred.Username, Credential: cred.Password}}
 	mc.DisconnectedTimeout, mc.KeepaliveInterval = 1500*time.Millisecond, 500*time.Millisecond // a desktop call's, for the mobile call
-	var sink *media.CaptureSink
+	var sinkNow atomic.Pointer[media.CaptureSink]                                              // as in TestRelayTiers
 	alice := net.start(t, "alice", mc, "", nil)
-	bob := net.start(t, "bob", mc, "", func(CallInfo) (CallOptions, error) { return CallOptions{Sink: sink}, nil })
+	bob := net.start(t, "bob", mc, "", func(CallInfo) (CallOptions, error) { return CallOptions{Sink: sinkNow.Load()}, nil })
 
 	call := func(opts CallOptions) (*Call, *tee) {
-		sink = media.NewCaptureSink(0)
+		sink := media.NewCaptureSink(0)
+		sinkNow.Store(sink)
 		src := &tee{src: media.SpeechLikeSource(5)}
 		opts.Source = src
 		c, err := alice.Call(context.Background(), "bob", opts)
@@ -126,6 +128,7 @@ func TestCoturnAsCloudRelay(t *testing.T) {
 	}
 
 	c, src := call(CallOptions{Path: PathCloud})
+	sink := sinkNow.Load()
 	if st := c.Info().Stats; st.Tier != TierCloud || !strings.Contains(st.PathDetail, "127.0.0.3") {
 		t.Fatalf("cloud call not relayed by coturn: %+v", st)
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/parley-net/parley/internal/nodetest"
 	"github.com/parley-net/parley/media"
 	"github.com/parley-net/parley/node/netcheck"
 	"github.com/parley-net/parley/supernode"
@@ -35,12 +36,7 @@ func TestConnTier(t *testing.T) {
 // finds UDP, one mapped address for every destination, and TURN over UDP
 // and TCP at both tiers; and it pings another node's device directly.
 func TestNetcheckAndPing(t *testing.T) {
-	sn, err := supernode.New(context.Background(), supernode.Config{Home: t.TempDir(), Listen: []string{"/ip4/127.0.0.1/tcp/0"},
-		STUNAddr: "127.0.0.1:0", Logger: quietLogger(), TURN: turnConfig("127.0.0.1")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sn.Close() })
+	sn := startSupernodeWith(t, supernode.Config{Listen: nodetest.Loopback, STUNAddr: "127.0.0.1:0", TURN: turnConfig("127.0.0.1")})
 	r := &relayNet{sn: sn, cloud: startCloudRelay(t)}
 	alice := r.start(t, "alice", media.Config{}, "", nil)
 	bob := r.start(t, "bob", media.Config{}, "", nil)

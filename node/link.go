@@ -124,7 +124,13 @@ func (n *Node) handleLink(s network.Stream) {
 	remote := s.Conn().RemotePeer()
 	s.SetDeadline(n.cfg.Now().Add(30 * time.Second))
 	var f linkFrame
-	reply := func(r linkFrame) { wire.WriteJSON(s, r, maxLinkFrame) }
+	reply := func(r linkFrame) {
+		if err := wire.WriteJSON(s, r, maxLinkFrame); err != nil {
+			// The joining device reports the link as failed; a device
+			// entry already published stays in the record.
+			n.log.Warn("link reply not delivered", "peer", remote, "reply", r.Type, "err", err)
+		}
+	}
 	if err := wire.ReadJSON(s, &f, maxLinkFrame); err != nil || f.Type != "join" || f.Device == nil {
 		s.Reset()
 		return

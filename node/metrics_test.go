@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/parley-net/parley/internal/nodetest"
 	"github.com/parley-net/parley/media"
 )
 
@@ -20,13 +21,9 @@ import (
 func TestCallMetrics(t *testing.T) {
 	sn := startSupernode(t)
 	reg := prometheus.NewRegistry()
-	alice, err := Start(context.Background(), Config{Home: initHome(t, "alice"), Listen: []string{"/ip4/127.0.0.1/tcp/0"},
-		Bootstrap: []peer.AddrInfo{sn.AddrInfo()}, Logger: quietLogger(), Media: loopbackMedia,
+	alice := startNodeWith(t, Config{Home: initHome(t, "alice"), Listen: nodetest.Loopback,
+		Bootstrap: []peer.AddrInfo{sn.AddrInfo()}, Media: loopbackMedia,
 		Registerer: reg, MetricsAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { alice.Close() })
 	auto := func(CallInfo) (CallOptions, error) { return CallOptions{Source: media.SpeechLikeSource(1)}, nil }
 	startCallNode(t, initHome(t, "bob"), sn, auto)
 

@@ -377,7 +377,11 @@ func (n *Node) redial(p peer.ID) {
 		defer n.wg.Done()
 		ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
 		defer cancel()
-		n.host.Connect(ctx, peer.AddrInfo{ID: p, Addrs: addrs})
+		if err := n.host.Connect(ctx, peer.AddrInfo{ID: p, Addrs: addrs}); err != nil {
+			// netLoop learns the outcome from the connectedness events
+			// and redials on its own schedule.
+			n.log.Debug("supernode redial failed", "peer", p, "err", err)
+		}
 	}()
 }
 

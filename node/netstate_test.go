@@ -72,7 +72,13 @@ func newFixedSupernode(t *testing.T) *fixedSupernode {
 
 func (f *fixedSupernode) start() {
 	f.t.Helper()
-	sn, err := supernode.New(context.Background(), supernode.Config{Home: f.home, Listen: []string{f.listen}, Logger: quietLogger()})
+	f.startWith(nil)
+}
+
+// startWith starts the supernode bootstrapping from boot.
+func (f *fixedSupernode) startWith(boot []peer.AddrInfo) {
+	f.t.Helper()
+	sn, err := newSupernode(supernode.Config{Home: f.home, Listen: []string{f.listen}, Bootstrap: boot})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -103,13 +109,8 @@ func (f *fixedSupernode) wipe() {
 
 func startWith(t *testing.T, home string, boot []peer.AddrInfo) *Node {
 	t.Helper()
-	n, err := Start(context.Background(), Config{Home: home, Listen: loopback, Bootstrap: boot,
-		Logger: quietLogger(), RetryInterval: 100 * time.Millisecond, BootstrapTimeout: 5 * time.Second, FetchInterval: time.Second})
-	if err != nil {
-		t.Fatalf("start node in %s: %v", home, err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
+	return startNodeWith(t, Config{Home: home, Bootstrap: boot,
+		RetryInterval: 100 * time.Millisecond, BootstrapTimeout: 5 * time.Second, FetchInterval: time.Second})
 }
 
 // TestStartsOfflineComesOnline: with its only supernode down a daemon
@@ -286,11 +287,7 @@ func TestRepublishToNewClosestSupernode(t *testing.T) {
 	a, b := newFixedSupernode(t), newFixedSupernode(t)
 	a.start()
 	alice := startWith(t, initHome(t, "alice"), []peer.AddrInfo{a.info})
-	sn, err := supernode.New(context.Background(), supernode.Config{Home: b.home, Listen: []string{b.listen}, Bootstrap: []peer.AddrInfo{a.info}, Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.sn, b.info = sn, sn.AddrInfo()
+	b.startWith([]peer.AddrInfo{a.info})
 	joined := time.Now()
 	// Any lookup shows the newcomer to the device.
 	nodetest.Eventually(t, 10*time.Second, "alice's routing table learns the new supernode", func() bool {

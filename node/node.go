@@ -262,7 +262,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
-			n.Close()
+			_ = n.Close() // the start's own error is the one to report
 		}
 	}()
 	var herr error
@@ -435,10 +435,16 @@ func (n *Node) Close() error {
 		n.host.Close()
 	}
 	n.metricsSrv.Close()
+	// The store's error is the one that matters: a database that did not
+	// close cleanly may not hold the last writes. The host's, the DHT's and
+	// the metrics server's say nothing the user can act on at exit.
+	var storeErr error
 	if n.store != nil {
-		n.store.Close()
+		if storeErr = n.store.Close(); storeErr != nil {
+			storeErr = fmt.Errorf("close the message store: %w", storeErr)
+		}
 	}
-	return n.lock.Release()
+	return errors.Join(storeErr, n.lock.Release())
 }
 
 // ID is the device's peer ID.
@@ -771,7 +777,11 @@ func (n *Node) cachedRecord(handle string) *discovery.HandleRecord {
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
-			n.resolve(n.ctx, handle, skipCache)
+			if _, err := n.resolve(n.ctx, handle, skipCache); err != nil {
+				// The cached record goes on serving; the next lookup
+				// tries again.
+				n.log.Debug("handle refresh failed", "handle", handle, "err", err)
+			}
 			n.mu.Lock()
 			delete(n.refreshing, handle)
 			n.mu.Unlock()

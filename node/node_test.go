@@ -5,9 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
-	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -16,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/parley-net/parley/discovery"
+	"github.com/parley-net/parley/internal/nodetest"
 	"github.com/parley-net/parley/internal/wire"
 	"github.com/parley-net/parley/supernode"
 )
@@ -24,21 +22,49 @@ var loopback = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
 
 // quietLogger discards the nodes' logs, or with PARLEY_TEST_DEBUG=1 writes
 // them all to stderr.
-func quietLogger() *slog.Logger {
-	if os.Getenv("PARLEY_TEST_DEBUG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+var quietLogger = nodetest.Logger
+
+// startSupernodeWith is the one supernode starter of node's tests: a
+// supernode of cfg (newSupernode), closed when t ends.
+func startSupernodeWith(t testing.TB, cfg supernode.Config) *supernode.Supernode {
+	t.Helper()
+	if cfg.Home == "" {
+		cfg.Home = t.TempDir()
 	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
+	return nodetest.Start(t, "supernode", func() (*supernode.Supernode, error) { return newSupernode(cfg) })
+}
+
+// newSupernode starts a supernode of cfg, listening on loopback (TCP and
+// QUIC) and logging to quietLogger where cfg leaves those unset, for a
+// test that stops and restarts it itself.
+func newSupernode(cfg supernode.Config) (*supernode.Supernode, error) {
+	if cfg.Listen == nil {
+		cfg.Listen = loopback
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = quietLogger()
+	}
+	return supernode.New(context.Background(), cfg)
 }
 
 func startSupernode(t testing.TB) *supernode.Supernode {
 	t.Helper()
-	sn, err := supernode.New(context.Background(), supernode.Config{Home: t.TempDir(), Listen: loopback, Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
+	return startSupernodeWith(t, supernode.Config{})
+}
+
+// startNodeWith is the one node starter of node's tests: a node of cfg,
+// listening on loopback (TCP and QUIC) and logging to quietLogger where
+// cfg leaves those unset; closed when t ends. The helpers below name the
+// configurations the tests share.
+func startNodeWith(t testing.TB, cfg Config) *Node {
+	t.Helper()
+	if cfg.Listen == nil {
+		cfg.Listen = loopback
 	}
-	t.Cleanup(func() { sn.Close() })
-	return sn
+	if cfg.Logger == nil {
+		cfg.Logger = quietLogger()
+	}
+	return nodetest.Start(t, "node in "+cfg.Home, func() (*Node, error) { return Start(context.Background(), cfg) })
 }
 
 func initHome(t testing.TB, handle string) string {
@@ -52,13 +78,8 @@ func initHome(t testing.TB, handle string) string {
 
 func startNode(t *testing.T, home string, sn *supernode.Supernode) *Node {
 	t.Helper()
-	n, err := Start(context.Background(), Config{Home: home, Listen: loopback, Bootstrap: []peer.AddrInfo{sn.AddrInfo()},
-		Logger: quietLogger(), RetryInterval: 100 * time.Millisecond, BootstrapTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatalf("start node in %s: %v", home, err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
+	return startNodeWith(t, Config{Home: home, Bootstrap: []peer.AddrInfo{sn.AddrInfo()},
+		RetryInterval: 100 * time.Millisecond, BootstrapTimeout: 10 * time.Second})
 }
 
 // waitMessages collects message events until want bodies arrived or the deadline passes.

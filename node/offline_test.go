@@ -12,6 +12,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/parley-net/parley/internal/nodetest"
 	"github.com/parley-net/parley/supernode"
 	"github.com/parley-net/parley/supernode/mailboxserver"
 )
@@ -67,8 +68,8 @@ func (s *snet) start(i int) {
 			boot = append(boot, sn.AddrInfo())
 		}
 	}
-	sn, err := supernode.New(context.Background(), supernode.Config{Home: s.homes[i], Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: boot,
-		Logger: quietLogger(), Mailbox: mailboxserver.Config{ReplicateInterval: 300 * time.Millisecond, Tap: s.taps[i]}})
+	sn, err := newSupernode(supernode.Config{Home: s.homes[i], Listen: nodetest.Loopback, Bootstrap: boot,
+		Mailbox: mailboxserver.Config{ReplicateInterval: 300 * time.Millisecond, Tap: s.taps[i]}})
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -87,13 +88,15 @@ func (s *snet) infos() []peer.AddrInfo {
 
 func startOn(t *testing.T, home string, s *snet) *Node {
 	t.Helper()
-	n, err := Start(context.Background(), Config{Home: home, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: s.infos(),
-		Logger: quietLogger(), RetryInterval: 100 * time.Millisecond, FetchInterval: 500 * time.Millisecond, DeliveryTimeout: 3 * time.Second})
-	if err != nil {
-		t.Fatalf("start node: %v", err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
+	return startOnWith(t, home, s.infos())
+}
+
+// startOnWith starts a node of home on the supernodes boot, with the
+// short retry, fetch and delivery intervals of the mailbox tests.
+func startOnWith(t *testing.T, home string, boot []peer.AddrInfo) *Node {
+	t.Helper()
+	return startNodeWith(t, Config{Home: home, Listen: nodetest.Loopback, Bootstrap: boot,
+		RetryInterval: 100 * time.Millisecond, FetchInterval: 500 * time.Millisecond, DeliveryTimeout: 3 * time.Second})
 }
 
 func TestOfflineDeviceGetsEverythingThroughMailboxes(t *testing.T) {

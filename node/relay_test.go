@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parley-net/parley/cloudrelay"
+	"github.com/parley-net/parley/internal/nodetest"
 	"github.com/parley-net/parley/internal/turnrelay"
 	"github.com/parley-net/parley/media"
 	"github.com/parley-net/parley/supernode"
@@ -34,12 +36,7 @@ func startCloudRelay(t *testing.T) *cloudrelay.Relay {
 	key, _, _ := crypto.GenerateEd25519Key(rand.Reader)
 	cfg := cloudrelay.Config{TURN: *turnConfig("127.0.0.2"), Key: key, Listen: []string{"/ip4/127.0.0.2/tcp/0"}, Logger: quietLogger()}
 	cfg.TURN.Secret = "a-cloud-secret-of-enough-length"
-	c, err := cloudrelay.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return nodetest.Start(t, "cloud relay", func() (*cloudrelay.Relay, error) { return cloudrelay.Start(cfg) })
 }
 
 // relayNet is a supernode running TURN on 127.0.0.1 and, optionally, a
@@ -53,13 +50,7 @@ type relayNet struct {
 
 func newRelayNet(t *testing.T, withCloud bool) *relayNet {
 	t.Helper()
-	sn, err := supernode.New(context.Background(), supernode.Config{Home: t.TempDir(), Listen: []string{"/ip4/127.0.0.1/tcp/0"},
-		Logger: quietLogger(), TURN: turnConfig("127.0.0.1")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sn.Close() })
-	r := &relayNet{sn: sn}
+	r := &relayNet{sn: startSupernodeWith(t, supernode.Config{Listen: nodetest.Loopback, TURN: turnConfig("127.0.0.1")})}
 	if withCloud {
 		r.cloud = startCloudRelay(t)
 	}
@@ -70,27 +61,25 @@ func newRelayNet(t *testing.T, withCloud bool) *relayNet {
 // profile, answering calls with auto (nil: it rings).
 func (r *relayNet) start(t *testing.T, handle string, mc media.Config, profile string, auto func(CallInfo) (CallOptions, error)) *Node {
 	t.Helper()
-	cfg := Config{Home: initHome(t, handle), Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: []peer.AddrInfo{r.sn.AddrInfo()},
-		Logger: quietLogger(), Media: mc, Profile: profile, AutoAnswer: auto, Registerer: r.reg}
+	cfg := Config{Home: initHome(t, handle), Listen: nodetest.Loopback, Bootstrap: []peer.AddrInfo{r.sn.AddrInfo()},
+		Media: mc, Profile: profile, AutoAnswer: auto, Registerer: r.reg}
 	r.reg = nil
 	if r.cloud != nil {
 		cfg.CloudRelays = []peer.AddrInfo{{ID: r.cloud.ID(), Addrs: r.cloud.Host().Addrs()}}
 	}
-	n, err := Start(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
+	return startNodeWith(t, cfg)
 }
 
 // TestRelayTiers: a forced tier carries the call through that relay, with
 // audio intact; the mobile profile never goes direct.
 func TestRelayTiers(t *testing.T) {
 	net := newRelayNet(t, true)
-	var sink *media.CaptureSink
+	// Each case's sink, read by bob's auto-answer: that may run after the
+	// case's call ended (a loaded machine), while the next case sets its
+	// own, hence atomic.
+	var sinkNow atomic.Pointer[media.CaptureSink]
 	alice := net.start(t, "alice", loopbackMedia, "", nil)
-	bob := net.start(t, "bob", loopbackMedia, "", func(CallInfo) (CallOptions, error) { return CallOptions{Sink: sink}, nil })
+	bob := net.start(t, "bob", loopbackMedia, "", func(CallInfo) (CallOptions, error) { return CallOptions{Sink: sinkNow.Load()}, nil })
 
 	cases := []struct {
 		path, profile, tier string
@@ -108,7 +97,8 @@ func TestRelayTiers(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.path+"/"+tc.profile, func(t *testing.T) {
-			sink = media.NewCaptureSink(0)
+			sink := media.NewCaptureSink(0)
+			sinkNow.Store(sink)
 			src := &tee{src: media.SpeechLikeSource(3)}
 			c, err := alice.Call(context.Background(), "bob", CallOptions{Source: src, Path: tc.path, Profile: tc.profile})
 			if err != nil {

@@ -15,12 +15,8 @@ func TestSendReturnsOnceQueued(t *testing.T) {
 	alice := startOn(t, aliceHome, net)
 	// bob listens on QUIC only: a dial to a QUIC port nobody serves any more
 	// waits for a handshake timeout, as a device that just went offline does.
-	bob, err := Start(context.Background(), Config{Home: bobHome, Listen: []string{"/ip4/127.0.0.1/udp/0/quic-v1"}, Bootstrap: net.infos(),
-		Logger: quietLogger(), RetryInterval: 100 * time.Millisecond, FetchInterval: 500 * time.Millisecond, DeliveryTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { bob.Close() })
+	bob := startNodeWith(t, Config{Home: bobHome, Listen: []string{"/ip4/127.0.0.1/udp/0/quic-v1"}, Bootstrap: net.infos(),
+		RetryInterval: 100 * time.Millisecond, FetchInterval: 500 * time.Millisecond, DeliveryTimeout: 10 * time.Second})
 	ctx := context.Background()
 	res, err := alice.Send(ctx, "bob", "are you there?")
 	if err != nil || len(res.Delivered) != 1 {

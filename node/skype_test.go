@@ -26,14 +26,9 @@ func TestSkype2010(t *testing.T) {
 	devs := make([]*Node, len(names))
 	answer := func(CallInfo) (CallOptions, error) { return CallOptions{Source: media.SpeechLikeSource(1)}, nil }
 	for i, h := range names {
-		n, err := Start(context.Background(), Config{Home: initHome(t, h), Listen: loopback, Bootstrap: net.infos(),
-			Logger: quietLogger(), RetryInterval: 100 * time.Millisecond, BootstrapTimeout: 5 * time.Second,
+		devs[i] = startNodeWith(t, Config{Home: initHome(t, h), Bootstrap: net.infos(),
+			RetryInterval: 100 * time.Millisecond, BootstrapTimeout: 5 * time.Second,
 			Media: loopbackMedia, AutoAnswer: answer})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		devs[i] = n
 	}
 	ctx := context.Background()
 

@@ -26,17 +26,12 @@ import (
 func startNodeOn(t *testing.T, home, ip string, sn *supernode.Supernode, mod func(*Config)) *Node {
 	t.Helper()
 	cfg := Config{Home: home, Listen: []string{"/ip4/" + ip + "/tcp/0"},
-		Bootstrap: []peer.AddrInfo{sn.AddrInfo()}, Logger: quietLogger(), RetryInterval: 100 * time.Millisecond,
+		Bootstrap: []peer.AddrInfo{sn.AddrInfo()}, RetryInterval: 100 * time.Millisecond,
 		BootstrapTimeout: 10 * time.Second}
 	if mod != nil {
 		mod(&cfg)
 	}
-	n, err := Start(context.Background(), cfg)
-	if err != nil {
-		t.Fatalf("start node in %s: %v", home, err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
+	return startNodeWith(t, cfg)
 }
 
 // halfFrames is an attacker: identities hosts on ip, each opening perID

@@ -115,7 +115,7 @@ func OpenStore(home string) (*Store, error) {
 	// read-your-writes trivially true.
 	db.SetMaxOpenConns(1)
 	if _, err := db.Exec(schema); err != nil {
-		db.Close()
+		_ = db.Close() // nothing was written: the schema failed
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	return &Store{db: db}, nil
@@ -123,6 +123,17 @@ func OpenStore(home string) (*Store, error) {
 
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
+
+// closeRows closes rows after a loop over rows.Next, and returns what
+// ended the loop early if anything did: a loop that stopped on an error
+// must not pass for one that read every row.
+func closeRows(rows *sql.Rows) error {
+	err := rows.Err()
+	if cerr := rows.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
 
 // NextLamport returns one more than the highest clock seen in conv.
 func (s *Store) NextLamport(ctx context.Context, conv string) (uint64, error) {
@@ -285,7 +296,9 @@ func (s *Store) MarkRead(ctx context.Context, conv string, nowMS int64) (map[Tar
 		out[t] = append(out[t], id)
 		ids = append(ids, id)
 	}
-	rows.Close()
+	if err := closeRows(rows); err != nil {
+		return nil, err
+	}
 	for _, id := range ids {
 		if _, err := s.db.ExecContext(ctx, `UPDATE messages SET read_ms=? WHERE id=?`, nowMS, id); err != nil {
 			return nil, err
@@ -318,7 +331,9 @@ func (s *Store) History(ctx context.Context, conv string, limit int) ([]Message,
 		}
 		out = append(out, m)
 	}
-	rows.Close()
+	if err := closeRows(rows); err != nil {
+		return nil, err
+	}
 	for i := range out {
 		if !out[i].Outgoing {
 			continue
@@ -381,7 +396,9 @@ func (s *Store) AllMessages(ctx context.Context, batch int, fn func([]Message) e
 			}
 			out = append(out, m)
 		}
-		rows.Close()
+		if err := closeRows(rows); err != nil {
+			return err
+		}
 		if len(out) == 0 {
 			return nil
 		}

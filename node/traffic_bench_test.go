@@ -62,12 +62,7 @@ func benchIdleTraffic(b *testing.B, supernodes int) {
 		infos = append(infos, sn.AddrInfo())
 	}
 	bw := &dhtCounter{BandwidthCounter: lpmetrics.NewBandwidthCounter()}
-	n, err := Start(context.Background(), Config{Home: initHome(b, "alice"), Listen: loopback, Bootstrap: infos,
-		Logger: quietLogger(), RepublishInterval: 24 * time.Hour, Bandwidth: bw})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { n.Close() })
+	n := startNodeWith(b, Config{Home: initHome(b, "alice"), Bootstrap: infos, RepublishInterval: 24 * time.Hour, Bandwidth: bw})
 	ctx := context.Background()
 	if err := n.publish(ctx); err != nil { // the routing table is full from here on
 		b.Fatal(err)

@@ -306,17 +306,6 @@ func startRogue(t *testing.T, net *snet) (crypto.PrivKey, host.Host, *dht.IpfsDH
 	return key, h, d
 }
 
-func startOnWith(t *testing.T, home string, boot []peer.AddrInfo) *Node {
-	t.Helper()
-	n, err := Start(context.Background(), Config{Home: home, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: boot,
-		Logger: quietLogger(), RetryInterval: 100 * time.Millisecond, FetchInterval: 500 * time.Millisecond, DeliveryTimeout: 3 * time.Second})
-	if err != nil {
-		t.Fatalf("start node: %v", err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
-}
-
 // A rogue DHT server answers for alice with a back-dated record: an early
 // self-written Claimed time, its own back-dated witness, a witness forged in
 // an honest supernode's name and alice's witnesses copied. A fresh device's

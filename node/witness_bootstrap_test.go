@@ -1,16 +1,11 @@
 package node
 
 import (
-	"crypto/rand"
 	"slices"
 	"testing"
-	"time"
-
-	"github.com/libp2p/go-libp2p/core/crypto"
-	"github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/parley-net/parley/discovery"
+	"github.com/parley-net/parley/discovery/discoverytest"
 )
 
 // A peer in the host cache is a bootstrap peer, never a trusted witness of
@@ -20,22 +15,7 @@ import (
 func TestHostCacheNotTrusted(t *testing.T) {
 	net := startSupernodes(t, 1)
 	home := initHome(t, "alice")
-	key, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rogue, err := peer.IDFromPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := discovery.LoadHostCache(home, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Seen(peer.AddrInfo{ID: rogue, Addrs: []ma.Multiaddr{ma.StringCast("/ip4/127.0.0.1/tcp/9")}}, time.Now())
-	if err := c.Save(); err != nil {
-		t.Fatal(err)
-	}
+	rogue := discoverytest.RogueInHostCache(t, home)
 	n := startOnWith(t, home, net.infos())
 	trusted := discovery.ValidatorOf(n.dht).Trusted
 	if slices.Contains(trusted, rogue) {

@@ -3,8 +3,6 @@ package supernode
 import (
 	"context"
 	"crypto/rand"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -12,19 +10,43 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/parley-net/parley/internal/nodetest"
 	"github.com/parley-net/parley/internal/wire"
 	"github.com/parley-net/parley/mailbox"
 )
 
+// startSupernodeWith is the one supernode starter of supernode's tests: a
+// supernode of cfg (newTestSupernode), closed when t ends.
+func startSupernodeWith(t testing.TB, cfg Config) *Supernode {
+	t.Helper()
+	if cfg.Home == "" {
+		cfg.Home = t.TempDir()
+	}
+	return nodetest.Start(t, "supernode", func() (*Supernode, error) { return newTestSupernode(cfg) })
+}
+
+// newTestSupernode starts a supernode of cfg listening on loopback and
+// logging to quiet where cfg leaves those unset, for a test that stops and
+// restarts it itself.
+func newTestSupernode(cfg Config) (*Supernode, error) {
+	if cfg.Listen == nil {
+		cfg.Listen = nodetest.Loopback
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = quiet()
+	}
+	return New(context.Background(), cfg)
+}
+
 func startTestSupernode(t *testing.T, bootstrap ...peer.AddrInfo) *Supernode {
 	t.Helper()
-	sn, err := New(context.Background(), Config{Home: t.TempDir(), Listen: []string{"/ip4/127.0.0.1/tcp/0"},
-		Bootstrap: bootstrap, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sn.Close() })
-	return sn
+	return startSupernodeWith(t, Config{Bootstrap: bootstrap})
+}
+
+// startTestSupernodeIn starts a supernode of home.
+func startTestSupernodeIn(t *testing.T, home string, bootstrap ...peer.AddrInfo) *Supernode {
+	t.Helper()
+	return startSupernodeWith(t, Config{Home: home, Bootstrap: bootstrap})
 }
 
 func plainHost(t *testing.T) host.Host {

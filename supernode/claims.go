@@ -75,7 +75,13 @@ func newClaimServer(h host.Host, key crypto.PrivKey, path string, now func() tim
 				c.seen[k] = e.Seen
 			}
 		}
-		f.Close()
+		// A log read only in part would forget claims, and a rival claim
+		// could then pass for the first: refuse to start instead.
+		err := sc.Err()
+		_ = f.Close() // read-only: nothing to lose
+		if err != nil {
+			return nil, fmt.Errorf("read claims %s: %w", path, err)
+		}
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("read claims %s: %w", path, err)
 	}

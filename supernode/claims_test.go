@@ -5,8 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
-	"io"
-	"log/slog"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,8 +23,7 @@ func TestClaimWitnessFirstSeen(t *testing.T) {
 	clock.Store(time.Unix(1_800_000_000, 0).UnixMilli())
 	now := func() time.Time { return time.UnixMilli(clock.Load()) }
 	start := func() *Supernode {
-		sn, err := New(context.Background(), Config{Home: home, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Now: now,
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		sn, err := newTestSupernode(Config{Home: home, Now: now})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -81,12 +78,7 @@ func TestClaimWitnessFirstSeen(t *testing.T) {
 // Malformed claims reset the stream; a full table refuses new claims but
 // still witnesses known ones.
 func TestClaimServerLimits(t *testing.T) {
-	sn, err := New(context.Background(), Config{Home: t.TempDir(), Listen: []string{"/ip4/127.0.0.1/tcp/0"},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sn.Close()
+	sn := startSupernodeWith(t, Config{})
 	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
 	if err != nil {
 		t.Fatal(err)

@@ -71,7 +71,7 @@ func (n *siteNet) start(i int) {
 		}
 	}
 	m := n.members[i]
-	sn, err := New(context.Background(), Config{Home: m.home, Listen: []string{m.listen}, Bootstrap: boot, Logger: quiet(),
+	sn, err := newTestSupernode(Config{Home: m.home, Listen: []string{m.listen}, Bootstrap: boot,
 		Mailbox: mailboxserver.Config{ReplicateInterval: n.repl}})
 	if err != nil {
 		n.t.Fatal(err)

@@ -59,11 +59,11 @@ func openRecordStore(home string, log *slog.Logger) (*recordStore, error) {
 	probe := ds.NewKey("/parley-probe")
 	ctx := context.Background()
 	if err := d.Put(ctx, probe, []byte(time.Now().UTC().Format(time.RFC3339Nano))); err != nil {
-		d.Close()
+		_ = d.Close() // the probe failed: its error says why
 		return nil, fmt.Errorf("%w: write to %s (is the disk full or read-only?): %v", ErrRecordStore, dir, err)
 	}
 	if err := d.Delete(ctx, probe); err != nil {
-		d.Close()
+		_ = d.Close() // the probe failed: its error says why
 		return nil, fmt.Errorf("%w: write to %s (is the disk full or read-only?): %v", ErrRecordStore, dir, err)
 	}
 	return &recordStore{Datastore: d, log: log}, nil

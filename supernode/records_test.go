@@ -7,8 +7,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -30,12 +28,9 @@ import (
 	"github.com/parley-net/parley/internal/nodetest"
 )
 
-func quiet() *slog.Logger {
-	if os.Getenv("PARLEY_TEST_DEBUG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
+// quiet discards a test supernode's logs, or with PARLEY_TEST_DEBUG=1
+// writes them all to stderr.
+var quiet = nodetest.Logger
 
 // handleRecord signs a record for handle with a fresh account and device.
 func handleRecord(t testing.TB, handle string, now time.Time, ttl time.Duration) []byte {
@@ -145,7 +140,7 @@ func inProcess(t *testing.T, home, listen string) (start func() peer.AddrInfo, s
 	var sn *Supernode
 	start = func() peer.AddrInfo {
 		var err error
-		sn, err = New(context.Background(), Config{Home: home, Listen: []string{listen}, Logger: quiet()})
+		sn, err = newTestSupernode(Config{Home: home, Listen: []string{listen}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -210,7 +205,7 @@ func TestHelperSupernode(t *testing.T) {
 	if home == "" {
 		t.Skip("only runs as a child of TestRecordsSurviveRestart")
 	}
-	sn, err := New(context.Background(), Config{Home: home, Listen: []string{os.Getenv("PARLEY_HELPER_LISTEN")}, Logger: quiet()})
+	sn, err := newTestSupernode(Config{Home: home, Listen: []string{os.Getenv("PARLEY_HELPER_LISTEN")}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
@@ -229,7 +224,7 @@ func TestRecordStoreUnusable(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(home, RecordDir), []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err := New(context.Background(), Config{Home: home, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: quiet()})
+	_, err := newTestSupernode(Config{Home: home})
 	if !errors.Is(err, ErrRecordStore) || !strings.Contains(err.Error(), filepath.Join(home, RecordDir)) {
 		t.Fatalf("start with an unusable record store: %v, want ErrRecordStore naming the path", err)
 	}
@@ -292,7 +287,7 @@ func TestSupernodeStartsAloneAndJoinsLater(t *testing.T) {
 	stopA()
 
 	homeB := t.TempDir()
-	b, err := New(context.Background(), Config{Home: homeB, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Bootstrap: []peer.AddrInfo{infoA}, Logger: quiet()})
+	b, err := newTestSupernode(Config{Home: homeB, Bootstrap: []peer.AddrInfo{infoA}})
 	if err != nil {
 		t.Fatalf("start with an unreachable bootstrap peer: %v", err)
 	}
@@ -301,7 +296,7 @@ func TestSupernodeStartsAloneAndJoinsLater(t *testing.T) {
 	t.Logf("B joined A %s after A started", nodetest.Eventually(t, 10*time.Second, "B joins A", func() bool { return b.connectedSupernodes() > 0 }))
 	b.Close()
 
-	b, err = New(context.Background(), Config{Home: homeB, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Logger: quiet()})
+	b, err = newTestSupernode(Config{Home: homeB})
 	if err != nil {
 		t.Fatal(err)
 	}

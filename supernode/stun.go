@@ -104,7 +104,9 @@ func (s *STUNServer) serve() {
 			continue
 		}
 		s.answered.Add(1)
-		s.conn.WriteTo(resp, from)
+		// A lost answer is a lost UDP datagram: the client retransmits
+		// (RFC 8489 §6.2.1), so there is nothing to do with the error.
+		_, _ = s.conn.WriteTo(resp, from)
 	}
 }
 

@@ -153,7 +153,7 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
-			s.Close()
+			_ = s.Close() // the start's own error is the one to report
 		}
 	}()
 	if s.records, err = openRecordStore(cfg.Home, cfg.Logger.With("service", "dht-records")); err != nil {
@@ -411,8 +411,17 @@ func randomBytes(n int) []byte {
 	return b
 }
 
-// Close stops the supernode.
+// Close stops the supernode. It reports the errors of the stores that
+// hold data (the mailbox, the claims log, the record store): one that did
+// not close cleanly may not hold its last writes. The network services'
+// errors say nothing an operator can act on at exit.
 func (s *Supernode) Close() error {
+	var errs []error
+	closeStore := func(what string, c interface{ Close() error }) {
+		if err := c.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close the %s: %w", what, err))
+		}
+	}
 	if s.creds != nil {
 		s.creds.Close()
 	}
@@ -420,10 +429,10 @@ func (s *Supernode) Close() error {
 		s.turn.Close()
 	}
 	if s.mailbox != nil {
-		s.mailbox.Close()
+		closeStore("mailbox", s.mailbox)
 	}
 	if s.claims != nil {
-		s.claims.Close()
+		closeStore("claims log", s.claims)
 	}
 	if s.stun != nil {
 		s.stun.Close()
@@ -440,7 +449,7 @@ func (s *Supernode) Close() error {
 		s.host.Close()
 	}
 	if s.records != nil {
-		s.records.Close()
+		closeStore("record store", s.records)
 	}
-	return s.lock.Release()
+	return errors.Join(append(errs, s.lock.Release())...)
 }

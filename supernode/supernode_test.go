@@ -3,7 +3,6 @@ package supernode
 import (
 	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -14,15 +13,7 @@ import (
 )
 
 func TestSupernodeServicesAndMetrics(t *testing.T) {
-	sn, err := New(context.Background(), Config{
-		Home: t.TempDir(), Listen: []string{"/ip4/127.0.0.1/tcp/0"},
-		MetricsAddr: "127.0.0.1:0", STUNAddr: "127.0.0.1:0",
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sn.Close()
+	sn := startSupernodeWith(t, Config{MetricsAddr: "127.0.0.1:0", STUNAddr: "127.0.0.1:0"})
 	for _, a := range sn.Addrs() {
 		if !strings.Contains(a.String(), "/p2p/"+sn.ID().String()) {
 			t.Fatalf("address %s lacks /p2p/<id>: users could not copy it as a bootstrap address", a)

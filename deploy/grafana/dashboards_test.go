@@ -9,8 +9,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -25,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parley-net/parley/cloudrelay"
+	"github.com/parley-net/parley/internal/nodetest"
 	"github.com/parley-net/parley/internal/turnrelay"
 	"github.com/parley-net/parley/node"
 	"github.com/parley-net/parley/supernode"
@@ -78,33 +77,27 @@ func (r *recorder) MustRegister(cs ...prometheus.Collector) {
 // names each registered.
 func registered(t *testing.T) (sn, relay, daemon map[string]bool) {
 	t.Helper()
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	quiet := nodetest.Logger()
 	lo := netip.MustParseAddr("127.0.0.1")
 	snRec, relayRec, nodeRec := newRecorder(), newRecorder(), newRecorder()
-	s, err := supernode.New(context.Background(), supernode.Config{Home: t.TempDir(), Listen: []string{"/ip4/127.0.0.1/tcp/0"},
-		STUNAddr: "127.0.0.1:0", Registerer: snRec, Logger: quiet,
-		TURN: &turnrelay.Config{UDPAddr: "127.0.0.1:0", TCPAddr: "127.0.0.1:0", RelayIPs: []netip.Addr{lo}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := nodetest.Start(t, "supernode", func() (*supernode.Supernode, error) {
+		return supernode.New(context.Background(), supernode.Config{Home: t.TempDir(), Listen: nodetest.Loopback,
+			STUNAddr: "127.0.0.1:0", Registerer: snRec, Logger: quiet,
+			TURN: &turnrelay.Config{UDPAddr: "127.0.0.1:0", TCPAddr: "127.0.0.1:0", RelayIPs: []netip.Addr{lo}}})
+	})
 	key, _, _ := crypto.GenerateEd25519Key(rand.Reader)
-	c, err := cloudrelay.Start(cloudrelay.Config{Key: key, Listen: []string{"/ip4/127.0.0.1/tcp/0"}, Registerer: relayRec, Logger: quiet,
-		TURN: turnrelay.Config{UDPAddr: "127.0.0.1:0", TCPAddr: "127.0.0.1:0", RelayIPs: []netip.Addr{lo}, Secret: "a-cloud-secret-of-enough-length"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+	nodetest.Start(t, "cloud relay", func() (*cloudrelay.Relay, error) {
+		return cloudrelay.Start(cloudrelay.Config{Key: key, Listen: nodetest.Loopback, Registerer: relayRec, Logger: quiet,
+			TURN: turnrelay.Config{UDPAddr: "127.0.0.1:0", TCPAddr: "127.0.0.1:0", RelayIPs: []netip.Addr{lo}, Secret: "a-cloud-secret-of-enough-length"}})
+	})
 	home := t.TempDir()
 	if _, err := node.InitIdentity(home, "metrics", "metrics-laptop", time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	n, err := node.Start(context.Background(), node.Config{Home: home, Listen: []string{"/ip4/127.0.0.1/tcp/0"},
-		Bootstrap: []peer.AddrInfo{s.AddrInfo()}, Registerer: nodeRec, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
+	nodetest.Start(t, "node", func() (*node.Node, error) {
+		return node.Start(context.Background(), node.Config{Home: home, Listen: nodetest.Loopback,
+			Bootstrap: []peer.AddrInfo{s.AddrInfo()}, Registerer: nodeRec, Logger: quiet})
+	})
 	return snRec.names, relayRec.names, nodeRec.names
 }
 

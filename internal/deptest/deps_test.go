@@ -36,7 +36,8 @@ var layers = map[string]int{
 
 	// 3: the servers of those protocols.
 	"internal/turnrelay": 3, "supernode/mailboxserver": 3,
-	"browser": 3, // a call leg in a web page: media's types, the page's protocol
+	"discovery/discoverytest": 3, // test set-ups of discovery's users
+	"browser":                 3, // a call leg in a web page: media's types, the page's protocol
 
 	// 4: the roles, one process each.
 	"node": 4, "supernode": 4, "cloudrelay": 4,
@@ -67,6 +68,8 @@ var forbidden = []struct {
 
 type pkg struct {
 	ImportPath   string
+	Dir          string
+	GoFiles      []string // non-test files, for TestFunctionLength
 	Imports      []string
 	Deps         []string
 	TestImports  []string

@@ -1,6 +1,7 @@
-// Package nodetest is the toolkit parley's tests share: waiting for a
-// condition with a deadline instead of sleeping and hoping, and checking
-// that a test leaves no goroutine behind (go.uber.org/goleak, like pion's
+// Package nodetest is the toolkit parley's tests share: starting the
+// parts of a test (Start, Loopback, Logger), waiting for a condition with
+// a deadline instead of sleeping and hoping, and checking that a test
+// leaves no goroutine behind (go.uber.org/goleak, like pion's
 // test.CheckRoutines and tailscale's tstest.ResourceCheck).
 //
 // It imports no parley package, so the tests of every package can use it,

@@ -152,22 +152,11 @@ type settings struct {
 	maxDuration    time.Duration
 }
 
+// validate checks c and returns it with every default filled in.
 func (c Config) validate() (*settings, error) {
 	s := &settings{Config: c}
-	if c.UDPAddr == "" && c.TCPAddr == "" && c.TLSAddr == "" {
-		return nil, errors.New("turn relay config: no listener (set UDPAddr, TCPAddr or TLSAddr)")
-	}
-	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
-		return nil, errors.New("turn relay config: TLSCertFile and TLSKeyFile go together")
-	}
-	hasFiles := c.TLSCertFile != ""
-	switch {
-	case c.TLSAddr == "" && (hasFiles || c.TLSConfig != nil):
-		return nil, errors.New("turn relay config: TLS certificate given without TLSAddr")
-	case c.TLSAddr != "" && !hasFiles && c.TLSConfig == nil:
-		return nil, errors.New("turn relay config: TLSAddr needs TLSCertFile and TLSKeyFile")
-	case hasFiles && c.TLSConfig != nil:
-		return nil, errors.New("turn relay config: set TLS certificate files or TLSConfig, not both")
+	if err := c.checkListeners(); err != nil {
+		return nil, err
 	}
 	if len(c.Secret) < MinSecretLen {
 		return nil, fmt.Errorf("turn relay config: shared secret of %d bytes is too short (at least %d)", len(c.Secret), MinSecretLen)
@@ -195,6 +184,43 @@ func (c Config) validate() (*settings, error) {
 	if s.policy, err = NewPeerPolicy(c.AllowCIDRs); err != nil {
 		return nil, fmt.Errorf("turn relay config: %w", err)
 	}
+	if err := s.limits(); err != nil {
+		return nil, err
+	}
+	if s.Logger == nil {
+		s.Logger = slog.Default()
+	}
+	if s.Now == nil {
+		s.Now = time.Now
+	}
+	return s, nil
+}
+
+// checkListeners checks that c listens somewhere, and on TLS exactly when
+// it has one certificate source.
+func (c Config) checkListeners() error {
+	if c.UDPAddr == "" && c.TCPAddr == "" && c.TLSAddr == "" {
+		return errors.New("turn relay config: no listener (set UDPAddr, TCPAddr or TLSAddr)")
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return errors.New("turn relay config: TLSCertFile and TLSKeyFile go together")
+	}
+	hasFiles := c.TLSCertFile != ""
+	switch {
+	case c.TLSAddr == "" && (hasFiles || c.TLSConfig != nil):
+		return errors.New("turn relay config: TLS certificate given without TLSAddr")
+	case c.TLSAddr != "" && !hasFiles && c.TLSConfig == nil:
+		return errors.New("turn relay config: TLSAddr needs TLSCertFile and TLSKeyFile")
+	case hasFiles && c.TLSConfig != nil:
+		return errors.New("turn relay config: set TLS certificate files or TLSConfig, not both")
+	}
+	return nil
+}
+
+// limits checks and fills in the allocation limits, rates and lifetimes.
+func (s *settings) limits() error {
+	c := s.Config
+	var err error
 	for _, l := range []struct {
 		name   string
 		v, def int
@@ -207,17 +233,17 @@ func (c Config) validate() (*settings, error) {
 		{"MaxPacketsPerSecond", c.MaxPacketsPerSecond, DefaultMaxPacketsPerSecond, &s.packetsPerSec},
 	} {
 		if *l.out, err = limit(l.name, l.v, l.def); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if s.bytesPerSec > 0 && s.bytesPerSec < 1500 {
-		return nil, fmt.Errorf("turn relay config: MaxBytesPerSecond %d is below one full-size packet", s.bytesPerSec)
+		return fmt.Errorf("turn relay config: MaxBytesPerSecond %d is below one full-size packet", s.bytesPerSec)
 	}
 	switch lt := c.AllocationLifetime; {
 	case lt == 0:
 		s.AllocationLifetime = DefaultAllocationLifetime
 	case lt < 30*time.Second || lt > time.Hour:
-		return nil, fmt.Errorf("turn relay config: AllocationLifetime %v is outside 30s to 1h", lt)
+		return fmt.Errorf("turn relay config: AllocationLifetime %v is outside 30s to 1h", lt)
 	}
 	switch d := c.MaxAllocationDuration; {
 	case d == 0:
@@ -225,17 +251,11 @@ func (c Config) validate() (*settings, error) {
 	case d == NoLimit:
 		s.maxDuration = 0
 	case d < time.Second:
-		return nil, fmt.Errorf("turn relay config: MaxAllocationDuration %v: use at least a second, 0 for the default or NoLimit", d)
+		return fmt.Errorf("turn relay config: MaxAllocationDuration %v: use at least a second, 0 for the default or NoLimit", d)
 	default:
 		s.maxDuration = d
 	}
-	if s.Logger == nil {
-		s.Logger = slog.Default()
-	}
-	if s.Now == nil {
-		s.Now = time.Now
-	}
-	return s, nil
+	return nil
 }
 
 func (s *settings) relayAddrs() error {

@@ -88,16 +88,6 @@ func New(cfg Config) (_ *Server, err error) {
 			s.closeListeners()
 		}
 	}()
-	var tlsConf *tls.Config
-	if st.TLSAddr != "" {
-		if tlsConf = st.TLSConfig; tlsConf == nil {
-			cert, err := tls.LoadX509KeyPair(st.TLSCertFile, st.TLSKeyFile)
-			if err != nil {
-				return nil, fmt.Errorf("turn relay TLS certificate: %w", err)
-			}
-			tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		}
-	}
 	tc := turn.ServerConfig{
 		Realm:              st.Realm,
 		AuthHandler:        s.authenticate,
@@ -108,34 +98,8 @@ func New(cfg Config) (_ *Server, err error) {
 		ChannelBindTimeout: channelBindLifetime,
 		LoggerFactory:      newPionLogs(s.log, st.Now),
 	}
-	gen := &relayAllocator{s: s}
-	if st.UDPAddr != "" {
-		pc, udpGen, err := s.listenUDP(st.UDPAddr)
-		if err != nil {
-			return nil, err
-		}
-		s.udp = newPacketListener(pc, s.log)
-		s.addSelf(pc.LocalAddr())
-		tc.PacketConnConfigs = append(tc.PacketConnConfigs, turn.PacketConnConfig{
-			PacketConn: s.udp, RelayAddressGenerator: udpGen, PermissionHandler: s.permit,
-		})
-	}
-	if st.TCPAddr != "" {
-		if s.tcp, err = s.listenTCP(st.TCPAddr); err != nil {
-			return nil, err
-		}
-		tc.ListenerConfigs = append(tc.ListenerConfigs, turn.ListenerConfig{
-			Listener: s.tcp, RelayAddressGenerator: gen, PermissionHandler: s.permit,
-		})
-	}
-	if st.TLSAddr != "" {
-		if s.tlsL, err = s.listenTCP(st.TLSAddr); err != nil {
-			return nil, err
-		}
-		s.tlsOuter = tls.NewListener(s.tlsL, tlsConf)
-		tc.ListenerConfigs = append(tc.ListenerConfigs, turn.ListenerConfig{
-			Listener: s.tlsOuter, RelayAddressGenerator: gen, PermissionHandler: s.permit,
-		})
+	if err := s.listen(&tc); err != nil {
+		return nil, err
 	}
 	if st.Registerer != nil {
 		if s.unreg, err = s.registerMetrics(st.Registerer); err != nil {
@@ -152,6 +116,59 @@ func New(cfg Config) (_ *Server, err error) {
 		s.log.Warn("a relay IP is in a range peers are refused from; clients of other relays will not reach it",
 			"relay4", st.relay4, "relay6", st.relay6)
 	}
+	s.logStarted()
+	return s, nil
+}
+
+// listen opens the listeners the settings ask for (UDP, TCP, TLS) and
+// adds them to tc.
+func (s *Server) listen(tc *turn.ServerConfig) (err error) {
+	st := s.s
+	var tlsConf *tls.Config
+	if st.TLSAddr != "" {
+		if tlsConf = st.TLSConfig; tlsConf == nil {
+			cert, err := tls.LoadX509KeyPair(st.TLSCertFile, st.TLSKeyFile)
+			if err != nil {
+				return fmt.Errorf("turn relay TLS certificate: %w", err)
+			}
+			tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		}
+	}
+	gen := &relayAllocator{s: s}
+	if st.UDPAddr != "" {
+		pc, udpGen, err := s.listenUDP(st.UDPAddr)
+		if err != nil {
+			return err
+		}
+		s.udp = newPacketListener(pc, s.log)
+		s.addSelf(pc.LocalAddr())
+		tc.PacketConnConfigs = append(tc.PacketConnConfigs, turn.PacketConnConfig{
+			PacketConn: s.udp, RelayAddressGenerator: udpGen, PermissionHandler: s.permit,
+		})
+	}
+	if st.TCPAddr != "" {
+		if s.tcp, err = s.listenTCP(st.TCPAddr); err != nil {
+			return err
+		}
+		tc.ListenerConfigs = append(tc.ListenerConfigs, turn.ListenerConfig{
+			Listener: s.tcp, RelayAddressGenerator: gen, PermissionHandler: s.permit,
+		})
+	}
+	if st.TLSAddr != "" {
+		if s.tlsL, err = s.listenTCP(st.TLSAddr); err != nil {
+			return err
+		}
+		s.tlsOuter = tls.NewListener(s.tlsL, tlsConf)
+		tc.ListenerConfigs = append(tc.ListenerConfigs, turn.ListenerConfig{
+			Listener: s.tlsOuter, RelayAddressGenerator: gen, PermissionHandler: s.permit,
+		})
+	}
+	return nil
+}
+
+// logStarted logs the listeners and relayed addresses of a started server.
+func (s *Server) logStarted() {
+	st := s.s
 	attrs := []any{"ports", fmt.Sprintf("%d-%d", st.MinPort, st.MaxPort), "realm", st.Realm}
 	for _, l := range []struct {
 		name string
@@ -167,7 +184,6 @@ func New(cfg Config) (_ *Server, err error) {
 		}
 	}
 	s.log.Info("TURN relay started", attrs...)
-	return s, nil
 }
 
 // listenUDP opens the UDP listener and the generator of its allocations'

@@ -143,6 +143,8 @@ func (l *Lab) call(ctx context.Context, spec CallSpec, duringCall func(active ti
 // spec's types), as Lab.call does. A non-empty tag goes into the names of
 // the call's files, so that two calls between the same devices keep
 // theirs apart.
+// Long because one call's life in the lab (start both daemons, call, follow,
+// collect the recording and statistics) shares its processes and files.
 func (l *Lab) callBetween(ctx context.Context, spec CallSpec, caller, callee *device, tag string, duringCall func(active time.Time, caller *proc)) (Pair, *node.CallSummary) {
 	if spec.Audio == 0 {
 		spec.Audio = DefaultAudio

@@ -233,6 +233,8 @@ type FaultSpec struct {
 // A device takes one call at a time, so a call whose -a or -b host
 // another call of the fault holds gets a spare device of the same type
 // (<type>-c…, behind a NAT of its own), added on the first need.
+// Long because the fault is one scripted sequence (place the calls, inject
+// the fault, watch each call through it, report) over shared devices.
 func (l *Lab) Fault(ctx context.Context, which string, calls []FaultSpec) (*FaultReport, error) {
 	var server *proc
 	switch which {

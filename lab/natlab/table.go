@@ -11,6 +11,7 @@ import (
 // columns; each cell is the tier, the setup time and the audio
 // correlation, or FAIL. Calls with a forced path or a profile, and the
 // fault, follow as lines of their own.
+// Long because it is one report's layout, printed in the order it reads.
 func (m *Matrix) WriteTable(w io.Writer) error {
 	cells := map[[2]string]string{}
 	var extra []Pair

@@ -75,6 +75,8 @@ const tableName = "parley"
 // internet side is the interface wan and whose LAN side is the interface
 // lan. It is loaded with `nft -f -` inside the router namespace; see the
 // package comment for why each rule is there.
+// Long because it is mostly the ruleset itself, one rule per NAT behaviour,
+// kept in one place so it can be read against the package comment.
 func routerRules(t NATType, wan, lan string) (string, error) {
 	if t == Public || !t.valid() {
 		return "", fmt.Errorf("netlab: no router rules for NAT type %q", t)

@@ -73,6 +73,8 @@ type Options struct {
 	idDir  string
 }
 
+// resolve checks o and fills in its defaults (the quick run's where
+// Quick is set) and the parley binary the lab runs.
 func (o *Options) resolve() error {
 	if o.Out == "" {
 		return errors.New("outage: Options.Out is required")
@@ -89,36 +91,7 @@ func (o *Options) resolve() error {
 		}
 	}
 	if o.Quick {
-		if o.Workload.Devices == 0 {
-			o.Workload.Devices = 6
-		}
-		if o.Workload.Length == 0 {
-			o.Workload.Length = 30 * time.Second
-		}
-		if o.Workload.CallMean == 0 {
-			o.Workload.CallMean = 15 * time.Second
-		}
-		if o.Workload.CallRate == 0 {
-			o.Workload.CallRate = 20
-		}
-		if o.Workload.MsgRate == 0 {
-			o.Workload.MsgRate = 40
-		}
-		if o.Workload.Offline == 0 {
-			o.Workload.Offline = 1
-		}
-		if o.Workload.GroupSize == 0 {
-			o.Workload.GroupSize = 3
-		}
-		if o.TimeScale == 0 {
-			o.TimeScale = 1.0 / 6
-		}
-		if o.Scenarios == nil {
-			for _, n := range QuickScenarios {
-				s, _ := ScenarioByName(n)
-				o.Scenarios = append(o.Scenarios, s)
-			}
-		}
+		o.quickDefaults()
 	}
 	o.Workload = o.Workload.withDefaults()
 	pick(&o.OutageAt, 20*time.Second, 10*time.Second)
@@ -161,6 +134,47 @@ func (o *Options) resolve() error {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	return o.findBinary()
+}
+
+// quickDefaults fills in the smaller workload, time scale and scenarios of
+// a quick run, where o leaves them zero.
+func (o *Options) quickDefaults() {
+	if o.Workload.Devices == 0 {
+		o.Workload.Devices = 6
+	}
+	if o.Workload.Length == 0 {
+		o.Workload.Length = 30 * time.Second
+	}
+	if o.Workload.CallMean == 0 {
+		o.Workload.CallMean = 15 * time.Second
+	}
+	if o.Workload.CallRate == 0 {
+		o.Workload.CallRate = 20
+	}
+	if o.Workload.MsgRate == 0 {
+		o.Workload.MsgRate = 40
+	}
+	if o.Workload.Offline == 0 {
+		o.Workload.Offline = 1
+	}
+	if o.Workload.GroupSize == 0 {
+		o.Workload.GroupSize = 3
+	}
+	if o.TimeScale == 0 {
+		o.TimeScale = 1.0 / 6
+	}
+	if o.Scenarios == nil {
+		for _, n := range QuickScenarios {
+			s, _ := ScenarioByName(n)
+			o.Scenarios = append(o.Scenarios, s)
+		}
+	}
+}
+
+// findBinary sets the parley binary the lab runs: Options.Binary, else the
+// running executable.
+func (o *Options) findBinary() error {
 	p := o.Binary
 	if p == "" {
 		exe, err := os.Executable()
@@ -446,6 +460,10 @@ const (
 	setupTimeout = 30 * time.Second
 )
 
+// doCall places one planned call, follows it until its planned end or its
+// loss, and records what the user would have seen of it.
+// Long because placing, following and recording one call share its
+// process and timeline.
 func (r *run) doCall(ctx context.Context, p CallPlan) {
 	if !r.sleepUntil(ctx, p.Start) {
 		return

@@ -125,6 +125,9 @@ const callGuard = 3 * time.Second
 // gaps at the configured rates). A call whose parties are busy or offline
 // at its start is not placed; the draw goes on, so the result depends on
 // the seed and config only.
+// Long because the draw reads best as the one sequence that consumes the
+// random stream in a fixed order (devices, group, offline windows, calls,
+// messages): that order is part of what a seed means.
 func NewWorkload(seed uint64, cfg WorkloadConfig) *Workload {
 	cfg = cfg.withDefaults()
 	rng := rand.New(rand.NewPCG(seed, 0x9a51e7))

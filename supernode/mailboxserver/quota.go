@@ -219,7 +219,7 @@ func migrate(db *sql.DB) error {
 		}
 		cols[c] = true
 	}
-	if err := rows.Close(); err != nil {
+	if err := closeRows(rows); err != nil {
 		return err
 	}
 	for _, c := range []struct{ name, def string }{

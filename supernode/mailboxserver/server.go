@@ -176,17 +176,17 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	db.SetMaxOpenConns(1)
 	if _, err := db.Exec(schema); err != nil {
-		db.Close()
+		_ = db.Close() // opening failed: the error says why
 		return nil, fmt.Errorf("open mailbox %s: %w", path, err)
 	}
 	if err := migrate(db); err != nil {
-		db.Close()
+		_ = db.Close() // opening failed: the error says why
 		return nil, fmt.Errorf("open mailbox %s: %w", path, err)
 	}
 	s := &Server{cfg: cfg, db: db, log: cfg.Logger, confirmed: map[peer.ID]map[string]bool{}}
 	s.warn = lograte.New(cfg.Logger, lograte.Config{Now: cfg.Now})
 	if err := s.registerMetrics(cfg.Registerer); err != nil {
-		db.Close()
+		_ = db.Close() // opening failed: the error says why
 		return nil, err
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -232,7 +232,7 @@ func (t tapReader) Read(p []byte) (int, error) {
 	n, err := t.r.Read(p)
 	if n > 0 {
 		t.s.tapMu.Lock()
-		t.s.cfg.Tap.Write(p[:n])
+		_, _ = t.s.cfg.Tap.Write(p[:n]) // a test's copy of the bytes; never the data path
 		t.s.tapMu.Unlock()
 	}
 	return n, err
@@ -361,7 +361,9 @@ func (s *Server) serveFetch(st network.Stream, r io.Reader, remote peer.ID, f *m
 		}
 		items = append(items, it)
 	}
-	rows.Close()
+	if err := closeRows(rows); err != nil {
+		return err
+	}
 	for i := range items {
 		if err := wire.WriteJSON(st, mailbox.Frame{Type: "item", Item: &items[i]}, mailbox.MaxFrame); err != nil {
 			return err
@@ -491,7 +493,7 @@ func (s *Server) replicate() error {
 		}
 		accounts = append(accounts, a)
 	}
-	if err := rows.Close(); err != nil {
+	if err := closeRows(rows); err != nil {
 		return err
 	}
 	for _, acct := range accounts {
@@ -571,4 +573,15 @@ func shortID(s string) string {
 		return "…" + s[len(s)-8:]
 	}
 	return s
+}
+
+// closeRows closes rows after a loop over rows.Next, and returns what
+// ended the loop early if anything did: a loop that stopped on an error
+// must not pass for one that read every row.
+func closeRows(rows *sql.Rows) error {
+	err := rows.Err()
+	if cerr := rows.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
