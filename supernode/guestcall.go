@@ -155,7 +155,7 @@ func (g guestCaller) CallGuest(ctx context.Context, gc browser.GuestCall) error 
 		return fmt.Errorf("no such handle %q", gc.Handle)
 	}
 	rctx, cancel := context.WithTimeout(ctx, guestDialTimeout)
-	rec, _, err := discovery.Resolve(rctx, g.s.dht, gc.Handle)
+	rec, err := g.s.resolveHandle(rctx, gc.Handle)
 	cancel()
 	if err != nil {
 		g.s.cfg.Logger.Info("guest call: resolve", "handle", gc.Handle, "err", err)

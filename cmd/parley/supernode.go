@@ -30,6 +30,7 @@ func supernodeCmd() *cli.Command {
 			&cli.StringFlag{Name: "turn-ports", Value: "49152-65535", Usage: "relayed port range `MIN-MAX`"},
 			&cli.StringSliceFlag{Name: "turn-allow-cidr", Usage: "relay to peers in `CIDR` although it is private or special-purpose (a lab's own ranges)"},
 			&cli.IntFlag{Name: "max-devices", Value: supernode.DefaultMaxDevices, EnvVars: []string{"PARLEY_MAX_DEVICES"}, Usage: "devices held connected at once; past it connections are refused (resource manager, connection manager and file-descriptor limit follow)"},
+			&cli.StringFlag{Name: "web", EnvVars: []string{"PARLEY_WEB"}, Usage: "serve guest calls on TCP `ADDR`: http://ADDR/call/HANDLE calls HANDLE from a browser; off by default"},
 			&cli.DurationFlag{Name: "mailbox-replicate", Value: mailboxserver.DefaultReplicateInterval, EnvVars: []string{"PARLEY_MAILBOX_REPLICATE"},
 				Usage: "how often mailbox holders copy their mail to the current closest supernodes (healing after a loss)"},
 		},
@@ -50,7 +51,7 @@ func supernodeCmd() *cli.Command {
 			defer stop()
 			sn, err := supernode.New(ctx, supernode.Config{Home: c.String("home"), Listen: c.StringSlice("listen"),
 				Bootstrap: boot, MetricsAddr: c.String("metrics"), STUNAddr: c.String("stun"), TURN: turn, Logger: log,
-				Mailbox: mailboxserver.Config{ReplicateInterval: c.Duration("mailbox-replicate")}, MaxDevices: c.Int("max-devices")})
+				Mailbox: mailboxserver.Config{ReplicateInterval: c.Duration("mailbox-replicate")}, MaxDevices: c.Int("max-devices"), Web: c.String("web")})
 			if err != nil {
 				return err
 			}
@@ -64,6 +65,9 @@ func supernodeCmd() *cli.Command {
 			}
 			if t := sn.TURN(); t != nil {
 				fmt.Printf("TURN: udp %v tcp %v\n", t.UDPAddr(), t.TCPAddr())
+			}
+			if a := sn.GuestWebAddr(); a != nil {
+				fmt.Printf("guest calls: http://%s/call/HANDLE\n", a)
 			}
 			if a := sn.MetricsAddr(); a != nil {
 				fmt.Printf("metrics: http://%s/metrics\n", a)
