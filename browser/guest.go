@@ -130,10 +130,12 @@ type GuestServer struct {
 	stop  context.CancelFunc
 	wg    sync.WaitGroup // the server and every call
 
-	// mu guards the counts below.
-	mu    sync.Mutex
-	open  map[netip.Addr]int
-	total int
+	// mu guards the fields below; wg.Add happens under it, so Close's
+	// Wait never races a call that is starting.
+	mu     sync.Mutex
+	open   map[netip.Addr]int
+	total  int
+	closed bool
 }
 
 // ServeGuests serves the guest endpoint on addr (host:port; port 0 picks a
@@ -181,6 +183,9 @@ func (g *GuestServer) Addr() net.Addr { return g.addr }
 
 // Close stops the endpoint and ends every guest's call.
 func (g *GuestServer) Close() error {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
 	g.stop()
 	err := g.srv.Close()
 	g.wg.Wait()
@@ -291,6 +296,8 @@ func (g *GuestServer) admit(ip netip.Addr) (release func(), refusal string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	switch {
+	case g.closed:
+		return nil, "the server is shutting down"
 	case g.total >= g.cfg.MaxPages:
 		return nil, fmt.Sprintf("guest calls are full here (%d open): try again later", g.total)
 	case g.open[ip] >= g.cfg.MaxPerIP:
@@ -300,7 +307,9 @@ func (g *GuestServer) admit(ip netip.Addr) (release func(), refusal string) {
 	}
 	g.open[ip]++
 	g.total++
+	g.wg.Add(1) // the call, which Close waits for
 	return sync.OnceFunc(func() {
+		defer g.wg.Done()
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		g.total--
@@ -357,9 +366,10 @@ func (g *GuestServer) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithCancel(g.ctx)
 	defer cancel()
-	g.wg.Add(1)
+	served := make(chan struct{})
+	defer func() { <-served }()
 	go func() {
-		defer g.wg.Done()
+		defer close(served)
 		defer cancel()
 		p.Serve(ctx)
 	}()
