@@ -47,7 +47,9 @@ func (s *Supernode) startGuestWeb() error {
 func (s *Supernode) guestICE(client, local netip.Addr, turn bool) []webrtc.ICEServer {
 	var out []webrtc.ICEServer
 	host := local.String()
-	if !local.IsValid() || local.IsUnspecified() {
+	if s.turn != nil && s.turn.CredentialConfig().PublicHost != "" {
+		host = s.turn.CredentialConfig().PublicHost // behind a NAT: the operator's name for this host
+	} else if !local.IsValid() || local.IsUnspecified() {
 		return nil
 	}
 	if s.stun != nil {
@@ -57,9 +59,6 @@ func (s *Supernode) guestICE(client, local netip.Addr, turn bool) []webrtc.ICESe
 		return out
 	}
 	cc := s.turn.CredentialConfig()
-	if cc.PublicHost != "" {
-		host = cc.PublicHost
-	}
 	cred, err := turnrest.Issue(cc.Secret, "guest-"+strings.ReplaceAll(client.String(), ":", "."), guestTURNTTL, time.Now())
 	if err != nil {
 		s.cfg.Logger.Warn("guest TURN credential", "err", err)
