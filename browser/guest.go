@@ -2,6 +2,7 @@ package browser
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -112,6 +113,11 @@ type GuestConfig struct {
 	// MaxPages bounds the guest WebSockets open in all; 0 means
 	// DefaultGuestMaxPages.
 	MaxPages int
+	// CertFile and KeyFile, when both set, serve HTTPS with this PEM
+	// certificate chain and key (a browser gives the microphone only to a
+	// secure page); "" serves plain HTTP (localhost, or a TLS proxy in
+	// front, which then is every guest's IP for the limits).
+	CertFile, KeyFile string
 	// Logger receives the endpoint's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock of the rate limits; nil means time.Now.
@@ -159,9 +165,23 @@ func ServeGuests(addr string, cfg GuestConfig) (*GuestServer, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	var tlsConf *tls.Config
+	switch {
+	case cfg.CertFile != "" && cfg.KeyFile != "":
+		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("guest endpoint: %w", err)
+		}
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	case cfg.CertFile != "" || cfg.KeyFile != "":
+		return nil, errors.New("guest endpoint: a certificate needs its key, and a key its certificate")
+	}
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("guest endpoint: %w", err)
+	}
+	if tlsConf != nil {
+		l = tls.NewListener(l, tlsConf)
 	}
 	g := &GuestServer{cfg: cfg, addr: l.Addr(), open: map[netip.Addr]int{},
 		calls: newIPLimiter(cfg.CallsPerMinute), turn: newIPLimiter(cfg.TURNPerMinute)}
@@ -180,6 +200,14 @@ func ServeGuests(addr string, cfg GuestConfig) (*GuestServer, error) {
 
 // Addr is the address the endpoint listens on.
 func (g *GuestServer) Addr() net.Addr { return g.addr }
+
+// URL is the endpoint's base URL (scheme and address).
+func (g *GuestServer) URL() string {
+	if g.cfg.CertFile != "" {
+		return "https://" + g.addr.String()
+	}
+	return "http://" + g.addr.String()
+}
 
 // Close stops the endpoint and ends every guest's call.
 func (g *GuestServer) Close() error {

@@ -38,7 +38,7 @@ func (s *Supernode) startGuestWeb() error {
 		return fmt.Errorf("supernode --web: %w", err)
 	}
 	s.guests = g
-	s.cfg.Logger.Info("guest calls served", "url", "http://"+g.Addr().String()+"/call/HANDLE")
+	s.cfg.Logger.Info("guest calls served", "url", g.URL()+"/call/HANDLE")
 	return nil
 }
 
@@ -77,6 +77,14 @@ func (s *Supernode) guestICE(client, local netip.Addr, turn bool) []webrtc.ICESe
 		out = append(out, webrtc.ICEServer{URLs: urls, Username: cred.Username, Credential: cred.Password})
 	}
 	return out
+}
+
+// GuestWebURL is the guest endpoint's base URL, or "".
+func (s *Supernode) GuestWebURL() string {
+	if s.guests == nil {
+		return ""
+	}
+	return s.guests.URL()
 }
 
 // GuestWebAddr is where the guest endpoint listens, or nil.
