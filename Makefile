@@ -46,6 +46,7 @@ fuzz:
 bench:
 	$(GO) test -run='^$$' -bench=BenchmarkCallSetupNode -benchtime=20x ./node/
 	$(GO) test -run='^$$' -bench='BenchmarkCallSetup$$' -benchtime=20x ./media/
+	$(GO) test -run='^$$' -bench=BenchmarkCallCPU -benchtime=1x -count=3 ./media/
 	$(GO) test -run='^$$' -bench=BenchmarkRelayOpusStreams -benchtime=250x ./internal/turnrelay/
 
 clean:

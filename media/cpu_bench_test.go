@@ -14,13 +14,19 @@ import (
 //     Opus settings (32 kbit/s, voice, mono, 20 ms frames), both ways (two
 //     encoders and two decoders, as the two ends of a call run), as fast
 //     as it goes;
+//   - codec-paced: the same, but at a call's pace: each end, on its own
+//     goroutine, encodes a frame every 20 ms and decodes the other's, for
+//     as long as the call; a codec woken 50 times a second from a cold
+//     cache costs more than one run back to back, and no call can avoid
+//     that part;
 //   - call: two Sessions on loopback, each sending that audio to the
 //     other for callSeconds in real time, with everything a call does
 //     (pacing, RTP, SRTP, DTLS, ICE consent, RTCP, RED, jitter buffer,
 //     playout).
 //
 // Both are process CPU (user + system, getrusage) per second of audio,
-// both ends together. Run it with -benchtime=1x (each iteration is a
+// both ends together; the call's metrics x-codec and x-paced-codec are
+// its ratios to the two references measured just before it. Run it with -benchtime=1x (each iteration is a
 // whole call) and -count for spread; -cpuprofile with -bench
 // 'BenchmarkCallCPU/call' profiles the call alone.
 func BenchmarkCallCPU(b *testing.B) {
@@ -39,6 +45,13 @@ func BenchmarkCallCPU(b *testing.B) {
 			}
 			b.ReportMetric(codec, "cpu-ms/call-s")
 		})
+		var paced float64
+		b.Run("codec-paced/"+name, func(b *testing.B) {
+			for range b.N {
+				paced = pacedCodecCPU(b, callLength)
+			}
+			b.ReportMetric(paced, "cpu-ms/call-s")
+		})
 		b.Run("call/"+name, func(b *testing.B) {
 			var call float64
 			for range b.N {
@@ -47,6 +60,9 @@ func BenchmarkCallCPU(b *testing.B) {
 			b.ReportMetric(call, "cpu-ms/call-s")
 			if codec > 0 {
 				b.ReportMetric(call/codec, "x-codec")
+			}
+			if paced > 0 {
+				b.ReportMetric(call/paced, "x-paced-codec")
 			}
 		})
 	}
@@ -99,6 +115,79 @@ func codecCPU(b *testing.B, d time.Duration) float64 {
 		b.Skip("no process CPU time on this platform")
 	}
 	return float64((after - before).Microseconds()) / 1000 / d.Seconds()
+}
+
+// pacedCodecCPU is codecCPU at a call's pace: each end, on its own
+// goroutine, encodes a frame every 20 ms and the other end decodes it, for
+// d of audio, nothing else. It is what the codec costs when, as in a call,
+// it runs 50 times a second from a cold cache instead of back to back.
+func pacedCodecCPU(b *testing.B, d time.Duration) float64 {
+	type end struct {
+		enc *encoder
+		dec *decoder
+		src Source
+		pkt chan []byte
+	}
+	var ends [2]*end
+	for i := range ends {
+		enc, err := newEncoder(defaultBitrate, false, false, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		dec, err := newDecoder()
+		if err != nil {
+			b.Fatal(err)
+		}
+		ends[i] = &end{enc, dec, newLoopSource(b, uint64(3+i)), make(chan []byte, 16)}
+	}
+	frames := int(d / FrameDuration)
+	errs := make(chan error, 2)
+	before, ok := processCPU()
+	start := time.Now()
+	for i, e := range ends {
+		other := ends[1-i]
+		go func() {
+			frame := make([]int16, FrameSamples)
+			pcm := make([]int16, 0, maxDecodeSamples)
+			t := time.NewTicker(FrameDuration)
+			defer t.Stop()
+			for range frames {
+				<-t.C
+				if err := e.src.ReadFrame(frame); err != nil {
+					errs <- err
+					return
+				}
+				pkt := make([]byte, maxOpusPacket)
+				n, err := e.enc.encode(frame, pkt)
+				if err != nil {
+					errs <- err
+					return
+				}
+				other.pkt <- pkt[:n]
+				// Decode what the other end sent, as a call's playout does.
+				select {
+				case in := <-e.pkt:
+					if pcm, err = e.dec.decode(pcm[:0], in); err != nil {
+						errs <- err
+						return
+					}
+				default:
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range ends {
+		if err := <-errs; err != nil {
+			b.Fatal(err)
+		}
+	}
+	after, _ := processCPU()
+	elapsed := time.Since(start)
+	if !ok {
+		b.Skip("no process CPU time on this platform")
+	}
+	return float64((after - before).Microseconds()) / 1000 / elapsed.Seconds()
 }
 
 // callCPU runs one connected call for d, both sides sending the

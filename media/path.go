@@ -43,6 +43,7 @@ func (s *Session) handlePair(pair *webrtc.ICECandidatePair) {
 	if pair == nil || pair.Local == nil || pair.Remote == nil {
 		return
 	}
+	s.trig.disarm()
 	p := Path{
 		LocalType:  pair.Local.Typ.String(),
 		RemoteType: pair.Remote.Typ.String(),
@@ -56,6 +57,9 @@ func (s *Session) handlePair(pair *webrtc.ICECandidatePair) {
 	}
 	s.lastPath = &p
 	s.mu.Unlock()
+	s.relays.pathSelected(p.LocalType == "relay" || p.RemoteType == "relay", func(n int) {
+		s.log.Debug("relay candidates released: the call is direct", "sockets", n)
+	})
 	s.log.Info("media path", "local", p.LocalType+" "+p.Local, "remote", p.RemoteType+" "+p.Remote)
 	s.enqueue(event{path: &p})
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
 	"github.com/thesyncim/gopus/container/ogg"
+
+	"github.com/parley-net/parley/internal/clock"
 )
 
 // State is a Session's connection state, following the peer connection's
@@ -80,14 +82,16 @@ const maxQueuedEvents = 1024
 // goroutine of the session's own; they may call any Session method,
 // including Close.
 type Session struct {
-	cfg   Config
-	log   *slog.Logger
-	pc    *webrtc.PeerConnection
-	track *audioTrack
-	rtps  *webrtc.RTPSender
-	enc   *encoder
-	rx    *receiver
-	ogg   *ogg.Writer // nil without a Recorder
+	cfg    Config
+	log    *slog.Logger
+	pc     *webrtc.PeerConnection
+	trig   *checkTrigger // triggered check rounds while connecting (trigger.go)
+	relays *relaySockets // sockets to TURN servers, released once direct (relayrelease.go)
+	track  *audioTrack
+	rtps   *webrtc.RTPSender
+	enc    *encoder
+	rx     *receiver
+	ogg    *ogg.Writer // nil without a Recorder
 
 	mu           sync.Mutex
 	closed       bool
@@ -173,7 +177,9 @@ func NewSession(cfg Config) (*Session, error) {
 		fec:        true,
 	}, dec)
 
-	api, err := newAPI(cfg, s.log)
+	s.trig = newCheckTrigger(clock.Real{})
+	s.relays = &relaySockets{clk: clock.Real{}}
+	api, err := newAPI(cfg, s.log, s.trig, s.relays)
 	if err != nil {
 		return nil, err
 	}
@@ -200,6 +206,10 @@ func NewSession(cfg Config) (*Session, error) {
 		return nil, fmt.Errorf("media: set up audio track: %w", err)
 	}
 
+	pc, log := s.pc, s.log
+	s.trig.mu.Lock()
+	s.trig.poke = func(seq int) { pokeAgent(pc, seq, log) }
+	s.trig.mu.Unlock()
 	s.pc.OnICECandidate(s.handleCandidate)
 	s.pc.OnConnectionStateChange(s.handleState)
 	s.pc.OnTrack(s.handleTrack)
@@ -227,7 +237,7 @@ func opusCapability(cfg Config) webrtc.RTPCodecCapability {
 
 // newAPI builds the pion API: Opus, then RED for Opus (unless cfg.NoRED),
 // RTCP sender and receiver reports, and the ICE policy from cfg.
-func newAPI(cfg Config, log *slog.Logger) (*webrtc.API, error) {
+func newAPI(cfg Config, log *slog.Logger, trig *checkTrigger, relays *relaySockets) (*webrtc.API, error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterCodec(webrtc.RTPCodecParameters{
 		RTPCodecCapability: opusCapability(cfg),
@@ -284,8 +294,8 @@ func newAPI(cfg Config, log *slog.Logger) (*webrtc.API, error) {
 	if err := se.SetICERenomination(webrtc.WithRenominationInterval(renominationInterval)); err != nil {
 		return nil, fmt.Errorf("media: ICE renomination: %w", err)
 	}
-	if cfg.Net != nil {
-		se.SetNet(cfg.Net)
+	if err := setTriggerNet(&se, cfg, trig, relays); err != nil {
+		return nil, err
 	}
 	return webrtc.NewAPI(
 		webrtc.WithMediaEngine(m),
@@ -450,6 +460,8 @@ func (s *Session) SetAnswer(answerSDP string) error {
 	if err := s.setRemote(webrtc.SDPTypeAnswer, answerSDP); err != nil {
 		return fmt.Errorf("media: set answer: %w", err)
 	}
+	// The answer starts our agent as the controlling side (or restarts it).
+	s.trig.arm()
 	return nil
 }
 
@@ -601,6 +613,8 @@ func (s *Session) Close() error {
 		s.state = StateClosed
 		s.mu.Unlock()
 		close(s.quit)
+		s.relays.stop()
+		s.trig.disarm()
 		err := s.pc.Close()
 		if err != nil {
 			err = fmt.Errorf("media: close peer connection: %w", err)

@@ -128,9 +128,13 @@ type Call struct {
 	// held are the candidates and offers that came meanwhile, applied in
 	// order once the offer is: a candidate of the new offer added before
 	// it would be dropped (its ufrag is not yet known).
-	answeringRestart      bool
-	held                  []*callFrame
-	answerReply           chan error // the Answer waiting for the accept to go out
+	answeringRestart bool
+	held             []*callFrame
+	answerReply      chan error // the Answer waiting for the accept to go out
+	// early holds the candidates an outgoing leg gathered while its
+	// invite was still being prepared (before evLegReady): legReady sends
+	// them after the invite instead of losing them.
+	early                 map[*leg][]string
 	invitesDone           bool
 	lastReason            string // why the last leg went, for a call no leg is left of
 	reopening             bool
@@ -290,7 +294,20 @@ type (
 )
 
 // newCall makes a call and starts its loop.
+// maxQueuedCandidates bounds the local candidates a leg keeps until its
+// first frame is out.
+const maxQueuedCandidates = 256
+
+// newCall makes a call and starts its loop.
 func newCall(env callEnv, clk clock.Clock, t CallTimings, id string, dir Direction, peerHandle string, opts CallOptions) *Call {
+	c := makeCall(env, clk, t, id, dir, peerHandle, opts)
+	c.start()
+	return c
+}
+
+// makeCall makes a call whose loop is not running yet: until start, its
+// maker may set up the loop's state (an incoming call's leg).
+func makeCall(env callEnv, clk clock.Clock, t CallTimings, id string, dir Direction, peerHandle string, opts CallOptions) *Call {
 	c := &Call{env: env, clk: clk, t: t.withDefaults(), log: env.logger().With("call", id), id: id, dir: dir,
 		events: make(chan callEvent, 256), done: make(chan struct{}), opts: opts, legs: map[peer.ID]*leg{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -302,9 +319,11 @@ func newCall(env callEnv, clk clock.Clock, t CallTimings, id string, dir Directi
 		c.state = stRinging
 	}
 	c.info.State = c.state.String()
-	env.spawn(c.run)
 	return c
 }
+
+// start starts the call's loop, which owns its state from then on.
+func (c *Call) start() { c.env.spawn(c.run) }
 
 // post hands e to the loop; false once the call has ended.
 func (c *Call) post(e callEvent) bool {
@@ -494,10 +513,18 @@ func (c *Call) handle(e callEvent) {
 		c.after(tReopen, c.reopenDelay)
 	case evLocalCandidate:
 		if c.legs[e.l.device] != e.l {
+			// Only e.l's pointer is ours until it joins: its fields are
+			// its invite's.
+			if c.dir == CallOutgoing && c.winner == nil && len(c.early[e.l]) < maxQueuedCandidates {
+				if c.early == nil {
+					c.early = map[*leg][]string{}
+				}
+				c.early[e.l] = append(c.early[e.l], e.cand)
+			}
 			return
 		}
 		if !e.l.sendable {
-			if len(e.l.queued) < 256 {
+			if len(e.l.queued) < maxQueuedCandidates {
 				e.l.queued = append(e.l.queued, e.cand)
 			}
 			return
@@ -581,11 +608,14 @@ func (c *Call) handle(e callEvent) {
 // legReady adds an outgoing leg whose stream and session are ready and
 // sends its invite, unless the call was decided meanwhile.
 func (c *Call) legReady(l *leg, offer string) {
+	early := c.early[l]
+	delete(c.early, l)
 	if c.state != stDialing && c.state != stRinging || c.winner != nil {
 		l.close()
 		return
 	}
 	c.legs[l.device] = l
+	l.queued = append(early, l.queued...)
 	l.startReading(c)
 	invite := callFrame{Type: sigInvite, SDP: offer}
 	invite.From, invite.Record = l.inviteFrom, l.inviteRecord

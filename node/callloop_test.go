@@ -815,3 +815,30 @@ func TestCircuitRelay(t *testing.T) {
 		}
 	}
 }
+
+// TestCallMachineEarlyCandidates: candidates an outgoing leg gathers while
+// its invite is being prepared (before the leg joins the call) go out
+// after the invite, in order, instead of being lost; a leg that never
+// joins sends nothing.
+func TestCallMachineEarlyCandidates(t *testing.T) {
+	m := newMachine(t, CallOutgoing, CallOptions{})
+	link := &fakeLink{}
+	l := &leg{device: peer.ID("laptop"), link: link, session: newFakeSession(), gate: &gate{}}
+	m.c.post(evLocalCandidate{l: l, cand: "cand-1"})
+	m.c.post(evLocalCandidate{l: l, cand: "cand-2"})
+	m.c.post(evLegReady{l: l, offer: "v=0 offer"})
+	m.c.post(evLocalCandidate{l: l, cand: "cand-3"})
+	m.c.sync()
+	var got []string
+	for _, f := range link.frames() {
+		switch f.Type {
+		case sigInvite:
+			got = append(got, "invite")
+		case sigCandidate:
+			got = append(got, f.Candidate)
+		}
+	}
+	if want := "invite cand-1 cand-2 cand-3"; strings.Join(got, " ") != want {
+		t.Fatalf("the leg sent %q, want %q", strings.Join(got, " "), want)
+	}
+}

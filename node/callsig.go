@@ -240,7 +240,7 @@ func (e nodeEnv) refreshICE(ctx context.Context, path, profile string) ([]webrtc
 // the old stream may be what died) and resumes the call on a new stream.
 func (e nodeEnv) reopen(ctx context.Context, device peer.ID, callID string, ack uint64, avoid peer.ID) (sigLink, uint64, error) {
 	n := e.n
-	if err := n.connectAvoiding(ctx, device, 0, avoid); err != nil {
+	if err := n.connectAvoiding(ctx, device, 0, 0, avoid); err != nil {
 		return nil, 0, err
 	}
 	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "parley signalling"), device, CallProtocol)
@@ -347,7 +347,7 @@ func (n *Node) Call(ctx context.Context, handle string, opts CallOptions) (*Call
 func (n *Node) invite(ctx context.Context, c *Call, d peer.ID, mcfg media.Config) error {
 	ctx, cancel := context.WithTimeout(ctx, callDialTimeout)
 	defer cancel()
-	if err := n.connect(ctx, d); err != nil {
+	if err := n.connectCall(ctx, d); err != nil {
 		return err
 	}
 	s, err := n.host.NewStream(network.WithAllowLimitedConn(ctx, "parley signalling"), d, CallProtocol)
@@ -425,9 +425,10 @@ func (n *Node) handleCall(s network.Stream) {
 		return
 	}
 	l := &leg{device: remote, link: link, offer: f.SDP, sendable: true, recv: f.Seq}
-	c := newCall(nodeEnv{n}, n.clock, n.timings, f.Call, CallIncoming, callerHandle, CallOptions{})
+	c := makeCall(nodeEnv{n}, n.clock, n.timings, f.Call, CallIncoming, callerHandle, CallOptions{})
 	c.info.Device, c.info.Guest = remote.String(), guestVia
 	c.legs[remote] = l
+	c.start() // the loop owns info and legs from here on
 	if reason := n.admitIncoming(c); reason != "" {
 		c.post(evRefuse{reason: reason})
 		release()

@@ -828,9 +828,9 @@ func (n *Node) reserveLoop() {
 }
 
 // dialRanker is libp2p's default ranking of a peer's addresses, except that
-// circuit addresses are dialled at once: connect adds them to a dial only
-// after circuitDelay, and must not wait out the default relay delay again
-// behind direct addresses that may never answer.
+// circuit addresses are dialled at once: connect decides when each is added
+// to a dial, and a circuit must not wait out the default relay delay behind
+// direct addresses that may never answer.
 func dialRanker(addrs []ma.Multiaddr) []network.AddrDelay {
 	var circuits, direct []ma.Multiaddr
 	for _, a := range addrs {
@@ -850,21 +850,39 @@ func dialRanker(addrs []ma.Multiaddr) []network.AddrDelay {
 // circuitDelay is how long connect tries direct addresses alone before it
 // also dials through the supernodes: long enough for a direct dial to a
 // reachable device to win (a round trip or two), short enough not to hold
-// up a call to a device behind a NAT, whose circuit is what answers.
+// up a message to a device behind a NAT, whose circuit is what answers.
 const circuitDelay = 100 * time.Millisecond
 
 // connect reaches a device, preferring a direct connection: a relayed one
-// through a supernode's circuit is limited in time and bytes, so signalling
-// should ride on it only when nothing else works. It dials the addresses in
-// the peerstore at once and those a DHT lookup finds when the lookup ends;
-// after circuitDelay it adds a circuit through every bootstrap supernode.
+// through a supernode's circuit is limited in time and bytes, so chat and
+// linking should ride on it only when nothing else works. It dials the
+// addresses in the peerstore at once and those a DHT lookup finds when the
+// lookup ends; after circuitDelay it adds a circuit through every relay.
 // A lookup of a device behind a NAT tries to reach the device itself and
 // can take seconds, which must not hold up the relayed dial. The first
-// connection wins; hole punching (DCUtR) then tries to turn a relayed one
-// into a direct one.
+// connection wins; the other dials go on for a while (dialLinger), so a
+// direct connection that comes later is there for the next stream, and
+// hole punching (DCUtR) tries to turn a relayed one into a direct one.
 func (n *Node) connect(ctx context.Context, id peer.ID) error {
-	return n.connectVia(ctx, id, circuitDelay)
+	return n.connectAvoiding(ctx, id, circuitDelay, circuitDelay, "")
 }
+
+// connectCall is connect for a call's signalling, where every millisecond
+// is heard as setup time: the first relay's circuit is dialled at once,
+// beside the direct addresses, and the other relays' after circuitDelay.
+// A device behind a NAT answers only through its circuit, so waiting for
+// its direct dial first was 100 ms of every NATed call's setup; a
+// reachable device's direct dial still usually wins (one or two round
+// trips against the circuit's three or four), and when the circuit wins,
+// the signalling rides it (re-opened if it dies) while the direct dial
+// goes on.
+func (n *Node) connectCall(ctx context.Context, id peer.ID) error {
+	return n.connectAvoiding(ctx, id, 0, circuitDelay, "")
+}
+
+// dialLinger bounds how long connect's other dials go on after the first
+// connection won.
+const dialLinger = 10 * time.Second
 
 // relays are the peers whose circuit relay can carry signalling: the
 // supernodes, then the cloud relays (when every supernode is gone).
@@ -872,10 +890,48 @@ func (n *Node) relays() []peer.AddrInfo {
 	return append(append([]peer.AddrInfo(nil), n.cfg.Bootstrap...), n.cfg.CloudRelays...)
 }
 
-// connectVia is connect with circuits after delay (0: at once, as when
-// signalling must be re-opened because the path it rode died).
-func (n *Node) connectVia(ctx context.Context, id peer.ID, delay time.Duration) error {
-	return n.connectAvoiding(ctx, id, delay, "")
+// circuitsTo are the circuits to id: through the first relay, and
+// through the others; none through avoid.
+func (n *Node) circuitsTo(id, avoid peer.ID) (first, later []ma.Multiaddr) {
+	var circuits []ma.Multiaddr
+	for _, sn := range n.relays() {
+		if sn.ID == id || sn.ID == avoid {
+			continue
+		}
+		if a, err := circuitAddr(sn.ID); err == nil {
+			circuits = append(circuits, a...)
+		}
+	}
+	if len(circuits) > 1 {
+		return circuits[:1], circuits[1:]
+	}
+	return circuits, nil
+}
+
+// firstSuccess reads count results: it yields nil at the first success,
+// or all the errors joined, and calls done once the last result is in
+// (the other dials go on after a success until they end).
+func firstSuccess(results <-chan error, count int, done func()) <-chan error {
+	outcome := make(chan error, 1)
+	go func() {
+		defer done()
+		var errs []error
+		won := false
+		for range count {
+			err := <-results
+			switch {
+			case err == nil && !won:
+				won = true
+				outcome <- nil
+			case err != nil:
+				errs = append(errs, err)
+			}
+		}
+		if !won {
+			outcome <- errors.Join(errs...)
+		}
+	}()
+	return outcome
 }
 
 // circuitRelay is the relay of a circuit address (/p2p/RELAY/p2p-circuit/…),
@@ -898,9 +954,11 @@ func circuitRelay(a ma.Multiaddr) peer.ID {
 	return ""
 }
 
-// connectAvoiding is connectVia with no circuit through relay avoid ("":
-// any relay).
-func (n *Node) connectAvoiding(ctx context.Context, id peer.ID, delay time.Duration, avoid peer.ID) error {
+// connectAvoiding is connect with the first relay's circuit after
+// firstDelay, the other relays' after restDelay (0 and 0: every circuit at
+// once, as when signalling must be re-opened because the path it rode
+// died), and no circuit through relay avoid ("": any relay).
+func (n *Node) connectAvoiding(ctx context.Context, id peer.ID, firstDelay, restDelay time.Duration, avoid peer.ID) error {
 	if c := n.host.Network().Connectedness(id); c == network.Connected || c == network.Limited {
 		return nil
 	}
@@ -908,24 +966,32 @@ func (n *Node) connectAvoiding(ctx context.Context, id peer.ID, delay time.Durat
 		sw.Backoff().Clear(id)
 	}
 	start := time.Now()
-	ctx, cancel := context.WithCancel(network.WithAllowLimitedConn(ctx, "parley signalling"))
-	defer cancel()
-	var circuits []ma.Multiaddr
-	for _, sn := range n.relays() {
-		if sn.ID == id || sn.ID == avoid {
-			continue
-		}
-		if a, err := circuitAddr(sn.ID); err == nil {
-			circuits = append(circuits, a...)
-		}
-	}
-	// Buffered for all three, so none blocks once connect has returned.
-	results := make(chan error, 3)
+	// The dials outlive the caller's wait by up to dialLinger; ctx's
+	// values stay, its cancellation does not.
+	dctx, cancel := context.WithTimeout(network.WithAllowLimitedConn(context.WithoutCancel(ctx), "parley signalling"), dialLinger)
+	first, later := n.circuitsTo(id, avoid)
+	// Buffered for all four, so none blocks.
+	const dials = 4
+	results := make(chan error, dials)
 	dial := func(addrs []ma.Multiaddr) error {
 		if len(addrs) == 0 {
 			return errors.New("no addresses")
 		}
-		return n.host.Connect(ctx, peer.AddrInfo{ID: id, Addrs: addrs})
+		return n.host.Connect(dctx, peer.AddrInfo{ID: id, Addrs: addrs})
+	}
+	after := func(d time.Duration, addrs []ma.Multiaddr, none string) {
+		if len(addrs) == 0 {
+			results <- errors.New(none)
+			return
+		}
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			results <- dial(addrs)
+		case <-dctx.Done():
+			results <- dctx.Err()
+		}
 	}
 	known := n.host.Peerstore().Addrs(id)
 	if avoid != "" {
@@ -933,7 +999,7 @@ func (n *Node) connectAvoiding(ctx context.Context, id peer.ID, delay time.Durat
 	}
 	go func() { results <- dial(known) }()
 	go func() {
-		fctx, fcancel := context.WithTimeout(ctx, 3*time.Second)
+		fctx, fcancel := context.WithTimeout(dctx, 3*time.Second)
 		defer fcancel()
 		found, err := n.dht.FindPeer(fctx, id)
 		if err != nil {
@@ -942,26 +1008,18 @@ func (n *Node) connectAvoiding(ctx context.Context, id peer.ID, delay time.Durat
 		}
 		results <- dial(found.Addrs)
 	}()
-	go func() {
-		t := time.NewTimer(delay)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			results <- dial(circuits)
-		case <-ctx.Done():
-			results <- ctx.Err()
+	go after(firstDelay, first, "no relay")
+	go after(restDelay, later, "no other relay")
+	select {
+	case err := <-firstSuccess(results, dials, cancel):
+		if err != nil {
+			return fmt.Errorf("reach device %s: %w", id.ShortString(), err)
 		}
-	}()
-	var errs []error
-	for range 3 {
-		err := <-results
-		if err == nil {
-			n.log.Debug("device reached", "peer", id, "connectedness", n.host.Network().Connectedness(id), "took", time.Since(start))
-			return nil
-		}
-		errs = append(errs, err)
+		n.log.Debug("device reached", "peer", id, "connectedness", n.host.Network().Connectedness(id), "took", time.Since(start))
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("reach device %s: %w", id.ShortString(), ctx.Err())
 	}
-	return fmt.Errorf("reach device %s: %w", id.ShortString(), errors.Join(errs...))
 }
 
 func newMessageID(now time.Time) string {

@@ -18,7 +18,7 @@ func labScaleCmd() *cli.Command {
 	return &cli.Command{
 		Name:        "scale",
 		Usage:       "scale measurements: a DHT of thousands, a supernode holding many devices, a mailbox of a million envelopes, many calls",
-		Subcommands: []*cli.Command{labScaleDHTCmd(), labScaleSupernodeCmd(), labScaleLoadCmd(), labScaleMailboxCmd()},
+		Subcommands: []*cli.Command{labScaleDHTCmd(), labScaleSupernodeCmd(), labScaleLoadCmd(), labScaleMailboxCmd(), labScaleCallsCmd()},
 	}
 }
 

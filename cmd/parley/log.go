@@ -7,10 +7,14 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/parley-net/parley/internal/pionlog"
 )
 
 func parseLevel(s string) (slog.Level, error) {
 	switch strings.ToLower(s) {
+	case "trace": // pion's own trace: every ICE check and STUN message
+		return pionlog.LevelTrace, nil
 	case "debug":
 		return slog.LevelDebug, nil
 	case "info":
@@ -20,7 +24,7 @@ func parseLevel(s string) (slog.Level, error) {
 	case "error":
 		return slog.LevelError, nil
 	}
-	return 0, cli.Exit(fmt.Sprintf("--log-level %q: use debug, info, warn or error", s), exitUsage)
+	return 0, cli.Exit(fmt.Sprintf("--log-level %q: use trace, debug, info, warn or error", s), exitUsage)
 }
 
 // logger is the command's logger: at --log-level, or at def when the flag

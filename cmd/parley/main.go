@@ -76,7 +76,7 @@ func newApp() *cli.App {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "home", Value: defaultHome(), EnvVars: []string{"PARLEY_HOME"}, Usage: "directory holding keys, database and control socket"},
 			&cli.StringFlag{Name: "log-level", EnvVars: []string{"PARLEY_LOG_LEVEL"},
-				Usage: "debug, info, warn or error (default: info for daemon, supernode and relay; warn for the lab; error for the demo)"},
+				Usage: "trace (pion's ICE checks too), debug, info, warn or error (default: info for daemon, supernode and relay; warn for the lab; error for the demo)"},
 			&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: []string{"PARLEY_LOG_FORMAT"}, Usage: "text (key=value) or json (one object a line)"},
 			configFlag,
 		},
