@@ -409,8 +409,17 @@ func (g *GuestServer) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	status("ended", reason)
 	g.cfg.Logger.Info("guest call ended", "ip", ip, "handle", handle, "reason", reason)
-	// Let the page read why before the socket closes.
+	// Close the WebSocket gracefully, with why: the page answers the close
+	// frame, which ends Serve. Closing the socket at once while the page
+	// still sends (stats, candidates) would reset the connection and lose
+	// the close frame.
 	p.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, truncate(reason, 120)), time.Now().Add(time.Second))
+	t := time.NewTimer(2 * time.Second)
+	defer t.Stop()
+	select {
+	case <-served:
+	case <-t.C:
+	}
 	p.Close()
 }
 
