@@ -21,10 +21,13 @@ var ErrPageGone = errors.New("browser: page gone")
 type Page struct {
 	conn *websocket.Conn
 	log  *slog.Logger
-	out  chan []byte
-	done chan struct{}
-	once sync.Once
-	wg   sync.WaitGroup // the writer
+	// decode parses one message from the page: DecodeMessage, or
+	// DecodeGuestMessage for a guest's page.
+	decode func([]byte) (*Message, error)
+	out    chan []byte
+	done   chan struct{}
+	once   sync.Once
+	wg     sync.WaitGroup // the writer
 
 	// mu guards the fields below.
 	mu       sync.Mutex
@@ -40,7 +43,7 @@ func NewPage(conn *websocket.Conn, log *slog.Logger) *Page {
 		log = slog.Default()
 	}
 	conn.SetReadLimit(MaxMessage)
-	p := &Page{conn: conn, log: log, out: make(chan []byte, maxQueued), done: make(chan struct{}),
+	p := &Page{conn: conn, log: log, decode: DecodeMessage, out: make(chan []byte, maxQueued), done: make(chan struct{}),
 		sessions: map[string]*Session{}, pending: map[uint64]chan *Message{}}
 	p.wg.Add(1)
 	go p.writeLoop()
@@ -58,7 +61,7 @@ func (p *Page) Serve(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		m, err := DecodeMessage(b)
+		m, err := p.decode(b)
 		if err != nil {
 			p.log.Warn("browser page sent a bad message", "err", err)
 			return err

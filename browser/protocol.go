@@ -5,7 +5,9 @@
 // a Session is one RTCPeerConnection in it, driven from Go with the same
 // methods as media.Session, so a call's state machine runs a browser leg
 // exactly as it runs a pion one. The package also embeds the web app's
-// assets (Assets): no CDN, no build step.
+// assets (Assets): no CDN, no build step. guest.go is the guest endpoint
+// (/call/HANDLE: a page for people without parley, its limits), which any
+// GuestCaller (the supernode's) plugs into.
 //
 // It must never decide anything about a call: it relays offers, answers,
 // candidates, ICE restarts and statistics between the call engine and the

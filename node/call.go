@@ -166,8 +166,12 @@ func (o CallOptions) discard() { _ = o.Close() }
 
 // CallInfo is what clients see of a call.
 type CallInfo struct {
-	ID        string    `json:"id"`
-	Peer      string    `json:"peer"`      // the other handle
+	ID   string `json:"id"`
+	Peer string `json:"peer"` // the other handle ("" for a guest)
+	// Guest is set on a guest's call (a person on a web page, no handle):
+	// the peer ID of the server whose page it came through, which vouches
+	// only for "someone on my page" (SECURITY.md).
+	Guest     string    `json:"guest,omitempty"`
 	Direction Direction `json:"direction"` // "outgoing" or "incoming"
 	State     string    `json:"state"`
 	Reason    string    `json:"reason,omitempty"` // why it ended

@@ -74,6 +74,7 @@ type callFrame struct {
 	Call      string `json:"call"`
 	From      string `json:"from,omitempty"`    // invite: caller's handle
 	Record    []byte `json:"record,omitempty"`  // invite: caller's signed handle record
+	Guest     bool   `json:"guest,omitempty"`   // invite: a guest's call via the stream's peer (guestcall.go)
 	SDP       string `json:"sdp,omitempty"`     // invite, accept, restart, restart-answer
 	Candidate string `json:"cand,omitempty"`    // candidate (JSON of an ICE candidate)
 	Reason    string `json:"reason,omitempty"`  // reject, cancel, hangup
@@ -98,8 +99,8 @@ func decodeCallFrame(b []byte) (*callFrame, error) {
 	needSDP := false
 	switch f.Type {
 	case sigInvite:
-		if len(f.Record) == 0 || f.From == "" {
-			return nil, fmt.Errorf("%w: invite without caller", ErrBadFrame)
+		if f.Guest != (len(f.Record) == 0 && f.From == "") || !f.Guest && (len(f.Record) == 0 || f.From == "") {
+			return nil, fmt.Errorf("%w: invite without caller, or a guest's with one", ErrBadFrame)
 		}
 		needSDP = true
 	case sigAccept, sigRestart, sigRestartAnswer:
@@ -113,7 +114,7 @@ func decodeCallFrame(b []byte) (*callFrame, error) {
 	if needSDP != (f.SDP != "") {
 		return nil, fmt.Errorf("%w: %s frame with%s SDP", ErrBadFrame, f.Type, map[bool]string{true: "out", false: ""}[needSDP])
 	}
-	if f.Type != sigInvite && (f.Record != nil || f.From != "") {
+	if f.Type != sigInvite && (f.Record != nil || f.From != "" || f.Guest) {
 		return nil, fmt.Errorf("%w: caller fields on %s", ErrBadFrame, f.Type)
 	}
 	switch f.Type {

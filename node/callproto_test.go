@@ -36,6 +36,11 @@ func TestDecodeCallFrame(t *testing.T) {
 		{"accept without sdp", `{"t":"accept","call":"0a","seq":1}`, false},
 		{"ringing with sdp", `{"t":"ringing","call":"0a","seq":1,"sdp":"v=0"}`, false},
 		{"hangup with record", `{"t":"hangup","call":"0a","seq":1,"record":"AA=="}`, false},
+		{"guest invite", `{"t":"invite","call":"0a","seq":1,"guest":true,"sdp":"v=0"}`, true},
+		{"guest invite claiming a handle", `{"t":"invite","call":"0a","seq":1,"guest":true,"from":"alice","sdp":"v=0"}`, false},
+		{"guest invite with a record", `{"t":"invite","call":"0a","seq":1,"guest":true,"from":"alice","record":"AA==","sdp":"v=0"}`, false},
+		{"invite with neither caller nor guest", `{"t":"invite","call":"0a","seq":1,"sdp":"v=0"}`, false},
+		{"guest on accept", `{"t":"accept","call":"0a","seq":2,"guest":true,"sdp":"v=0"}`, false},
 		{"end of candidates", `{"t":"candidate","call":"0a","seq":6}`, true},
 		{"candidate on hangup", `{"t":"hangup","call":"0a","seq":1,"cand":"x"}`, false},
 		{"bad call id", `{"t":"ringing","call":"xyz","seq":1}`, false},
@@ -67,7 +72,7 @@ func FuzzDecodeCallFrame(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if len(fr.SDP) > maxSDPBytes || !validID(fr.Call) {
+		if len(fr.SDP) > maxSDPBytes || !validID(fr.Call) || fr.Guest && (fr.From != "" || fr.Record != nil) {
 			t.Fatal("accepted an out-of-bounds frame")
 		}
 	})

@@ -411,9 +411,10 @@ func (n *Node) handleCall(s network.Stream) {
 		link.close()
 		release()
 	}
-	caller, err := n.checkHello(f.Record, remote)
-	if err == nil && caller.Handle != f.From {
-		err = fmt.Errorf("invite from %s carries the record of %s", f.From, caller.Handle)
+	callerHandle, guestVia, err := n.inviteCaller(f, remote)
+	if errors.Is(err, ErrNoGuests) {
+		refuse(rejectNoGuests)
+		return
 	}
 	if err == nil {
 		_, err = media.FingerprintFromSDP(f.SDP)
@@ -424,8 +425,8 @@ func (n *Node) handleCall(s network.Stream) {
 		return
 	}
 	l := &leg{device: remote, link: link, offer: f.SDP, sendable: true, recv: f.Seq}
-	c := makeCall(nodeEnv{n}, n.clock, n.timings, f.Call, CallIncoming, caller.Handle, CallOptions{})
-	c.info.Device = remote.String()
+	c := makeCall(nodeEnv{n}, n.clock, n.timings, f.Call, CallIncoming, callerHandle, CallOptions{})
+	c.info.Device, c.info.Guest = remote.String(), guestVia
 	c.legs[remote] = l
 	c.start() // the loop owns info and legs from here on
 	if reason := n.admitIncoming(c); reason != "" {

@@ -108,6 +108,9 @@ type Config struct {
 	// AutoAnswer, when set, answers every incoming call with the audio ends
 	// it returns; nil means calls ring until a client answers.
 	AutoAnswer func(CallInfo) (CallOptions, error)
+	// NoGuests refuses guests' calls (people on a supernode's /call/HANDLE
+	// page, who have no handle; see guestcall.go); false lets them ring.
+	NoGuests bool
 	// Limits narrow the host's resource manager per peer and per address;
 	// its zero value is p2plimits' defaults.
 	Limits p2plimits.Config

@@ -33,6 +33,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/parley-net/parley/browser"
 	"github.com/parley-net/parley/discovery"
 	"github.com/parley-net/parley/internal/homelock"
 	"github.com/parley-net/parley/internal/keyfile"
@@ -102,6 +103,12 @@ type Config struct {
 	// limit are sized for it (see DefaultMaxDevices). 0 means
 	// DefaultMaxDevices.
 	MaxDevices int
+	// Web serves guest calls on this TCP address ("0.0.0.0:8080"):
+	// GET /call/HANDLE (guestweb.go); "" is off.
+	Web string
+	// WebGuests are the guest endpoint's limits; Caller and ICE are
+	// filled in. Its zero value is browser's defaults.
+	WebGuests browser.GuestConfig
 	// Logger receives the supernode's logs; nil means slog.Default().
 	Logger *slog.Logger
 	// Now is the clock for record validity; nil means time.Now.
@@ -123,6 +130,7 @@ type Supernode struct {
 	records  *recordStore
 	hosts    *discovery.HostCache
 	capacity *capacity
+	guests   *browser.GuestServer // nil: no Web
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -280,6 +288,11 @@ func New(ctx context.Context, cfg Config) (_ *Supernode, err error) {
 			return nil, err
 		}
 	}
+	if cfg.Web != "" {
+		if err := s.startGuestWeb(); err != nil {
+			return nil, err
+		}
+	}
 	s.wg.Add(2)
 	go s.sweepLoop()
 	go s.joinLoop()
@@ -421,6 +434,9 @@ func (s *Supernode) Close() error {
 		if err := c.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close the %s: %w", what, err))
 		}
+	}
+	if s.guests != nil {
+		s.guests.Close()
 	}
 	if s.creds != nil {
 		s.creds.Close()

@@ -153,7 +153,7 @@ $('mute').addEventListener('click', () => {
 function callEvent(c) {
   if (c.direction === 'incoming' && c.state === 'ringing') {
     app.ringing = c;
-    $('ring-text').textContent = c.peer + ' is calling…';
+    $('ring-text').textContent = callerLabel(c) + ' is calling…';
     $('ringing').hidden = false;
     $('answer').focus();
   } else if (app.ringing && app.ringing.id === c.id) {
@@ -164,7 +164,7 @@ function callEvent(c) {
 
 function renderCall() {
   const c = app.call;
-  $('call-peer').textContent = c ? c.peer : '';
+  $('call-peer').textContent = c ? callerLabel(c) : '';
   $('call-state').textContent = c ? c.state + (c.reason ? ' (' + c.reason + ')' : '') : 'no call';
   $('call-state').className = 'pill ' + (c && c.state === 'active' ? 'ok' : c && c.state === 'ended' ? 'bad' : '');
   const st = c && c.stats;
@@ -275,3 +275,9 @@ async function start() {
   show();
 }
 start();
+
+// callerLabel names a call's other side: a handle, or a guest (who has
+// none) via the server whose page they used.
+function callerLabel(c) {
+  return c.guest ? 'a guest (no handle) via server …' + c.guest.slice(-8) : c.peer;
+}

@@ -115,7 +115,7 @@ func answerCmd() *cli.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Printf("answered %s from %s\n", ci.ID, ci.Peer)
+			fmt.Printf("answered %s from %s\n", ci.ID, callerLabel(ci))
 			if c.Bool("detach") {
 				return nil
 			}
@@ -138,7 +138,7 @@ func simpleCallVerb(verb, usage string) *cli.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Printf("%s: call %s with %s %s\n", verb, ci.ID, ci.Peer, ci.State)
+			fmt.Printf("%s: call %s with %s %s\n", verb, ci.ID, callerLabel(ci), ci.State)
 			return nil
 		},
 	}
@@ -161,7 +161,7 @@ func callsCmd() *cli.Command {
 				fmt.Println("no calls")
 			}
 			for _, ci := range list {
-				line := fmt.Sprintf("%s  %-8s %-9s %-10s %s", ci.ID, ci.Direction, ci.Peer, ci.State, time.UnixMilli(ci.StartedMS).Format("15:04:05"))
+				line := fmt.Sprintf("%s  %-8s %-9s %-10s %s", ci.ID, ci.Direction, callerLabel(&ci), ci.State, time.UnixMilli(ci.StartedMS).Format("15:04:05"))
 				if ci.Reason != "" {
 					line += "  (" + ci.Reason + ")"
 				}
@@ -337,4 +337,14 @@ func bitrateLine(s *node.CallStats) string {
 		return fmt.Sprintf("%.1f", kbps)
 	}
 	return fmt.Sprintf("rx %s kb/s, tx %s kb/s", rate(s.RecvKbps, s.PacketsIn), rate(s.SendKbps, s.PacketsOut))
+}
+
+// callerLabel names the other side of a call: its handle, or a guest (who
+// has none) and the server whose page the guest came through.
+// The label has a space and parentheses, which no handle has.
+func callerLabel(ci *node.CallInfo) string {
+	if ci.Guest != "" {
+		return "(guest via " + shortID(ci.Guest) + ")"
+	}
+	return ci.Peer
 }

@@ -30,6 +30,7 @@ func daemonCmd() *cli.Command {
 			&cli.BoolFlag{Name: "auto-answer", Usage: "answer every incoming call (for unattended devices), with the audio flags below"},
 			&cli.StringFlag{Name: "metrics", EnvVars: []string{"PARLEY_METRICS"}, Usage: "serve Prometheus metrics on `ADDR` (e.g. 127.0.0.1:9102); off by default"},
 			uiFlag,
+			&cli.BoolFlag{Name: "no-guests", EnvVars: []string{"PARLEY_NO_GUESTS"}, Usage: "refuse guests' calls (people on a supernode's /call/HANDLE page)"},
 		}, append(sourceFlags(), sinkFlags()...)...),
 		Action: runDaemon,
 	}
@@ -94,7 +95,7 @@ func daemonConfig(c *cli.Context, log *slog.Logger) (node.Config, error) {
 	}
 	cfg := node.Config{Home: home, Listen: c.StringSlice("listen"), Bootstrap: boot, CloudRelays: cloud,
 		Path: c.String("path"), Profile: c.String("profile"),
-		BootstrapTimeout: c.Duration("bootstrap-timeout"), MetricsAddr: c.String("metrics"), Logger: log}
+		BootstrapTimeout: c.Duration("bootstrap-timeout"), MetricsAddr: c.String("metrics"), Logger: log, NoGuests: c.Bool("no-guests")}
 	cfg.Media.IncludeLoopback = c.Bool("media-loopback")
 	spec, err := audioSpec(c)
 	if err != nil {

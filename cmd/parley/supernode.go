@@ -7,6 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/parley-net/parley/browser"
 	"github.com/parley-net/parley/discovery"
 	"github.com/parley-net/parley/internal/turnrelay"
 	"github.com/parley-net/parley/supernode"
@@ -30,6 +31,9 @@ func supernodeCmd() *cli.Command {
 			&cli.StringFlag{Name: "turn-ports", Value: "49152-65535", Usage: "relayed port range `MIN-MAX`"},
 			&cli.StringSliceFlag{Name: "turn-allow-cidr", Usage: "relay to peers in `CIDR` although it is private or special-purpose (a lab's own ranges)"},
 			&cli.IntFlag{Name: "max-devices", Value: supernode.DefaultMaxDevices, EnvVars: []string{"PARLEY_MAX_DEVICES"}, Usage: "devices held connected at once; past it connections are refused (resource manager, connection manager and file-descriptor limit follow)"},
+			&cli.StringFlag{Name: "web", EnvVars: []string{"PARLEY_WEB"}, Usage: "serve guest calls on TCP `ADDR`: http://ADDR/call/HANDLE calls HANDLE from a browser; off by default"},
+			&cli.StringFlag{Name: "web-cert", EnvVars: []string{"PARLEY_WEB_CERT"}, Usage: "serve --web over HTTPS with this PEM certificate `FILE` (browsers give the microphone only to secure pages)"},
+			&cli.StringFlag{Name: "web-key", EnvVars: []string{"PARLEY_WEB_KEY"}, Usage: "the PEM key `FILE` of --web-cert"},
 			&cli.DurationFlag{Name: "mailbox-replicate", Value: mailboxserver.DefaultReplicateInterval, EnvVars: []string{"PARLEY_MAILBOX_REPLICATE"},
 				Usage: "how often mailbox holders copy their mail to the current closest supernodes (healing after a loss)"},
 		},
@@ -50,7 +54,8 @@ func supernodeCmd() *cli.Command {
 			defer stop()
 			sn, err := supernode.New(ctx, supernode.Config{Home: c.String("home"), Listen: c.StringSlice("listen"),
 				Bootstrap: boot, MetricsAddr: c.String("metrics"), STUNAddr: c.String("stun"), TURN: turn, Logger: log,
-				Mailbox: mailboxserver.Config{ReplicateInterval: c.Duration("mailbox-replicate")}, MaxDevices: c.Int("max-devices")})
+				Mailbox: mailboxserver.Config{ReplicateInterval: c.Duration("mailbox-replicate")}, MaxDevices: c.Int("max-devices"), Web: c.String("web"),
+				WebGuests: browser.GuestConfig{CertFile: c.String("web-cert"), KeyFile: c.String("web-key")}})
 			if err != nil {
 				return err
 			}
@@ -64,6 +69,9 @@ func supernodeCmd() *cli.Command {
 			}
 			if t := sn.TURN(); t != nil {
 				fmt.Printf("TURN: udp %v tcp %v\n", t.UDPAddr(), t.TCPAddr())
+			}
+			if u := sn.GuestWebURL(); u != "" {
+				fmt.Printf("guest calls: %s/call/HANDLE\n", u)
 			}
 			if a := sn.MetricsAddr(); a != nil {
 				fmt.Printf("metrics: http://%s/metrics\n", a)
