@@ -35,8 +35,7 @@ lint:
 
 # No error dropped in the roles' code but those .errcheck-excludes lists
 # with a reason (or a `_ =` with one where it is dropped). Needs the module
-# proxy for errcheck itself. node/webui.go is not yet clean (see its four
-# reports).
+# proxy for errcheck itself.
 ERRCHECK ?= github.com/kisielk/errcheck@v1.9.0
 errcheck:
 	$(GO) run $(ERRCHECK) -ignoretests -exclude .errcheck-excludes ./node/ ./supernode/...

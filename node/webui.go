@@ -94,7 +94,9 @@ func (n *Node) ServeUI(addr string) (*UI, error) {
 	n.wg.Add(2)
 	go func() {
 		defer n.wg.Done()
-		u.srv.Serve(l)
+		if err := u.srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Warn("web app stopped", "err", err)
+		}
 	}()
 	go func() {
 		defer n.wg.Done()
@@ -163,7 +165,7 @@ func (u *UI) handler() http.Handler {
 		if u.session(r) == nil {
 			w.Header().Set("Content-Type", "text/html; charset=utf-8")
 			w.WriteHeader(http.StatusUnauthorized)
-			fmt.Fprint(w, loggedOutPage)
+			_, _ = fmt.Fprint(w, loggedOutPage) // a browser that went away: nothing to do
 			return
 		}
 		http.ServeFileFS(w, r, assets, "index.html")
@@ -226,7 +228,7 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{Name: uiCookie, Value: id, Path: "/", HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, MaxAge: int(uiSessionTTL.Seconds())})
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	fmt.Fprint(w, `<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="0;url=/"><title>parley</title><a href="/">open parley</a>`)
+	_, _ = fmt.Fprint(w, `<!doctype html><meta charset="utf-8"><meta http-equiv="refresh" content="0;url=/"><title>parley</title><a href="/">open parley</a>`)
 }
 
 // session is the request's login session, or nil.
@@ -403,5 +405,7 @@ func (u *UI) ws(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}()
-	p.Serve(u.n.ctx)
+	if err := p.Serve(u.n.ctx); err != nil {
+		u.n.log.Debug("web app page closed", "err", err)
+	}
 }

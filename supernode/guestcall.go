@@ -180,7 +180,7 @@ func (g guestCaller) CallGuest(ctx context.Context, gc browser.GuestCall) error 
 			case c.events <- e:
 			case <-c.done:
 				if e.l != nil { // too late: the call is over
-					e.l.session.Close()
+					_ = e.l.session.Close() // a page's leg: nothing is stored
 					e.l.stream.Reset()
 				}
 			}
@@ -232,7 +232,7 @@ func (g guestCaller) dial(ctx context.Context, c *guestCall, d peer.ID) evGuestL
 	sess.OnState(func(st media.State) { c.post(evGuestState{l: l, st: st}) })
 	offer, err := sess.CreateOffer(ctx)
 	if err != nil {
-		sess.Close()
+		_ = sess.Close() // a page's leg: nothing is stored
 		s.Reset()
 		return evGuestLeg{err: fmt.Errorf("the page's offer: %w", err)}
 	}
@@ -266,7 +266,7 @@ func (c *guestCall) run(ctx context.Context) error {
 				continue
 			}
 			if c.winner != nil {
-				e.l.session.Close()
+				_ = e.l.session.Close() // a page's leg: nothing is stored
 				e.l.stream.Reset()
 				continue
 			}
@@ -407,7 +407,7 @@ func (c *guestCall) drop(l *glink) {
 	if c.legs[l.device] == l {
 		delete(c.legs, l.device)
 	}
-	l.session.Close()
+	_ = l.session.Close() // a page's leg: nothing is stored
 	l.close()
 }
 
