@@ -29,7 +29,7 @@ demo: build
 test:
 	$(GO) test -p 1 -count=1 -timeout 25m $(PKGS)
 
-lint:
+lint: errcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
