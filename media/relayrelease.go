@@ -29,8 +29,11 @@ import (
 // pair moves back to a relay before relayRelease cancels the release.
 
 // relayRelease is how long a direct pair must have been selected before
-// the relay candidates are released.
-const relayRelease = 2 * time.Second
+// the relay candidates are released: time for DTLS and the first audio to
+// prove the pair, and short enough that a pair selected in the first half
+// second is released before pion first considers renominating
+// (renominationInterval after checks began).
+const relayRelease = 1500 * time.Millisecond
 
 // relaySockets are the sockets a session's agent opened to TURN servers.
 type relaySockets struct {
