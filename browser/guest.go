@@ -253,15 +253,7 @@ func (g *GuestServer) Handler() http.Handler {
 			http.Error(w, "bad Host", http.StatusBadRequest)
 			return
 		}
-		h := w.Header()
-		h.Set("Content-Security-Policy", fmt.Sprintf(guestCSP, r.Host))
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("X-Frame-Options", "DENY")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("Cache-Control", "no-store")
-		h.Set("Cross-Origin-Opener-Policy", "same-origin")
-		h.Set("Cross-Origin-Resource-Policy", "same-origin")
-		h.Set("Permissions-Policy", "microphone=(self), camera=()")
+		SecureHeaders(w.Header(), fmt.Sprintf(guestCSP, r.Host))
 		mux.ServeHTTP(w, r)
 	})
 }

@@ -106,32 +106,7 @@ func (l *streamLink) send(f callFrame) {
 }
 
 func (l *streamLink) writeLoop() {
-	write := func(f callFrame) error {
-		l.s.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		return wire.WriteJSON(l.s, f, MaxCallFrame)
-	}
-	for {
-		select {
-		case f := <-l.out:
-			if err := write(f); err != nil {
-				l.s.Reset()
-				return
-			}
-		case <-l.quit:
-			for {
-				select {
-				case f := <-l.out:
-					if write(f) != nil {
-						l.s.Reset()
-						return
-					}
-				default:
-					l.s.Close()
-					return
-				}
-			}
-		}
-	}
+	wire.WriteLoop(l.s, l.out, l.quit, MaxCallFrame, 10*time.Second, nil)
 }
 
 func (l *streamLink) start(onFrame func(*callFrame), onDown func(error)) {

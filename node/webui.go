@@ -182,14 +182,7 @@ func (u *UI) handler() http.Handler {
 			http.Error(w, "wrong host", http.StatusMisdirectedRequest)
 			return
 		}
-		h := w.Header()
-		h.Set("Content-Security-Policy", fmt.Sprintf(uiCSP, u.addr))
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("X-Frame-Options", "DENY")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("Cache-Control", "no-store")
-		h.Set("Cross-Origin-Opener-Policy", "same-origin")
-		h.Set("Cross-Origin-Resource-Policy", "same-origin")
+		browser.SecureHeaders(w.Header(), fmt.Sprintf(uiCSP, u.addr))
 		mux.ServeHTTP(w, r)
 	})
 }

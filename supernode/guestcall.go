@@ -423,34 +423,10 @@ func (c *guestCall) endAll(reason, typ string) {
 }
 
 func (c *guestCall) writeLoop(l *glink) {
-	write := func(f guestFrame) error {
-		l.stream.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		return wire.WriteJSON(l.stream, f, maxGuestFrame)
-	}
-	for {
-		select {
-		case f := <-l.out:
-			if write(f) != nil {
-				l.stream.Reset()
-				return
-			}
-		case <-l.quit:
-			for {
-				select {
-				case f := <-l.out:
-					if write(f) != nil {
-						l.stream.Reset()
-						return
-					}
-				default:
-					l.closed.Store(true)
-					l.stream.Close()
-					l.stream.SetReadDeadline(time.Now().Add(guestLinger))
-					return
-				}
-			}
-		}
-	}
+	wire.WriteLoop(l.stream, l.out, l.quit, maxGuestFrame, 10*time.Second, func() {
+		l.closed.Store(true)
+		_ = l.stream.SetReadDeadline(time.Now().Add(guestLinger)) // only bounds the wait for the device's last frames
+	})
 }
 
 func (c *guestCall) readLoop(l *glink) {
