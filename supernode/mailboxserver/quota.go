@@ -107,52 +107,43 @@ func human(n int64) string {
 func (s *Server) checkQuota(tx *sql.Tx, it mailbox.Item, ip string, replica bool) error {
 	size := int64(len(it.Env))
 	prefix := sourcePrefix(ip)
-	// A count the store cannot give refuses the envelope: a quota is never
+	// A total the store cannot give refuses the envelope: a quota is never
 	// waved through because its query failed.
-	var qerr error
-	count := func(q string, args ...any) (n int64) {
-		var v sql.NullInt64
-		if err := tx.QueryRow(q, args...).Scan(&v); err != nil && qerr == nil {
-			qerr = fmt.Errorf("mailbox quota: %w", err)
-		}
-		return v.Int64
-	}
-	if n := count(`SELECT COUNT(*) FROM items WHERE to_device=?`, it.To); qerr != nil {
-		return qerr
+	if n, _, err := total(tx, "to", it.To); err != nil {
+		return err
 	} else if n >= int64(s.cfg.MaxPerRecipient) {
 		return refuse(ReasonRecipientFull, "mailbox of %s is full (%d envelopes)", shortID(it.To), s.cfg.MaxPerRecipient)
 	}
 	if !replica {
-		if n := count(`SELECT COUNT(*) FROM items WHERE from_device=?`, it.From); qerr != nil {
-			return qerr
+		if n, _, err := total(tx, "from", it.From); err != nil {
+			return err
 		} else if n >= int64(s.cfg.MaxPerSender) {
 			return refuse(ReasonSender, "sender quota reached (%d envelopes waiting)", s.cfg.MaxPerSender)
 		}
 	}
-	if tot := count(`SELECT SUM(size) FROM items`); qerr != nil {
-		return qerr
+	if _, tot, err := total(tx, "all", ""); err != nil {
+		return err
 	} else if tot+size > s.cfg.MaxBytes {
 		return refuse(ReasonGlobal, "mailbox storage is full (%s)", human(s.cfg.MaxBytes))
 	}
 	if ip != "" {
-		if b := count(`SELECT SUM(size) FROM items WHERE src_ip=?`, ip); qerr != nil {
-			return qerr
+		if _, b, err := total(tx, "ip", ip); err != nil {
+			return err
 		} else if b+size > s.cfg.MaxBytesPerIP {
 			return refuse(ReasonSourceIP, "%s has %s waiting (limit %s)", ip, human(b), human(s.cfg.MaxBytesPerIP))
 		}
-		if b := count(`SELECT SUM(size) FROM items WHERE src_prefix=?`, prefix); qerr != nil {
-			return qerr
+		if _, b, err := total(tx, "prefix", prefix); err != nil {
+			return err
 		} else if b+size > s.cfg.MaxBytesPerPrefix {
 			return refuse(ReasonSourcePrefix, "%s has %s waiting (limit %s)", prefix, human(b), human(s.cfg.MaxBytesPerPrefix))
 		}
-		var cnt int
-		var b sql.NullInt64
-		if err := tx.QueryRow(`SELECT COUNT(*), SUM(size) FROM items WHERE to_device=? AND src_prefix=?`, it.To, prefix).Scan(&cnt, &b); err != nil {
-			return fmt.Errorf("mailbox quota: %w", err)
+		cnt, b, err := total(tx, "to-prefix", it.To+" "+prefix)
+		if err != nil {
+			return err
 		}
-		if cnt >= s.cfg.MaxPerRecipientSrc || b.Int64+size > s.cfg.MaxBytesPerRecipientSrc {
+		if cnt >= int64(s.cfg.MaxPerRecipientSrc) || b+size > s.cfg.MaxBytesPerRecipientSrc {
 			return refuse(ReasonRecipientSrc, "%s has used its share of the mailbox of %s (%d envelopes, %s)",
-				prefix, shortID(it.To), cnt, human(b.Int64))
+				prefix, shortID(it.To), cnt, human(b))
 		}
 	}
 	return nil
@@ -199,9 +190,8 @@ func (s *Server) registerMetrics(reg prometheus.Registerer) error {
 
 // Bytes is how many bytes of envelopes the mailbox keeps.
 func (s *Server) Bytes() (int64, error) {
-	var n sql.NullInt64
-	err := s.db.QueryRow(`SELECT SUM(size) FROM items`).Scan(&n)
-	return n.Int64, err
+	_, b, err := total(s.db, "all", "")
+	return b, err
 }
 
 // migrate adds the columns quotas need to a database made before them.
@@ -236,9 +226,5 @@ func migrate(db *sql.DB) error {
 	if _, err := db.Exec(`UPDATE items SET size=length(env) WHERE size=0`); err != nil {
 		return err
 	}
-	_, err = db.Exec(`
-CREATE INDEX IF NOT EXISTS items_src_ip ON items(src_ip, size);
-CREATE INDEX IF NOT EXISTS items_src_prefix ON items(src_prefix, size);
-CREATE INDEX IF NOT EXISTS items_to_src ON items(to_device, src_prefix, size);`)
-	return err
+	return nil
 }

@@ -1,0 +1,121 @@
+package mailboxserver
+
+import (
+	"database/sql"
+	"fmt"
+)
+
+// Running totals. Every quota is a count or a byte sum over the stored
+// envelopes (all of them, one source IP's, one source prefix's, one
+// prefix's share of one device's mailbox); summing them per deposit is a
+// scan that grows with the store. The totals table keeps each sum, and
+// triggers on items keep it in the same transaction as the insert or delete
+// that changes it, so it is exactly as durable as the envelopes themselves:
+// a crash loses or keeps both. Items are never updated in place (only
+// inserted and deleted); migrate's one UPDATE runs before the totals exist.
+//
+// Kinds and their keys:
+//
+//	all        ''                          every envelope
+//	ip         source IP                   what one address left
+//	prefix     source /24 or /48           what one prefix left
+//	to-prefix  device, space, prefix       one prefix's share of one mailbox
+//	account    account                     which accounts have mail (replication)
+//	to         device                      one device's mailbox
+//	from       sender device               what one sender left
+const totalsSchema = `
+CREATE TABLE totals(
+	kind TEXT NOT NULL,
+	key NOT NULL,
+	n INTEGER NOT NULL,
+	bytes INTEGER NOT NULL,
+	PRIMARY KEY(kind, key)
+) WITHOUT ROWID;
+CREATE TRIGGER items_totals_insert AFTER INSERT ON items BEGIN
+	INSERT INTO totals VALUES('all', '', 1, NEW.size)
+		ON CONFLICT(kind, key) DO UPDATE SET n=n+1, bytes=bytes+excluded.bytes;
+	INSERT INTO totals VALUES('ip', NEW.src_ip, 1, NEW.size)
+		ON CONFLICT(kind, key) DO UPDATE SET n=n+1, bytes=bytes+excluded.bytes;
+	INSERT INTO totals VALUES('prefix', NEW.src_prefix, 1, NEW.size)
+		ON CONFLICT(kind, key) DO UPDATE SET n=n+1, bytes=bytes+excluded.bytes;
+	INSERT INTO totals VALUES('to-prefix', NEW.to_device || ' ' || NEW.src_prefix, 1, NEW.size)
+		ON CONFLICT(kind, key) DO UPDATE SET n=n+1, bytes=bytes+excluded.bytes;
+	INSERT INTO totals VALUES('account', NEW.account, 1, NEW.size)
+		ON CONFLICT(kind, key) DO UPDATE SET n=n+1, bytes=bytes+excluded.bytes;
+	INSERT INTO totals VALUES('to', NEW.to_device, 1, NEW.size)
+		ON CONFLICT(kind, key) DO UPDATE SET n=n+1, bytes=bytes+excluded.bytes;
+	INSERT INTO totals VALUES('from', NEW.from_device, 1, NEW.size)
+		ON CONFLICT(kind, key) DO UPDATE SET n=n+1, bytes=bytes+excluded.bytes;
+END;
+CREATE TRIGGER items_totals_delete AFTER DELETE ON items BEGIN
+	UPDATE totals SET n=n-1, bytes=bytes-OLD.size WHERE kind='all' AND key='';
+	UPDATE totals SET n=n-1, bytes=bytes-OLD.size WHERE kind='ip' AND key=OLD.src_ip;
+	UPDATE totals SET n=n-1, bytes=bytes-OLD.size WHERE kind='prefix' AND key=OLD.src_prefix;
+	UPDATE totals SET n=n-1, bytes=bytes-OLD.size WHERE kind='to-prefix' AND key=OLD.to_device || ' ' || OLD.src_prefix;
+	UPDATE totals SET n=n-1, bytes=bytes-OLD.size WHERE kind='account' AND key=OLD.account;
+	UPDATE totals SET n=n-1, bytes=bytes-OLD.size WHERE kind='to' AND key=OLD.to_device;
+	UPDATE totals SET n=n-1, bytes=bytes-OLD.size WHERE kind='from' AND key=OLD.from_device;
+	DELETE FROM totals WHERE n<=0 AND kind<>'all' AND (
+		(kind='to' AND key=OLD.to_device) OR (kind='from' AND key=OLD.from_device) OR
+		(kind='ip' AND key=OLD.src_ip) OR (kind='prefix' AND key=OLD.src_prefix) OR
+		(kind='to-prefix' AND key=OLD.to_device || ' ' || OLD.src_prefix) OR (kind='account' AND key=OLD.account));
+END;
+`
+
+// totalsFromItems computes every total from the envelopes themselves: how a
+// database made before the totals gets them, and what a test compares the
+// running totals with.
+const totalsFromItems = `
+SELECT 'all', '', COUNT(*), COALESCE(SUM(size), 0) FROM items
+UNION ALL SELECT 'ip', src_ip, COUNT(*), SUM(size) FROM items GROUP BY src_ip
+UNION ALL SELECT 'prefix', src_prefix, COUNT(*), SUM(size) FROM items GROUP BY src_prefix
+UNION ALL SELECT 'to-prefix', to_device || ' ' || src_prefix, COUNT(*), SUM(size) FROM items GROUP BY to_device, src_prefix
+UNION ALL SELECT 'account', account, COUNT(*), SUM(size) FROM items GROUP BY account
+UNION ALL SELECT 'to', to_device, COUNT(*), SUM(size) FROM items GROUP BY to_device
+UNION ALL SELECT 'from', from_device, COUNT(*), SUM(size) FROM items GROUP BY from_device`
+
+// ensureTotals creates the totals, their triggers and their first values
+// from the envelopes, in one transaction, unless they exist; and drops the
+// indexes the quota counts and sums needed before.
+func ensureTotals(db *sql.DB) error {
+	tx, err := db.Begin()
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var have int
+	if err := tx.QueryRow(`SELECT COUNT(*) FROM sqlite_master WHERE type='table' AND name='totals'`).Scan(&have); err != nil {
+		return err
+	}
+	if have == 0 {
+		if _, err := tx.Exec(totalsSchema); err != nil {
+			return fmt.Errorf("create totals: %w", err)
+		}
+		if _, err := tx.Exec(`INSERT INTO totals ` + totalsFromItems); err != nil {
+			return fmt.Errorf("fill totals: %w", err)
+		}
+	}
+	if _, err := tx.Exec(`
+DROP INDEX IF EXISTS items_src_ip;
+DROP INDEX IF EXISTS items_src_prefix;
+DROP INDEX IF EXISTS items_to_src;
+DROP INDEX IF EXISTS items_from;
+CREATE INDEX IF NOT EXISTS items_account ON items(account, stored_ms, id);`); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// total is one running total; a key with nothing stored is 0, 0.
+func total(q interface {
+	QueryRow(string, ...any) *sql.Row
+}, kind string, key any) (n, bytes int64, err error) {
+	err = q.QueryRow(`SELECT n, bytes FROM totals WHERE kind=? AND key=?`, kind, key).Scan(&n, &bytes)
+	if err == sql.ErrNoRows {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("mailbox totals: %w", err)
+	}
+	return n, bytes, nil
+}
