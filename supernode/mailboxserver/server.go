@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -554,8 +555,8 @@ func (s *Server) replicate() error {
 	for _, acct := range accounts {
 		ctx, cancel := context.WithTimeout(s.ctx, 20*time.Second)
 		holders, err := s.cfg.Closest(ctx, mailbox.Key(acct), s.cfg.K)
-		if err != nil {
-			cancel()
+		if err != nil || !slices.ContainsFunc(holders, func(h peer.ID) bool { return h != s.cfg.Host.ID() }) {
+			cancel() // no other holder to copy to: the mail is not read
 			continue
 		}
 		items, err := s.itemsOf(acct)
