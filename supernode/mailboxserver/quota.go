@@ -104,40 +104,40 @@ func human(n int64) string {
 
 // checkQuota refuses it, coming from ip, when storing it would break a
 // quota. It runs inside the storing transaction.
-func (s *Server) checkQuota(tx *sql.Tx, it mailbox.Item, ip string, replica bool) error {
+func (s *Server) checkQuota(st *stmts, it mailbox.Item, ip string, replica bool) error {
 	size := int64(len(it.Env))
 	prefix := sourcePrefix(ip)
 	// A total the store cannot give refuses the envelope: a quota is never
 	// waved through because its query failed.
-	if n, _, err := total(tx, "to", it.To); err != nil {
+	if n, _, err := st.get("to", it.To); err != nil {
 		return err
 	} else if n >= int64(s.cfg.MaxPerRecipient) {
 		return refuse(ReasonRecipientFull, "mailbox of %s is full (%d envelopes)", shortID(it.To), s.cfg.MaxPerRecipient)
 	}
 	if !replica {
-		if n, _, err := total(tx, "from", it.From); err != nil {
+		if n, _, err := st.get("from", it.From); err != nil {
 			return err
 		} else if n >= int64(s.cfg.MaxPerSender) {
 			return refuse(ReasonSender, "sender quota reached (%d envelopes waiting)", s.cfg.MaxPerSender)
 		}
 	}
-	if _, tot, err := total(tx, "all", ""); err != nil {
+	if _, tot, err := st.get("all", ""); err != nil {
 		return err
 	} else if tot+size > s.cfg.MaxBytes {
 		return refuse(ReasonGlobal, "mailbox storage is full (%s)", human(s.cfg.MaxBytes))
 	}
 	if ip != "" {
-		if _, b, err := total(tx, "ip", ip); err != nil {
+		if _, b, err := st.get("ip", ip); err != nil {
 			return err
 		} else if b+size > s.cfg.MaxBytesPerIP {
 			return refuse(ReasonSourceIP, "%s has %s waiting (limit %s)", ip, human(b), human(s.cfg.MaxBytesPerIP))
 		}
-		if _, b, err := total(tx, "prefix", prefix); err != nil {
+		if _, b, err := st.get("prefix", prefix); err != nil {
 			return err
 		} else if b+size > s.cfg.MaxBytesPerPrefix {
 			return refuse(ReasonSourcePrefix, "%s has %s waiting (limit %s)", prefix, human(b), human(s.cfg.MaxBytesPerPrefix))
 		}
-		cnt, b, err := total(tx, "to-prefix", it.To+" "+prefix)
+		cnt, b, err := st.get("to-prefix", it.To+" "+prefix)
 		if err != nil {
 			return err
 		}
@@ -190,7 +190,7 @@ func (s *Server) registerMetrics(reg prometheus.Registerer) error {
 
 // Bytes is how many bytes of envelopes the mailbox keeps.
 func (s *Server) Bytes() (int64, error) {
-	_, b, err := total(s.db, "all", "")
+	_, b, err := s.st.get("all", "")
 	return b, err
 }
 

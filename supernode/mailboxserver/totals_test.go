@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/parley-net/parley/mailbox"
@@ -196,4 +198,43 @@ func totalsChild(t *testing.T, dir string) {
 		}
 		fmt.Printf("committed %d\n", b)
 	}
+}
+
+// BenchmarkLoad stores envelopes 5,000 a transaction: the scale lab's
+// preload, per envelope.
+func BenchmarkLoad(b *testing.B) {
+	h, err := libp2pHost()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer h.Close()
+	s, err := NewServer(Config{Home: b.TempDir(), Host: h, Logger: quietLog(), MaxPerSender: 1 << 30, MaxPerRecipientSrc: 1 << 30, MaxPerRecipient: 1 << 30,
+		MaxBytes: 1 << 40, MaxBytesPerIP: 1 << 40, MaxBytesPerPrefix: 1 << 40, MaxBytesPerRecipientSrc: 1 << 40,
+		Closest:     func(context.Context, string, int) ([]peer.ID, error) { return []peer.ID{h.ID()}, nil },
+		IsSupernode: func(peer.ID) bool { return false }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	to, from := h.ID(), h.ID()
+	env := make([]byte, 512)
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		var items []mailbox.Item
+		for i := 0; i < 5000 && done < b.N; i++ {
+			it := item(fmt.Sprintf("e%09d", done), to, from)
+			it.Env = env
+			items = append(items, it)
+			done++
+		}
+		for _, err := range s.Load("127.0.0.1", items) {
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+func libp2pHost() (host.Host, error) {
+	return libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
 }
