@@ -99,6 +99,7 @@ func labScaleSupernodeCmd() *cli.Command {
 			&cli.Float64Flag{Name: "nated", Value: 0.3, Usage: "share of devices that take a relay reservation"},
 			&cli.DurationFlag{Name: "republish", Value: 10 * time.Minute, Usage: "each device's handle-record republish interval"},
 			&cli.DurationFlag{Name: "idle", Value: 30 * time.Second, Usage: "how long idle CPU is measured"},
+			&cli.IntFlag{Name: "generators", Usage: "load-generator processes sharing the devices (0: as many as the file-descriptor limit needs, two per device)"},
 			&cli.StringFlag{Name: "binary", Usage: "parley `BINARY` to run (default: this one)"},
 			&cli.StringFlag{Name: "dir", Usage: "keep the supernode's home and log in `DIR`"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON instead of a table"},
@@ -112,7 +113,7 @@ func labScaleSupernodeCmd() *cli.Command {
 			res, err := scale.RunSupernode(ctx, scale.SupernodeOptions{
 				Binary: c.String("binary"), Devices: c.Int("devices"), Over: c.Int("over"), MaxDevices: c.Int("max-devices"),
 				NATed: c.Float64("nated"), Republish: c.Duration("republish"), Idle: c.Duration("idle"),
-				Dir: c.String("dir"), Progress: os.Stderr,
+				Generators: c.Int("generators"), Dir: c.String("dir"), Progress: os.Stderr,
 			})
 			if res != nil {
 				if perr := printResult(c, res); perr != nil {
@@ -141,13 +142,14 @@ func labScaleLoadCmd() *cli.Command {
 			&cli.StringFlag{Name: "target", Required: true},
 			&cli.IntFlag{Name: "devices", Required: true},
 			&cli.IntFlag{Name: "over"},
+			&cli.IntFlag{Name: "first"},
 			&cli.Float64Flag{Name: "nated"},
 			&cli.DurationFlag{Name: "republish"},
 		},
 		Action: func(c *cli.Context) error {
 			ctx, stop := signalContext()
 			defer stop()
-			return scale.RunLoad(ctx, scale.LoadOptions{Target: c.String("target"), Devices: c.Int("devices"), Over: c.Int("over"),
+			return scale.RunLoad(ctx, scale.LoadOptions{Target: c.String("target"), Devices: c.Int("devices"), Over: c.Int("over"), First: c.Int("first"),
 				NATed: c.Float64("nated"), Republish: c.Duration("republish"), Control: os.Stdin, Report: os.Stdout, Progress: os.Stderr})
 		},
 	}
