@@ -109,38 +109,29 @@ func (s *Server) checkQuota(st *stmts, it mailbox.Item, ip string, replica bool)
 	prefix := sourcePrefix(ip)
 	// A total the store cannot give refuses the envelope: a quota is never
 	// waved through because its query failed.
-	if n, _, err := st.get("to", it.To); err != nil {
+	t, err := st.quotaTotals(it.To, it.From, ip, prefix, it.To+" "+prefix)
+	if err != nil {
 		return err
-	} else if n >= int64(s.cfg.MaxPerRecipient) {
+	}
+	if n := t["to"].n; n >= int64(s.cfg.MaxPerRecipient) {
 		return refuse(ReasonRecipientFull, "mailbox of %s is full (%d envelopes)", shortID(it.To), s.cfg.MaxPerRecipient)
 	}
 	if !replica {
-		if n, _, err := st.get("from", it.From); err != nil {
-			return err
-		} else if n >= int64(s.cfg.MaxPerSender) {
+		if n := t["from"].n; n >= int64(s.cfg.MaxPerSender) {
 			return refuse(ReasonSender, "sender quota reached (%d envelopes waiting)", s.cfg.MaxPerSender)
 		}
 	}
-	if _, tot, err := st.get("all", ""); err != nil {
-		return err
-	} else if tot+size > s.cfg.MaxBytes {
+	if tot := t["all"].bytes; tot+size > s.cfg.MaxBytes {
 		return refuse(ReasonGlobal, "mailbox storage is full (%s)", human(s.cfg.MaxBytes))
 	}
 	if ip != "" {
-		if _, b, err := st.get("ip", ip); err != nil {
-			return err
-		} else if b+size > s.cfg.MaxBytesPerIP {
+		if b := t["ip"].bytes; b+size > s.cfg.MaxBytesPerIP {
 			return refuse(ReasonSourceIP, "%s has %s waiting (limit %s)", ip, human(b), human(s.cfg.MaxBytesPerIP))
 		}
-		if _, b, err := st.get("prefix", prefix); err != nil {
-			return err
-		} else if b+size > s.cfg.MaxBytesPerPrefix {
+		if b := t["prefix"].bytes; b+size > s.cfg.MaxBytesPerPrefix {
 			return refuse(ReasonSourcePrefix, "%s has %s waiting (limit %s)", prefix, human(b), human(s.cfg.MaxBytesPerPrefix))
 		}
-		cnt, b, err := st.get("to-prefix", it.To+" "+prefix)
-		if err != nil {
-			return err
-		}
+		cnt, b := t["to-prefix"].n, t["to-prefix"].bytes
 		if cnt >= int64(s.cfg.MaxPerRecipientSrc) || b+size > s.cfg.MaxBytesPerRecipientSrc {
 			return refuse(ReasonRecipientSrc, "%s has used its share of the mailbox of %s (%d envelopes, %s)",
 				prefix, shortID(it.To), cnt, human(b))

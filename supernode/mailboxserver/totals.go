@@ -109,7 +109,7 @@ CREATE INDEX IF NOT EXISTS items_account ON items(account, stored_ms, id);`); er
 // stmts are the statements storing an envelope runs, prepared once: a
 // statement parsed per envelope cost a third of the store's CPU.
 type stmts struct {
-	tomb, have, total, insert *sql.Stmt
+	tomb, have, total, quota, insert *sql.Stmt
 }
 
 func prepare(db *sql.DB) (*stmts, error) {
@@ -121,6 +121,8 @@ func prepare(db *sql.DB) (*stmts, error) {
 		{&st.tomb, `SELECT COUNT(*) FROM tombstones WHERE id=? AND to_device=?`},
 		{&st.have, `SELECT COUNT(*) FROM items WHERE id=? AND to_device=?`},
 		{&st.total, `SELECT n, bytes FROM totals WHERE kind=? AND key=?`},
+		{&st.quota, `SELECT kind, n, bytes FROM totals WHERE (kind='all' AND key='') OR (kind='to' AND key=?1) OR
+			(kind='from' AND key=?2) OR (kind='ip' AND key=?3) OR (kind='prefix' AND key=?4) OR (kind='to-prefix' AND key=?5)`},
 		{&st.insert, `INSERT INTO items(id,to_device,account,from_device,env,expires_ms,stored_ms,size,src_ip,src_prefix) VALUES(?,?,?,?,?,?,?,?,?,?)`},
 	} {
 		var err error
@@ -134,11 +136,11 @@ func prepare(db *sql.DB) (*stmts, error) {
 
 // in is the statements bound to the transaction tx.
 func (st *stmts) in(tx *sql.Tx) *stmts {
-	return &stmts{tomb: tx.Stmt(st.tomb), have: tx.Stmt(st.have), total: tx.Stmt(st.total), insert: tx.Stmt(st.insert)}
+	return &stmts{tomb: tx.Stmt(st.tomb), have: tx.Stmt(st.have), total: tx.Stmt(st.total), quota: tx.Stmt(st.quota), insert: tx.Stmt(st.insert)}
 }
 
 func (st *stmts) close() {
-	for _, s := range []*sql.Stmt{st.tomb, st.have, st.total, st.insert} {
+	for _, s := range []*sql.Stmt{st.tomb, st.have, st.total, st.quota, st.insert} {
 		if s != nil {
 			s.Close()
 		}
@@ -155,4 +157,30 @@ func (st *stmts) get(kind string, key any) (n, bytes int64, err error) {
 		return 0, 0, fmt.Errorf("mailbox totals: %w", err)
 	}
 	return n, bytes, nil
+}
+
+// count is one total: envelopes and their bytes.
+type count struct{ n, bytes int64 }
+
+// quotaTotals reads every total a deposit's quotas look at, in one query;
+// a total with nothing stored is absent from the map, and reads as zero.
+func (st *stmts) quotaTotals(to, from, ip, prefix, toPrefix string) (map[string]count, error) {
+	rows, err := st.quota.Query(to, from, ip, prefix, toPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("mailbox totals: %w", err)
+	}
+	defer rows.Close()
+	t := make(map[string]count, 6)
+	for rows.Next() {
+		var kind string
+		var c count
+		if err := rows.Scan(&kind, &c.n, &c.bytes); err != nil {
+			return nil, fmt.Errorf("mailbox totals: %w", err)
+		}
+		t[kind] = c
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("mailbox totals: %w", err)
+	}
+	return t, nil
 }
