@@ -270,13 +270,15 @@ func (r *dhtRun) bootPeers(n int) []peer.AddrInfo {
 	return out
 }
 
-// dhtOptions turn kad-dht's automatic routing-table refresh off: at start
+// dhtOptions open a stream per DHT request (streamPerRequest: kad-dht's
+// sender keeps one open per peer, three goroutines each on the mock
+// network) and turn kad-dht's automatic routing-table refresh off: at start
 // it runs a lookup per bucket on every node, which for thousands of nodes
 // joining at once costs more CPU than the whole measurement. A server
 // joins instead as Kademlia describes (a lookup of its own ID), and with
 // o.Refresh every server runs one refresh once all have joined.
 func (r *dhtRun) dhtOptions() []dht.Option {
-	return []dht.Option{dht.DisableAutoRefresh()}
+	return []dht.Option{dht.DisableAutoRefresh(), dht.WithCustomMessageSender(newStreamPerRequest)}
 }
 
 // newServer starts a DHT server and joins it: connect to its boot peers,
