@@ -238,3 +238,31 @@ func BenchmarkLoad(b *testing.B) {
 func libp2pHost() (host.Host, error) {
 	return libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
 }
+
+// A mailbox made before the running totals gets them, from its envelopes,
+// when it is opened.
+func TestTotalsMadeForAnOlderMailbox(t *testing.T) {
+	h := newHost(t)
+	cfg := Config{Home: t.TempDir(), Host: h, Logger: quietLog(),
+		Closest:     func(context.Context, string, int) ([]peer.ID, error) { return []peer.ID{h.ID()}, nil },
+		IsSupernode: func(peer.ID) bool { return false }}
+	s, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	to, from := newRandomPeer(t), newRandomPeer(t)
+	s.Load("10.0.0.1", []mailbox.Item{item("a", to, from), item("b", to, from)})
+	s.Load("10.9.0.1", []mailbox.Item{item("c", from, to)})
+	if _, err := s.db.Exec(`DROP TRIGGER items_totals_insert; DROP TRIGGER items_totals_delete; DROP TABLE totals`); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err = NewServer(cfg); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if n, _ := s.Count(); n != 3 {
+		t.Fatalf("count %d after reopening, want 3", n)
+	}
+	checkTotals(t, s)
+}
