@@ -75,8 +75,11 @@ UNION ALL SELECT 'to', to_device, COUNT(*), SUM(size) FROM items GROUP BY to_dev
 UNION ALL SELECT 'from', from_device, COUNT(*), SUM(size) FROM items GROUP BY from_device`
 
 // ensureTotals creates the totals, their triggers and their first values
-// from the envelopes, in one transaction, unless they exist; and drops the
-// indexes the quota counts and sums needed before.
+// from the envelopes, in one transaction, unless they exist; drops the
+// indexes the quota counts and sums needed before; and indexes what
+// replication (account) and expiry (expires_ms) look envelopes up by: at a
+// million envelopes, expiry's scan of the whole table held the database
+// for tens of seconds every round, stalling deposits.
 func ensureTotals(db *sql.DB) error {
 	tx, err := db.Begin()
 	if err != nil {
@@ -100,7 +103,8 @@ DROP INDEX IF EXISTS items_src_ip;
 DROP INDEX IF EXISTS items_src_prefix;
 DROP INDEX IF EXISTS items_to_src;
 DROP INDEX IF EXISTS items_from;
-CREATE INDEX IF NOT EXISTS items_account ON items(account, stored_ms, id);`); err != nil {
+CREATE INDEX IF NOT EXISTS items_account ON items(account, stored_ms, id);
+CREATE INDEX IF NOT EXISTS items_expires ON items(expires_ms);`); err != nil {
 		return err
 	}
 	return tx.Commit()
