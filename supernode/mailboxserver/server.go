@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -38,6 +39,10 @@ import (
 const (
 	DefaultReplicateInterval = 30 * time.Second
 )
+
+// replicaPutsInFlight bounds the replica puts a holder has in flight to one
+// other holder.
+const replicaPutsInFlight = 8
 
 // Config configures a mailbox server.
 type Config struct {
@@ -618,22 +623,36 @@ func (s *Server) pushMissing(ctx context.Context, holder peer.ID, items []mailbo
 		}
 	}
 	s.mu.Unlock()
-	for len(missing) > 0 {
+	// Puts in flight at once: each is its own transaction (one sync) at
+	// the holder, so one at a time left both ends idle for most of each
+	// round trip.
+	sem := make(chan struct{}, replicaPutsInFlight)
+	var wg sync.WaitGroup
+	var failed atomic.Bool
+	for len(missing) > 0 && !failed.Load() && ctx.Err() == nil {
 		batch := missing[:min(len(missing), mailbox.MaxItemsPerPut)]
 		missing = missing[len(batch):]
-		res, err := mailbox.PutReplica(ctx, s.cfg.Host, holder, batch)
-		if err != nil {
-			s.log.Debug("replicate to holder", "holder", holder, "err", err)
-			return
-		}
-		s.mu.Lock()
-		for i, r := range res {
-			if r.Err == "" && i < len(batch) {
-				known[batch[i].ID+"/"+batch[i].To] = true
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			res, err := mailbox.PutReplica(ctx, s.cfg.Host, holder, batch)
+			if err != nil {
+				if !failed.Swap(true) {
+					s.log.Debug("replicate to holder", "holder", holder, "err", err)
+				}
+				return
 			}
-		}
-		s.mu.Unlock()
+			s.mu.Lock()
+			for i, r := range res {
+				if r.Err == "" && i < len(batch) {
+					known[batch[i].ID+"/"+batch[i].To] = true
+				}
+			}
+			s.mu.Unlock()
+		}()
 	}
+	wg.Wait()
 }
 
 func shortID(s string) string {
