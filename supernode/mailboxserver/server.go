@@ -176,30 +176,9 @@ func NewServer(cfg Config) (*Server, error) {
 	if err := homelock.PrivateFile(path); err != nil {
 		return nil, fmt.Errorf("open mailbox: %w", err)
 	}
-	// temp_store(MEMORY): an insert that fires the totals' triggers keeps
-	// a statement journal (to undo that one statement); in a temporary file
-	// it was a quarter of the store's CPU in pwrite.
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(5000)&_pragma=temp_store(MEMORY)")
+	db, st, err := openDB(path)
 	if err != nil {
 		return nil, err
-	}
-	db.SetMaxOpenConns(1)
-	if _, err := db.Exec(schema); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open mailbox %s: %w", path, err)
-	}
-	if err := migrate(db); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open mailbox %s: %w", path, err)
-	}
-	if err := ensureTotals(db); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open mailbox %s: %w", path, err)
-	}
-	st, err := prepare(db)
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("open mailbox %s: %w", path, err)
 	}
 	s := &Server{cfg: cfg, db: db, st: st, log: cfg.Logger, confirmed: map[peer.ID]map[string]bool{}}
 	s.warn = lograte.New(cfg.Logger, lograte.Config{Now: cfg.Now})
@@ -223,6 +202,37 @@ func NewServer(cfg Config) (*Server, error) {
 	s.wg.Add(1)
 	go s.maintain()
 	return s, nil
+}
+
+// openDB opens the mailbox database at path, brings its schema up to date
+// (running totals included) and prepares the store's statements.
+func openDB(path string) (*sql.DB, *stmts, error) {
+	// temp_store(MEMORY): an insert that fires the totals' triggers keeps
+	// a statement journal (to undo that one statement); in a temporary file
+	// it was a quarter of the store's CPU in pwrite.
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(5000)&_pragma=temp_store(MEMORY)")
+	if err != nil {
+		return nil, nil, err
+	}
+	db.SetMaxOpenConns(1)
+	if _, err := db.Exec(schema); err != nil {
+		db.Close()
+		return nil, nil, fmt.Errorf("open mailbox %s: %w", path, err)
+	}
+	if err := migrate(db); err != nil {
+		db.Close()
+		return nil, nil, fmt.Errorf("open mailbox %s: %w", path, err)
+	}
+	if err := ensureTotals(db); err != nil {
+		db.Close()
+		return nil, nil, fmt.Errorf("open mailbox %s: %w", path, err)
+	}
+	st, err := prepare(db)
+	if err != nil {
+		db.Close()
+		return nil, nil, fmt.Errorf("open mailbox %s: %w", path, err)
+	}
+	return db, st, nil
 }
 
 // Close stops serving and closes the database.
