@@ -99,6 +99,7 @@ func labScaleSupernodeCmd() *cli.Command {
 			&cli.Float64Flag{Name: "nated", Value: 0.3, Usage: "share of devices that take a relay reservation"},
 			&cli.DurationFlag{Name: "republish", Value: 10 * time.Minute, Usage: "each device's handle-record republish interval"},
 			&cli.DurationFlag{Name: "idle", Value: 30 * time.Second, Usage: "how long idle CPU is measured"},
+			&cli.IntFlag{Name: "generators", Usage: "load-generator processes sharing the devices (0: as many as the file-descriptor limit needs, two per device)"},
 			&cli.StringFlag{Name: "binary", Usage: "parley `BINARY` to run (default: this one)"},
 			&cli.StringFlag{Name: "dir", Usage: "keep the supernode's home and log in `DIR`"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON instead of a table"},
@@ -112,7 +113,7 @@ func labScaleSupernodeCmd() *cli.Command {
 			res, err := scale.RunSupernode(ctx, scale.SupernodeOptions{
 				Binary: c.String("binary"), Devices: c.Int("devices"), Over: c.Int("over"), MaxDevices: c.Int("max-devices"),
 				NATed: c.Float64("nated"), Republish: c.Duration("republish"), Idle: c.Duration("idle"),
-				Dir: c.String("dir"), Progress: os.Stderr,
+				Generators: c.Int("generators"), Dir: c.String("dir"), Progress: os.Stderr,
 			})
 			if res != nil {
 				if perr := printResult(c, res); perr != nil {
@@ -141,13 +142,14 @@ func labScaleLoadCmd() *cli.Command {
 			&cli.StringFlag{Name: "target", Required: true},
 			&cli.IntFlag{Name: "devices", Required: true},
 			&cli.IntFlag{Name: "over"},
+			&cli.IntFlag{Name: "first"},
 			&cli.Float64Flag{Name: "nated"},
 			&cli.DurationFlag{Name: "republish"},
 		},
 		Action: func(c *cli.Context) error {
 			ctx, stop := signalContext()
 			defer stop()
-			return scale.RunLoad(ctx, scale.LoadOptions{Target: c.String("target"), Devices: c.Int("devices"), Over: c.Int("over"),
+			return scale.RunLoad(ctx, scale.LoadOptions{Target: c.String("target"), Devices: c.Int("devices"), Over: c.Int("over"), First: c.Int("first"),
 				NATed: c.Float64("nated"), Republish: c.Duration("republish"), Control: os.Stdin, Report: os.Stdout, Progress: os.Stderr})
 		},
 	}
@@ -156,11 +158,12 @@ func labScaleLoadCmd() *cli.Command {
 func labScaleMailboxCmd() *cli.Command {
 	return &cli.Command{
 		Name: "mailbox",
-		Usage: "one supernode mailbox (SQLite on disk, over libp2p on 127.0.0.1) filled for a few minutes or to a million envelopes: " +
+		Usage: "one supernode mailbox (SQLite on disk, over libp2p on 127.0.0.1) filled to a million envelopes: " +
 			"deposit and fetch latency, bytes on disk per envelope, time to re-replicate a dead holder's share",
 		Flags: []cli.Flag{
-			&cli.IntFlag{Name: "envelopes", Value: 1_000_000, Usage: "envelopes to deposit at most"},
-			&cli.DurationFlag{Name: "duration", Value: 4 * time.Minute, Usage: "longest deposit phase, and longest re-replication phase"},
+			&cli.IntFlag{Name: "envelopes", Value: 1_000_000, Usage: "envelopes the mailbox holds; all but --deposits are preloaded in large transactions through the server's store code"},
+			&cli.IntFlag{Name: "deposits", Value: 20_000, Usage: "envelopes deposited over libp2p (16 a put) once the rest are in, and timed"},
+			&cli.DurationFlag{Name: "duration", Value: 4 * time.Minute, Usage: "longest measured deposit phase, and longest re-replication phase"},
 			&cli.IntFlag{Name: "size", Value: 512, Usage: "bytes of each envelope"},
 			&cli.IntFlag{Name: "recipients", Value: 1000, Usage: "devices the envelopes are spread over"},
 			&cli.IntFlag{Name: "senders", Value: 16, Usage: "devices depositing at once"},
@@ -173,7 +176,7 @@ func labScaleMailboxCmd() *cli.Command {
 			}
 			ctx, stop := signalContext()
 			defer stop()
-			res, err := scale.RunMailbox(ctx, scale.MailboxOptions{Envelopes: c.Int("envelopes"), Duration: c.Duration("duration"),
+			res, err := scale.RunMailbox(ctx, scale.MailboxOptions{Envelopes: c.Int("envelopes"), Deposits: c.Int("deposits"), Duration: c.Duration("duration"),
 				Size: c.Int("size"), Recipients: c.Int("recipients"), Senders: c.Int("senders"), Dir: c.String("dir"), Progress: os.Stderr})
 			if res != nil {
 				if perr := printResult(c, res); perr != nil {

@@ -131,6 +131,11 @@ type DHTResult struct {
 	Rounds    Summary `json:"rounds"`
 	ResolveMS Summary `json:"resolve_ms"`
 	Messages  Summary `json:"messages_per_lookup"`
+	// WalkMS is a lookup's walk to the closest servers (FIND_NODE, until
+	// its last answer); AfterWalkMS the rest: the GET_VALUE round to up to
+	// 20 of them, which waits for the slowest.
+	WalkMS      Summary `json:"walk_ms"`
+	AfterWalkMS Summary `json:"after_walk_ms"`
 	// RefRTT is the reference measured beside each lookup: one GET_VALUE
 	// from the same device to a server it is already connected to, one
 	// link round trip plus the machine's scheduling delay at that moment.
@@ -270,13 +275,15 @@ func (r *dhtRun) bootPeers(n int) []peer.AddrInfo {
 	return out
 }
 
-// dhtOptions turn kad-dht's automatic routing-table refresh off: at start
+// dhtOptions open a stream per DHT request (streamPerRequest: kad-dht's
+// sender keeps one open per peer, three goroutines each on the mock
+// network) and turn kad-dht's automatic routing-table refresh off: at start
 // it runs a lookup per bucket on every node, which for thousands of nodes
 // joining at once costs more CPU than the whole measurement. A server
 // joins instead as Kademlia describes (a lookup of its own ID), and with
 // o.Refresh every server runs one refresh once all have joined.
 func (r *dhtRun) dhtOptions() []dht.Option {
-	return []dht.Option{dht.DisableAutoRefresh()}
+	return []dht.Option{dht.DisableAutoRefresh(), dht.WithCustomMessageSender(newStreamPerRequest)}
 }
 
 // newServer starts a DHT server and joins it: connect to its boot peers,
@@ -483,7 +490,7 @@ func (r *dhtRun) measure(res *DHTResult) {
 		}()
 	}
 	var mu sync.Mutex
-	var times, rounds, msgs, refs Dist
+	var times, rounds, msgs, refs, walks, after Dist
 	start := time.Now()
 	cpu0 := cpuSeconds()
 	gap := r.o.Duration / time.Duration(r.o.Lookups)
@@ -521,6 +528,8 @@ func (r *dhtRun) measure(res *DHTResult) {
 			times = append(times, ms(took))
 			rounds = append(rounds, float64(tr.rounds))
 			msgs = append(msgs, float64(tr.queries))
+			walks = append(walks, ms(tr.walk))
+			after = append(after, ms(took-tr.walk))
 		}()
 	}
 	wg.Wait()
@@ -530,6 +539,7 @@ func (r *dhtRun) measure(res *DHTResult) {
 	close(churnStop)
 	churnWG.Wait()
 	res.ResolveMS, res.Rounds, res.Messages = times.Summarise(), rounds.Summarise(), msgs.Summarise()
+	res.WalkMS, res.AfterWalkMS = walks.Summarise(), after.Summarise()
 }
 
 // resolveDevice resolves to's handle from from and checks the answer names
@@ -643,6 +653,10 @@ type trace struct {
 	rounds int
 	// queries is how many FIND_NODE requests the walk sent.
 	queries int
+	// walk is the time from the start to the walk's last answer; what
+	// the operation took beyond it is the requests after the walk (a
+	// lookup's GET_VALUE round, a publish's PUT_VALUE round).
+	walk time.Duration
 }
 
 // traced runs f with kad-dht's query events recorded for key.
@@ -650,6 +664,7 @@ func traced(ctx context.Context, key string, f func(ctx context.Context) error) 
 	ctx, cancel := context.WithCancel(ctx)
 	ectx, events := routing.RegisterForQueryEvents(ctx)
 	done := make(chan trace, 1)
+	start := time.Now()
 	go func() {
 		depth := map[peer.ID]int{}
 		var tr trace
@@ -662,6 +677,7 @@ func traced(ctx context.Context, key string, f func(ctx context.Context) error) 
 					depth[ev.ID] = 1
 				}
 			case routing.PeerResponse:
+				tr.walk = time.Since(start)
 				for _, p := range ev.Responses {
 					if depth[p.ID] == 0 {
 						depth[p.ID] = depth[ev.ID] + 1
@@ -688,12 +704,14 @@ func publishOne(ctx context.Context, m *member) error {
 func (r *DHTResult) WriteTable(w io.Writer) error {
 	_, err := fmt.Fprintf(w, `servers | devices | link | churn/min | success | rounds p50/p95 | resolve p50/p95 | reference RTT p50 | resolve p50 in RTTs | FIND_NODE/lookup p50 | publish p50/p95 | publish rounds p50/p95
 %d | %d | %s | %.0f%% (%d left, %d joined) | %d/%d (%.1f%%) | %.0f/%.0f | %s / %s | %s | %.1f | %.0f | %s / %s | %.0f/%.0f
+resolve = walk p50 %s (%.1f reference RTTs) + GET_VALUE round p50 %s (%.1f reference RTTs)
 setup %.0f s, lookups over %.0f s using %.0f CPU-s; %d links, heap %.0f MB (%.0f KB per node), %d goroutines; load average %s
 `,
 		r.Servers, r.Devices, fmtMS(r.LatencyMS), r.Churn*100, r.ServersLeft, r.ServersAdded,
 		r.Resolved, r.Lookups, 100*r.Success(), r.Rounds.P50, r.Rounds.P95,
 		fmtMS(r.ResolveMS.P50), fmtMS(r.ResolveMS.P95), fmtMS(r.RefRTT.P50), r.ResolveMS.P50/max(r.RefRTT.P50, 1e-9), r.Messages.P50,
 		fmtMS(r.PublishMS.P50), fmtMS(r.PublishMS.P95), r.PublishRounds.P50, r.PublishRounds.P95,
+		fmtMS(r.WalkMS.P50), r.WalkMS.P50/max(r.RefRTT.P50, 1e-9), fmtMS(r.AfterWalkMS.P50), r.AfterWalkMS.P50/max(r.RefRTT.P50, 1e-9),
 		r.SetupS, r.MeasureS, r.CPUSeconds, r.Links, r.HeapMB, r.HeapMB*1024/float64(r.Servers+r.Devices), r.Goroutines, r.Load)
 	for _, f := range r.Failures {
 		if err == nil {

@@ -46,6 +46,10 @@ type LoadOptions struct {
 	// Republish is how often each device stores its handle record again
 	// (spread at random); 0 means never after the first.
 	Republish time.Duration
+	// First numbers this generator's first device: device i dials from
+	// 127.(1+i>>16).(i>>8).(i&255) and is called load<i>, so generators
+	// given disjoint ranges use disjoint addresses and handles.
+	First int
 	// Parallel bounds connections being made at once; 0 means 128.
 	Parallel int
 	// Control is where the parent's "go" and "check" lines come from;
@@ -88,6 +92,14 @@ type loadGen struct {
 	n      atomic.Int64
 }
 
+// LoadFDs is how many file descriptors a device holds in the load
+// generator: its listening socket (which gives it its own source address)
+// and its connection.
+const LoadFDs = 2
+
+// loadSpareFDs are the generator's descriptors besides its devices'.
+const loadSpareFDs = 4096
+
 // RunLoad connects o.Devices devices to the supernode, reports, waits for
 // "go" on o.Control, tries o.Over more, reports, asks a sample of the first
 // devices for their records, reports, and closes every host when o.Control
@@ -106,8 +118,9 @@ func RunLoad(ctx context.Context, o LoadOptions) error {
 	if err != nil {
 		return err
 	}
-	raiseFileLimit(2*uint64(o.Devices+o.Over) + 4096)
+	raiseFileLimit(LoadFDs*uint64(o.Devices+o.Over) + loadSpareFDs)
 	g := &loadGen{o: o, target: infos[0]}
+	g.n.Store(int64(o.First))
 	defer g.close()
 	enc := json.NewEncoder(o.Report)
 	rep := g.wave(ctx, "connected", o.Devices)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/sys/unix"
 
 	"github.com/parley-net/parley/internal/keyfile"
 )
@@ -37,6 +38,10 @@ type SupernodeOptions struct {
 	Republish time.Duration
 	// Idle is how long idle CPU is measured; 0 means 30 s.
 	Idle time.Duration
+	// Generators is how many load-generator processes share the devices;
+	// 0 means as many as their file-descriptor limit needs (a device holds
+	// two descriptors in the generator: LoadFDs).
+	Generators int
 	// Dir keeps the supernode's home and logs; "" means a temporary one.
 	Dir string
 	// Progress receives progress lines; nil is silent.
@@ -49,6 +54,7 @@ type SupernodeResult struct {
 	MaxDevices int     `json:"max_devices"`
 	NATed      float64 `json:"nated_share"`
 	FDLimit    uint64  `json:"fd_limit"`
+	Generators int     `json:"load_generators"`
 
 	Wave  LoadReport  `json:"wave"`
 	Over  *LoadReport `json:"over,omitempty"`
@@ -68,8 +74,8 @@ type SupernodeResult struct {
 	Load          string  `json:"load_average"`
 }
 
-// RunSupernode starts `parley supernode` on 127.0.0.1 and the load
-// generator (`parley lab scale load`) as two processes, connects
+// RunSupernode starts `parley supernode` on 127.0.0.1 and load generators
+// (`parley lab scale load`) as processes of their own, connects
 // o.Devices devices, measures the supernode's memory, file descriptors
 // and idle CPU from /proc, tries o.Over more, and checks that the first
 // devices are still served.
@@ -112,25 +118,14 @@ func RunSupernode(ctx context.Context, o SupernodeOptions) (*SupernodeResult, er
 	res.BaseRSSMB, res.BaseFDs = sn.rssMB(), sn.fds()
 	fmt.Fprintf(o.Progress, "scale supernode: %s up, RSS %.0f MB, %d fds (limit %d); connecting %d devices\n", target, res.BaseRSSMB, res.BaseFDs, res.FDLimit, o.Devices)
 
-	load := exec.CommandContext(ctx, o.Binary, "lab", "scale", "load", "--target", target,
-		"--devices", strconv.Itoa(o.Devices), "--over", strconv.Itoa(o.Over),
-		"--nated", strconv.FormatFloat(o.NATed, 'f', -1, 64), "--republish", o.Republish.String())
-	load.Stderr = o.Progress
-	stdin, err := load.StdinPipe()
+	gens, err := startGenerators(ctx, o, target)
+	defer gens.stop()
 	if err != nil {
-		return nil, err
+		return res, err
 	}
-	stdout, err := load.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := load.Start(); err != nil {
-		return nil, fmt.Errorf("start load generator: %w", err)
-	}
-	defer func() { stdin.Close(); load.Wait() }()
-	reports := json.NewDecoder(bufio.NewReader(stdout))
-	if err := reports.Decode(&res.Wave); err != nil {
-		return res, fmt.Errorf("load generator: %w", err)
+	res.Generators = len(gens)
+	if res.Wave, err = gens.report(""); err != nil {
+		return res, err
 	}
 	fmt.Fprintf(o.Progress, "scale supernode: %d connected, %d refused in %.0f s; measuring idle CPU for %s\n", res.Wave.Connected, res.Wave.Refused, res.Wave.Seconds, o.Idle)
 	cpu0 := sn.cpuTicks()
@@ -147,22 +142,132 @@ func RunSupernode(ctx context.Context, o SupernodeOptions) (*SupernodeResult, er
 	}
 	if o.Over > 0 {
 		fmt.Fprintf(o.Progress, "scale supernode: RSS %.0f MB (%.1f KB a device), %d fds, idle CPU %.1f%%; trying %d more\n", res.LoadedRSSMB, res.KBPerDevice, res.LoadedFDs, res.IdleCPU, o.Over)
-		fmt.Fprintln(stdin, "go")
-		res.Over = new(LoadReport)
-		if err := reports.Decode(res.Over); err != nil {
-			return res, fmt.Errorf("load generator: %w", err)
+		over, err := gens.report("go")
+		if err != nil {
+			return res, err
 		}
+		res.Over = &over
 		res.OverRSSMB, res.OverFDs = sn.rssMB(), sn.fds()
 	}
-	fmt.Fprintln(stdin, "check")
-	res.Check = new(LoadReport)
-	if err := reports.Decode(res.Check); err != nil {
-		return res, fmt.Errorf("load generator: %w", err)
+	check, err := gens.report("check")
+	if err != nil {
+		return res, err
 	}
+	res.Check = &check
 	res.Alive = sn.alive()
 	res.Load = loadAverage()
 	res.RefusalLines, res.RefusalSample = sn.refusals()
 	return res, nil
+}
+
+// generator is one load-generator process.
+type generator struct {
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	reports *json.Decoder
+}
+
+// generators share the devices between them.
+type generators []*generator
+
+// generatorsFor is how many generators n devices need, each holding
+// LoadFDs descriptors a device under the hard limit on open files.
+func generatorsFor(n int) int {
+	var l unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &l) != nil || l.Max == unix.RLIM_INFINITY {
+		return 1
+	}
+	per := (int(min(l.Max, 1<<30)) - loadSpareFDs) / LoadFDs
+	if per <= 0 {
+		return 1
+	}
+	return (n + per - 1) / per
+}
+
+// share is generator i's part of n, of k generators.
+func share(n, i, k int) int { return n/k + btoi(i < n%k) }
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// startGenerators starts o.Generators (or as many as the descriptors need)
+// load generators, each with its share of the devices and its own range of
+// loopback addresses; the generators started so far come back with an
+// error too, to be stopped.
+func startGenerators(ctx context.Context, o SupernodeOptions, target string) (generators, error) {
+	k := o.Generators
+	if k <= 0 {
+		k = generatorsFor(o.Devices + o.Over)
+	}
+	k = max(1, min(k, o.Devices))
+	var gens generators
+	first := 0
+	for i := 0; i < k; i++ {
+		dev, over := share(o.Devices, i, k), share(o.Over, i, k)
+		cmd := exec.CommandContext(ctx, o.Binary, "lab", "scale", "load", "--target", target,
+			"--devices", strconv.Itoa(dev), "--over", strconv.Itoa(over), "--first", strconv.Itoa(first),
+			"--nated", strconv.FormatFloat(o.NATed, 'f', -1, 64), "--republish", o.Republish.String())
+		first += dev + over
+		cmd.Stderr = o.Progress
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			return gens, err
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			return gens, err
+		}
+		if err := cmd.Start(); err != nil {
+			return gens, fmt.Errorf("start load generator: %w", err)
+		}
+		gens = append(gens, &generator{cmd: cmd, stdin: stdin, reports: json.NewDecoder(bufio.NewReader(stdout))})
+	}
+	return gens, nil
+}
+
+// report sends line (unless "") to every generator and adds up the
+// reports they answer with.
+func (gs generators) report(line string) (LoadReport, error) {
+	if line != "" {
+		for _, g := range gs {
+			fmt.Fprintln(g.stdin, line)
+		}
+	}
+	sum := LoadReport{Errors: map[string]int{}}
+	for i, g := range gs {
+		var r LoadReport
+		if err := g.reports.Decode(&r); err != nil {
+			return sum, fmt.Errorf("load generator %d: %w", i+1, err)
+		}
+		sum.Stage = r.Stage
+		sum.Tried += r.Tried
+		sum.Connected += r.Connected
+		sum.Refused += r.Refused
+		sum.Reserved += r.Reserved
+		sum.ResFailed += r.ResFailed
+		sum.Published += r.Published
+		sum.Served += r.Served
+		sum.Asked += r.Asked
+		sum.Seconds = max(sum.Seconds, r.Seconds)
+		for k, v := range r.Errors {
+			sum.Errors[k] += v
+		}
+	}
+	return sum, nil
+}
+
+// stop closes the generators' control input (which ends them) and waits.
+func (gs generators) stop() {
+	for _, g := range gs {
+		g.stdin.Close()
+	}
+	for _, g := range gs {
+		g.cmd.Wait()
+	}
 }
 
 // snProc is the supernode process under measurement.
@@ -305,6 +410,7 @@ func (s *snProc) stop() {
 // WriteTable prints r for a person.
 func (r *SupernodeResult) WriteTable(w io.Writer) error {
 	var b strings.Builder
+	fmt.Fprintf(&b, "%d load generator process(es)\n", max(1, r.Generators))
 	fmt.Fprintf(&b, "devices | connected | RSS before → after | per device | idle CPU | fds before → after (limit) | reservations ok/refused\n")
 	fmt.Fprintf(&b, "%d | %d in %.0f s | %.0f → %.0f MB | %.1f KB | %.1f%% of a core | %d → %d (%d) | %d/%d\n",
 		r.Devices, r.Wave.Connected, r.Wave.Seconds, r.BaseRSSMB, r.LoadedRSSMB, r.KBPerDevice, r.IdleCPU,

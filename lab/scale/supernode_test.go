@@ -62,3 +62,22 @@ func TestSupernodeRefusesPastItsCapacity(t *testing.T) {
 		t.Fatalf("the supernode counted %d refusals", sn.Refused())
 	}
 }
+
+// The load generators' shares add up to the devices asked for, however
+// many generators there are.
+func TestGeneratorShares(t *testing.T) {
+	for _, n := range []int{0, 1, 7, 10000, 20001} {
+		for k := 1; k <= 4; k++ {
+			sum := 0
+			for i := 0; i < k; i++ {
+				sum += share(n, i, k)
+			}
+			if sum != n {
+				t.Fatalf("%d devices over %d generators: shares add up to %d", n, k, sum)
+			}
+		}
+	}
+	if generatorsFor(1) < 1 {
+		t.Fatal("no generator for one device")
+	}
+}

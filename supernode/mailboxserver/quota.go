@@ -104,55 +104,37 @@ func human(n int64) string {
 
 // checkQuota refuses it, coming from ip, when storing it would break a
 // quota. It runs inside the storing transaction.
-func (s *Server) checkQuota(tx *sql.Tx, it mailbox.Item, ip string, replica bool) error {
+func (s *Server) checkQuota(st *stmts, it mailbox.Item, ip string, replica bool) error {
 	size := int64(len(it.Env))
 	prefix := sourcePrefix(ip)
-	// A count the store cannot give refuses the envelope: a quota is never
+	// A total the store cannot give refuses the envelope: a quota is never
 	// waved through because its query failed.
-	var qerr error
-	count := func(q string, args ...any) (n int64) {
-		var v sql.NullInt64
-		if err := tx.QueryRow(q, args...).Scan(&v); err != nil && qerr == nil {
-			qerr = fmt.Errorf("mailbox quota: %w", err)
-		}
-		return v.Int64
+	t, err := st.quotaTotals(it.To, it.From, ip, prefix, it.To+" "+prefix)
+	if err != nil {
+		return err
 	}
-	if n := count(`SELECT COUNT(*) FROM items WHERE to_device=?`, it.To); qerr != nil {
-		return qerr
-	} else if n >= int64(s.cfg.MaxPerRecipient) {
+	if n := t["to"].n; n >= int64(s.cfg.MaxPerRecipient) {
 		return refuse(ReasonRecipientFull, "mailbox of %s is full (%d envelopes)", shortID(it.To), s.cfg.MaxPerRecipient)
 	}
 	if !replica {
-		if n := count(`SELECT COUNT(*) FROM items WHERE from_device=?`, it.From); qerr != nil {
-			return qerr
-		} else if n >= int64(s.cfg.MaxPerSender) {
+		if n := t["from"].n; n >= int64(s.cfg.MaxPerSender) {
 			return refuse(ReasonSender, "sender quota reached (%d envelopes waiting)", s.cfg.MaxPerSender)
 		}
 	}
-	if tot := count(`SELECT SUM(size) FROM items`); qerr != nil {
-		return qerr
-	} else if tot+size > s.cfg.MaxBytes {
+	if tot := t["all"].bytes; tot+size > s.cfg.MaxBytes {
 		return refuse(ReasonGlobal, "mailbox storage is full (%s)", human(s.cfg.MaxBytes))
 	}
 	if ip != "" {
-		if b := count(`SELECT SUM(size) FROM items WHERE src_ip=?`, ip); qerr != nil {
-			return qerr
-		} else if b+size > s.cfg.MaxBytesPerIP {
+		if b := t["ip"].bytes; b+size > s.cfg.MaxBytesPerIP {
 			return refuse(ReasonSourceIP, "%s has %s waiting (limit %s)", ip, human(b), human(s.cfg.MaxBytesPerIP))
 		}
-		if b := count(`SELECT SUM(size) FROM items WHERE src_prefix=?`, prefix); qerr != nil {
-			return qerr
-		} else if b+size > s.cfg.MaxBytesPerPrefix {
+		if b := t["prefix"].bytes; b+size > s.cfg.MaxBytesPerPrefix {
 			return refuse(ReasonSourcePrefix, "%s has %s waiting (limit %s)", prefix, human(b), human(s.cfg.MaxBytesPerPrefix))
 		}
-		var cnt int
-		var b sql.NullInt64
-		if err := tx.QueryRow(`SELECT COUNT(*), SUM(size) FROM items WHERE to_device=? AND src_prefix=?`, it.To, prefix).Scan(&cnt, &b); err != nil {
-			return fmt.Errorf("mailbox quota: %w", err)
-		}
-		if cnt >= s.cfg.MaxPerRecipientSrc || b.Int64+size > s.cfg.MaxBytesPerRecipientSrc {
+		cnt, b := t["to-prefix"].n, t["to-prefix"].bytes
+		if cnt >= int64(s.cfg.MaxPerRecipientSrc) || b+size > s.cfg.MaxBytesPerRecipientSrc {
 			return refuse(ReasonRecipientSrc, "%s has used its share of the mailbox of %s (%d envelopes, %s)",
-				prefix, shortID(it.To), cnt, human(b.Int64))
+				prefix, shortID(it.To), cnt, human(b))
 		}
 	}
 	return nil
@@ -199,9 +181,8 @@ func (s *Server) registerMetrics(reg prometheus.Registerer) error {
 
 // Bytes is how many bytes of envelopes the mailbox keeps.
 func (s *Server) Bytes() (int64, error) {
-	var n sql.NullInt64
-	err := s.db.QueryRow(`SELECT SUM(size) FROM items`).Scan(&n)
-	return n.Int64, err
+	_, b, err := s.st.get("all", "")
+	return b, err
 }
 
 // migrate adds the columns quotas need to a database made before them.
@@ -236,9 +217,5 @@ func migrate(db *sql.DB) error {
 	if _, err := db.Exec(`UPDATE items SET size=length(env) WHERE size=0`); err != nil {
 		return err
 	}
-	_, err = db.Exec(`
-CREATE INDEX IF NOT EXISTS items_src_ip ON items(src_ip, size);
-CREATE INDEX IF NOT EXISTS items_src_prefix ON items(src_prefix, size);
-CREATE INDEX IF NOT EXISTS items_to_src ON items(to_device, src_prefix, size);`)
-	return err
+	return nil
 }
