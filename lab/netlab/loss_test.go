@@ -36,8 +36,7 @@ func TestSetLoss(t *testing.T) {
 				t.Error(err)
 			}
 		}()
-		// Read while sending: 400 datagrams overrun a socket's default
-		// receive buffer (256 small skbs).
+		// Read while sending.
 		got := make(chan int)
 		go func() {
 			n, buf := 0, make([]byte, 16)
@@ -52,7 +51,13 @@ func TestSetLoss(t *testing.T) {
 				n++
 			}
 		}()
+		// Paced, a datagram a millisecond: a burst of 400 overruns the
+		// receiving socket's buffer whenever the reader is off the CPU for
+		// a moment (a loaded machine lost a quarter with no loss set).
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
 		for range sent {
+			<-tick.C
 			if _, err := src.WriteToUDPAddrPort([]byte("x"), addr); err != nil {
 				t.Error(err)
 				break
