@@ -102,7 +102,7 @@ func (r *relaySockets) stop() {
 
 // ListenPacket is where the agent opens its sockets to TURN servers over
 // UDP (and nothing else).
-func (n triggerNet) ListenPacket(network, address string) (net.PacketConn, error) {
+func (n agentNet) ListenPacket(network, address string) (net.PacketConn, error) {
 	c, err := n.Net.ListenPacket(network, address)
 	if err == nil && n.relays != nil {
 		n.relays.add(c)
@@ -111,7 +111,7 @@ func (n triggerNet) ListenPacket(network, address string) (net.PacketConn, error
 }
 
 // DialTCP is where the agent connects to TURN servers over TCP and TLS.
-func (n triggerNet) DialTCP(network string, laddr, raddr *net.TCPAddr) (transport.TCPConn, error) {
+func (n agentNet) DialTCP(network string, laddr, raddr *net.TCPAddr) (transport.TCPConn, error) {
 	c, err := n.Net.DialTCP(network, laddr, raddr)
 	if err == nil && n.relays != nil {
 		n.relays.add(c)
@@ -120,7 +120,7 @@ func (n triggerNet) DialTCP(network string, laddr, raddr *net.TCPAddr) (transpor
 }
 
 // DialUDP is where the agent connects to TURN servers over DTLS.
-func (n triggerNet) DialUDP(network string, laddr, raddr *net.UDPAddr) (transport.UDPConn, error) {
+func (n agentNet) DialUDP(network string, laddr, raddr *net.UDPAddr) (transport.UDPConn, error) {
 	c, err := n.Net.DialUDP(network, laddr, raddr)
 	if err == nil && n.relays != nil {
 		n.relays.add(c)

@@ -294,7 +294,7 @@ func newAPI(cfg Config, log *slog.Logger, trig *checkTrigger, relays *relaySocke
 	if err := se.SetICERenomination(webrtc.WithRenominationInterval(renominationInterval)); err != nil {
 		return nil, fmt.Errorf("media: ICE renomination: %w", err)
 	}
-	if err := setTriggerNet(&se, cfg, trig, relays); err != nil {
+	if err := setAgentNet(&se, cfg, trig, relays); err != nil {
 		return nil, err
 	}
 	return webrtc.NewAPI(

@@ -49,12 +49,12 @@ const (
 	maxBindingRequests = 7 + triggerMax
 )
 
-// setTriggerNet gives the agent cfg.Net (or the host's network) with its
+// setAgentNet gives the agent cfg.Net (or the host's network) with its
 // sockets watched for trig and its sockets to TURN servers recorded in
 // relays, and the check limit the triggered rounds need. With a TCP
 // network type enabled, trig is left disarmed for good: its candidate
 // would then be paired and dialled.
-func setTriggerNet(se *webrtc.SettingEngine, cfg Config, trig *checkTrigger, relays *relaySockets) error {
+func setAgentNet(se *webrtc.SettingEngine, cfg Config, trig *checkTrigger, relays *relaySockets) error {
 	base := cfg.Net
 	if base == nil {
 		n, err := stdnet.NewNet()
@@ -63,7 +63,7 @@ func setTriggerNet(se *webrtc.SettingEngine, cfg Config, trig *checkTrigger, rel
 		}
 		base = n
 	}
-	se.SetNet(triggerNet{Net: base, t: trig, relays: relays})
+	se.SetNet(agentNet{Net: base, t: trig, relays: relays})
 	for _, nt := range cfg.NetworkTypes {
 		if nt == webrtc.NetworkTypeTCP4 || nt == webrtc.NetworkTypeTCP6 {
 			trig.off = true
@@ -89,7 +89,7 @@ type checkTrigger struct {
 	seq     int       // triggers over the session
 }
 
-// newCheckTrigger is a trigger for pc, off until armed.
+// newCheckTrigger is a trigger, off until armed and given its poke.
 func newCheckTrigger(clk clock.Clock) *checkTrigger {
 	return &checkTrigger{clk: clk}
 }
@@ -192,16 +192,16 @@ func isBindingCheck(b []byte) bool {
 	return typ == 0x0001 || typ == 0x0101
 }
 
-// triggerNet is the agent's network with its UDP sockets watched for t,
+// agentNet is the agent's network with its UDP sockets watched for t,
 // and its sockets to TURN servers recorded in relays (relayrelease.go).
-type triggerNet struct {
+type agentNet struct {
 	transport.Net
 	t      *checkTrigger
 	relays *relaySockets
 }
 
 // ListenUDP is where the agent opens its host and server-reflexive sockets.
-func (n triggerNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPConn, error) {
+func (n agentNet) ListenUDP(network string, laddr *net.UDPAddr) (transport.UDPConn, error) {
 	c, err := n.Net.ListenUDP(network, laddr)
 	if err != nil {
 		return nil, err

@@ -309,15 +309,25 @@ func (u *UI) page(id string) *browser.Page {
 	return u.pages[id]
 }
 
-// browserCall calls a handle with the page's microphone and speaker.
-func (u *UI) browserCall(w http.ResponseWriter, r *http.Request) {
+// pageRequest reads a call request of a page and finds the page; false
+// when it answered with the error already.
+func (u *UI) pageRequest(w http.ResponseWriter, r *http.Request) (uiCallRequest, *browser.Page, bool) {
 	var req uiCallRequest
 	if !readJSON(w, r, &req) {
-		return
+		return req, nil, false
 	}
 	p := u.page(req.Page)
 	if p == nil {
 		writeJSON(w, http.StatusBadRequest, apiError{Error: "no such page: reload the app"})
+		return req, nil, false
+	}
+	return req, p, true
+}
+
+// browserCall calls a handle with the page's microphone and speaker.
+func (u *UI) browserCall(w http.ResponseWriter, r *http.Request) {
+	req, p, ok := u.pageRequest(w, r)
+	if !ok {
 		return
 	}
 	c, err := u.n.Call(u.n.ctx, req.To, CallOptions{Browser: p})
@@ -330,13 +340,8 @@ func (u *UI) browserCall(w http.ResponseWriter, r *http.Request) {
 
 // browserAnswer answers a ringing call with the page's microphone and speaker.
 func (u *UI) browserAnswer(w http.ResponseWriter, r *http.Request) {
-	var req uiCallRequest
-	if !readJSON(w, r, &req) {
-		return
-	}
-	p := u.page(req.Page)
-	if p == nil {
-		writeJSON(w, http.StatusBadRequest, apiError{Error: "no such page: reload the app"})
+	req, p, ok := u.pageRequest(w, r)
+	if !ok {
 		return
 	}
 	c, err := u.n.FindCall(req.ID)
