@@ -230,7 +230,7 @@ func (l *Lab) callBetween(ctx context.Context, spec CallSpec, caller, callee *de
 	p.FinalPathMS, p.Switches, p.FirstPath = finalPath(res)
 	switch {
 	case !res.OK:
-		p.Error = firstNonEmpty(res.Reason, res.Why, "call not connected")
+		p.Error = firstNonEmpty(res.Why, res.Reason, "call not connected")
 	case cp.waitErr != nil:
 		p.Error = fmt.Sprintf("parley call: %v: %s", cp.waitErr, oneLine(tailFile(cp.logPath, 3)))
 	}
