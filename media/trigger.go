@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/transport/v4"
@@ -80,9 +81,11 @@ type checkTrigger struct {
 	poke func(seq int) // makes the agent run a round; seq is unique per session
 	off  bool          // never arm (set before use)
 
-	mu      sync.Mutex
-	armed   bool      // connecting as the controlling side
-	pending bool      // a STUN message arrived; trigger once it is handled
+	mu    sync.Mutex
+	armed bool // connecting as the controlling side
+	// pending: a STUN message arrived; trigger once it is handled. Atomic
+	// so that the read of every datagram costs a load, not a lock.
+	pending atomic.Bool
 	timer   bool      // a spaced trigger is scheduled
 	last    time.Time // the last trigger
 	count   int       // triggers since armed
@@ -115,7 +118,8 @@ func (t *checkTrigger) arm() {
 		return
 	}
 	t.mu.Lock()
-	t.armed, t.pending, t.count = true, false, 0
+	t.armed, t.count = true, 0
+	t.pending.Store(false)
 	t.mu.Unlock()
 	t.clk.AfterFunc(relayHoldBack+2*time.Millisecond, t.fire)
 }
@@ -126,7 +130,8 @@ func (t *checkTrigger) disarm() {
 		return
 	}
 	t.mu.Lock()
-	t.armed, t.pending = false, false
+	t.armed = false
+	t.pending.Store(false)
 	t.mu.Unlock()
 }
 
@@ -134,7 +139,7 @@ func (t *checkTrigger) disarm() {
 func (t *checkTrigger) noteSTUN() {
 	t.mu.Lock()
 	if t.armed {
-		t.pending = true
+		t.pending.Store(true)
 	}
 	t.mu.Unlock()
 }
@@ -143,12 +148,15 @@ func (t *checkTrigger) noteSTUN() {
 // read (it is reading the next): a pending trigger fires now, or once the
 // spacing allows.
 func (t *checkTrigger) handled() {
+	if !t.pending.Load() {
+		return
+	}
 	t.mu.Lock()
-	if !t.pending || !t.armed {
+	if !t.pending.Load() || !t.armed {
 		t.mu.Unlock()
 		return
 	}
-	t.pending = false
+	t.pending.Store(false)
 	wait := triggerSpacing - t.clk.Now().Sub(t.last)
 	if wait > 0 {
 		if !t.timer {
