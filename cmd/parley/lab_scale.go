@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -29,11 +30,41 @@ func printJSON(v any) error {
 }
 
 // printResult prints a lab's result as JSON with --json, else as its table.
-func printResult(c *cli.Context, res interface{ WriteTable(io.Writer) error }) error {
+func printResult(c *cli.Context, res tabler) error {
 	if c.Bool("json") {
 		return printJSON(res)
 	}
 	return res.WriteTable(os.Stdout)
+}
+
+// tabler is a scale lab's result: a table, or JSON with --json.
+type tabler interface{ WriteTable(io.Writer) error }
+
+// scaleAction is the Action of a `lab scale` command: run it under a
+// signal context, print what it measured (when shown says there is
+// something), then fail with its error, or with what verdict finds wrong
+// in the result.
+func scaleAction[R tabler](name string, run func(context.Context, *cli.Context) (R, error), shown func(R) bool, verdict func(R) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		if err := noArgs(c); err != nil {
+			return err
+		}
+		ctx, stop := signalContext()
+		defer stop()
+		res, err := run(ctx, c)
+		if shown(res) {
+			if perr := printResult(c, res); perr != nil {
+				return perr
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("scale %s: %w", name, err)
+		}
+		if err := verdict(res); err != nil {
+			return fmt.Errorf("scale %s: %w", name, err)
+		}
+		return nil
+	}
 }
 
 func noArgs(c *cli.Context) error {
@@ -60,30 +91,18 @@ func labScaleDHTCmd() *cli.Command {
 			&cli.BoolFlag{Name: "refresh", Usage: "have every server refresh its routing table once all have joined (a dozen lookups each)"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON instead of a table"},
 		},
-		Action: func(c *cli.Context) error {
-			if err := noArgs(c); err != nil {
-				return err
-			}
-			ctx, stop := signalContext()
-			defer stop()
-			res, err := scale.RunDHT(ctx, scale.DHTOptions{
+		Action: scaleAction("dht", func(ctx context.Context, c *cli.Context) (*scale.DHTResult, error) {
+			return scale.RunDHT(ctx, scale.DHTOptions{
 				Servers: c.Int("servers"), Devices: c.Int("devices"), Publishers: c.Int("publishers"), Latency: c.Duration("latency"),
 				Churn: c.Float64("churn"), Duration: c.Duration("duration"), Lookups: c.Int("lookups"),
 				Parallel: c.Int("parallel"), Refresh: c.Bool("refresh"), Progress: os.Stderr,
 			})
-			if res != nil && res.Lookups > 0 {
-				if perr := printResult(c, res); perr != nil {
-					return perr
-				}
-			}
-			if err != nil {
-				return fmt.Errorf("scale dht: %w", err)
-			}
+		}, func(res *scale.DHTResult) bool { return res != nil && res.Lookups > 0 }, func(res *scale.DHTResult) error {
 			if res.Resolved < res.Lookups {
-				return fmt.Errorf("scale dht: %d of %d lookups failed", res.Lookups-res.Resolved, res.Lookups)
+				return fmt.Errorf("%d of %d lookups failed", res.Lookups-res.Resolved, res.Lookups)
 			}
 			return nil
-		},
+		}),
 	}
 }
 
@@ -104,30 +123,18 @@ func labScaleSupernodeCmd() *cli.Command {
 			&cli.StringFlag{Name: "dir", Usage: "keep the supernode's home and log in `DIR`"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON instead of a table"},
 		},
-		Action: func(c *cli.Context) error {
-			if err := noArgs(c); err != nil {
-				return err
-			}
-			ctx, stop := signalContext()
-			defer stop()
-			res, err := scale.RunSupernode(ctx, scale.SupernodeOptions{
+		Action: scaleAction("supernode", func(ctx context.Context, c *cli.Context) (*scale.SupernodeResult, error) {
+			return scale.RunSupernode(ctx, scale.SupernodeOptions{
 				Binary: c.String("binary"), Devices: c.Int("devices"), Over: c.Int("over"), MaxDevices: c.Int("max-devices"),
 				NATed: c.Float64("nated"), Republish: c.Duration("republish"), Idle: c.Duration("idle"),
 				Generators: c.Int("generators"), Dir: c.String("dir"), Progress: os.Stderr,
 			})
-			if res != nil {
-				if perr := printResult(c, res); perr != nil {
-					return perr
-				}
-			}
-			if err != nil {
-				return fmt.Errorf("scale supernode: %w", err)
-			}
+		}, func(res *scale.SupernodeResult) bool { return res != nil }, func(res *scale.SupernodeResult) error {
 			if !res.Alive {
-				return fmt.Errorf("scale supernode: the supernode died (see its log)")
+				return fmt.Errorf("the supernode died (see its log)")
 			}
 			return nil
-		},
+		}),
 	}
 }
 
@@ -170,26 +177,14 @@ func labScaleMailboxCmd() *cli.Command {
 			&cli.StringFlag{Name: "dir", Usage: "keep the mailboxes' databases in `DIR`"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON instead of a table"},
 		},
-		Action: func(c *cli.Context) error {
-			if err := noArgs(c); err != nil {
-				return err
-			}
-			ctx, stop := signalContext()
-			defer stop()
-			res, err := scale.RunMailbox(ctx, scale.MailboxOptions{Envelopes: c.Int("envelopes"), Deposits: c.Int("deposits"), Duration: c.Duration("duration"),
+		Action: scaleAction("mailbox", func(ctx context.Context, c *cli.Context) (*scale.MailboxResult, error) {
+			return scale.RunMailbox(ctx, scale.MailboxOptions{Envelopes: c.Int("envelopes"), Deposits: c.Int("deposits"), Duration: c.Duration("duration"),
 				Size: c.Int("size"), Recipients: c.Int("recipients"), Senders: c.Int("senders"), Dir: c.String("dir"), Progress: os.Stderr})
-			if res != nil {
-				if perr := printResult(c, res); perr != nil {
-					return perr
-				}
-			}
-			if err != nil {
-				return fmt.Errorf("scale mailbox: %w", err)
-			}
+		}, func(res *scale.MailboxResult) bool { return res != nil }, func(res *scale.MailboxResult) error {
 			if res.FetchLost > 0 || res.Refused > 0 {
-				return fmt.Errorf("scale mailbox: %d envelopes refused, %d missing at fetch", res.Refused, res.FetchLost)
+				return fmt.Errorf("%d envelopes refused, %d missing at fetch", res.Refused, res.FetchLost)
 			}
 			return nil
-		},
+		}),
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -26,37 +27,25 @@ func labScaleCallsCmd() *cli.Command {
 			&cli.DurationFlag{Name: "budget", Value: scale.DefaultCallBudget, Usage: "start no level after this long"},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON instead of a table"},
 		},
-		Action: func(c *cli.Context) error {
-			if err := noArgs(c); err != nil {
-				return err
-			}
+		Action: scaleAction("calls", func(ctx context.Context, c *cli.Context) (*scale.CallsResult, error) {
 			var levels []int
 			if s := c.String("levels"); s != "" {
 				for _, f := range strings.Split(s, ",") {
 					n, err := strconv.Atoi(strings.TrimSpace(f))
 					if err != nil {
-						return fmt.Errorf("scale calls: --levels: %q is not a number", f)
+						return nil, fmt.Errorf("--levels: %q is not a number", f)
 					}
 					levels = append(levels, n)
 				}
 			}
-			ctx, stop := signalContext()
-			defer stop()
-			res, err := scale.RunCalls(ctx, scale.CallsOptions{Levels: levels, Audio: c.Duration("audio"), Relay: c.String("relay"),
+			return scale.RunCalls(ctx, scale.CallsOptions{Levels: levels, Audio: c.Duration("audio"), Relay: c.String("relay"),
 				MinMOS: c.Float64("min-mos"), Budget: c.Duration("budget"), Progress: os.Stderr})
-			if res != nil && len(res.Levels) > 0 {
-				if perr := printResult(c, res); perr != nil {
-					return perr
-				}
-			}
-			if err != nil {
-				return fmt.Errorf("scale calls: %w", err)
-			}
+		}, func(res *scale.CallsResult) bool { return res != nil && len(res.Levels) > 0 }, func(res *scale.CallsResult) error {
 			if res.Carried == 0 {
-				return fmt.Errorf("scale calls: not even %d call was heard at MOS ≥ %.1f", res.Levels[0].Calls, res.MinMOS)
+				return fmt.Errorf("not even %d call was heard at MOS ≥ %.1f", res.Levels[0].Calls, res.MinMOS)
 			}
 			return nil
-		},
+		}),
 	}
 }
 
