@@ -38,7 +38,7 @@ lint: errcheck
 # proxy for errcheck itself.
 ERRCHECK ?= github.com/kisielk/errcheck@v1.9.0
 errcheck:
-	$(GO) run $(ERRCHECK) -ignoretests -exclude .errcheck-excludes ./node/ ./supernode/...
+	$(GO) run $(ERRCHECK) -ignoretests -exclude .errcheck-excludes ./node/ ./supernode/... ./guestcall/
 
 # A short run of every native fuzz target (FUZZTIME=1m for longer).
 FUZZTIME ?= 10s

@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
@@ -44,10 +45,13 @@ const MaxGuestMessage = 32 << 10
 
 // Guest endpoint defaults for the zero values of GuestConfig.
 const (
-	DefaultGuestMaxPerIP      = 4
-	DefaultGuestCallsPerMin   = 6
-	DefaultGuestTURNPerMin    = 6
-	DefaultGuestMaxPages      = 256
+	DefaultGuestMaxPerIP    = 4
+	DefaultGuestCallsPerMin = 6
+	DefaultGuestTURNPerMin  = 6
+	DefaultGuestMaxPages    = 256
+	// DefaultGuestStallTimeout: the callee's audio comes every 20 ms, or
+	// every 400 ms in DTX.
+	DefaultGuestStallTimeout  = 2 * time.Second
 	maxGuestHandle            = 64
 	maxGuestLimiterEntries    = 10000
 	guestHandshakeReadTimeout = 5 * time.Second
@@ -113,6 +117,11 @@ type GuestConfig struct {
 	// MaxPages bounds the guest WebSockets open in all; 0 means
 	// DefaultGuestMaxPages.
 	MaxPages int
+	// StallTimeout is how long a guest's connected peer connection may
+	// receive no packet before it reads as disconnected and the call
+	// restarts ICE (SessionConfig.StallTimeout); 0 means
+	// DefaultGuestStallTimeout.
+	StallTimeout time.Duration
 	// CertFile and KeyFile, when both set, serve HTTPS with this PEM
 	// certificate chain and key (a browser gives the microphone only to a
 	// secure page); "" serves plain HTTP (localhost, or a TLS proxy in
@@ -159,6 +168,9 @@ func ServeGuests(addr string, cfg GuestConfig) (*GuestServer, error) {
 	def(&cfg.CallsPerMinute, DefaultGuestCallsPerMin)
 	def(&cfg.TURNPerMinute, DefaultGuestTURNPerMin)
 	def(&cfg.MaxPages, DefaultGuestMaxPages)
+	if cfg.StallTimeout <= 0 {
+		cfg.StallTimeout = DefaultGuestStallTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -377,7 +389,7 @@ func (g *GuestServer) serveWS(w http.ResponseWriter, r *http.Request) {
 		p.Send(Message{T: "event", Event: map[string]string{"guest": state, "reason": reason}})
 	}
 	turn := g.turn.allow(ip, g.cfg.Now())
-	var sc SessionConfig
+	sc := SessionConfig{StallTimeout: g.cfg.StallTimeout}
 	if g.cfg.ICE != nil {
 		sc.ICEServers = g.cfg.ICE(ip, local, turn)
 	}
@@ -405,7 +417,9 @@ func (g *GuestServer) serveWS(w http.ResponseWriter, r *http.Request) {
 	// frame, which ends Serve. Closing the socket at once while the page
 	// still sends (stats, candidates) would reset the connection and lose
 	// the close frame.
-	p.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, truncate(reason, 120)), time.Now().Add(time.Second))
+	// The close frame goes behind the "ended" event: written before it, the
+	// browser would fail the socket and never read why.
+	p.CloseAfterQueued(reason)
 	t := time.NewTimer(2 * time.Second)
 	defer t.Stop()
 	select {
@@ -415,11 +429,16 @@ func (g *GuestServer) serveWS(w http.ResponseWriter, r *http.Request) {
 	p.Close()
 }
 
+// truncate cuts s to at most n bytes at a rune boundary: a close frame's
+// reason must be valid UTF-8, or the browser fails the socket.
 func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
+	if len(s) <= n {
+		return s
 	}
-	return s
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // ipLimiter is a token bucket of perMinute (a burst of as many) per IP,

@@ -23,6 +23,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 	"github.com/pion/webrtc/v4"
@@ -32,7 +33,7 @@ import (
 )
 
 // holdCaller is the guest endpoint's far side in these tests: it says the
-// call rings and holds it until the page goes. The endpoint's limits, not
+// call rings and holds it until the page goes (carol refuses at once). The endpoint's limits, not
 // the call, are under test here (node/guest_browser_test.go runs a real one).
 type holdCaller struct {
 	mu    sync.Mutex
@@ -44,6 +45,9 @@ func (h *holdCaller) CallGuest(ctx context.Context, c GuestCall) error {
 	h.mu.Lock()
 	h.calls = append(h.calls, c)
 	h.mu.Unlock()
+	if c.Handle == "carol" {
+		return errors.New("carol takes no guests")
+	}
 	c.Status("ringing", "1 device(s)")
 	<-ctx.Done()
 	h.ended <- c.Handle
@@ -119,6 +123,30 @@ func readEvent(t *testing.T, c *websocket.Conn, state string) map[string]string 
 		if json.Unmarshal(b, &m) == nil && m.T == "event" && m.Event["guest"] == state {
 			return m.Event
 		}
+	}
+}
+
+// TestGuestEndedBeforeClose: a call that ends at once (carol refuses)
+// tells the page why in an "ended" event and then a close frame with the
+// reason, in that order, every time. A close frame written before the
+// queued event makes the browser fail the socket (code 1006, no reason),
+// and the page cannot say why the call ended.
+func TestGuestEndedBeforeClose(t *testing.T) {
+	r := startGuests(t, GuestConfig{MaxPerIP: 100, CallsPerMinute: 1000})
+	for i := range 40 {
+		c, code, body := r.dial(t, "127.0.0.1", "carol", r.base())
+		if c == nil {
+			t.Fatalf("call %d: refused %d %q", i, code, body)
+		}
+		if e := readEvent(t, c, "ended"); e["reason"] != "carol takes no guests" {
+			t.Fatalf("call %d ended with %q, want carol's refusal", i, e["reason"])
+		}
+		_, _, err := c.ReadMessage()
+		var ce *websocket.CloseError
+		if !errors.As(err, &ce) || ce.Code != websocket.CloseNormalClosure || ce.Text != "carol takes no guests" {
+			t.Fatalf("call %d: after the ended event got %v, want a normal close with the reason", i, err)
+		}
+		c.Close()
 	}
 }
 
@@ -353,5 +381,15 @@ func TestGuestHTTPS(t *testing.T) {
 		if resp.StatusCode == 200 {
 			t.Fatal("the page was served over plain HTTP too")
 		}
+	}
+}
+
+// TestTruncateAtRune: a close reason cut to the frame's limit stays valid
+// UTF-8 (the browser fails a socket whose close reason is not).
+func TestTruncateAtRune(t *testing.T) {
+	s := strings.Repeat("é", 100) // 200 bytes
+	got := truncate(s, 123)
+	if len(got) > 123 || !utf8.ValidString(got) || got != strings.Repeat("é", 61) {
+		t.Fatalf("truncate to 123 bytes gave %d bytes, valid %v", len(got), utf8.ValidString(got))
 	}
 }

@@ -24,7 +24,7 @@ type Page struct {
 	// decode parses one message from the page: DecodeMessage, or
 	// DecodeGuestMessage for a guest's page.
 	decode func([]byte) (*Message, error)
-	out    chan []byte
+	out    chan frame
 	done   chan struct{}
 	once   sync.Once
 	wg     sync.WaitGroup // the writer
@@ -43,7 +43,7 @@ func NewPage(conn *websocket.Conn, log *slog.Logger) *Page {
 		log = slog.Default()
 	}
 	conn.SetReadLimit(MaxMessage)
-	p := &Page{conn: conn, log: log, decode: DecodeMessage, out: make(chan []byte, maxQueued), done: make(chan struct{}),
+	p := &Page{conn: conn, log: log, decode: DecodeMessage, out: make(chan frame, maxQueued), done: make(chan struct{}),
 		sessions: map[string]*Session{}, pending: map[uint64]chan *Message{}}
 	p.wg.Add(1)
 	go p.writeLoop()
@@ -108,7 +108,7 @@ func (p *Page) Send(m Message) bool {
 	default:
 	}
 	select {
-	case p.out <- b:
+	case p.out <- frame{b: b}:
 		return true
 	default:
 		p.log.Warn("browser page too far behind; closing it")
@@ -117,13 +117,44 @@ func (p *Page) Send(m Message) bool {
 	}
 }
 
+// frame is one message for the page, or (close) the close frame that
+// ends it, with its reason.
+type frame struct {
+	b     []byte
+	close bool
+}
+
+// CloseAfterQueued queues a normal close frame with reason (at most 123
+// bytes: the frame's limit) behind the messages already queued, so that
+// the page reads them all and then why the server ended. It returns at
+// once; nothing sent after it reaches the page.
+func (p *Page) CloseAfterQueued(reason string) {
+	select {
+	case p.out <- frame{b: websocket.FormatCloseMessage(websocket.CloseNormalClosure, truncate(reason, 123)), close: true}:
+	case <-p.done:
+	default: // the queue is full: the page is too far behind to read it
+		go p.Close()
+	}
+}
+
 func (p *Page) writeLoop() {
 	defer p.wg.Done()
+	closed := false
 	for {
 		select {
-		case b := <-p.out:
+		case f := <-p.out:
+			if closed {
+				continue // after the close frame, nothing more is sent
+			}
 			p.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-			if err := p.conn.WriteMessage(websocket.TextMessage, b); err != nil {
+			var err error
+			if f.close {
+				closed = true
+				err = p.conn.WriteControl(websocket.CloseMessage, f.b, time.Now().Add(10*time.Second))
+			} else {
+				err = p.conn.WriteMessage(websocket.TextMessage, f.b)
+			}
+			if err != nil {
 				go p.Close()
 				return
 			}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"github.com/parley-net/parley/internal/clock"
 	"github.com/parley-net/parley/media"
 )
 
@@ -140,5 +141,123 @@ func TestPageLimits(t *testing.T) {
 	case <-p.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("a page that sent a bad message stayed open")
+	}
+}
+
+// A connected page that receives nothing for StallTimeout reads as
+// disconnected (what a pion session's ICE says after as long), and as
+// connected again when packets come back.
+func TestSessionStallReadsDisconnected(t *testing.T) {
+	p, page := pagePair(t)
+	clk := clock.NewFake(time.Unix(1000, 0))
+	s, err := p.NewSession(SessionConfig{StallTimeout: 1500 * time.Millisecond, Clock: clk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := make(chan media.State, 8)
+	s.OnState(func(st media.State) { states <- st })
+	readMsg(t, page) // pc
+	// Each report is read before the clock moves: a stats message is
+	// followed by a candidate, whose callback says it was handled.
+	cands := make(chan string, 8)
+	s.OnLocalCandidate(func(c string) { cands <- c })
+	c := `{"candidate":"candidate:1 1 udp 1 127.0.0.1 5000 typ host"}`
+	report := func(packets uint64) {
+		t.Helper()
+		page.WriteJSON(Message{T: "stats", ID: s.ID(), Stats: &PageStats{PacketsIn: packets, ReceivedS: 1}})
+		page.WriteJSON(Message{T: "cand", ID: s.ID(), Cand: &c})
+		select {
+		case <-cands:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the page's report was not handled")
+		}
+	}
+	expect := func(want media.State) {
+		t.Helper()
+		select {
+		case st := <-states:
+			if st != want {
+				t.Fatalf("state %v, want %v", st, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no state change to %v", want)
+		}
+	}
+	noChange := func() {
+		t.Helper()
+		select {
+		case st := <-states:
+			t.Fatalf("state changed to %v", st)
+		default:
+		}
+	}
+	page.WriteJSON(Message{T: "state", ID: s.ID(), State: "connected"})
+	expect(media.StateConnected)
+	report(10)
+	clk.Advance(time.Second)
+	report(10) // a second without a packet: still connected
+	noChange()
+	clk.Advance(600 * time.Millisecond)
+	report(10) // 1.6 s: the path is dead
+	expect(media.StateDisconnected)
+	if s.Stats().State != media.StateDisconnected {
+		t.Fatalf("stats state %v", s.Stats().State)
+	}
+	report(12) // packets again
+	expect(media.StateConnected)
+	// A page that says disconnected is disconnected, stall or not.
+	page.WriteJSON(Message{T: "state", ID: s.ID(), State: "disconnected"})
+	expect(media.StateDisconnected)
+	// Connected again (after an ICE restart, say): the new path gets its
+	// own StallTimeout before its silence counts.
+	clk.Advance(5 * time.Second)
+	page.WriteJSON(Message{T: "state", ID: s.ID(), State: "connected"})
+	expect(media.StateConnected)
+	clk.Advance(time.Second)
+	report(12)
+	noChange()
+}
+
+// The pairs a page's reports name reach OnPathChange once each, in order,
+// as a pion session's selected pairs do.
+func TestSessionPathChanges(t *testing.T) {
+	p, page := pagePair(t)
+	s, err := p.NewSession(SessionConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	readMsg(t, page) // pc
+	paths := make(chan media.Path, 8)
+	host := PageStats{PacketsIn: 1, LocalType: "host", RemoteType: "host", Local: "127.0.0.1:1000", Remote: "127.0.0.1:2000", Protocol: "udp"}
+	relay := PageStats{PacketsIn: 2, LocalType: "relay", RemoteType: "host", Local: "127.0.0.2:3000", Remote: "127.0.0.1:2000",
+		Protocol: "udp", RelayURL: "turn:127.0.0.2:3478?transport=udp", RelayProtocol: "udp"}
+	page.WriteJSON(Message{T: "stats", ID: s.ID(), Stats: &PageStats{}}) // no pair yet
+	page.WriteJSON(Message{T: "stats", ID: s.ID(), Stats: &host})
+	// Registered late: the pair named before comes at once.
+	for deadline := time.Now().Add(5 * time.Second); s.PacketsReceived() != 1; {
+		if time.Now().After(deadline) {
+			t.Fatal("the page's report was not read")
+		}
+		time.Sleep(time.Millisecond) // the report is read on the page's goroutine
+	}
+	s.OnPathChange(func(p media.Path) { paths <- p })
+	page.WriteJSON(Message{T: "stats", ID: s.ID(), Stats: &host}) // the same pair: nothing
+	page.WriteJSON(Message{T: "stats", ID: s.ID(), Stats: &relay})
+	want := []media.Path{pathOf(host), {LocalType: "relay", RemoteType: "host", Local: "127.0.0.2:3000", Remote: "127.0.0.1:2000",
+		Protocol: "udp", RelayServer: "turn:127.0.0.2:3478?transport=udp", RelayProtocol: "udp"}}
+	for i, w := range want {
+		select {
+		case got := <-paths:
+			if got != w {
+				t.Fatalf("path %d: %+v, want %+v", i, got, w)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("path %d did not come", i)
+		}
+	}
+	select {
+	case got := <-paths:
+		t.Fatalf("an extra path %+v", got)
+	case <-time.After(100 * time.Millisecond): // nothing more is due; a short look for a stray one
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/parley-net/parley/internal/clock"
 	"github.com/parley-net/parley/media"
 )
 
@@ -21,6 +22,15 @@ type SessionConfig struct {
 	ICEServers []webrtc.ICEServer
 	// RelayOnly sets iceTransportPolicy "relay".
 	RelayOnly bool
+	// StallTimeout is how long the page may receive no packet, while it
+	// says it is connected, before the session reads as disconnected: the
+	// trigger of a pion session (media.Config.DisconnectedTimeout, ICE
+	// silence), so a call restarts ICE as soon with a browser leg. Audio
+	// flows every 20 ms (every 400 ms in DTX); Chromium's own
+	// "disconnected" takes 5 s or more. 0 leaves the page's states alone.
+	StallTimeout time.Duration
+	// Clock tells the time of the page's reports; nil is the wall clock.
+	Clock clock.Clock
 }
 
 type report struct {
@@ -44,8 +54,18 @@ type Session struct {
 	mu          sync.Mutex
 	onCandidate func(string)
 	onState     func(media.State)
-	state       media.State
-	stats       PageStats
+	onPath      func(media.Path)
+	// path is the pair the page's last report named (nil before one).
+	path *media.Path
+	// state is what the session says: pageState, but disconnected while
+	// the page receives nothing for cfg.StallTimeout.
+	state     media.State
+	pageState media.State
+	// lastIn is the page's last count of received packets, inAt when it
+	// last grew (or the page last became connected).
+	lastIn uint64
+	inAt   time.Time
+	stats  PageStats
 	// recent holds the reports of about the last second and one before
 	// it, oldest first: bitrates are taken over at least a second.
 	recent []report
@@ -54,6 +74,9 @@ type Session struct {
 }
 
 func newSession(p *Page, id string, cfg SessionConfig) *Session {
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
 	s := &Session{p: p, id: id, cfg: cfg, first: make(chan struct{}), done: make(chan struct{}), signal: make(chan struct{}, 1)}
 	go s.deliver()
 	return s
@@ -157,6 +180,29 @@ func (s *Session) OnState(f func(media.State)) {
 	s.onState = f
 }
 
+// OnPathChange registers f for the pairs the page's ICE selects: the
+// first, a move to another pair, the pair after an ICE restart (as a pion
+// session's). A pair the page named before is delivered at once.
+func (s *Session) OnPathChange(f func(media.Path)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onPath = f
+	if s.path != nil {
+		s.enqueuePathLocked(*s.path)
+	}
+}
+
+func (s *Session) enqueuePathLocked(p media.Path) {
+	s.enqueueLocked(func() {
+		s.mu.Lock()
+		f := s.onPath
+		s.mu.Unlock()
+		if f != nil {
+			f(p)
+		}
+	})
+}
+
 // FirstAudio is closed when the page has received audio.
 func (s *Session) FirstAudio() <-chan struct{} { return s.first }
 
@@ -241,22 +287,25 @@ func (s *Session) fromPage(m *Message) {
 			return
 		}
 		s.mu.Lock()
-		changed := s.state != st
-		s.state = st
-		s.mu.Unlock()
-		if changed {
-			s.enqueue(func() {
-				s.mu.Lock()
-				f := s.onState
-				s.mu.Unlock()
-				if f != nil {
-					f(st)
-				}
-			})
+		if st == media.StateConnected && s.pageState != media.StateConnected {
+			s.inAt = s.cfg.Clock.Now() // a new path: its packets have yet to come
 		}
+		s.pageState = st
+		s.updateStateLocked(s.cfg.Clock.Now())
+		s.mu.Unlock()
 	case "stats":
-		now := time.Now()
+		now := s.cfg.Clock.Now()
 		s.mu.Lock()
+		if m.Stats.PacketsIn != s.lastIn {
+			s.lastIn, s.inAt = m.Stats.PacketsIn, now
+		}
+		s.updateStateLocked(now)
+		if p := pathOf(*m.Stats); p.LocalType != "" && (s.path == nil || *s.path != p) {
+			s.path = &p
+			if s.onPath != nil {
+				s.enqueuePathLocked(p)
+			}
+		}
 		s.stats = *m.Stats
 		s.recent = append(s.recent, report{at: now, in: m.Stats.BytesIn, out: m.Stats.BytesOut})
 		for len(s.recent) > 1 && !s.recent[1].at.After(now.Add(-time.Second)) {
@@ -273,13 +322,39 @@ func (s *Session) fromPage(m *Message) {
 	}
 }
 
+// updateStateLocked sets the session's state from the page's and the
+// packets it receives, and tells OnState of a change. s.mu is held.
+func (s *Session) updateStateLocked(now time.Time) {
+	st := s.pageState
+	if st == media.StateConnected && s.cfg.StallTimeout > 0 && s.lastIn > 0 && now.Sub(s.inAt) >= s.cfg.StallTimeout {
+		st = media.StateDisconnected
+	}
+	if st == s.state || s.state == media.StateClosed {
+		return
+	}
+	s.state = st
+	s.enqueueLocked(func() {
+		s.mu.Lock()
+		f := s.onState
+		s.mu.Unlock()
+		if f != nil {
+			f(st)
+		}
+	})
+}
+
 // enqueue runs f on the session's callback goroutine, in order.
 func (s *Session) enqueue(f func()) {
 	s.mu.Lock()
+	s.enqueueLocked(f)
+	s.mu.Unlock()
+}
+
+// enqueueLocked is enqueue with s.mu held.
+func (s *Session) enqueueLocked(f func()) {
 	if len(s.queue) < maxQueued {
 		s.queue = append(s.queue, f)
 	}
-	s.mu.Unlock()
 	select {
 	case s.signal <- struct{}{}:
 	default:
@@ -332,18 +407,24 @@ func stateOf(s string) media.State {
 // encoder's look-ahead), as media counts it for MOS.
 const opusDelay = 26500 * time.Microsecond
 
+// pathOf is the pair a page's report names.
+func pathOf(cur PageStats) media.Path {
+	p := media.Path{LocalType: cur.LocalType, RemoteType: cur.RemoteType, Local: cur.Local, Remote: cur.Remote,
+		Protocol: cur.Protocol}
+	if cur.LocalType == "relay" {
+		p.RelayServer, p.RelayProtocol = cur.RelayURL, cur.RelayProtocol
+	}
+	return p
+}
+
 func statsFrom(state media.State, cur, prev PageStats, over time.Duration) media.Stats {
 	sec := func(f float64) time.Duration { return time.Duration(f * float64(time.Second)) }
 	st := media.Stats{State: state, RTT: sec(cur.RTTS), Jitter: sec(cur.JitterS),
 		Concealed: sec(cur.ConcealedS), JitterBuffer: sec(cur.JitterBufferS),
 		PacketsSent: cur.PacketsOut, BytesSent: cur.BytesOut, PacketsReceived: cur.PacketsIn, BytesReceived: cur.BytesIn,
-		Path: media.Path{LocalType: cur.LocalType, RemoteType: cur.RemoteType, Local: cur.Local, Remote: cur.Remote,
-			Protocol: cur.Protocol}}
+		Path: pathOf(cur)}
 	if cur.RTTS > 0 {
 		st.RTTSource = "ice"
-	}
-	if cur.LocalType == "relay" {
-		st.Path.RelayServer, st.Path.RelayProtocol = cur.RelayURL, cur.RelayProtocol
 	}
 	if expected := int64(cur.PacketsIn) + cur.Lost; expected > 0 && cur.Lost > 0 {
 		st.LossPercent = 100 * float64(cur.Lost) / float64(expected)

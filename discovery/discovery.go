@@ -8,8 +8,9 @@
 // They carry supernodes' signed witnesses of when the claim was first seen
 // (ClaimProtocol, at most MaxWitnesses); rival claims rank by the time a
 // quorum of trusted supernodes attests, never by a time the claimant wrote.
-// A lookup (LookupHandle) asks up to 20 DHT servers and compares their
-// answers rather than taking the first.
+// A lookup (LookupHandle) walks to the 20 DHT servers closest to the
+// handle, asking each for the record as it goes, and compares their answers
+// rather than taking the first.
 // discovery knows nothing of WebRTC or chat.
 package discovery
 

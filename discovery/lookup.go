@@ -6,17 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"sync"
 	"time"
 
 	dht "github.com/libp2p/go-libp2p-kad-dht"
-	pb "github.com/libp2p/go-libp2p-kad-dht/pb"
 	record "github.com/libp2p/go-libp2p-record"
-	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	"github.com/libp2p/go-msgio/pbio"
 )
 
 // Limits of a handle lookup.
@@ -38,8 +34,9 @@ type Lookup struct {
 	// Verified is set when Best's claim is attested by a quorum of trusted
 	// supernodes (ClaimRank.Attested).
 	Verified bool
-	// Asked and Answered count the servers asked and those that answered
-	// with a valid record.
+	// Asked counts the servers whose answers were weighed (the closest
+	// the walk found, and the trusted supernodes); Answered those that
+	// answered with a valid record.
 	Asked, Answered int
 	// Claims are every account the servers named, the best first.
 	Claims []AccountClaim
@@ -81,13 +78,14 @@ func ValidatorOf(d *dht.IpfsDHT) HandleValidator {
 	return HandleValidator{}
 }
 
-// LookupHandle asks the DHT servers closest to a handle's key, and the
-// trusted supernodes this host is connected to, each for the handle's
-// record, and compares the answers: it does not stop at the first. Records
-// that do not validate are dropped; the rest are grouped by account and
-// ranked by HandleValidator, so a rogue server's answer is one answer among
-// several and loses to a claim a quorum of trusted supernodes witnessed
-// first. It fails with ErrNoSuchHandle when no server has a valid record.
+// LookupHandle walks the DHT to the servers closest to a handle's key,
+// asking each for the handle's record as it goes (walkValue), asks the
+// trusted supernodes this host is connected to in the same walk, and
+// compares the answers: it does not stop at the first. Records that do not validate are
+// dropped; the rest are grouped by account and ranked by HandleValidator,
+// so a rogue server's answer is one answer among several and loses to a
+// claim a quorum of trusted supernodes witnessed first. It fails with
+// ErrNoSuchHandle when no server has a valid record.
 // Long because the quorum rule reads best in one place: ask, collect,
 // verify, choose.
 func LookupHandle(ctx context.Context, d *dht.IpfsDHT, handle string) (*Lookup, error) {
@@ -97,51 +95,28 @@ func LookupHandle(ctx context.Context, d *dht.IpfsDHT, handle string) (*Lookup, 
 	key := HandleKey(handle)
 	v := ValidatorOf(d)
 	h := d.Host()
-	peers, err := d.GetClosestPeers(ctx, key)
-	seen := map[peer.ID]bool{h.ID(): true}
-	var ask []peer.ID
-	add := func(p peer.ID) {
-		if !seen[p] && len(ask) < maxLookupPeers {
-			seen[p] = true
-			ask = append(ask, p)
-		}
-	}
+
+	// The trusted supernodes are asked in the walk, first, and weighed
+	// whatever their distance to the key.
+	var trusted []peer.ID
 	for _, p := range v.Trusted {
-		if h.Network().Connectedness(p) == network.Connected {
-			add(p)
+		if p != h.ID() && h.Network().Connectedness(p) == network.Connected {
+			trusted = append(trusted, p)
 		}
 	}
-	for _, p := range peers {
-		add(p)
-	}
-	if len(ask) == 0 {
+	answers, err := walkValue(ctx, d, key, trusted...)
+	if len(answers) == 0 {
 		if err == nil {
-			err = errors.New("no DHT server known")
+			err = errors.New("no DHT server answered")
 		}
 		return nil, fmt.Errorf("resolve handle %s: %w", handle, err)
 	}
 
-	type answer struct {
-		p   peer.ID
-		raw []byte
-	}
-	answers := make(chan answer, len(ask))
-	var wg sync.WaitGroup
-	for _, p := range ask {
-		wg.Add(1)
-		go func(p peer.ID) {
-			defer wg.Done()
-			raw, err := getRemoteValue(ctx, h, p, key)
-			if err == nil && raw != nil && v.Validate(key, raw) == nil {
-				answers <- answer{p, raw}
-			}
-		}(p)
-	}
-	wg.Wait()
-	close(answers)
-
-	l := &Lookup{Asked: len(ask)}
-	for a := range answers {
+	l := &Lookup{Asked: len(answers)}
+	for _, a := range answers {
+		if a.raw == nil || v.Validate(key, a.raw) != nil {
+			continue
+		}
 		l.Answered++
 		r, err := ParseHandleRecord(a.raw)
 		if err != nil {
@@ -157,7 +132,7 @@ func LookupHandle(ctx context.Context, d *dht.IpfsDHT, handle string) (*Lookup, 
 		c.Servers = append(c.Servers, a.p)
 	}
 	if len(l.Claims) == 0 {
-		return nil, fmt.Errorf("%w: %s (%d servers asked)", ErrNoSuchHandle, handle, len(ask))
+		return nil, fmt.Errorf("%w: %s (%d servers answered)", ErrNoSuchHandle, handle, len(answers))
 	}
 	for i := range l.Claims {
 		l.Claims[i].Rank = v.Rank(l.Claims[i].Record)
@@ -171,36 +146,4 @@ func LookupHandle(ctx context.Context, d *dht.IpfsDHT, handle string) (*Lookup, 
 	best := l.Claims[0]
 	l.Best, l.Raw, l.Verified = best.Record, best.Raw, best.Rank.Attested
 	return l, nil
-}
-
-// getRemoteValue asks one DHT server for the value under key: one GET_VALUE
-// request of the DHT's own protocol. It returns nil when the server has none.
-func getRemoteValue(ctx context.Context, h host.Host, p peer.ID, key string) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, lookupPeerWait)
-	defer cancel()
-	s, err := h.NewStream(ctx, p, kadProtocol)
-	if err != nil {
-		return nil, err
-	}
-	defer s.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		s.SetDeadline(dl)
-	}
-	if err := pbio.NewDelimitedWriter(s).WriteMsg(pb.NewMessage(pb.Message_GET_VALUE, []byte(key), 0)); err != nil {
-		s.Reset()
-		return nil, err
-	}
-	var resp pb.Message
-	if err := pbio.NewDelimitedReader(s, maxKadMessage).ReadMsg(&resp); err != nil {
-		s.Reset()
-		return nil, err
-	}
-	rec := resp.GetRecord()
-	if rec == nil || len(rec.GetValue()) == 0 {
-		return nil, nil
-	}
-	if string(rec.GetKey()) != key {
-		return nil, fmt.Errorf("server %s answered for another key", p.ShortString())
-	}
-	return rec.GetValue(), nil
 }

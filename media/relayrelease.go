@@ -38,6 +38,9 @@ const relayRelease = 1500 * time.Millisecond
 // relaySockets are the sockets a session's agent opened to TURN servers.
 type relaySockets struct {
 	clk clock.Clock
+	// silence is how long a TURN server may leave a request unanswered
+	// before the socket to it fails its writes (silentRelayConn); 0 never.
+	silence time.Duration
 
 	mu      sync.Mutex
 	conns   []io.Closer
@@ -105,6 +108,9 @@ func (r *relaySockets) stop() {
 func (n agentNet) ListenPacket(network, address string) (net.PacketConn, error) {
 	c, err := n.Net.ListenPacket(network, address)
 	if err == nil && n.relays != nil {
+		if n.relays.silence > 0 {
+			c = &silentRelayConn{PacketConn: c, clk: n.relays.clk, timeout: n.relays.silence}
+		}
 		n.relays.add(c)
 	}
 	return c, err

@@ -93,6 +93,12 @@ type Session struct {
 	rx     *receiver
 	ogg    *ogg.Writer // nil without a Recorder
 
+	// sigMu serializes the calls that change the peer connection's
+	// configuration or local description (SetICEServers, offers): pion's
+	// SetConfiguration is not safe beside itself, and a call that restarts
+	// ICE again before the last restart finished would run two at once.
+	sigMu sync.Mutex
+
 	mu           sync.Mutex
 	closed       bool
 	state        State
@@ -178,7 +184,7 @@ func NewSession(cfg Config) (*Session, error) {
 	}, dec)
 
 	s.trig = newCheckTrigger(clock.Real{})
-	s.relays = &relaySockets{clk: clock.Real{}}
+	s.relays = &relaySockets{clk: clock.Real{}, silence: cfg.DisconnectedTimeout}
 	api, err := newAPI(cfg, s.log, s.trig, s.relays)
 	if err != nil {
 		return nil, err
@@ -377,6 +383,8 @@ func (s *Session) SetICEServers(servers []webrtc.ICEServer) error {
 	if s.cfg.RelayOnly && !hasTURN(servers) {
 		return fmt.Errorf("%w: relay-only session without a TURN server", ErrInvalidConfig)
 	}
+	s.sigMu.Lock()
+	defer s.sigMu.Unlock()
 	c := s.pc.GetConfiguration()
 	c.ICEServers = servers
 	if err := s.pc.SetConfiguration(c); err != nil {
@@ -400,6 +408,8 @@ func (s *Session) offer(ctx context.Context, restart bool) (string, error) {
 	if err := s.checkOpen(ctx); err != nil {
 		return "", err
 	}
+	s.sigMu.Lock()
+	defer s.sigMu.Unlock()
 	what := "create offer"
 	var opts *webrtc.OfferOptions
 	if restart {

@@ -12,6 +12,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/parley-net/parley/browser/headless"
+	"github.com/parley-net/parley/internal/nodetest"
 	"github.com/parley-net/parley/media"
 	"github.com/parley-net/parley/supernode"
 )
@@ -28,16 +29,19 @@ const browserTone = 997.0
 const micSeconds = 2
 
 type browserRig struct {
-	sn      *supernode.Supernode
-	alice   *Node // the web app's node; its calls' media is the page's
-	bob     *Node // a pion node
-	phone   *Node // bob's second device: both ring
-	ui      *UI
-	b       *headless.Browser
-	tab     context.Context
-	mic     []int16 // one loop of what the fake microphone plays
-	capture *media.CaptureSink
-	art     string // where screenshots go
+	sn    *supernode.Supernode
+	alice *Node // the web app's node; its calls' media is the page's
+	// alicePhone is alice's second device, a pion node: a call to alice
+	// rings it and the page.
+	alicePhone *Node
+	bob        *Node // a pion node
+	phone      *Node // bob's second device: both ring
+	ui         *UI
+	b          *headless.Browser
+	tab        context.Context
+	mic        []int16 // one loop of what the fake microphone plays
+	capture    *media.CaptureSink
+	art        string // where screenshots go
 }
 
 func startBrowserRig(t *testing.T) *browserRig {
@@ -46,12 +50,14 @@ func startBrowserRig(t *testing.T) *browserRig {
 	if err != nil {
 		t.Skipf("skipping the browser tests: %v (.ci/run installs it)", err)
 	}
-	r := &browserRig{sn: startSupernode(t), capture: media.NewCaptureSink(0)}
-	r.art = os.Getenv("PARLEY_ARTIFACTS")
-	if r.art == "" {
-		r.art = t.TempDir()
-	}
-	r.alice = startCallNode(t, initHome(t, "alice"), r.sn, nil)
+	// The supernode runs TURN (the supernode relay tier) for the failover
+	// tests.
+	sn := startSupernodeWith(t, supernode.Config{Listen: nodetest.Loopback, TURN: turnConfig("127.0.0.1")})
+	r := &browserRig{sn: sn, capture: media.NewCaptureSink(0)}
+	aliceHome := initHome(t, "alice")
+	alicePhoneHome := linkDevice(t, aliceHome, "alice-phone")
+	r.alice = startCallNode(t, aliceHome, r.sn, nil)
+	r.alicePhone = startCallNode(t, alicePhoneHome, r.sn, nil)
 	bobHome := initHome(t, "bob")
 	phoneHome := linkDevice(t, bobHome, "bob-phone")
 	r.bob = startCallNode(t, bobHome, r.sn, nil)
@@ -66,24 +72,8 @@ func startBrowserRig(t *testing.T) *browserRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wav := filepath.Join(t.TempDir(), "mic.wav")
-	sink, err := media.CreateWAVSink(wav)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+media.FrameSamples <= len(r.mic); i += media.FrameSamples {
-		sink.WriteFrame(r.mic[i : i+media.FrameSamples])
-	}
-	if err := sink.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	r.b, err = headless.Start(context.Background(), headless.Options{Path: path, MicWAV: wav, DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	t.Cleanup(r.b.Close)
-	r.tab = r.b.Context()
+	mr := micBrowser(t, path, r.mic)
+	r.b, r.tab, r.art = mr.b, mr.tab, mr.art
 	if err := chromedp.Do(r.tab, chromedp.Navigate(r.ui.LoginURL())); err != nil {
 		t.Fatal(err)
 	}
@@ -252,6 +242,8 @@ func TestBrowser(t *testing.T) {
 		}
 		aliceEv, stop := r.alice.Subscribe()
 		defer stop()
+		phoneEv, stopP := r.alicePhone.Subscribe()
+		defer stopP()
 		call, err := r.bob.Call(ctx, "alice", CallOptions{Source: tone})
 		if err != nil {
 			t.Fatal(err)
@@ -259,8 +251,13 @@ func TestBrowser(t *testing.T) {
 		defer call.Hangup()
 		r.waitJS(t, "the page rings", `!document.getElementById('ringing').hidden`, 20*time.Second)
 		r.shot(t, "ringing")
+		waitCall(t, phoneEv, "alice's phone rings too", func(c CallInfo) bool { return c.State == CallRinging })
 		r.eval(t, `document.getElementById('answer').click()`)
 		waitCall(t, aliceEv, "the call is active", func(c CallInfo) bool { return c.State == CallActive })
+		// The page took it: alice's phone stops ringing, answered elsewhere.
+		if e := waitCall(t, phoneEv, "alice's phone stops ringing", func(c CallInfo) bool { return c.State == CallEnded }); !e.AnsweredElsewhere {
+			t.Fatalf("alice's phone's call ended with %q, want answered elsewhere", e.Reason)
+		}
 		var hz float64
 		deadline := time.Now().Add(15 * time.Second)
 		for time.Now().Before(deadline) {
@@ -280,6 +277,10 @@ func TestBrowser(t *testing.T) {
 		waitCall(t, aliceEv, "alice's leg ends", func(c CallInfo) bool { return c.State == CallEnded })
 	})
 
+	t.Run("groups in the app", r.browserGroups)
+	t.Run("answered elsewhere: the page stops ringing", r.browserAnsweredElsewhere)
+	t.Run("a page calls a page", r.browserCallsBrowser)
+
 	t.Run("screens", func(t *testing.T) {
 		for _, s := range []string{"devices", "network"} {
 			if err := chromedp.Do(r.tab, chromedp.Navigate("http://"+r.ui.Addr()+"/#"+s)); err != nil {
@@ -295,5 +296,42 @@ func TestBrowser(t *testing.T) {
 		r.waitJS(t, "the chat at a phone's width", `document.querySelectorAll('#history li').length > 0`, 10*time.Second)
 		r.waitJS(t, "no horizontal scrolling at a phone's width", `document.documentElement.scrollWidth <= 390`, 5*time.Second)
 		r.shot(t, "chat-phone")
+		if err := chromedp.Do(r.tab, chromedp.Navigate("http://"+r.ui.Addr()+"/#groups")); err != nil {
+			t.Fatal(err)
+		}
+		r.waitJS(t, "the groups at a phone's width", `document.querySelectorAll('#group-list li').length > 0`, 10*time.Second)
+		r.waitJS(t, "no horizontal scrolling at a phone's width", `document.documentElement.scrollWidth <= 390`, 5*time.Second)
+		r.shot(t, "groups-phone")
 	})
+
+	// Last: each kills a relay the rig had.
+	t.Run("failover: a node calls the page, its relay dies", r.browserFailoverNodeCalls)
+	t.Run("failover: the page calls a node, its relay dies", r.browserFailoverPageCalls)
+}
+
+// micBrowser starts headless Chromium whose fake microphone loops mic, and
+// returns its rig: the browser, its tab, where its screenshots go.
+func micBrowser(t *testing.T, path string, mic []int16) *browserRig {
+	t.Helper()
+	wav := filepath.Join(t.TempDir(), "mic.wav")
+	sink, err := media.CreateWAVSink(wav)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+media.FrameSamples <= len(mic); i += media.FrameSamples {
+		sink.WriteFrame(mic[i : i+media.FrameSamples])
+	}
+	if err := sink.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := headless.Start(context.Background(), headless.Options{Path: path, MicWAV: wav, DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	t.Cleanup(b.Close)
+	r := &browserRig{b: b, tab: b.Context(), art: os.Getenv("PARLEY_ARTIFACTS")}
+	if r.art == "" {
+		r.art = t.TempDir()
+	}
+	return r
 }

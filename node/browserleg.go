@@ -24,7 +24,10 @@ func legSession(opts CallOptions, mcfg media.Config) (callSession, error) {
 		}
 		return s, nil
 	}
-	s, err := opts.Browser.NewSession(browser.SessionConfig{ICEServers: mcfg.ICEServers, RelayOnly: mcfg.RelayOnly})
+	// The page's silence reads as a dead path after the time a pion
+	// session's ICE would take: the same trigger for an ICE restart.
+	s, err := opts.Browser.NewSession(browser.SessionConfig{ICEServers: mcfg.ICEServers, RelayOnly: mcfg.RelayOnly,
+		StallTimeout: mcfg.DisconnectedTimeout})
 	if err != nil {
 		return nil, err
 	}

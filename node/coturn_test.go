@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/pion/webrtc/v4"
 
+	"github.com/parley-net/parley/internal/nodetest"
 	"github.com/parley-net/parley/internal/turnrest"
 	"github.com/parley-net/parley/media"
 )
@@ -31,12 +31,8 @@ func startCoturn(t *testing.T, ip string) (string, func()) {
 	if err != nil {
 		t.Skip("coturn is not installed (Debian: coturn); skipping the coturn-as-cloud-relay test")
 	}
-	l, err := net.ListenPacket("udp", ip+":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.LocalAddr().(*net.UDPAddr).Port
-	l.Close()
+	port := nodetest.FixedPort(t, ip)
+	t.Logf("coturn port %d", port)
 	dir := t.TempDir()
 	conf := fmt.Sprintf(`listening-ip=%[1]s
 relay-ip=%[1]s
@@ -151,11 +147,12 @@ func TestCoturnAsCloudRelay(t *testing.T) {
 	if before != TierCloud {
 		t.Fatalf("mobile call --path cloud,supernode on %+v, want coturn", c.Info().Stats)
 	}
+	t.Logf("supernode TURN before the kill: %+v", net.sn.TURN().Stats())
 	killCoturn()
 	killed := time.Now()
 	for c.Info().Stats == nil || c.Info().Stats.Tier != want {
 		if time.Since(killed) > 5*time.Second {
-			t.Fatalf("%s relay killed: after 5 s the call is on %+v", before, c.Info().Stats)
+			t.Fatalf("%s relay killed: after 5 s the call is on %+v (supernode TURN: %+v)", before, c.Info().Stats, net.sn.TURN().Stats())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

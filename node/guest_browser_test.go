@@ -4,7 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,30 +44,7 @@ func TestGuestCallFromBrowser(t *testing.T) {
 	}
 	t.Cleanup(func() { carol.Close() })
 
-	mic, err := media.ReadAll(media.SpeechLikeSource(23), micSeconds*media.SampleRate)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wav := filepath.Join(t.TempDir(), "guest.wav")
-	sink, err := media.CreateWAVSink(wav)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+media.FrameSamples <= len(mic); i += media.FrameSamples {
-		sink.WriteFrame(mic[i : i+media.FrameSamples])
-	}
-	if err := sink.Close(); err != nil {
-		t.Fatal(err)
-	}
-	b, err := headless.Start(context.Background(), headless.Options{Path: path, MicWAV: wav, DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	t.Cleanup(b.Close)
-	r := &browserRig{b: b, tab: b.Context(), art: os.Getenv("PARLEY_ARTIFACTS")}
-	if r.art == "" {
-		r.art = t.TempDir()
-	}
+	r, mic := guestBrowser(t, path, 23)
 	t.Cleanup(func() {
 		if t.Failed() { // what the page said, and its peer connections' trace
 			tctx, cancel := context.WithTimeout(r.tab, 5*time.Second)
@@ -77,7 +54,6 @@ func TestGuestCallFromBrowser(t *testing.T) {
 		}
 	})
 	base := "http://" + sn.GuestWebAddr().String()
-	ctx := context.Background()
 
 	bobEv, stop := bob.Subscribe()
 	defer stop()
@@ -98,30 +74,17 @@ func TestGuestCallFromBrowser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	capture := media.NewCaptureSink(0)
-	if err := bc.Answer(ctx, CallOptions{Sink: capture}); err != nil {
-		t.Fatal(err)
-	}
 	defer bc.Hangup()
+	seg, whole := r.guestHeard(t, bc, mic, micSeconds+2)
 	if e := waitCall(t, phoneEv, "the phone stops ringing", func(c CallInfo) bool { return c.State == CallEnded }); !e.AnsweredElsewhere {
 		t.Fatalf("the phone's call ended with %q, want answered elsewhere", e.Reason)
 	}
-	r.waitJS(t, "the page says answered", `document.body.dataset.guest === 'answered'`, 10*time.Second)
-	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	if err := capture.Wait(wctx, (micSeconds+2)*media.SampleRate); err != nil {
-		t.Fatalf("bob did not hear %d s from the guest: %v", micSeconds+2, err)
-	}
-	seg, whole := media.LoopCorrelation(mic, capture.Samples()[media.SampleRate:])
 	t.Logf("guest -> node: correlation %.3f (lowest half second %.3f); bob's call %+v", seg, whole, bc.Info().Stats)
 	if seg < 0.9 {
 		t.Fatalf("bob's recording correlates %.3f with the WAV the guest's page sent, want >= 0.9", seg)
 	}
 	r.shot(t, "guest-call")
-	if err := chromedp.Do(r.tab, chromedp.Click("#hangup")); err != nil {
-		t.Fatal(err)
-	}
-	waitCall(t, bobEv, "bob's call ends when the guest hangs up", func(c CallInfo) bool { return c.ID == ring.ID && c.State == CallEnded })
+	r.guestHangsUp(t, bobEv, ring.ID)
 
 	// carol takes no guests: the page says so.
 	if err := chromedp.Do(r.tab, chromedp.Navigate(base+"/call/carol"), chromedp.WaitVisible("#call"), chromedp.Click("#call")); err != nil {
@@ -136,4 +99,103 @@ func guestTestLogger() *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return quietLogger()
+}
+
+// guestBrowser starts headless Chromium whose microphone plays micSeconds
+// of speech-like sound from seed, and returns its rig and what it plays.
+func guestBrowser(t *testing.T, path string, seed uint64) (*browserRig, []int16) {
+	t.Helper()
+	mic, err := media.ReadAll(media.SpeechLikeSource(seed), micSeconds*media.SampleRate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return micBrowser(t, path, mic), mic
+}
+
+// guestHeard answers a guest's ring on bc (bob's device), waits for the
+// page to say answered and for bob to hear secs seconds, and returns how
+// what bob heard after its first second correlates with the page's mic
+// (LoopCorrelation: by segment, and its lowest half second).
+func (r *browserRig) guestHeard(t *testing.T, bc *Call, mic []int16, secs int) (seg, low float64) {
+	t.Helper()
+	capture := media.NewCaptureSink(0)
+	if err := bc.Answer(context.Background(), CallOptions{Sink: capture}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitJS(t, "the page says answered", `document.body.dataset.guest === 'answered'`, 10*time.Second)
+	wctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := capture.Wait(wctx, secs*media.SampleRate); err != nil {
+		t.Fatalf("bob did not hear %d s from the guest: %v", secs, err)
+	}
+	return media.LoopCorrelation(mic, capture.Samples()[media.SampleRate:])
+}
+
+// guestHangsUp clicks the guest page's hangup and waits for bob's call to
+// end.
+func (r *browserRig) guestHangsUp(t *testing.T, bobEv <-chan Event, id string) {
+	t.Helper()
+	if err := chromedp.Do(r.tab, chromedp.Click("#hangup")); err != nil {
+		t.Fatal(err)
+	}
+	waitCall(t, bobEv, "bob's call ends when the guest hangs up", func(c CallInfo) bool { return c.ID == id && c.State == CallEnded })
+}
+
+// TestGuestCallSurvivesRelayLoss: a guest's page calls erin, a pion node
+// on the mobile profile (relay only: the supernode's TURN, then her cloud
+// relay), through the supernode that serves the page and carries the
+// call's signalling. Mid-call the supernode's TURN dies (the supernode and
+// the page's WebSocket stay up). The page hears nothing, reads as
+// disconnected, and the guest's call machine on the supernode (the
+// caller's side) asks it for an ICE-restart offer; erin answers with her
+// cloud relay, and hears the guest's microphone again. When the cloud
+// relay dies too, the call ends on both sides ("no media path").
+func TestGuestCallSurvivesRelayLoss(t *testing.T) {
+	path, err := headless.Find()
+	if err != nil {
+		t.Skipf("skipping the guest browser test: %v (.ci/run installs it)", err)
+	}
+	sn := startSupernodeWith(t, supernode.Config{Listen: loopback, Logger: guestTestLogger(), Web: "127.0.0.1:0", TURN: turnConfig("127.0.0.1")})
+	r, mic := guestBrowser(t, path, 29)
+	r.sn, r.mic = sn, mic
+	cloud := startCloudRelay(t)
+	sink := media.NewCaptureSink(0)
+	answered, auto := answerInto(sink)
+	erin := r.failoverPeer(t, "erin", cloud, auto)
+	if err := chromedp.Do(r.tab, chromedp.Navigate("http://"+sn.GuestWebAddr().String()+"/call/erin"), chromedp.WaitVisible("#call"), chromedp.Click("#call")); err != nil {
+		t.Fatal(err)
+	}
+	call := answeredOnSupernodeTURN(t, erin, answered, sink)
+	defer call.Hangup()
+	r.waitJS(t, "the page says answered", `document.body.dataset.guest === 'answered'`, 10*time.Second)
+	if err := sn.TURN().Close(); err != nil {
+		t.Logf("closing the supernode's TURN: %v", err)
+	}
+	d := 15 * time.Second
+	if raceEnabled {
+		d = 40 * time.Second // -race slows pion's TURN and ICE several times over
+	}
+	moved := waitTier(t, call, TierCloud, d)
+	r.heardAgain(t, sink, 3, "erin")
+	info := call.Info()
+	t.Logf("supernode TURN killed: erin's call with the guest is on the cloud tier after %v, %d ICE restart(s), paths %+v",
+		moved.Round(time.Millisecond), info.Stats.ICERestarts, info.Paths)
+	if info.Stats.ICERestarts < 1 {
+		t.Fatalf("the guest's call moved without an ICE restart: %+v", info.Stats)
+	}
+
+	// Now the cloud relay dies too: erin has no relay left. The guest's
+	// call machine restarts ICE every 3 s, gives up after 5 restarts in a
+	// row, and ends the call on both sides with the reason, not silence
+	// for ever.
+	cloud.Close()
+	select {
+	case <-call.Done():
+	case <-time.After(40 * time.Second):
+		t.Fatalf("erin's call still up 40 s after her last relay died: %+v", call.Info())
+	}
+	if got := call.Info().Reason; !strings.Contains(got, ReasonNoMediaPath) {
+		t.Fatalf("erin's call ended with %q, want the guest's %q", got, ReasonNoMediaPath)
+	}
+	r.waitJS(t, "the page says the media path failed", `document.body.dataset.guest === 'ended' && document.getElementById('status').textContent.includes('media path')`, 10*time.Second)
 }

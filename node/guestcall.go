@@ -14,8 +14,8 @@ import (
 // as a guest via that server's peer ID (CallInfo.Guest) with no handle
 // (CallInfo.Peer is ""): a guest can never appear as a handle, and the
 // server vouches only for "someone on my page" (SECURITY.md, "Guests").
-// Everything after the invite (accept, candidates, hangup, answered
-// elsewhere) is the ordinary protocol.
+// Everything after the invite (accept, candidates, ICE restarts, hangup,
+// answered elsewhere) is the ordinary protocol.
 
 // ErrNoGuests refuses a guest's call on a device that takes none
 // (Config.NoGuests).

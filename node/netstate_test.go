@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,12 +58,7 @@ type fixedSupernode struct {
 }
 
 func newFixedSupernode(t *testing.T) *fixedSupernode {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port := nodetest.FixedPort(t, "127.0.0.1")
 	f := &fixedSupernode{t: t, home: t.TempDir(), listen: fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port)}
 	t.Cleanup(f.stop)
 	return f

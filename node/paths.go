@@ -164,9 +164,17 @@ func (s *iceSet) tierOf(p media.Path) string {
 	if s == nil {
 		return "relay"
 	}
-	// The relay's URL when media knows it, else the relayed address, which
-	// is at the relay's IP.
-	for _, a := range []string{p.RelayServer, p.Local, p.Remote} {
+	// The relay's URL when media knows it, else a relayed address, which
+	// is at the relay's IP. A host or reflexive address names no relay,
+	// even when a relay shares its IP (on one machine in a test).
+	cand := []string{p.RelayServer}
+	if p.LocalType == "relay" {
+		cand = append(cand, p.Local)
+	}
+	if p.RemoteType == "relay" {
+		cand = append(cand, p.Remote)
+	}
+	for _, a := range cand {
 		if a == "" {
 			continue
 		}

@@ -11,12 +11,13 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/parley-net/parley/browser"
+	"github.com/parley-net/parley/guestcall"
 	"github.com/parley-net/parley/internal/turnrest"
 )
 
 // The guest endpoint of a supernode (Config.Web, `parley supernode --web
 // ADDR`): GET /call/HANDLE is a page a person without parley opens to call
-// that handle (browser.GuestServer); guestcall.go rings the handle's
+// that handle (browser.GuestServer); package guestcall rings the handle's
 // devices. The page gets this supernode's STUN server and, when it runs
 // TURN, a relay credential of guestTURNTTL, per client IP and rate-limited
 // (browser.GuestConfig.TURNPerMinute).
@@ -28,7 +29,7 @@ const guestTURNTTL = 10 * time.Minute
 // startGuestWeb serves the guest endpoint on s.cfg.Web.
 func (s *Supernode) startGuestWeb() error {
 	gc := s.cfg.WebGuests
-	gc.Caller = guestCaller{s}
+	gc.Caller = guestcall.Caller{Host: s.host, Resolve: s.resolveHandle, FindPeer: s.dht.FindPeer, Logger: s.cfg.Logger}
 	gc.ICE = s.guestICE
 	if gc.Logger == nil {
 		gc.Logger = s.cfg.Logger.With("service", "guests")

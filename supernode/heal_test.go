@@ -41,12 +41,12 @@ func newSiteNet(t *testing.T, sites, perSite int, repl time.Duration) *siteNet {
 	for s := 0; s < sites; s++ {
 		for i := 0; i < perSite; i++ {
 			ip := fmt.Sprintf("127.0.%d.%d", 10+s, 1+i)
-			l, err := net.Listen("tcp", ip+":0")
-			if err != nil {
+			if l, err := net.Listen("tcp", ip+":0"); err != nil {
 				t.Skipf("cannot listen on %s (loopback beyond 127.0.0.1 is needed): %v", ip, err)
+			} else {
+				l.Close()
 			}
-			port := l.Addr().(*net.TCPAddr).Port
-			l.Close()
+			port := nodetest.FixedPort(t, ip)
 			n.members = append(n.members, &member{home: t.TempDir(), listen: fmt.Sprintf("/ip4/%s/tcp/%d", ip, port),
 				site: fmt.Sprintf("127.0.%d.0/24", 10+s)})
 		}

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -97,7 +96,7 @@ func TestRecordsSurviveRestart(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			home := t.TempDir()
-			listen := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", freeTCPPort(t))
+			listen := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", nodetest.FixedPort(t, "127.0.0.1"))
 			start, stop := inProcess(t, home, listen)
 			if tc.crash {
 				start, stop = childProcess(t, home, listen)
@@ -124,16 +123,6 @@ func TestRecordsSurviveRestart(t *testing.T) {
 			stop()
 		})
 	}
-}
-
-func freeTCPPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func inProcess(t *testing.T, home, listen string) (start func() peer.AddrInfo, stop func()) {
@@ -281,7 +270,7 @@ func TestRecordSweep(t *testing.T) {
 // restart with that peer gone from --bootstrap joins through the host cache.
 func TestSupernodeStartsAloneAndJoinsLater(t *testing.T) {
 	homeA := t.TempDir()
-	listenA := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", freeTCPPort(t))
+	listenA := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", nodetest.FixedPort(t, "127.0.0.1"))
 	startA, stopA := inProcess(t, homeA, listenA)
 	infoA := startA()
 	stopA()

@@ -3,6 +3,7 @@
 // WebSocket, which also carries the browser's call legs: rtc.js).
 'use strict';
 import {RTC} from './rtc.js';
+import {Groups} from './groups.js';
 
 const $ = id => document.getElementById(id);
 const app = {csrf: '', me: '', page: '', ws: null, peer: localStorage.getItem('parley.peer') || '',
@@ -39,7 +40,7 @@ function show() {
   for (const a of document.querySelectorAll('nav a')) {
     if (a.getAttribute('href') === '#' + name) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
   }
-  const load = {contacts: renderContacts, chat: loadChat, devices: loadDevices, network: loadNetwork, call: renderCall}[name];
+  const load = {contacts: renderContacts, chat: loadChat, groups: () => app.groups.load(), devices: loadDevices, network: loadNetwork, call: renderCall}[name];
   if (load) load();
 }
 
@@ -115,6 +116,7 @@ $('send').addEventListener('submit', async e => {
     loadChat();
   } catch (err) { $('send-error').textContent = err.message; }
 });
+app.groups = new Groups(api, el, msgItem);
 $('chat-call').addEventListener('click', () => app.peer && startCall(app.peer));
 
 // Calls: placed and answered with this browser's microphone and speaker.
@@ -153,11 +155,17 @@ $('mute').addEventListener('click', () => {
 function callEvent(c) {
   if (c.direction === 'incoming' && c.state === 'ringing') {
     app.ringing = c;
+    $('ring-note').hidden = true;
     $('ring-text').textContent = callerLabel(c) + ' is calling…';
     $('ringing').hidden = false;
     $('answer').focus();
   } else if (app.ringing && app.ringing.id === c.id) {
     app.ringing = null; $('ringing').hidden = true;
+    // Another device of this account took it, or the caller gave up.
+    if (c.state === 'ended') {
+      $('ring-note').textContent = 'Call from ' + callerLabel(c) + (c.answered_elsewhere ? ': answered elsewhere' : ': missed' + (c.reason ? ' (' + c.reason + ')' : ''));
+      $('ring-note').hidden = false;
+    }
   }
   if (app.call && app.call.id === c.id) { app.call = {...app.call, ...c}; renderCall(); }
 }
@@ -261,6 +269,7 @@ function connect() {
 }
 function onEvent(e) {
   if (e.type === 'message' && e.message && app.peer && (e.peer === app.peer || e.message.conv === app.peer) && app.msgsPeer === app.peer) addMessage(e.message);
+  if (e.type === 'message') app.groups.onMessage(e, location.hash === '#groups');
   if (e.type === 'call' && e.call) callEvent(e.call);
 }
 

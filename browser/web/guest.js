@@ -40,10 +40,17 @@ function call() {
     if (m.t === 'event') onEvent(m.event || {});
     else rtc.handle(m);
   };
+  let opened = false;
+  sock.onopen = () => { opened = true; };
   sock.onclose = ev => {
     rtc.closeAll();
     if (document.body.dataset.guest !== 'ended') {
-      show('ended', 'Call ended' + (ev.reason ? ': ' + ev.reason : ev.code === 1006 ? ': refused by the server (too many calls from your address?)' : '') + '.');
+      // A socket that never opened was refused (the server's reason, a
+      // 429's body, is not readable here); one that did was cut off.
+      const why = ev.reason ? ev.reason
+        : !opened ? 'refused by the server (too many calls from your address?)'
+        : ev.code === 1006 ? 'the connection to the server was lost' : '';
+      show('ended', 'Call ended' + (why ? ': ' + why : '') + '.');
     }
   };
 }

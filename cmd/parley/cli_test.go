@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -25,13 +24,37 @@ func TestMain(m *testing.M) {
 	nodetest.RunWithParley(m, "PARLEY_TEST_BINARY", nil, &parleyBin)
 }
 
-// proc is a long-running parley process whose stdout is scanned line by line.
+// proc is a long-running parley process whose stdout is scanned line by
+// line; the tail of its stderr is kept to say why it failed.
 type proc struct {
-	cmd   *exec.Cmd
-	mu    sync.Mutex
-	lines []string
-	added chan struct{}
-	done  chan struct{}
+	cmd    *exec.Cmd
+	mu     sync.Mutex
+	lines  []string
+	stderr tailBuffer
+	added  chan struct{}
+	done   chan struct{}
+}
+
+// tailBuffer keeps the last 8 KiB written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	if over := len(b.buf) - 8<<10; over > 0 {
+		b.buf = b.buf[over:]
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.buf)
 }
 
 func startProc(t *testing.T, args ...string) *proc {
@@ -41,7 +64,7 @@ func startProc(t *testing.T, args ...string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.cmd.Stderr = io.Discard
+	p.cmd.Stderr = &p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -87,9 +110,9 @@ func (p *proc) waitLine(t *testing.T, substr string, d time.Duration) string {
 		select {
 		case <-p.added:
 		case <-p.done:
-			t.Fatalf("process exited before printing %q; output:\n%s", substr, strings.Join(p.lines, "\n"))
+			t.Fatalf("process exited (%v) before printing %q; output:\n%s\nstderr (tail):\n%s", p.cmd.ProcessState, substr, strings.Join(p.lines, "\n"), p.stderr.String())
 		case <-deadline:
-			t.Fatalf("no %q within %s; output:\n%s", substr, d, strings.Join(p.lines, "\n"))
+			t.Fatalf("no %q within %s; output:\n%s\nstderr (tail):\n%s", substr, d, strings.Join(p.lines, "\n"), p.stderr.String())
 		}
 	}
 }

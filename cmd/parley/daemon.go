@@ -8,6 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/parley-net/parley/browser"
 	"github.com/parley-net/parley/discovery"
 	"github.com/parley-net/parley/node"
 )
@@ -31,6 +32,9 @@ func daemonCmd() *cli.Command {
 			&cli.StringFlag{Name: "metrics", EnvVars: []string{"PARLEY_METRICS"}, Usage: "serve Prometheus metrics on `ADDR` (e.g. 127.0.0.1:9102); off by default"},
 			uiFlag,
 			&cli.BoolFlag{Name: "no-guests", EnvVars: []string{"PARLEY_NO_GUESTS"}, Usage: "refuse guests' calls (people on a supernode's /call/HANDLE page)"},
+			&cli.StringFlag{Name: "web", EnvVars: []string{"PARLEY_WEB"}, Usage: "serve guest calls on TCP `ADDR` (a public daemon): http://ADDR/call/HANDLE calls HANDLE from a browser; off by default"},
+			&cli.StringFlag{Name: "web-cert", EnvVars: []string{"PARLEY_WEB_CERT"}, Usage: "serve --web over HTTPS with this PEM certificate `FILE` (browsers give the microphone only to secure pages)"},
+			&cli.StringFlag{Name: "web-key", EnvVars: []string{"PARLEY_WEB_KEY"}, Usage: "the PEM key `FILE` of --web-cert"},
 		}, append(sourceFlags(), sinkFlags()...)...),
 		Action: runDaemon,
 	}
@@ -66,6 +70,14 @@ func runDaemon(c *cli.Context) error {
 	}
 	if err := serveUI(c, n); err != nil {
 		return err
+	}
+	if web := c.String("web"); web != "" {
+		g, err := n.ServeGuests(web, browser.GuestConfig{CertFile: c.String("web-cert"), KeyFile: c.String("web-key")})
+		if err != nil {
+			return err
+		}
+		defer g.Close()
+		fmt.Printf("guest calls: %s/call/HANDLE\n", g.URL())
 	}
 	fmt.Printf("control API: %s\nready\n", filepath.Join(cfg.Home, node.SocketFile))
 	errc := make(chan error, 1)

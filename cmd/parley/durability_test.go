@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"regexp"
@@ -12,17 +11,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+	"github.com/parley-net/parley/internal/nodetest"
+)
 
 // superProc is a supernode process on fixed ports, so it can be killed and
 // come back at the same address.
@@ -66,8 +57,8 @@ func (sp *superProc) envelopes(t *testing.T) int {
 }
 
 func newSuper(t *testing.T, root string, i int) *superProc {
-	return &superProc{home: fmt.Sprintf("%s/sn%d", root, i), listen: fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", freePort(t)),
-		metrics: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
+	return &superProc{home: fmt.Sprintf("%s/sn%d", root, i), listen: fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", nodetest.FixedPort(t, "127.0.0.1")),
+		metrics: fmt.Sprintf("127.0.0.1:%d", nodetest.FixedPort(t, "127.0.0.1"))}
 }
 
 func daemonArgs(home string, boots []string) []string {

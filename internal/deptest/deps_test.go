@@ -39,18 +39,22 @@ var layers = map[string]int{
 	"discovery/discoverytest": 3, // test set-ups of discovery's users
 	"browser":                 3, // a call leg in a web page: media's types, the page's protocol
 
-	// 4: the roles, one process each.
-	"node": 4, "supernode": 4, "cloudrelay": 4,
+	// 4: what two roles share on top of those: a guest's call, rung by a
+	// supernode or a public daemon.
+	"guestcall": 4,
 
-	// 5 and 6: what runs roles together: the lab, the test toolkit and
+	// 5: the roles, one process each.
+	"node": 5, "supernode": 5, "cloudrelay": 5,
+
+	// 6 and 7: what runs roles together: the lab, the test toolkit and
 	// the dashboards' test.
-	"lab": 5, "lab/natlab": 5, "lab/...": 6, "internal/nodetest": 5, "deploy/...": 5,
+	"lab": 6, "lab/natlab": 6, "lab/...": 7, "internal/nodetest": 6, "deploy/...": 6,
 
-	// 7: the binary.
-	"cmd/...": 7,
+	// 8: the binary.
+	"cmd/...": 8,
 
 	// Test-only packages.
-	"internal/deptest": 8,
+	"internal/deptest": 9,
 }
 
 // forbidden are imports no package of a prefix may have, directly or

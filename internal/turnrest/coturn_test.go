@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-net/parley/internal/nodetest"
 	"github.com/pion/logging"
 	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
@@ -62,26 +63,6 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// freePort finds a port free for both UDP and TCP on 127.0.0.1.
-func freePort(t *testing.T) int {
-	t.Helper()
-	for i := 0; i < 20; i++ {
-		u, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := u.LocalAddr().(*net.UDPAddr).Port
-		l, err := net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
-		u.Close()
-		if err == nil {
-			l.Close()
-			return port
-		}
-	}
-	t.Fatal("no port free for UDP and TCP")
-	return 0
-}
-
 // startCoturn runs Debian's coturn on 127.0.0.1 with coturnConf and returns
 // its UDP address; the test is skipped when coturn is not installed.
 func startCoturn(t *testing.T, secret string) string {
@@ -91,7 +72,7 @@ func startCoturn(t *testing.T, secret string) string {
 		t.Skip("coturn's turnserver is not on PATH (apt-get install coturn); skipping the coturn interop test")
 	}
 	dir := t.TempDir()
-	port := freePort(t)
+	port := nodetest.FixedPort(t, "127.0.0.1")
 	conf := filepath.Join(dir, "turnserver.conf")
 	body := fmt.Sprintf(coturnConf, port, 43000, 43999, secret, filepath.Join(dir, "turndb"), filepath.Join(dir, "turnserver.pid"))
 	if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {

@@ -131,9 +131,10 @@ type DHTResult struct {
 	Rounds    Summary `json:"rounds"`
 	ResolveMS Summary `json:"resolve_ms"`
 	Messages  Summary `json:"messages_per_lookup"`
-	// WalkMS is a lookup's walk to the closest servers (FIND_NODE, until
-	// its last answer); AfterWalkMS the rest: the GET_VALUE round to up to
-	// 20 of them, which waits for the slowest.
+	// WalkMS is a lookup's walk to the closest servers (GET_VALUE, whose
+	// answers name closer servers and carry the record, until its last
+	// answer); AfterWalkMS the rest: the trusted supernodes asked beside
+	// the walk, and the ranking.
 	WalkMS      Summary `json:"walk_ms"`
 	AfterWalkMS Summary `json:"after_walk_ms"`
 	// RefRTT is the reference measured beside each lookup: one GET_VALUE
@@ -149,10 +150,13 @@ type DHTResult struct {
 	ServersAdded int      `json:"servers_joined"`
 	Failures     []string `json:"failures,omitempty"`
 
-	Links      int     `json:"links"`
-	HeapMB     float64 `json:"heap_mb"`
-	Goroutines int     `json:"goroutines"`
-	Load       string  `json:"load_average"`
+	Links  int     `json:"links"`
+	HeapMB float64 `json:"heap_mb"`
+	// GCPercent is the garbage collector's target the simulation ran
+	// with (simulationGC): it trades memory for the CPU it measures with.
+	GCPercent  int    `json:"gc_percent"`
+	Goroutines int    `json:"goroutines"`
+	Load       string `json:"load_average"`
 }
 
 // Success is the share of lookups that found the right record.
@@ -200,9 +204,11 @@ func RunDHT(ctx context.Context, o DHTOptions) (*DHTResult, error) {
 	}
 	// The network is built without latency, which would only make setup
 	// longer; every link gets o.Latency before anything is measured.
+	gcPercent, restoreGC := simulationGC()
+	defer restoreGC()
 	r := &dhtRun{o: o, net: newSimnet(0), ctx: ctx}
 	defer r.close()
-	res := &DHTResult{Servers: o.Servers, Devices: o.Devices, Publishers: o.Publishers, LatencyMS: ms(o.Latency), Churn: o.Churn}
+	res := &DHTResult{Servers: o.Servers, Devices: o.Devices, Publishers: o.Publishers, LatencyMS: ms(o.Latency), Churn: o.Churn, GCPercent: gcPercent}
 	stopProgress := r.progress(time.Now())
 	defer stopProgress()
 
@@ -651,11 +657,11 @@ type trace struct {
 	// was in the asker's routing table, 2 when a server named it in its
 	// first answer, and so on.
 	rounds int
-	// queries is how many FIND_NODE requests the walk sent.
+	// queries is how many requests the walk sent.
 	queries int
 	// walk is the time from the start to the walk's last answer; what
 	// the operation took beyond it is the requests after the walk (a
-	// lookup's GET_VALUE round, a publish's PUT_VALUE round).
+	// publish's PUT_VALUE round).
 	walk time.Duration
 }
 
@@ -702,17 +708,17 @@ func publishOne(ctx context.Context, m *member) error {
 
 // WriteTable prints r for a person.
 func (r *DHTResult) WriteTable(w io.Writer) error {
-	_, err := fmt.Fprintf(w, `servers | devices | link | churn/min | success | rounds p50/p95 | resolve p50/p95 | reference RTT p50 | resolve p50 in RTTs | FIND_NODE/lookup p50 | publish p50/p95 | publish rounds p50/p95
-%d | %d | %s | %.0f%% (%d left, %d joined) | %d/%d (%.1f%%) | %.0f/%.0f | %s / %s | %s | %.1f | %.0f | %s / %s | %.0f/%.0f
-resolve = walk p50 %s (%.1f reference RTTs) + GET_VALUE round p50 %s (%.1f reference RTTs)
-setup %.0f s, lookups over %.0f s using %.0f CPU-s; %d links, heap %.0f MB (%.0f KB per node), %d goroutines; load average %s
+	_, err := fmt.Fprintf(w, `servers | devices | link | churn/min | success | rounds p50/p95 | resolve p50/p95 | reference RTT p50 | resolve p50/p95 in RTTs | requests/lookup p50 | publish p50/p95 | publish rounds p50/p95
+%d | %d | %s | %.0f%% (%d left, %d joined) | %d/%d (%.1f%%) | %.0f/%.0f | %s / %s | %s | %.1f / %.1f | %.0f | %s / %s | %.0f/%.0f
+resolve = walk p50 %s (%.1f reference RTTs) + after the walk p50 %s (%.1f reference RTTs)
+setup %.0f s, lookups over %.0f s using %.0f CPU-s; %d links, heap %.0f MB (%.0f KB per node, GOGC %d), %d goroutines; load average %s
 `,
 		r.Servers, r.Devices, fmtMS(r.LatencyMS), r.Churn*100, r.ServersLeft, r.ServersAdded,
 		r.Resolved, r.Lookups, 100*r.Success(), r.Rounds.P50, r.Rounds.P95,
-		fmtMS(r.ResolveMS.P50), fmtMS(r.ResolveMS.P95), fmtMS(r.RefRTT.P50), r.ResolveMS.P50/max(r.RefRTT.P50, 1e-9), r.Messages.P50,
+		fmtMS(r.ResolveMS.P50), fmtMS(r.ResolveMS.P95), fmtMS(r.RefRTT.P50), r.ResolveMS.P50/max(r.RefRTT.P50, 1e-9), r.ResolveMS.P95/max(r.RefRTT.P50, 1e-9), r.Messages.P50,
 		fmtMS(r.PublishMS.P50), fmtMS(r.PublishMS.P95), r.PublishRounds.P50, r.PublishRounds.P95,
 		fmtMS(r.WalkMS.P50), r.WalkMS.P50/max(r.RefRTT.P50, 1e-9), fmtMS(r.AfterWalkMS.P50), r.AfterWalkMS.P50/max(r.RefRTT.P50, 1e-9),
-		r.SetupS, r.MeasureS, r.CPUSeconds, r.Links, r.HeapMB, r.HeapMB*1024/float64(r.Servers+r.Devices), r.Goroutines, r.Load)
+		r.SetupS, r.MeasureS, r.CPUSeconds, r.Links, r.HeapMB, r.HeapMB*1024/float64(r.Servers+r.Devices), r.GCPercent, r.Goroutines, r.Load)
 	for _, f := range r.Failures {
 		if err == nil {
 			_, err = fmt.Fprintf(w, "failure: %s\n", f)

@@ -1,4 +1,9 @@
-package supernode
+// Package guestcall is the caller's side of a guest's call: a person on a
+// web page with no parley (browser.GuestServer's /call/HANDLE) rings every
+// device of a handle over libp2p. A supernode runs it (`parley supernode
+// --web`) and so does a public daemon (`parley daemon --web`): it needs a
+// libp2p host, a way to resolve a handle and to find a device.
+package guestcall
 
 import (
 	"context"
@@ -7,11 +12,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -24,14 +31,24 @@ import (
 
 // The caller's side of /parley/call/2.0.0 for a guest (node/callproto.go
 // describes the protocol; node/guestcall.go the callee's side): the
-// supernode resolves the handle, opens one stream to every device, and
+// server (a supernode or a public daemon) resolves the handle, opens one stream to every device, and
 // sends each an invite marked guest, with no handle record, carrying the
 // offer of one peer connection in the guest's page. The first device to
 // accept wins and gets the page's media; the others are told "answered
-// elsewhere". The supernode answers pings, relays candidates both ways, and
+// elsewhere". The server answers pings, relays candidates both ways, and
 // ends the call when the page goes, the device hangs up, or no device
-// answers within guestRingTimeout. It does not resume a broken stream nor
-// restart ICE: a guest's call ends with its signalling.
+// answers within guestRingTimeout.
+//
+// As the caller it restarts ICE, as a node's call does: when the page's
+// peer connection is disconnected or failed for guestRestartAfter (the
+// page reads as disconnected once it hears nothing for
+// browser.GuestConfig.StallTimeout), it asks the page for an ICE-restart
+// offer and sends it as restart; the device's restart-answer goes back to
+// the page. A restart not connected within guestRestartRetry is followed
+// by another; after guestMaxFailedRestarts in a row the call ends. So a
+// guest's call survives the relay under it dying (the device answers with
+// its other relays). It does not resume a broken stream: a guest's call
+// ends with its signalling.
 
 // Limits of a guest's call.
 const (
@@ -43,6 +60,12 @@ const (
 	guestDialTimeout  = 10 * time.Second
 	guestLinkIdle     = 10 * time.Minute
 	maxGuestDevices   = 8
+
+	// node.CallTimings' Restart, RestartRetry and MaxFailedRestarts.
+	guestRestartAfter      = 250 * time.Millisecond
+	guestRestartRetry      = 3 * time.Second
+	guestMaxFailedRestarts = 5
+	guestRestartOfferWait  = 5 * time.Second
 )
 
 // errGuestFrame is a frame from a device that does not parse or breaks a limit.
@@ -79,21 +102,53 @@ func decodeGuestFrame(b []byte) (*guestFrame, error) {
 		if f.SDP == "" {
 			return nil, fmt.Errorf("%w: accept without SDP", errGuestFrame)
 		}
-	case "ringing", "reject", "hangup", "candidate", "ping", "pong", "restart-answer", "resumed":
+	case "restart-answer":
+		if f.SDP == "" || f.Restart == 0 {
+			return nil, fmt.Errorf("%w: restart-answer without SDP or restart number", errGuestFrame)
+		}
+	case "ringing", "reject", "hangup", "candidate", "ping", "pong", "resumed":
 	default:
 		return nil, fmt.Errorf("%w: %q from a callee", errGuestFrame, f.Type)
 	}
 	return &f, nil
 }
 
-// guestCaller rings handles for the guest endpoint.
-type guestCaller struct{ s *Supernode }
+// Caller rings handles for the guest endpoint: a browser.GuestCaller.
+type Caller struct {
+	// Host opens the call streams.
+	Host host.Host
+	// Resolve is the verified record of a handle.
+	Resolve func(ctx context.Context, handle string) (*discovery.HandleRecord, error)
+	// FindPeer finds the addresses of a device the host is not connected to.
+	FindPeer func(ctx context.Context, id peer.ID) (peer.AddrInfo, error)
+	// Logger receives the calls' logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+var _ browser.GuestCaller = Caller{}
+
+func (g Caller) logger() *slog.Logger {
+	if g.Logger == nil {
+		return slog.Default()
+	}
+	return g.Logger
+}
+
+// pageLeg is what a call does with the page's peer connection for one
+// device once it is set up: a *browser.Session (a unit test's fake page
+// stands in for the browser to drive the call on a fake clock).
+type pageLeg interface {
+	SetAnswer(sdp string) error
+	AddRemoteCandidate(cand string) error
+	RestartICE(ctx context.Context) (string, error)
+	Close() error
+}
 
 // glink is the stream to one device and the page's peer connection for it.
 type glink struct {
 	device  peer.ID
 	stream  network.Stream
-	session *browser.Session
+	session pageLeg
 	out     chan guestFrame
 	quit    chan struct{}
 	once    sync.Once
@@ -122,6 +177,34 @@ type guestCall struct {
 	pending int // legs still being set up
 	winner  *glink
 	rang    int
+	ctx     context.Context // the page's, ended when the call is over
+
+	// ICE restarts of the winner's leg (only the run loop touches these).
+	// restartTimer, when armed, makes the next restart due: the first
+	// (guestRestartAfter after media went) or the next (guestRestartRetry
+	// after one that did not connect). restartGen names its arming, so an
+	// event from a timer since stopped (it may be queued already) is
+	// ignored.
+	restartTimer clock.Timer
+	restartGen   uint64
+	restartN     uint32 // the restart offered last: older answers are stale
+	restarting   bool   // a restart offer is being made or awaits its answer
+	failed       int    // restarts since media last connected
+	restarts     int
+}
+
+func (c *guestCall) armRestart(d time.Duration) {
+	c.disarmRestart()
+	c.restartGen++
+	gen := c.restartGen
+	c.restartTimer = c.clk.AfterFunc(d, func() { c.post(evGuestRestart{gen: gen}) })
+}
+
+func (c *guestCall) disarmRestart() {
+	if c.restartTimer != nil {
+		c.restartTimer.Stop()
+		c.restartTimer = nil
+	}
 }
 
 type (
@@ -146,19 +229,26 @@ type (
 		l  *glink
 		st media.State
 	}
-	evGuestRing struct{}
+	evGuestRing    struct{}
+	evGuestRestart struct{ gen uint64 } // a restart is due
+	evGuestOffer   struct {
+		l   *glink
+		n   uint32
+		sdp string
+		err error
+	}
 )
 
 // CallGuest rings every device of gc.Handle and runs the call to its end.
-func (g guestCaller) CallGuest(ctx context.Context, gc browser.GuestCall) error {
+func (g Caller) CallGuest(ctx context.Context, gc browser.GuestCall) error {
 	if err := discovery.ValidHandle(gc.Handle); err != nil {
 		return fmt.Errorf("no such handle %q", gc.Handle)
 	}
 	rctx, cancel := context.WithTimeout(ctx, guestDialTimeout)
-	rec, err := g.s.resolveHandle(rctx, gc.Handle)
+	rec, err := g.Resolve(rctx, gc.Handle)
 	cancel()
 	if err != nil {
-		g.s.cfg.Logger.Info("guest call: resolve", "handle", gc.Handle, "err", err)
+		g.logger().Info("guest call: resolve", "handle", gc.Handle, "err", err)
 		return fmt.Errorf("no such handle %q here", gc.Handle)
 	}
 	devices := rec.DeviceIDs()
@@ -173,6 +263,7 @@ func (g guestCaller) CallGuest(ctx context.Context, gc browser.GuestCall) error 
 	defer close(c.done)
 	dctx, stop := context.WithCancel(ctx)
 	defer stop()
+	c.ctx = dctx
 	for _, d := range devices {
 		c.spawn(func() {
 			e := g.dial(dctx, c, d)
@@ -186,7 +277,9 @@ func (g guestCaller) CallGuest(ctx context.Context, gc browser.GuestCall) error 
 			}
 		})
 	}
-	return c.run(ctx)
+	err = c.run(ctx)
+	g.logger().Debug("guest call over", "call", c.id, "handle", gc.Handle, "ice_restarts", c.restarts, "err", err)
+	return err
 }
 
 func (c *guestCall) spawn(f func()) {
@@ -205,12 +298,16 @@ func (c *guestCall) post(e any) {
 }
 
 // dial opens the stream and the page's peer connection for one device.
-func (g guestCaller) dial(ctx context.Context, c *guestCall, d peer.ID) evGuestLeg {
+func (g Caller) dial(ctx context.Context, c *guestCall, d peer.ID) evGuestLeg {
 	ctx, cancel := context.WithTimeout(network.WithAllowLimitedConn(ctx, "parley guest call"), guestDialTimeout)
 	defer cancel()
-	h := g.s.host
+	h := g.Host
+	if d == h.ID() {
+		// This device is the server: it cannot open a stream to itself.
+		return evGuestLeg{err: fmt.Errorf("device %s is this server", d.ShortString())}
+	}
 	if cs := h.Network().Connectedness(d); cs != network.Connected && cs != network.Limited {
-		found, err := g.s.dht.FindPeer(ctx, d)
+		found, err := g.FindPeer(ctx, d)
 		if err == nil {
 			err = h.Connect(ctx, found)
 		}
@@ -243,6 +340,7 @@ func (g guestCaller) dial(ctx context.Context, c *guestCall, d peer.ID) evGuestL
 func (c *guestCall) run(ctx context.Context) error {
 	ring := c.clk.AfterFunc(guestRingTimeout, func() { c.post(evGuestRing{}) })
 	defer ring.Stop()
+	defer c.disarmRestart()
 	var lastErr error
 	for {
 		if c.winner == nil && c.pending == 0 && len(c.legs) == 0 {
@@ -278,14 +376,20 @@ func (c *guestCall) run(ctx context.Context) error {
 				c.send(e.l, guestFrame{Type: "candidate", Candidate: e.cand})
 			}
 		case evGuestState:
-			if e.l == c.winner && e.st == media.StateFailed {
-				c.endAll("media failed", "hangup")
-				return fmt.Errorf("the media path failed")
+			if e.l != c.winner {
+				continue
 			}
-			if e.l == c.winner && e.st == media.StateClosed {
+			if e.st == media.StateClosed {
 				c.endAll("", "hangup") // the page hung up
 				return nil
 			}
+			c.mediaState(e.st)
+		case evGuestRestart:
+			if end, err := c.restartDueNow(e); end {
+				return err
+			}
+		case evGuestOffer:
+			c.restartOffer(e)
 		case evGuestDown:
 			if c.legs[e.l.device] != e.l {
 				continue
@@ -368,8 +472,82 @@ func (c *guestCall) frame(l *glink, f *guestFrame) (end bool, err error) {
 			c.endAll("", "")
 			return true, nil
 		}
+	case "restart-answer":
+		if l != c.winner || f.Restart != c.restartN || !c.restarting {
+			return false, nil // stale: a newer restart is under way
+		}
+		c.restarting = false
+		if err := l.session.SetAnswer(f.SDP); err != nil {
+			c.endAll("bad restart answer", "hangup")
+			return true, fmt.Errorf("the device's ICE restart answer: %w", err)
+		}
 	}
 	return false, nil
+}
+
+// mediaState follows the winner's media: a restart is due once it has
+// been disconnected or failed for guestRestartAfter, unless one is under
+// way; connected ends the restarts.
+func (c *guestCall) mediaState(st media.State) {
+	switch st {
+	case media.StateDisconnected, media.StateFailed:
+		if c.restartTimer == nil {
+			c.armRestart(guestRestartAfter)
+		}
+	case media.StateConnected:
+		c.failed = 0
+		c.disarmRestart()
+	}
+}
+
+// restartDueNow restarts ICE when a restart timer fires (the first, or
+// the next after one that did not connect), or ends the call after
+// guestMaxFailedRestarts in a row; end says the call is over.
+func (c *guestCall) restartDueNow(e evGuestRestart) (end bool, err error) {
+	if c.restartTimer == nil || e.gen != c.restartGen {
+		return false, nil // stopped or replaced after it fired
+	}
+	c.restartTimer = nil
+	if c.winner == nil {
+		return false, nil
+	}
+	if c.failed++; c.failed > guestMaxFailedRestarts {
+		c.endAll("no media path", "hangup")
+		return true, errors.New("the media path failed")
+	}
+	c.armRestart(guestRestartRetry)
+	c.startRestart(c.winner)
+	return false, nil
+}
+
+// restartOffer sends the page's restart offer to the device, unless a
+// newer restart replaced it.
+func (c *guestCall) restartOffer(e evGuestOffer) {
+	if e.l != c.winner || e.n != c.restartN {
+		return
+	}
+	if e.err != nil {
+		c.restarting = false
+		c.gc.Status("notice", "reconnecting failed: "+e.err.Error())
+		return // the restart timer tries again
+	}
+	c.restarts++
+	c.send(e.l, guestFrame{Type: "restart", SDP: e.sdp, Restart: e.n})
+}
+
+// startRestart asks the page for an ICE-restart offer, off the loop: the
+// page answers over its WebSocket. An unanswered restart is replaced (the
+// page's new offer supersedes its last).
+func (c *guestCall) startRestart(l *glink) {
+	c.restartN++
+	c.restarting = true
+	n := c.restartN
+	c.spawn(func() {
+		ctx, cancel := context.WithTimeout(c.ctx, guestRestartOfferWait)
+		defer cancel()
+		sdp, err := l.session.RestartICE(ctx)
+		c.post(evGuestOffer{l: l, n: n, sdp: sdp, err: err})
+	})
 }
 
 // start sends a device its invite and the candidates gathered so far.
