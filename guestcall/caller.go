@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -156,13 +155,16 @@ type glink struct {
 	recv    uint64 // highest seq received (the loop's)
 	invited bool
 	early   []string // local candidates before the invite went out
-	closed  atomic.Bool
+	// end closes the stream once its writer and reader are done (set by
+	// start, before either runs).
+	end *wire.Ending
 }
 
 func (l *glink) close() { l.once.Do(func() { close(l.quit) }) }
 
-// guestLinger bounds how long a stream whose side we closed is read for
-// the device's own close.
+// guestLinger bounds how long a stream whose side we closed waits for
+// the device to close its own (its last frames in flight) before it is
+// reset.
 const guestLinger = 3 * time.Second
 
 // guestCall is one guest's call; run owns its state.
@@ -553,6 +555,8 @@ func (c *guestCall) startRestart(l *glink) {
 // start sends a device its invite and the candidates gathered so far.
 func (c *guestCall) start(l *glink, offer string) {
 	c.legs[l.device] = l
+	l.end = wire.NewEnding(l.stream, guestLinger, c.spawn, nil)
+	l.end.StartRead()
 	c.spawn(func() { c.writeLoop(l) })
 	c.spawn(func() { c.readLoop(l) })
 	c.send(l, guestFrame{Type: "invite", Guest: true, SDP: offer})
@@ -575,7 +579,7 @@ func (c *guestCall) sendRaw(l *glink, f guestFrame) {
 	select {
 	case l.out <- f:
 	default:
-		l.stream.Reset() // that far behind: broken
+		l.end.Reset() // that far behind: broken
 	}
 }
 
@@ -601,20 +605,13 @@ func (c *guestCall) endAll(reason, typ string) {
 }
 
 func (c *guestCall) writeLoop(l *glink) {
-	wire.WriteLoop(l.stream, l.out, l.quit, maxGuestFrame, 10*time.Second, func() {
-		l.closed.Store(true)
-		_ = l.stream.SetReadDeadline(time.Now().Add(guestLinger)) // only bounds the wait for the device's last frames
-	})
+	_ = wire.WriteLoop(l.stream, l.out, l.quit, maxGuestFrame, 10*time.Second, nil) // a failed write: the reader learns the rest
+	l.end.WriteEnded()
 }
 
 func (c *guestCall) readLoop(l *glink) {
 	for {
-		if !l.closed.Load() {
-			l.stream.SetReadDeadline(time.Now().Add(guestLinkIdle))
-			if l.closed.Load() { // closed meanwhile: its linger wins
-				l.stream.SetReadDeadline(time.Now().Add(guestLinger))
-			}
-		}
+		l.stream.SetReadDeadline(time.Now().Add(guestLinkIdle)) // a closed side's linger resets it sooner
 		b, err := wire.ReadFrame(l.stream, maxGuestFrame)
 		var f *guestFrame
 		if err == nil {
@@ -625,8 +622,9 @@ func (c *guestCall) readLoop(l *glink) {
 		}
 		if err != nil {
 			if errors.Is(err, errGuestFrame) {
-				l.stream.Reset()
+				l.end.Reset()
 			}
+			l.end.ReadEnded()
 			c.post(evGuestDown{l: l, err: err})
 			return
 		}

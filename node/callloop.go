@@ -878,6 +878,7 @@ func (c *Call) timer(kind int) {
 func (c *Call) linkDown(l *leg, err error) {
 	if l.link != nil {
 		c.deadRelay = l.link.relay()
+		l.link.close() // its stream ends once our side is written
 	}
 	l.link = nil
 	l.pingSent = time.Time{}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -48,7 +49,14 @@ type streamLink struct {
 	once sync.Once
 	// spawn runs the link's goroutines under the node's WaitGroup.
 	spawn func(func())
+	// end closes the stream once its writer and reader are done: the
+	// peer's last frame (a reject, a hangup) is read, never reset away.
+	end *wire.Ending
 }
+
+// linkLinger bounds how long a link whose side is closed waits for the
+// peer to close its own (its last frames in flight) before it is reset.
+const linkLinger = 5 * time.Second
 
 // maxQueuedFrames bounds a link's send queue.
 const maxQueuedFrames = 512
@@ -62,16 +70,17 @@ const callStreamsPerIP = 4
 // it is for: a stranger cannot hold a call slot by saying nothing.
 const firstFrameTimeout = 10 * time.Second
 
-func newStreamLink(s network.Stream, idle time.Duration, spawn func(func()), done func(*streamLink)) *streamLink {
+func newStreamLink(s network.Stream, idle time.Duration, spawn func(func()), registry func(*streamLink)) *streamLink {
 	l := &streamLink{s: s, idle: idle, out: make(chan callFrame, maxQueuedFrames), quit: make(chan struct{}), spawn: spawn}
-	if done != nil {
-		done(l) // registered before its writer runs
+	var ended func()
+	if registry != nil {
+		registry(l) // registered before its writer runs
+		ended = func() { registry(l) }
 	}
+	l.end = wire.NewEnding(s, linkLinger, spawn, ended)
 	spawn(func() {
-		l.writeLoop()
-		if done != nil {
-			done(l)
-		}
+		_ = wire.WriteLoop(l.s, l.out, l.quit, MaxCallFrame, 10*time.Second, nil) // a failed write: the reader learns the rest
+		l.end.WriteEnded()
 	})
 	return l
 }
@@ -80,7 +89,7 @@ func newStreamLink(s network.Stream, idle time.Duration, spawn func(func()), don
 // open when it stops, so its Close never waits on one a call left behind.
 func (n *Node) newLink(s network.Stream) *streamLink {
 	return newStreamLink(s, n.timings.LinkIdle, nodeEnv{n}.spawn, func(l *streamLink) {
-		// Called once as the link starts and once as its writer stops.
+		// Called once as the link starts and once as its stream is closed.
 		if _, loaded := n.sigLinks.LoadOrStore(l, struct{}{}); loaded {
 			n.sigLinks.Delete(l)
 		}
@@ -105,18 +114,19 @@ func (l *streamLink) send(f callFrame) {
 	}
 }
 
-func (l *streamLink) writeLoop() {
-	wire.WriteLoop(l.s, l.out, l.quit, MaxCallFrame, 10*time.Second, nil)
-}
-
 func (l *streamLink) start(onFrame func(*callFrame), onDown func(error)) {
+	if !l.end.StartRead() {
+		l.spawn(func() { onDown(net.ErrClosed) })
+		return
+	}
 	l.spawn(func() {
 		for {
 			f, err := readCallFrame(l.s, l.idle)
 			if err != nil {
 				if errors.Is(err, ErrBadFrame) {
-					l.s.Reset()
+					l.end.Reset()
 				}
+				l.end.ReadEnded()
 				onDown(err)
 				return
 			}
@@ -133,7 +143,7 @@ func (l *streamLink) relay() peer.ID { return circuitRelay(l.s.Conn().RemoteMult
 
 func (l *streamLink) reset(closeConn bool) {
 	l.once.Do(func() { close(l.quit) })
-	l.s.Reset()
+	l.end.Reset()
 	if closeConn {
 		l.s.Conn().Close()
 	}

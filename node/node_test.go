@@ -31,6 +31,9 @@ func startSupernodeWith(t testing.TB, cfg supernode.Config) *supernode.Supernode
 	if cfg.Home == "" {
 		cfg.Home = t.TempDir()
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = nodetest.FailLogger(t, "supernode")
+	}
 	return nodetest.Start(t, "supernode", func() (*supernode.Supernode, error) { return newSupernode(cfg) })
 }
 
@@ -53,8 +56,8 @@ func startSupernode(t testing.TB) *supernode.Supernode {
 }
 
 // startNodeWith is the one node starter of node's tests: a node of cfg,
-// listening on loopback (TCP and QUIC) and logging to quietLogger where
-// cfg leaves those unset; closed when t ends. The helpers below name the
+// listening on loopback (TCP and QUIC) and logging to the test's
+// FailLogger where cfg leaves those unset; closed when t ends. The helpers below name the
 // configurations the tests share.
 func startNodeWith(t testing.TB, cfg Config) *Node {
 	t.Helper()
@@ -62,7 +65,11 @@ func startNodeWith(t testing.TB, cfg Config) *Node {
 		cfg.Listen = loopback
 	}
 	if cfg.Logger == nil {
-		cfg.Logger = quietLogger()
+		name := "node"
+		if id, err := LoadIdentity(cfg.Home); err == nil {
+			name = id.Handle() + "/" + id.DeviceName()
+		}
+		cfg.Logger = nodetest.FailLogger(t, name)
 	}
 	return nodetest.Start(t, "node in "+cfg.Home, func() (*Node, error) { return Start(context.Background(), cfg) })
 }
