@@ -468,20 +468,20 @@ func (n *Node) pendingCall(peer string, dir Direction) *Call {
 // admitIncoming registers a ringing call, or says why it is refused: busy,
 // or glare (both sides called each other at once: the call glareWinner
 // picks survives on both sides, and the device whose own call died answers
-// the survivor, since it wanted to talk anyway).
-func (n *Node) admitIncoming(c *Call) (reject string) {
+// the survivor, since it wanted to talk anyway). answerWith are the audio
+// ends to answer the call with once it rings (glare), or nil.
+func (n *Node) admitIncoming(c *Call) (reject string, answerWith *CallOptions) {
 	n.calls.mu.Lock()
 	if n.calls.active != nil {
 		n.calls.mu.Unlock()
-		return "busy"
+		return "busy", nil
 	}
 	mine := n.pendingCall(c.info.Peer, CallOutgoing)
 	if mine != nil && glareWinner(mine.id, c.id) == mine.id {
 		n.calls.mu.Unlock()
-		return rejectGlare
+		return rejectGlare, nil
 	}
 	n.calls.byID[c.id] = c
-	var answerWith *CallOptions
 	if g, ok := n.calls.glare[c.info.Peer]; ok {
 		delete(n.calls.glare, c.info.Peer)
 		if n.cfg.Now().Before(g.until) && mine == nil {
@@ -498,17 +498,19 @@ func (n *Node) admitIncoming(c *Call) (reject string) {
 			answerWith = &opts
 		}
 	}
-	if answerWith != nil {
-		opts := *answerWith
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			if err := c.Answer(n.ctx, opts); err != nil {
-				n.log.Info("glare: answering the surviving call", "call", c.id, "err", err)
-			}
-		}()
-	}
-	return ""
+	return "", answerWith
+}
+
+// answerGlare answers c, the call that won a glare, with the audio ends
+// of the device's own call that lost it.
+func (n *Node) answerGlare(c *Call, opts CallOptions) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := c.Answer(n.ctx, opts); err != nil {
+			n.log.Info("glare: answering the surviving call", "call", c.id, "err", err)
+		}
+	}()
 }
 
 // lostGlare is told by a call that the peer refused it for glare: its
@@ -528,13 +530,7 @@ func (n *Node) lostGlare(peerHandle string, opts CallOptions) {
 	}
 	n.calls.mu.Unlock()
 	if ringing != nil {
-		n.wg.Add(1)
-		go func() {
-			defer n.wg.Done()
-			if err := ringing.Answer(n.ctx, opts); err != nil {
-				n.log.Info("glare: answering the surviving call", "call", ringing.id, "err", err)
-			}
-		}()
+		n.answerGlare(ringing, opts)
 	}
 }
 

@@ -414,7 +414,8 @@ func (n *Node) handleCall(s network.Stream) {
 	c.info.Device, c.info.Guest = remote.String(), guestVia
 	c.legs[remote] = l
 	c.start() // the loop owns info and legs from here on
-	if reason := n.admitIncoming(c); reason != "" {
+	reason, answerWith := n.admitIncoming(c)
+	if reason != "" {
 		c.post(evRefuse{reason: reason})
 		release()
 		return
@@ -428,6 +429,9 @@ func (n *Node) handleCall(s network.Stream) {
 	}()
 	c.post(evStartIncoming{})
 	n.publishCall(c)
+	if answerWith != nil {
+		n.answerGlare(c, *answerWith) // after it rings: the caller hears ringing, then the answer
+	}
 	if n.cfg.AutoAnswer != nil {
 		n.wg.Add(1)
 		go func() {
