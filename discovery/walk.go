@@ -229,7 +229,9 @@ func walkValue(ctx context.Context, d *dht.IpfsDHT, key string, also ...peer.ID)
 			inflight++
 			routing.PublishQueryEvent(ctx, &routing.QueryEvent{Type: routing.SendingQuery, ID: p})
 			go func() {
-				resp, err := kadRequest(ctx, h, p, pb.NewMessage(pb.Message_GET_VALUE, []byte(key), 0))
+				rctx, cancel := context.WithTimeout(ctx, lookupPeerWait)
+				defer cancel()
+				resp, err := KadRequest(rctx, h, p, pb.NewMessage(pb.Message_GET_VALUE, []byte(key), 0))
 				replies <- reply{p, resp, err}
 			}()
 		}
@@ -288,15 +290,15 @@ func readAnswer(resp *pb.Message, key string) ([]byte, []*peer.AddrInfo) {
 	return raw, closer
 }
 
-// kadRequest sends one request of the DHT's protocol to p and reads its
-// answer, within lookupPeerWait. On a new connection it does not wait for
-// identify, as a host's NewStream does: the protocol is proposed with the
-// request itself (multistream's lazy select), so a server the walk has just
-// heard of costs one round trip, not two. A peer that does not speak the
-// protocol refuses it, and the request fails.
-func kadRequest(ctx context.Context, h host.Host, p peer.ID, req *pb.Message) (*pb.Message, error) {
-	ctx, cancel := context.WithTimeout(ctx, lookupPeerWait)
-	defer cancel()
+// KadRequest sends one request of parley's DHT protocol to p and reads
+// its answer (maxKadMessage bytes at most), within ctx. On a new
+// connection it does not wait for identify, as a host's NewStream does:
+// the protocol is proposed with the request itself (multistream's lazy
+// select), so a server a walk has just heard of costs one round trip, not
+// two. A peer that does not speak the protocol refuses it, and the request
+// fails. The lookup's walk sends its requests with it, and so do the scale
+// lab's load generators and its reference round trip.
+func KadRequest(ctx context.Context, h host.Host, p peer.ID, req *pb.Message) (*pb.Message, error) {
 	if err := h.Connect(ctx, peer.AddrInfo{ID: p}); err != nil {
 		return nil, err
 	}

@@ -579,7 +579,7 @@ func referenceRTT(ctx context.Context, m *member) (time.Duration, error) {
 		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 		start := time.Now()
-		_, err := kadRequest(ctx, m.h, p, pb.NewMessage(pb.Message_GET_VALUE, []byte(discovery.HandleKey("reference")), 0))
+		_, err := discovery.KadRequest(ctx, m.h, p, pb.NewMessage(pb.Message_GET_VALUE, []byte(discovery.HandleKey("reference")), 0))
 		return time.Since(start), err
 	}
 	return 0, errors.New("no connected server")

@@ -24,7 +24,6 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
-	"github.com/libp2p/go-msgio/pbio"
 	"golang.org/x/sys/unix"
 
 	"github.com/parley-net/parley/discovery"
@@ -307,13 +306,13 @@ func (g *loadGen) close() {
 func putRecord(ctx context.Context, h host.Host, p peer.ID, key string, value []byte) error {
 	m := pb.NewMessage(pb.Message_PUT_VALUE, []byte(key), 0)
 	m.Record = record.MakePutRecord(key, value)
-	_, err := kadRequest(ctx, h, p, m)
+	_, err := discovery.KadRequest(ctx, h, p, m)
 	return err
 }
 
 // getRecord asks one DHT server for the value under key.
 func getRecord(ctx context.Context, h host.Host, p peer.ID, key string) ([]byte, error) {
-	resp, err := kadRequest(ctx, h, p, pb.NewMessage(pb.Message_GET_VALUE, []byte(key), 0))
+	resp, err := discovery.KadRequest(ctx, h, p, pb.NewMessage(pb.Message_GET_VALUE, []byte(key), 0))
 	if err != nil {
 		return nil, err
 	}
@@ -321,27 +320,6 @@ func getRecord(ctx context.Context, h host.Host, p peer.ID, key string) ([]byte,
 		return nil, errors.New("no record")
 	}
 	return resp.GetRecord().GetValue(), nil
-}
-
-func kadRequest(ctx context.Context, h host.Host, p peer.ID, m *pb.Message) (*pb.Message, error) {
-	s, err := h.NewStream(ctx, p, discovery.ProtocolPrefix+"/kad/1.0.0")
-	if err != nil {
-		return nil, err
-	}
-	defer s.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		s.SetDeadline(dl)
-	}
-	if err := pbio.NewDelimitedWriter(s).WriteMsg(m); err != nil {
-		s.Reset()
-		return nil, err
-	}
-	var resp pb.Message
-	if err := pbio.NewDelimitedReader(s, 64<<10).ReadMsg(&resp); err != nil {
-		s.Reset()
-		return nil, err
-	}
-	return &resp, nil
 }
 
 // addrForm is an IPv4 address with an optional port, replaced in error
