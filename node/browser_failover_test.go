@@ -24,10 +24,7 @@ import (
 // never opened a peer connection.
 func (r *browserRig) browserAnsweredElsewhere(t *testing.T) {
 	ctx := context.Background()
-	if err := chromedp.Do(r.tab, chromedp.Navigate("http://"+r.ui.Addr()+"/#contacts")); err != nil {
-		t.Fatal(err)
-	}
-	r.waitJS(t, "the app connected", `document.body.dataset.page ? true : false`, 10*time.Second)
+	r.open(t, "contacts")
 	phoneEv, stop := r.alicePhone.Subscribe()
 	defer stop()
 	aliceEv, stopA := r.alice.Subscribe()
@@ -142,10 +139,7 @@ func (r *browserRig) browserFailoverNodeCalls(t *testing.T) {
 	ctx := context.Background()
 	cloud := startCloudRelay(t)
 	dave := r.failoverPeer(t, "dave", cloud, nil)
-	if err := chromedp.Do(r.tab, chromedp.Navigate("http://"+r.ui.Addr()+"/#call")); err != nil {
-		t.Fatal(err)
-	}
-	r.waitJS(t, "the app connected", `document.body.dataset.page ? true : false`, 10*time.Second)
+	r.open(t, "call")
 	tone, err := media.ToneSource(browserTone, 0.5)
 	if err != nil {
 		t.Fatal(err)
@@ -200,10 +194,7 @@ func (r *browserRig) browserFailoverPageCalls(t *testing.T) {
 	sink := media.NewCaptureSink(0)
 	erinEv, auto := answerInto(sink)
 	erin := r.failoverPeer(t, "erin", cloud, auto)
-	if err := chromedp.Do(r.tab, chromedp.Navigate("http://"+r.ui.Addr()+"/#call")); err != nil {
-		t.Fatal(err)
-	}
-	r.waitJS(t, "the app connected", `document.body.dataset.page ? true : false`, 10*time.Second)
+	r.open(t, "call")
 	r.eval(t, `parley.startCall('erin')`)
 	call := answeredOnSupernodeTURN(t, erin, erinEv, sink)
 	defer call.Hangup()

@@ -15,10 +15,7 @@ func (r *browserRig) browserGroups(t *testing.T) {
 	ctx := context.Background()
 	bobEv, stop := r.bob.Subscribe()
 	defer stop()
-	if err := chromedp.Do(r.tab, chromedp.Navigate("http://"+r.ui.Addr()+"/#groups")); err != nil {
-		t.Fatal(err)
-	}
-	r.waitJS(t, "the app connected", `document.body.dataset.page ? true : false`, 10*time.Second)
+	r.open(t, "groups")
 	tctx, cancel := context.WithTimeout(r.tab, 20*time.Second)
 	defer cancel()
 	// The keyboard alone: type, Enter submits.

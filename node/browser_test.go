@@ -81,6 +81,16 @@ func startBrowserRig(t *testing.T) *browserRig {
 	return r
 }
 
+// open shows the web app's screen (#screen) and waits until the app is
+// connected.
+func (r *browserRig) open(t *testing.T, screen string) {
+	t.Helper()
+	if err := chromedp.Do(r.tab, chromedp.Navigate("http://"+r.ui.Addr()+"/#"+screen)); err != nil {
+		t.Fatal(err)
+	}
+	r.waitJS(t, "the app connected", `document.body.dataset.page ? true : false`, 10*time.Second)
+}
+
 // waitJS evaluates expr until it is true, or fails the test after d.
 func (r *browserRig) waitJS(t *testing.T, what, expr string, d time.Duration) {
 	t.Helper()
