@@ -193,12 +193,19 @@ func (s *Session) OnPathChange(f func(media.Path)) {
 }
 
 func (s *Session) enqueuePathLocked(p media.Path) {
+	notifyLocked(s, func() func(media.Path) { return s.onPath }, p)
+}
+
+// notifyLocked calls the callback that get returns (read under s.mu when
+// it runs; none if nil) with v, on the session's callback goroutine. s.mu
+// is held.
+func notifyLocked[T any](s *Session, get func() func(T), v T) {
 	s.enqueueLocked(func() {
 		s.mu.Lock()
-		f := s.onPath
+		f := get()
 		s.mu.Unlock()
 		if f != nil {
-			f(p)
+			f(v)
 		}
 	})
 }
@@ -255,14 +262,9 @@ func (s *Session) ended() {
 		s.state = media.StateClosed
 		s.mu.Unlock()
 		s.p.forget(s)
-		s.enqueue(func() {
-			s.mu.Lock()
-			f := s.onState
-			s.mu.Unlock()
-			if f != nil {
-				f(media.StateClosed)
-			}
-		})
+		s.mu.Lock()
+		notifyLocked(s, func() func(media.State) { return s.onState }, media.StateClosed)
+		s.mu.Unlock()
 		close(s.done)
 	})
 }
@@ -271,15 +273,9 @@ func (s *Session) ended() {
 func (s *Session) fromPage(m *Message) {
 	switch m.T {
 	case "cand":
-		cand := *m.Cand
-		s.enqueue(func() {
-			s.mu.Lock()
-			f := s.onCandidate
-			s.mu.Unlock()
-			if f != nil {
-				f(cand)
-			}
-		})
+		s.mu.Lock()
+		notifyLocked(s, func() func(string) { return s.onCandidate }, *m.Cand)
+		s.mu.Unlock()
 	case "state":
 		st := stateOf(m.State)
 		if st == media.StateClosed {
@@ -333,24 +329,11 @@ func (s *Session) updateStateLocked(now time.Time) {
 		return
 	}
 	s.state = st
-	s.enqueueLocked(func() {
-		s.mu.Lock()
-		f := s.onState
-		s.mu.Unlock()
-		if f != nil {
-			f(st)
-		}
-	})
+	notifyLocked(s, func() func(media.State) { return s.onState }, st)
 }
 
-// enqueue runs f on the session's callback goroutine, in order.
-func (s *Session) enqueue(f func()) {
-	s.mu.Lock()
-	s.enqueueLocked(f)
-	s.mu.Unlock()
-}
-
-// enqueueLocked is enqueue with s.mu held.
+// enqueueLocked runs f on the session's callback goroutine, in order.
+// s.mu is held.
 func (s *Session) enqueueLocked(f func()) {
 	if len(s.queue) < maxQueued {
 		s.queue = append(s.queue, f)
