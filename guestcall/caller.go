@@ -605,7 +605,7 @@ func (c *guestCall) endAll(reason, typ string) {
 }
 
 func (c *guestCall) writeLoop(l *glink) {
-	_ = wire.WriteLoop(l.stream, l.out, l.quit, maxGuestFrame, 10*time.Second, nil) // a failed write: the reader learns the rest
+	_ = wire.WriteLoop(l.stream, l.out, l.quit, maxGuestFrame, 10*time.Second) // a failed write: the reader learns the rest
 	l.end.WriteEnded()
 }
 

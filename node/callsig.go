@@ -79,7 +79,7 @@ func newStreamLink(s network.Stream, idle time.Duration, spawn func(func()), reg
 	}
 	l.end = wire.NewEnding(s, linkLinger, spawn, ended)
 	spawn(func() {
-		_ = wire.WriteLoop(l.s, l.out, l.quit, MaxCallFrame, 10*time.Second, nil) // a failed write: the reader learns the rest
+		_ = wire.WriteLoop(l.s, l.out, l.quit, MaxCallFrame, 10*time.Second) // a failed write: the reader learns the rest
 		l.end.WriteEnded()
 	})
 	return l

@@ -21,9 +21,9 @@ type Stream interface {
 
 // WriteLoop writes the frames from out to s as JSON (WriteJSON, at most
 // max bytes each, each within timeout), in order, until quit is closed;
-// then it writes what is still queued, calls closing (when not nil) and
-// closes s for writing. It is a stream's one writer, so frames sent from
-// many goroutines go out whole and in the order they were queued.
+// then it writes what is still queued and closes s for writing. It is a
+// stream's one writer, so frames sent from many goroutines go out whole
+// and in the order they were queued.
 //
 // It never closes s for reading nor resets it: the peer's frames in flight
 // must still arrive. A stream closed both ways makes the peer's next write
@@ -32,7 +32,7 @@ type Stream interface {
 // hangup that said why. It returns nil once s is closed for writing, or
 // the error of the write that failed (then s is left as it is: its reader
 // may still have the peer's last frames to read). An Ending ends s.
-func WriteLoop[T any](s Stream, out <-chan T, quit <-chan struct{}, max int, timeout time.Duration, closing func()) error {
+func WriteLoop[T any](s Stream, out <-chan T, quit <-chan struct{}, max int, timeout time.Duration) error {
 	write := func(f T) error {
 		_ = s.SetWriteDeadline(time.Now().Add(timeout)) // a stream without deadlines still writes
 		return WriteJSON(s, f, max)
@@ -51,9 +51,6 @@ func WriteLoop[T any](s Stream, out <-chan T, quit <-chan struct{}, max int, tim
 						return err
 					}
 				default:
-					if closing != nil {
-						closing()
-					}
 					return s.CloseWrite()
 				}
 			}
@@ -148,9 +145,6 @@ func (e *Ending) finish(reset bool) {
 	e.mu.Lock()
 	if e.finished {
 		e.mu.Unlock()
-		if reset {
-			_ = e.s.Reset() // a close already under way ends at once
-		}
 		return
 	}
 	e.finished = true

@@ -90,7 +90,7 @@ func callee(t *testing.T, s network.Stream, hard bool, ended chan<- struct{}) {
 	out, quit := make(chan testFrame, 1), make(chan struct{})
 	out <- testFrame{Last: "rejected"}
 	close(quit)
-	if err := WriteLoop(s, out, quit, 1024, 5*time.Second, nil); err != nil {
+	if err := WriteLoop(s, out, quit, 1024, 5*time.Second); err != nil {
 		t.Errorf("callee: %v", err)
 	}
 	end.WriteEnded()
@@ -113,7 +113,7 @@ func caller(t *testing.T, a host.Host, callee peer.ID) (last string, writeErr er
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		writeErr = WriteLoop(s, out, quit, 1024, 5*time.Second, nil)
+		writeErr = WriteLoop(s, out, quit, 1024, 5*time.Second)
 		end.WriteEnded()
 	}()
 	stopFeed := make(chan struct{})
