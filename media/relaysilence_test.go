@@ -94,3 +94,24 @@ func TestIsSTUNRequest(t *testing.T) {
 		}
 	}
 }
+
+// FuzzIsSTUNRequest: on any datagram, isSTUNRequest never reads past it,
+// and on every datagram pion's STUN decoder takes whole it agrees with
+// that decoder's class, but where the first two bits are not zero: pion
+// decodes those too, RFC 8489 says they are not STUN, and TURN's
+// ChannelData begins with 01.
+func FuzzIsSTUNRequest(f *testing.F) {
+	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw)
+	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingSuccess).Raw)
+	f.Add([]byte{0x40, 0, 0, 4, 1, 2, 3, 4})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got := isSTUNRequest(b)
+		var m stun.Message
+		if err := stun.Decode(b, &m); err != nil || b[0]&0xC0 != 0 {
+			return
+		}
+		if want := m.Type.Class == stun.ClassRequest; got != want {
+			t.Errorf("%x: isSTUNRequest %v, pion's class %v", b, got, m.Type.Class)
+		}
+	})
+}
