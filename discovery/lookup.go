@@ -81,11 +81,11 @@ func ValidatorOf(d *dht.IpfsDHT) HandleValidator {
 // LookupHandle walks the DHT to the servers closest to a handle's key,
 // asking each for the handle's record as it goes (walkValue), asks the
 // trusted supernodes this host is connected to in the same walk, and
-// compares the answers: it does not stop at the first. Records that do not validate are
-// dropped; the rest are grouped by account and ranked by HandleValidator,
-// so a rogue server's answer is one answer among several and loses to a
-// claim a quorum of trusted supernodes witnessed first. It fails with
-// ErrNoSuchHandle when no server has a valid record.
+// compares the answers: it does not stop at the first. Records that do
+// not validate are dropped; the rest are grouped by account and ranked by
+// HandleValidator, so a rogue server's answer is one answer among several
+// and loses to a claim a quorum of trusted supernodes witnessed first. It
+// fails with ErrNoSuchHandle when no server has a valid record.
 // Long because the quorum rule reads best in one place: ask, collect,
 // verify, choose.
 func LookupHandle(ctx context.Context, d *dht.IpfsDHT, handle string) (*Lookup, error) {
