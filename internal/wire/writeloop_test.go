@@ -156,3 +156,61 @@ func testHost(t *testing.T, listen string) host.Host {
 	t.Cleanup(func() { _ = h.Close() })
 	return h
 }
+
+// TestEndingResetsAPeerThatNeverCloses: a stranger that opens a stream,
+// is refused and then neither closes nor stops sending holds the stream
+// for the linger, not longer: it is reset, with a reader running (a call's
+// link) or without one (a refused stream, drained).
+func TestEndingResetsAPeerThatNeverCloses(t *testing.T) {
+	const linger = 300 * time.Millisecond
+	for _, reader := range []bool{true, false} {
+		a, b := testHost(t, "/ip4/127.0.0.1/tcp/0"), testHost(t, "/ip4/127.0.0.1/tcp/0")
+		ended := make(chan time.Duration, 1)
+		b.SetStreamHandler(testProto, func(s network.Stream) {
+			start := time.Now()
+			end := NewEnding(s, linger, func(f func()) { go f() }, func() { ended <- time.Since(start) })
+			if reader && end.StartRead() {
+				go func() {
+					_, _ = io.Copy(io.Discard, s)
+					end.ReadEnded()
+				}()
+			}
+			out, quit := make(chan testFrame, 1), make(chan struct{})
+			out <- testFrame{Last: "rejected"}
+			close(quit)
+			_ = WriteLoop(s, out, quit, 1024, 5*time.Second)
+			end.WriteEnded()
+		})
+		if err := a.Connect(context.Background(), peer.AddrInfo{ID: b.ID(), Addrs: b.Addrs()}); err != nil {
+			t.Fatal(err)
+		}
+		s, err := a.NewStream(context.Background(), b.ID(), testProto)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stop := make(chan struct{})
+		go func() { // the stranger: sends forever, reads nothing, never closes
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if WriteJSON(s, testFrame{N: 1}, 1024) != nil {
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}()
+		select {
+		case took := <-ended:
+			if took < linger {
+				t.Errorf("reader %v: ended after %v, before the linger", reader, took)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("reader %v: a peer that never closes held the stream past 10 s (linger %v)", reader, linger)
+		}
+		close(stop)
+		_ = s.Reset()
+	}
+}
